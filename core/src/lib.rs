@@ -1,0 +1,4 @@
+//! netsvc-core: what every netsvc service shares — the CNI protocol, network
+//! namespaces, netlink and nftables programming, the store and the service graph.
+
+pub mod cni;
