@@ -1,6 +1,20 @@
 //! The CNI protocol: environment, configuration, results of every version,
 //! errors, and the plugin main loop.
 
+pub mod config;
+pub mod descriptor;
+pub mod env;
 pub mod error;
+pub mod ipnet;
+pub mod plugin;
+pub mod result;
+pub mod version;
 
+pub use config::{Attachment, NetConf, NetConfList};
+pub use descriptor::{Descriptor, Feature};
+pub use env::{CniArgs, Command, Env};
 pub use error::{Code, CniError, Result};
+pub use ipnet::IpNet;
+pub use plugin::{Call, Outcome, Plugin, dispatch, run};
+pub use result::{CniResult, Dns, Interface, IpConfig, Route};
+pub use version::{LATEST, SUPPORTED_VERSIONS, Version};

@@ -1,0 +1,177 @@
+//! The plugin main loop: read env and stdin, validate, dispatch to a
+//! [`Plugin`], print the result or a CNI error. VERSION is answered here.
+
+use std::io::{Read, Write};
+use std::panic::{AssertUnwindSafe, catch_unwind};
+
+use serde_json::{Value, json};
+
+use super::config::NetConf;
+use super::descriptor::Descriptor;
+use super::env::{Command, Env};
+use super::error::{CniError, Result};
+use super::result::CniResult;
+use super::version::{self, LATEST, SUPPORTED_VERSIONS, Version};
+
+/// Code for a plugin that panicked: plugin-specific, so a runtime never
+/// mistakes it for one of the spec's codes.
+pub const PANIC_CODE: u32 = 999;
+
+/// One validated call: its environment and its configuration.
+#[derive(Debug, Clone)]
+pub struct Call {
+    pub env: Env,
+    pub conf: NetConf,
+}
+
+impl Call {
+    /// The previous result in this config's version (absent on a first ADD).
+    pub fn prev_result(&self) -> Result<Option<CniResult>> {
+        self.conf.prev_result()
+    }
+
+    pub fn version(&self) -> Version {
+        Version::parse(&self.conf.cni_version).unwrap_or(Version::V1_1_0)
+    }
+}
+
+/// A CNI plugin built on the core. DEL must succeed when what it removes is
+/// already gone; GC keeps only `call.conf.gc_keep()`.
+pub trait Plugin {
+    /// Where the plugin stands in a chain.
+    fn descriptor(&self) -> Descriptor;
+
+    /// The spec versions it speaks.
+    fn supported_versions(&self) -> &'static [&'static str] {
+        SUPPORTED_VERSIONS
+    }
+
+    fn add(&self, call: &Call) -> Result<CniResult>;
+    fn del(&self, call: &Call) -> Result<()>;
+    fn check(&self, call: &Call) -> Result<()>;
+    fn gc(&self, call: &Call) -> Result<()>;
+    fn status(&self, call: &Call) -> Result<()>;
+}
+
+/// What a call prints and how the process exits.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outcome {
+    pub stdout: Vec<u8>,
+    pub exit_code: i32,
+}
+
+/// Runs one call to completion without touching the process: `env` looks up
+/// `CNI_*` variables, `stdin` is the config. Panics become code [`PANIC_CODE`].
+pub fn dispatch<P: Plugin + ?Sized>(plugin: &P, env: impl Fn(&str) -> Option<String>, stdin: &[u8]) -> Outcome {
+    // The version errors are written in: the config's when it can be read.
+    let stdin_version = serde_json::from_slice::<Value>(stdin)
+        .ok()
+        .and_then(|v| v.get("cniVersion").and_then(Value::as_str).map(str::to_string))
+        .filter(|v| Version::parse(v).is_ok() && !v.is_empty())
+        .unwrap_or_else(|| LATEST.to_string());
+
+    let outcome = catch_unwind(AssertUnwindSafe(|| handle(plugin, &env, stdin, &stdin_version)));
+    match outcome {
+        Ok(Ok(Some(v))) => Outcome { stdout: to_line(&v), exit_code: 0 },
+        Ok(Ok(None)) => Outcome { stdout: Vec::new(), exit_code: 0 },
+        Ok(Err(e)) => Outcome { stdout: to_line(&e.to_json(&stdin_version)), exit_code: 1 },
+        Err(panic) => {
+            let what = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "unknown panic".into());
+            let e = CniError::plugin(PANIC_CODE, "plugin failed unexpectedly").with_details(what);
+            Outcome { stdout: to_line(&e.to_json(&stdin_version)), exit_code: 1 }
+        }
+    }
+}
+
+fn handle<P: Plugin + ?Sized>(
+    plugin: &P,
+    env: &dyn Fn(&str) -> Option<String>,
+    stdin: &[u8],
+    stdin_version: &str,
+) -> Result<Option<Value>> {
+    let env = Env::from_lookup(env)?;
+    if env.command == Command::Version {
+        return Ok(Some(json!({
+            "cniVersion": stdin_version,
+            "supportedVersions": plugin.supported_versions(),
+        })));
+    }
+    let conf = NetConf::parse(stdin)?;
+    let ver = version::require_supported(&conf.cni_version, plugin.supported_versions())?;
+    let needs = match env.command {
+        Command::Check => Some(Version::V0_4_0),
+        Command::Gc | Command::Status => Some(Version::V1_1_0),
+        _ => None,
+    };
+    if let Some(min) = needs
+        && ver < min
+    {
+        return Err(CniError::incompatible_version(format!(
+            "config version {} does not allow {} (needs {min} or later)",
+            conf.cni_version,
+            env.command.as_str()
+        )));
+    }
+    let call = Call { env, conf };
+    tracing::debug!(command = call.env.command.as_str(), container = %call.env.container_id, "call");
+    match call.env.command {
+        Command::Add => {
+            let result = plugin.add(&call)?;
+            Ok(Some(result.to_value(&call.conf.cni_version)?))
+        }
+        Command::Del => plugin.del(&call).map(|_| None),
+        Command::Check => plugin.check(&call).map(|_| None),
+        Command::Gc => plugin.gc(&call).map(|_| None),
+        Command::Status => plugin.status(&call).map(|_| None),
+        Command::Version => unreachable!("answered above"),
+    }
+}
+
+fn to_line(v: &Value) -> Vec<u8> {
+    let mut out = serde_json::to_vec(v).unwrap_or_default();
+    out.push(b'\n');
+    out
+}
+
+/// The whole life of a plugin process: logging to stderr, one call, exit.
+pub fn run<P: Plugin>(plugin: P) -> ! {
+    init_logging();
+    // The default hook prints to stderr, but with a backtrace hint; keep it to one line.
+    std::panic::set_hook(Box::new(|info| {
+        tracing::error!("plugin panicked: {info}");
+    }));
+    let mut stdin = Vec::new();
+    let code = match std::io::stdin().read_to_end(&mut stdin) {
+        Ok(_) => {
+            let out = dispatch(&plugin, |k| std::env::var(k).ok(), &stdin);
+            let mut stdout = std::io::stdout().lock();
+            if stdout.write_all(&out.stdout).and_then(|_| stdout.flush()).is_err() {
+                2
+            } else {
+                out.exit_code
+            }
+        }
+        Err(e) => {
+            let err = CniError::io(format!("failed to read stdin: {e}"));
+            let _ = std::io::stdout().write_all(&to_line(&err.to_json(LATEST)));
+            1
+        }
+    };
+    std::process::exit(code)
+}
+
+/// Logs go to stderr (never stdout, which carries the result); `NETSVC_LOG`
+/// sets the filter (default `warn`).
+pub fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("NETSVC_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .try_init();
+}
