@@ -1,1 +1,6 @@
+//! netsvc-composer: turns network specs into ordered conflists, and runs
+//! conflists the way a CNI runtime does (`netsvc exec`).
 
+pub mod cli;
+pub mod runtime;
+pub mod spec;

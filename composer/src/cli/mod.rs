@@ -1,0 +1,38 @@
+//! The `netsvc` command line.
+
+mod compose;
+mod exec;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(name = "netsvc", version, about = "Network services for containers, as chained CNI plugins")]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Turn a network spec (YAML or JSON) into an ordered, validated conflist.
+    Compose(compose::ComposeArgs),
+    /// Run a conflist's plugins against a network namespace, as a CNI runtime does.
+    Exec(exec::ExecArgs),
+}
+
+/// Runs the CLI and returns the process exit code.
+pub fn main() -> i32 {
+    netsvc_core::cni::plugin::init_logging();
+    let cli = Cli::parse();
+    let outcome = match cli.command {
+        Cmd::Compose(a) => compose::run(a),
+        Cmd::Exec(a) => exec::run(a),
+    };
+    match outcome {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("netsvc: {e:#}");
+            1
+        }
+    }
+}
