@@ -1,1 +1,26 @@
+//! netsvc-tests: the integration-test harness.
+//!
+//! Every test builds its own world out of throwaway network namespaces: a
+//! [`TestNode`] (the "host" the plugins run on) and any number of
+//! [`Container`]s. Nothing here touches the host's root namespace; every
+//! namespace and state dir is removed on drop, including while a test panics.
+//!
+//! Traffic is proven with real packets: [`Netns::ping`], [`Netns::tcp_echo`],
+//! [`Netns::udp_echo`] against an [`EchoServer`] that answers with an identity.
+//! Every probe takes a timeout; readiness is polled ([`poll_until`]), never slept.
 
+pub mod chain;
+mod echo;
+mod names;
+mod netns;
+mod node;
+mod observe;
+mod ping;
+mod process;
+
+pub use echo::{EchoReply, EchoServer};
+pub use names::unique_name;
+pub use netns::Netns;
+pub use node::{Container, STATE_DIR_ENV, TestNode};
+pub use observe::{AddrInfo, LinkInfo};
+pub use process::{DEFAULT_TIMEOUT, output_with_timeout, poll_until};
