@@ -191,7 +191,9 @@ impl Netns {
             let deadline = Instant::now() + timeout;
             let conn = TcpStream::connect_timeout(&addr, timeout)
                 .with_context(|| format!("[{}] tcp connect {addr}", self.name()))?;
-            let left = deadline.saturating_duration_since(Instant::now()).max(Duration::from_millis(1));
+            let left = deadline
+                .saturating_duration_since(Instant::now())
+                .max(Duration::from_millis(1));
             conn.set_read_timeout(Some(left))?;
             conn.set_write_timeout(Some(left))?;
             (&conn).write_all(format!("{msg}\n").as_bytes())?;
@@ -230,7 +232,10 @@ impl Netns {
                 None
             });
             let raw = reply.with_context(|| {
-                format!("[{}] no udp reply from {addr} within {timeout:?}", self.name())
+                format!(
+                    "[{}] no udp reply from {addr} within {timeout:?}",
+                    self.name()
+                )
             })?;
             EchoReply::parse(&raw)
         })?

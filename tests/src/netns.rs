@@ -39,7 +39,10 @@ impl Netns {
             DEFAULT_TIMEOUT,
         )?;
         if !out.status.success() {
-            bail!("ip netns add {name}: {}", String::from_utf8_lossy(&out.stderr));
+            bail!(
+                "ip netns add {name}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
         }
         let ns = Netns {
             path: Path::new(NETNS_DIR).join(&name),
@@ -146,7 +149,15 @@ impl Netns {
     /// pair is created inside this namespace, never in the root one.
     pub fn veth(&self, ifname: &str, peer: &Netns, peer_ifname: &str) -> Result<()> {
         self.ip([
-            "link", "add", ifname, "type", "veth", "peer", "name", peer_ifname, "netns",
+            "link",
+            "add",
+            ifname,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            peer_ifname,
+            "netns",
             peer.name(),
         ])?;
         self.ip(["link", "set", ifname, "up"])?;

@@ -1,7 +1,9 @@
 //! The node (the machine plugins run on) and its containers, as namespaces.
 
 use std::ffi::OsStr;
+use std::fs::Permissions;
 use std::ops::Deref;
+use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::Command;
 
@@ -30,6 +32,8 @@ impl TestNode {
         let ns = Netns::create("nd")?;
         let state = tempfile::Builder::new()
             .prefix("netsvc-state-")
+            // The state dir holds keys and leases: owner only, as in production.
+            .permissions(Permissions::from_mode(0o700))
             .tempdir()
             .context("create state dir")?;
         Ok(TestNode { ns, state })

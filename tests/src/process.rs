@@ -79,18 +79,21 @@ mod tests {
 
     #[test]
     fn slow_command_is_killed() {
-        let err = output_with_timeout(
-            Command::new("sleep").arg("30"),
-            Duration::from_millis(200),
-        )
-        .unwrap_err();
+        let err = output_with_timeout(Command::new("sleep").arg("30"), Duration::from_millis(200))
+            .unwrap_err();
         assert!(err.to_string().contains("timed out"), "{err}");
     }
 
     #[test]
     fn poll_until_gives_up() {
         let mut n = 0;
-        assert_eq!(poll_until(Duration::from_millis(100), || { n += 1; None::<()> }), None);
+        assert_eq!(
+            poll_until(Duration::from_millis(100), || {
+                n += 1;
+                None::<()>
+            }),
+            None
+        );
         assert!(n > 1);
         assert_eq!(poll_until(Duration::from_secs(1), || Some(7)), Some(7));
     }
