@@ -35,6 +35,7 @@ mod node;
 mod observe;
 mod ping;
 mod process;
+mod sysctl;
 
 pub use echo::{EchoReply, EchoServer};
 pub use names::unique_name;

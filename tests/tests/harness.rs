@@ -217,3 +217,18 @@ fn run_executes_in_the_namespace() {
         .unwrap();
     assert_eq!(inside, ino);
 }
+
+#[test]
+fn sysctls_are_per_namespace() {
+    let node = TestNode::new().unwrap();
+    let host = std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward").unwrap();
+    node.set_sysctl("net.ipv4.ip_forward", "1").unwrap();
+    assert_eq!(node.sysctl("net.ipv4.ip_forward").unwrap(), "1");
+    let c = node.container("c").unwrap();
+    assert_eq!(c.sysctl("net.ipv4.ip_forward").unwrap(), "0");
+    assert_eq!(
+        std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward").unwrap(),
+        host
+    );
+    assert!(node.set_sysctl("kernel.pid_max", "1").is_err());
+}
