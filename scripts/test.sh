@@ -1,0 +1,71 @@
+#!/usr/bin/env bash
+# The project's test command. Run as root on a Debian 12 machine: integration
+# tests create network namespaces and run the plugins inside them.
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+
+# Debian packages the tests use. Add new ones here, one per line.
+PACKAGES=(
+    nftables
+    iproute2
+    iputils-ping
+    netcat-openbsd
+    socat
+    dnsutils
+    iperf3
+    containernetworking-plugins # reference plugins in /usr/lib/cni
+    busybox-static
+)
+
+step() { printf '\n==> %s\n' "$*"; }
+
+installed() {
+    dpkg -s "$1" 2>/dev/null | grep -q '^Status: install ok installed'
+}
+
+install_missing_packages() {
+    local missing=() p
+    for p in "${PACKAGES[@]}"; do
+        installed "$p" || missing+=("$p")
+    done
+    if ((${#missing[@]} == 0)); then
+        return
+    fi
+    step "installing ${missing[*]}"
+    if ((EUID != 0)); then
+        echo "missing packages and not root: ${missing[*]}" >&2
+        exit 1
+    fi
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -q
+    apt-get install -y -q --no-install-recommends "${missing[@]}"
+}
+
+ensure_nextest() {
+    if ! cargo nextest --version >/dev/null 2>&1; then
+        step "installing cargo-nextest"
+        cargo install cargo-nextest --locked
+    fi
+}
+
+install_missing_packages
+ensure_nextest
+
+step "cargo fmt --check"
+cargo fmt --all --check
+
+step "cargo clippy"
+cargo clippy --workspace --all-targets -- -D warnings
+
+# Integration tests execute the plugin binaries from target/debug.
+step "cargo build --bins"
+cargo build --workspace --bins
+
+step "cargo nextest run"
+cargo nextest run --workspace
+
+step "doc tests"
+cargo test --workspace --doc
+
+step "all tests passed"
