@@ -1,24 +1,16 @@
-//! Running a CNI plugin chain on a [`TestNode`](crate::TestNode).
-//!
-//! **To be wired in:** the runtime that executes a conflist (the same code
-//! as `netsvc exec`) plugs in here, so every service test drives its
-//! plugins exactly as a user's runtime would. Nothing here implements CNI.
-//! The intended shape:
-//!
-//! ```text
-//! node.chain(&conflist)                          // a Chain bound to the node
-//!     .add(&container, "eth0") -> Result<Value>  // ADD, the final result
-//!     .check(&container, "eth0") / .del(&container, "eth0") / .gc(&[..])
-//! ```
-//!
-//! Each plugin process must be spawned with
-//! [`TestNode::command`](crate::TestNode::command): it enters the node
-//! namespace and carries `NETSVC_STATE_DIR`. CNI_NETNS is
-//! [`Container::netns_path`](crate::Container::netns_path); CNI_PATH is
-//! [`cni_path`].
+//! Running a CNI plugin chain on a [`TestNode`](crate::TestNode) through the
+//! same runtime code as `netsvc exec`: plugins run inside the node namespace
+//! with the node's `NETSVC_STATE_DIR`, results are cached in the node's state.
 
 use std::ffi::OsString;
 use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use netsvc_composer::runtime::{Invoker, Runtime, RuntimeConf, RuntimeError};
+use netsvc_core::cni::{Attachment, NetConfList};
+use serde_json::{Map, Value, json};
+
+use crate::node::{Container, STATE_DIR_ENV, TestNode};
 
 /// Overrides where the workspace's plugin binaries are looked for.
 pub const PLUGIN_DIR_ENV: &str = "NETSVC_PLUGIN_DIR";
@@ -41,6 +33,119 @@ pub fn plugin_dir() -> PathBuf {
 
 /// CNI_PATH for chains: our plugins first, then the reference plugins.
 pub fn cni_path() -> OsString {
-    std::env::join_paths([plugin_dir(), PathBuf::from(REFERENCE_PLUGIN_DIR)])
-        .expect("plugin dirs hold no ':'")
+    std::env::join_paths([plugin_dir(), PathBuf::from(REFERENCE_PLUGIN_DIR)]).expect("plugin dirs hold no ':'")
+}
+
+/// A conflist bound to a node.
+pub struct Chain<'a> {
+    node: &'a TestNode,
+    pub list: NetConfList,
+    pub runtime: Runtime,
+}
+
+/// What one attachment call carries besides the container and ifname.
+#[derive(Debug, Clone, Default)]
+pub struct CallArgs {
+    pub args: Vec<(String, String)>,
+    pub cap_args: Map<String, Value>,
+}
+
+impl TestNode {
+    /// Binds `conflist` to this node. Plugins run in the node namespace.
+    pub fn chain(&self, conflist: &Value) -> Result<Chain<'_>> {
+        let bytes = serde_json::to_vec(conflist)?;
+        let list = NetConfList::parse(&bytes).map_err(|e| anyhow::anyhow!("conflist: {e}"))?;
+        let invoker = Invoker {
+            cni_path: std::env::split_paths(&cni_path()).collect(),
+            plugin_netns: Some(self.path().to_path_buf()),
+            env: vec![(STATE_DIR_ENV.into(), self.state_dir().display().to_string())],
+        };
+        Ok(Chain { node: self, list, runtime: Runtime::new(invoker, self.state_dir().join("cni-cache")) })
+    }
+
+    /// Where host-local keeps this node's leases (never the host's /var/lib/cni).
+    pub fn ipam_dir(&self) -> PathBuf {
+        self.state_dir().join("ipam")
+    }
+
+    /// A conflist of the reference bridge + host-local on `subnet`, followed by `extra` plugins.
+    pub fn bridge_conflist(&self, name: &str, version: &str, subnet: &str, extra: Vec<Value>) -> Value {
+        let bridge: String = format!("br-{name}").chars().take(15).collect();
+        let mut plugins = vec![json!({
+            "type": "bridge", "bridge": bridge, "isGateway": true, "ipMasq": false, "hairpinMode": true,
+            "ipam": {"type": "host-local", "dataDir": self.ipam_dir(),
+                     "ranges": [[{"subnet": subnet}]], "routes": [{"dst": "0.0.0.0/0"}]}
+        })];
+        plugins.extend(extra);
+        json!({"cniVersion": version, "name": name, "plugins": plugins})
+    }
+}
+
+impl Chain<'_> {
+    fn conf(&self, c: &Container, ifname: &str, extra: &CallArgs) -> RuntimeConf {
+        RuntimeConf {
+            container_id: c.name().to_string(),
+            netns: Some(c.netns_path().to_path_buf()),
+            ifname: ifname.to_string(),
+            args: extra.args.clone(),
+            cap_args: extra.cap_args.clone(),
+        }
+    }
+
+    pub fn add(&self, c: &Container, ifname: &str) -> Result<Value, RuntimeError> {
+        self.add_with(c, ifname, &CallArgs::default())
+    }
+
+    pub fn add_with(&self, c: &Container, ifname: &str, extra: &CallArgs) -> Result<Value, RuntimeError> {
+        self.runtime.add(&self.list, &self.conf(c, ifname, extra))
+    }
+
+    pub fn check(&self, c: &Container, ifname: &str) -> Result<(), RuntimeError> {
+        self.runtime.check(&self.list, &self.conf(c, ifname, &CallArgs::default()))
+    }
+
+    pub fn del(&self, c: &Container, ifname: &str) -> Result<(), RuntimeError> {
+        self.runtime.del(&self.list, &self.conf(c, ifname, &CallArgs::default()))
+    }
+
+    /// DEL as a runtime sends it once the container's namespace is gone.
+    pub fn del_without_netns(&self, container_id: &str, ifname: &str) -> Result<(), RuntimeError> {
+        let rt = RuntimeConf { container_id: container_id.into(), ifname: ifname.into(), ..Default::default() };
+        self.runtime.del(&self.list, &rt)
+    }
+
+    /// GC keeping only `(container, ifname)` pairs.
+    pub fn gc(&self, keep: &[(&Container, &str)]) -> Result<(), RuntimeError> {
+        let valid: Vec<Attachment> = keep
+            .iter()
+            .map(|(c, i)| Attachment { container_id: c.name().to_string(), ifname: i.to_string() })
+            .collect();
+        self.runtime.gc(&self.list, &valid)
+    }
+
+    pub fn status(&self) -> Result<(), RuntimeError> {
+        self.runtime.status(&self.list)
+    }
+
+    /// The node this chain runs on.
+    pub fn node(&self) -> &TestNode {
+        self.node
+    }
+}
+
+/// The first IPv4 address the result gives the container interface `ifname`.
+pub fn container_ip(result: &Value, ifname: &str) -> Result<std::net::IpAddr> {
+    let interfaces = result["interfaces"].as_array().context("result has no interfaces")?;
+    let idx = interfaces
+        .iter()
+        .position(|i| i["name"] == ifname && i.get("sandbox").is_some())
+        .context("result has no container interface")?;
+    let ip = result["ips"]
+        .as_array()
+        .context("result has no ips")?
+        .iter()
+        .find(|ip| ip["interface"].as_u64() == Some(idx as u64))
+        .context("no address on the container interface")?;
+    let cidr = ip["address"].as_str().context("address")?;
+    Ok(cidr.split('/').next().unwrap_or_default().parse()?)
 }
