@@ -2,3 +2,4 @@
 //! namespaces, netlink and nftables programming, the store and the service graph.
 
 pub mod cni;
+pub mod store;
