@@ -3,4 +3,4 @@
 
 pub mod error;
 
-pub use error::{CniError, Code, Result};
+pub use error::{Code, CniError, Result};

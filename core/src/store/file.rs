@@ -11,17 +11,15 @@
 //! document into place, so a crash can leave a spurious event (harmless: events
 //! are hints) but never a missed one, and revisions never repeat.
 
-use std::fs::{self, DirBuilder, File, OpenOptions};
+use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use nix::errno::Errno;
-use nix::fcntl::{Flock, FlockArg};
 use serde_json::Value;
 
+use super::fsutil::{atomic_write, create_dirs, flock_with_timeout, sync_dir};
 use super::key::{validate_key, validate_segment};
 use super::{Entry, Event, EventKind, LockGuard, Revision, Store, StoreError};
 
@@ -72,9 +70,6 @@ pub fn resolve_state_dir(config: Option<&str>, env: Option<&str>) -> Result<Path
 pub struct FileStore {
     root: PathBuf,
 }
-
-/// Makes temp file names unique within this process.
-static TMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 
 impl FileStore {
     /// Opens (creating, mode 0700) the store rooted at `root`.
@@ -469,87 +464,4 @@ impl Store for FileStore {
         let lock = flock_with_timeout(&path, timeout, &format!("network {network}"))?;
         Ok(LockGuard::new(network, Box::new(lock)))
     }
-}
-
-/// Takes an exclusive flock on `path` (created 0600), polling until `timeout`.
-fn flock_with_timeout(
-    path: &Path,
-    timeout: Duration,
-    what: &str,
-) -> Result<Flock<File>, StoreError> {
-    let deadline = Instant::now() + timeout;
-    let mut file = open_lock_file(path)?;
-    let mut pause = Duration::from_micros(200);
-    loop {
-        match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
-            Ok(lock) => return Ok(lock),
-            Err((f, Errno::EWOULDBLOCK)) => {
-                if Instant::now() >= deadline {
-                    return Err(StoreError::Timeout {
-                        what: what.to_string(),
-                    });
-                }
-                file = f;
-                std::thread::sleep(pause);
-                pause = (pause * 2).min(Duration::from_millis(10));
-            }
-            Err((_, Errno::EINTR)) => file = open_lock_file(path)?,
-            Err((_, errno)) => return Err(StoreError::io(path, errno.into())),
-        }
-    }
-}
-
-fn open_lock_file(path: &Path) -> Result<File, StoreError> {
-    OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .read(true)
-        .write(true)
-        .mode(0o600)
-        .open(path)
-        .map_err(|e| StoreError::io(path, e))
-}
-
-fn create_dirs(path: &Path) -> Result<(), StoreError> {
-    DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(path)
-        .map_err(|e| StoreError::io(path, e))
-}
-
-fn sync_dir(dir: &Path) -> Result<(), StoreError> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| StoreError::io(dir, e))
-}
-
-/// Temp file in the same dir + fsync + rename + fsync dir: readers see the
-/// old or the new content, never a mix, even if we are killed mid-write.
-fn atomic_write(path: &Path, body: &[u8]) -> Result<(), StoreError> {
-    let dir = path
-        .parent()
-        .ok_or_else(|| StoreError::io(path, std::io::Error::other("no parent dir")))?;
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let n = TMP_COUNTER.fetch_add(1, Ordering::Relaxed);
-    let tmp = dir.join(format!(".tmp.{}.{n}.{name}", std::process::id()));
-    let result = (|| {
-        let mut f = OpenOptions::new()
-            .create_new(true)
-            .write(true)
-            .mode(0o600)
-            .open(&tmp)
-            .map_err(|e| StoreError::io(&tmp, e))?;
-        f.write_all(body).map_err(|e| StoreError::io(&tmp, e))?;
-        f.sync_all().map_err(|e| StoreError::io(&tmp, e))?;
-        fs::rename(&tmp, path).map_err(|e| StoreError::io(path, e))?;
-        sync_dir(dir)
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    result
 }

@@ -7,6 +7,7 @@
 
 mod error;
 mod file;
+mod fsutil;
 pub mod key;
 
 use std::time::{Duration, Instant};
