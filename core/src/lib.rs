@@ -2,4 +2,5 @@
 //! namespaces, netlink and nftables programming, the store and the service graph.
 
 pub mod cni;
+pub mod graph;
 pub mod store;
