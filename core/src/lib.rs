@@ -3,4 +3,5 @@
 
 pub mod cni;
 pub mod graph;
+pub mod nft;
 pub mod store;
