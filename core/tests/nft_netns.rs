@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use netsvc_core::nft::{NftError, NftTable};
 use nftables::expr::Expression;
 use nftables::schema::{Chain, NfCmd, NfListObject, NfObject, SetType, SetTypeValue};
+use nftables::stmt::Statement;
 use nftables::types::NfFamily;
 use nix::sched::{CloneFlags, setns};
 
@@ -90,7 +91,7 @@ fn failing_batch_applies_nothing_and_carries_stderr() {
     let ns = TestNs::new();
     ns.run(|| {
         let t = table();
-        // The last command is invalid (not an IPv4 address): the whole batch fails.
+        // The last command is invalid (a rule in a chain that does not exist): the whole batch fails.
         let mut b = t.batch();
         b.add_table();
         b.add_set(
@@ -98,13 +99,22 @@ fn failing_batch_applies_nothing_and_carries_stderr() {
                 .expect("set"),
         )
         .expect("scoped");
-        b.add_element("addrs", vec![Expression::String("not-an-ip".into())])
+        b.add_element("addrs", vec![Expression::String("10.0.0.1".into())])
             .expect("scoped");
+        b.add_rule(
+            t.rule("nochain", vec![Statement::Accept(None)])
+                .expect("rule"),
+        )
+        .expect("scoped");
         let err = t.apply(&b).expect_err("invalid element");
         let NftError::Failed { stderr, .. } = &err else {
             panic!("unexpected {err:?}")
         };
-        assert!(stderr.contains("not-an-ip"), "nft stderr carried: {stderr}");
+        assert!(
+            stderr.contains("No such file or directory"),
+            "nft stderr carried: {stderr}"
+        );
+        eprintln!("nft said: {stderr}");
         let cni: netsvc_core::cni::CniError = err.into();
         assert_eq!(cni.code, 5);
         assert!(cni.msg.contains("nft failed"), "{}", cni.msg);

@@ -135,7 +135,10 @@ fn sigkill_mid_write_never_tears_a_document() {
     }
     let events = s.changes_since("after/", 0).expect("changes");
     assert_eq!(events.len(), 8);
-    assert!(last_seen > 0, "the writer never completed a write before being killed");
+    assert!(
+        last_seen > 0,
+        "the writer never completed a write before being killed"
+    );
 }
 
 fn check_doc(s: &FileStore, last_seen: &mut u64) {

@@ -150,6 +150,9 @@ impl<'s> Graph<'s> {
     }
 }
 
+/// One committed write, for undo: key, value before, the key's revision after (None: deleted).
+type Applied = (String, Option<Value>, Option<Revision>);
+
 /// A transaction in progress on one network.
 pub struct Tx<'s> {
     store: &'s dyn Store,
@@ -330,8 +333,7 @@ impl Tx<'_> {
     }
 
     fn commit(self) -> Result<(), GraphError> {
-        // (key, revision before, value before, key's revision after us: None if deleted) for undo.
-        let mut done: Vec<(String, Option<Revision>, Option<Value>, Option<Revision>)> = Vec::new();
+        let mut done: Vec<Applied> = Vec::new();
         for (key, value) in &self.staged {
             let expected = self.seen.get(key).copied().flatten();
             let before = match expected {
@@ -344,7 +346,7 @@ impl Tx<'_> {
                 (None, None) => Ok(None), // deleting what was absent
             };
             match result {
-                Ok(rev) => done.push((key.clone(), expected, before, rev)),
+                Ok(rev) => done.push((key.clone(), before, rev)),
                 Err(e) => {
                     self.undo(done);
                     return Err(e.into());
@@ -355,8 +357,8 @@ impl Tx<'_> {
     }
 
     /// Best effort: restores what this commit overwrote, unless changed since.
-    fn undo(&self, done: Vec<(String, Option<Revision>, Option<Value>, Option<Revision>)>) {
-        for (key, _, before, wrote) in done.into_iter().rev() {
+    fn undo(&self, done: Vec<Applied>) {
+        for (key, before, wrote) in done.into_iter().rev() {
             let res = match (before, wrote) {
                 (Some(v), wrote) => self.store.compare_and_swap(&key, wrote, &v).map(|_| ()),
                 (None, Some(rev)) => self.store.compare_and_delete(&key, rev).map(|_| ()),

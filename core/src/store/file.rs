@@ -80,10 +80,10 @@ impl FileStore {
             // Explicit chmod: the umask might have been stricter, never looser, but be sure.
             fs::set_permissions(&root, fs::Permissions::from_mode(0o700))
                 .map_err(|e| StoreError::io(&root, e))?;
-        } else if let Ok(meta) = fs::metadata(&root) {
-            if meta.permissions().mode() & 0o077 != 0 {
-                tracing::warn!(dir = %root.display(), "state dir is accessible to group/others");
-            }
+        } else if let Ok(meta) = fs::metadata(&root)
+            && meta.permissions().mode() & 0o077 != 0
+        {
+            tracing::warn!(dir = %root.display(), "state dir is accessible to group/others");
         }
         create_dirs(&root.join("kv"))?;
         create_dirs(&root.join("locks"))?;
@@ -177,7 +177,7 @@ impl FileStore {
         file.write_all(&line)
             .map_err(|e| StoreError::io(&path, e))?;
         file.sync_data().map_err(|e| StoreError::io(&path, e))?;
-        if event.revision % 1000 == 0 {
+        if event.revision.is_multiple_of(1000) {
             self.maybe_compact()?;
         }
         Ok(())
