@@ -2,3 +2,6 @@
 //! namespaces, netlink and nftables programming, the store and the service graph.
 
 pub mod cni;
+pub mod graph;
+pub mod nft;
+pub mod store;

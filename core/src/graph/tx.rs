@@ -1,0 +1,372 @@
+//! Per-network transactions over the store.
+//!
+//! A transaction takes the network's lock, reads through the store (recording
+//! each key's revision), stages writes, and commits them with compare-and-swap
+//! against the revisions it saw. If the closure fails nothing is written; if a
+//! commit fails half-way (someone wrote without the lock), the writes already
+//! made are undone.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+use super::types::endpoint_id;
+use super::{Endpoint, GraphError, Network, Peer, Policy, Service, Shaping, validate_name};
+use crate::store::{Revision, Store, key};
+
+/// Default wait for a network's lock before answering "try again".
+pub const LOCK_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The graph over a store.
+pub struct Graph<'s> {
+    store: &'s dyn Store,
+    lock_timeout: Duration,
+}
+
+fn network_key(net: &str) -> Result<String, GraphError> {
+    Ok(key::join(&["networks", net])?)
+}
+
+fn child_key(net: &str, kind: &str, name: &str) -> Result<String, GraphError> {
+    Ok(key::join(&["networks", net, kind, name])?)
+}
+
+fn decode<T: DeserializeOwned>(key: &str, v: Value) -> Result<T, GraphError> {
+    serde_json::from_value(v).map_err(|e| GraphError::Decode {
+        key: key.to_string(),
+        why: e.to_string(),
+    })
+}
+
+impl<'s> Graph<'s> {
+    pub fn new(store: &'s dyn Store) -> Self {
+        Graph {
+            store,
+            lock_timeout: LOCK_TIMEOUT,
+        }
+    }
+
+    pub fn with_lock_timeout(mut self, timeout: Duration) -> Self {
+        self.lock_timeout = timeout;
+        self
+    }
+
+    /// Runs `f` under `network`'s lock and commits its writes atomically
+    /// with respect to other transactions; an `Err` from `f` commits nothing.
+    pub fn transaction<T>(
+        &self,
+        network: &str,
+        f: impl FnOnce(&mut Tx<'_>) -> Result<T, GraphError>,
+    ) -> Result<T, GraphError> {
+        validate_name("network", network)?;
+        let _lock = self.store.lock_network(network, self.lock_timeout)?;
+        let mut tx = Tx {
+            store: self.store,
+            network: network.to_string(),
+            seen: HashMap::new(),
+            staged: BTreeMap::new(),
+        };
+        let out = f(&mut tx)?;
+        tx.commit()?;
+        Ok(out)
+    }
+
+    pub fn network(&self, name: &str) -> Result<Option<Network>, GraphError> {
+        self.get(&network_key(name)?)
+    }
+
+    /// Endpoints of one network, sorted by id.
+    pub fn endpoints(&self, network: &str) -> Result<Vec<Endpoint>, GraphError> {
+        self.list(&format!("{}/endpoints/", network_key(network)?))
+    }
+
+    pub fn endpoint(
+        &self,
+        network: &str,
+        container_id: &str,
+        ifname: &str,
+    ) -> Result<Option<Endpoint>, GraphError> {
+        self.get(&child_key(
+            network,
+            "endpoints",
+            &endpoint_id(container_id, ifname),
+        )?)
+    }
+
+    /// Removes an attachment in its own transaction; absent is not an error.
+    pub fn remove_endpoint(
+        &self,
+        network: &str,
+        container_id: &str,
+        ifname: &str,
+    ) -> Result<Option<Endpoint>, GraphError> {
+        self.transaction(network, |tx| tx.remove_endpoint(container_id, ifname))
+    }
+
+    /// Every attachment of every network (for GC).
+    pub fn attachments(&self) -> Result<Vec<Endpoint>, GraphError> {
+        let mut out = Vec::new();
+        for e in self.store.list("networks/")? {
+            let parts: Vec<&str> = e.key.split('/').collect();
+            if parts.len() == 4 && parts[2] == "endpoints" {
+                out.push(decode(&e.key, e.value)?);
+            }
+        }
+        Ok(out)
+    }
+
+    pub fn services(&self, network: &str) -> Result<Vec<Service>, GraphError> {
+        self.list(&format!("{}/services/", network_key(network)?))
+    }
+
+    pub fn policies(&self, network: &str) -> Result<Vec<Policy>, GraphError> {
+        self.list(&format!("{}/policies/", network_key(network)?))
+    }
+
+    pub fn shapings(&self, network: &str) -> Result<Vec<Shaping>, GraphError> {
+        self.list(&format!("{}/shaping/", network_key(network)?))
+    }
+
+    pub fn peers(&self, network: &str) -> Result<Vec<Peer>, GraphError> {
+        self.list(&format!("{}/peers/", network_key(network)?))
+    }
+
+    fn get<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>, GraphError> {
+        self.store
+            .get(key)?
+            .map(|e| decode(key, e.value))
+            .transpose()
+    }
+
+    fn list<T: DeserializeOwned>(&self, prefix: &str) -> Result<Vec<T>, GraphError> {
+        self.store
+            .list(prefix)?
+            .into_iter()
+            .map(|e| decode(&e.key, e.value))
+            .collect()
+    }
+}
+
+/// One committed write, for undo: key, value before, the key's revision after (None: deleted).
+type Applied = (String, Option<Value>, Option<Revision>);
+
+/// A transaction in progress on one network.
+pub struct Tx<'s> {
+    store: &'s dyn Store,
+    network: String,
+    /// Revision of each key as first read (None: absent).
+    seen: HashMap<String, Option<Revision>>,
+    /// Staged writes (None: delete), applied in key order at commit.
+    staged: BTreeMap<String, Option<Value>>,
+}
+
+impl Tx<'_> {
+    pub fn network_name(&self) -> &str {
+        &self.network
+    }
+
+    /// Reads a key as this transaction sees it (staged writes first).
+    fn read(&mut self, key: &str) -> Result<Option<Value>, GraphError> {
+        if let Some(staged) = self.staged.get(key) {
+            return Ok(staged.clone());
+        }
+        let entry = self.store.get(key)?;
+        self.seen
+            .entry(key.to_string())
+            .or_insert(entry.as_ref().map(|e| e.revision));
+        Ok(entry.map(|e| e.value))
+    }
+
+    fn stage(&mut self, key: String, value: Option<Value>) -> Result<(), GraphError> {
+        if !self.seen.contains_key(&key) {
+            self.read(&key)?; // record the revision the CAS will expect
+        }
+        self.staged.insert(key, value);
+        Ok(())
+    }
+
+    fn get<T: DeserializeOwned>(&mut self, key: &str) -> Result<Option<T>, GraphError> {
+        self.read(key)?.map(|v| decode(key, v)).transpose()
+    }
+
+    fn put<T: Serialize>(&mut self, key: String, value: &T) -> Result<(), GraphError> {
+        let v = serde_json::to_value(value).map_err(|e| GraphError::Decode {
+            key: key.clone(),
+            why: e.to_string(),
+        })?;
+        self.stage(key, Some(v))
+    }
+
+    fn remove<T: DeserializeOwned>(&mut self, key: String) -> Result<Option<T>, GraphError> {
+        let old = self.get(&key)?;
+        self.stage(key, None)?;
+        Ok(old)
+    }
+
+    fn check_network(&self, field: &str, network: &str) -> Result<(), GraphError> {
+        if network != self.network {
+            return Err(GraphError::invalid(
+                field,
+                network,
+                format!("transaction is on network {:?}", self.network),
+            ));
+        }
+        Ok(())
+    }
+
+    pub fn get_network(&mut self) -> Result<Option<Network>, GraphError> {
+        let k = network_key(&self.network)?;
+        self.get(&k)
+    }
+
+    pub fn put_network(&mut self, net: &Network) -> Result<(), GraphError> {
+        self.check_network("network.name", &net.name)?;
+        self.put(network_key(&self.network)?, net)
+    }
+
+    pub fn get_endpoint(
+        &mut self,
+        container_id: &str,
+        ifname: &str,
+    ) -> Result<Option<Endpoint>, GraphError> {
+        let k = child_key(
+            &self.network,
+            "endpoints",
+            &endpoint_id(container_id, ifname),
+        )?;
+        self.get(&k)
+    }
+
+    pub fn put_endpoint(&mut self, ep: &Endpoint) -> Result<(), GraphError> {
+        self.check_network("endpoint.network", &ep.network)?;
+        for (i, n) in ep.names.iter().enumerate() {
+            validate_name(&format!("endpoint.names[{i}]"), n)?;
+        }
+        for (k, v) in &ep.labels {
+            super::validate_label("endpoint.labels", k, v)?;
+        }
+        let k = child_key(&self.network, "endpoints", &ep.id())?;
+        self.put(k, ep)
+    }
+
+    /// Removes an endpoint; absent is not an error.
+    pub fn remove_endpoint(
+        &mut self,
+        container_id: &str,
+        ifname: &str,
+    ) -> Result<Option<Endpoint>, GraphError> {
+        let k = child_key(
+            &self.network,
+            "endpoints",
+            &endpoint_id(container_id, ifname),
+        )?;
+        self.remove(k)
+    }
+
+    /// Endpoints of this network including this transaction's staged changes.
+    pub fn endpoints(&mut self) -> Result<Vec<Endpoint>, GraphError> {
+        let prefix = format!("{}/endpoints/", network_key(&self.network)?);
+        let mut all: BTreeMap<String, Value> = BTreeMap::new();
+        for e in self.store.list(&prefix)? {
+            self.seen.entry(e.key.clone()).or_insert(Some(e.revision));
+            all.insert(e.key, e.value);
+        }
+        for (k, v) in self
+            .staged
+            .range(prefix.clone()..)
+            .take_while(|(k, _)| k.starts_with(&prefix))
+        {
+            match v {
+                Some(v) => all.insert(k.clone(), v.clone()),
+                None => all.remove(k),
+            };
+        }
+        all.into_iter().map(|(k, v)| decode(&k, v)).collect()
+    }
+
+    pub fn put_service(&mut self, s: &Service) -> Result<(), GraphError> {
+        validate_name("service.name", &s.name)?;
+        s.selector.validate("service.selector")?;
+        let k = child_key(&self.network, "services", &s.name)?;
+        self.put(k, s)
+    }
+
+    pub fn remove_service(&mut self, name: &str) -> Result<Option<Service>, GraphError> {
+        let k = child_key(&self.network, "services", name)?;
+        self.remove(k)
+    }
+
+    pub fn put_policy(&mut self, p: &Policy) -> Result<(), GraphError> {
+        validate_name("policy.name", &p.name)?;
+        p.selector.validate("policy.selector")?;
+        let k = child_key(&self.network, "policies", &p.name)?;
+        self.put(k, p)
+    }
+
+    pub fn remove_policy(&mut self, name: &str) -> Result<Option<Policy>, GraphError> {
+        let k = child_key(&self.network, "policies", name)?;
+        self.remove(k)
+    }
+
+    pub fn put_shaping(&mut self, s: &Shaping) -> Result<(), GraphError> {
+        let k = child_key(&self.network, "shaping", &s.endpoint)?;
+        self.put(k, s)
+    }
+
+    pub fn remove_shaping(&mut self, endpoint: &str) -> Result<Option<Shaping>, GraphError> {
+        let k = child_key(&self.network, "shaping", endpoint)?;
+        self.remove(k)
+    }
+
+    pub fn put_peer(&mut self, p: &Peer) -> Result<(), GraphError> {
+        validate_name("peer.name", &p.name)?;
+        let k = child_key(&self.network, "peers", &p.name)?;
+        self.put(k, p)
+    }
+
+    pub fn remove_peer(&mut self, name: &str) -> Result<Option<Peer>, GraphError> {
+        let k = child_key(&self.network, "peers", name)?;
+        self.remove(k)
+    }
+
+    fn commit(self) -> Result<(), GraphError> {
+        let mut done: Vec<Applied> = Vec::new();
+        for (key, value) in &self.staged {
+            let expected = self.seen.get(key).copied().flatten();
+            let before = match expected {
+                Some(_) => self.store.get(key)?.map(|e| e.value),
+                None => None,
+            };
+            let result = match (value, expected) {
+                (Some(v), _) => self.store.compare_and_swap(key, expected, v).map(Some),
+                (None, Some(rev)) => self.store.compare_and_delete(key, rev).map(|_| None),
+                (None, None) => Ok(None), // deleting what was absent
+            };
+            match result {
+                Ok(rev) => done.push((key.clone(), before, rev)),
+                Err(e) => {
+                    self.undo(done);
+                    return Err(e.into());
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Best effort: restores what this commit overwrote, unless changed since.
+    fn undo(&self, done: Vec<Applied>) {
+        for (key, before, wrote) in done.into_iter().rev() {
+            let res = match (before, wrote) {
+                (Some(v), wrote) => self.store.compare_and_swap(&key, wrote, &v).map(|_| ()),
+                (None, Some(rev)) => self.store.compare_and_delete(&key, rev).map(|_| ()),
+                (None, None) => Ok(()),
+            };
+            if let Err(e) = res {
+                tracing::warn!(%key, error = %e, "could not undo a partial graph commit");
+            }
+        }
+    }
+}

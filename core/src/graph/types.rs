@@ -1,0 +1,121 @@
+//! The graph's objects as stored (JSON, camelCase). Unknown keys are errors so
+//! that a typo in a hand-edited or imported document does not pass silently.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use super::Selector;
+
+/// A network: what the interface plugin set up.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Network {
+    pub name: String,
+    /// CIDRs.
+    #[serde(default)]
+    pub subnets: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway: Option<String>,
+    /// The bridge or host interface the network lives on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bridge: Option<String>,
+}
+
+/// One attachment: (network, container id, ifname).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Endpoint {
+    pub network: String,
+    pub container_id: String,
+    pub ifname: String,
+    /// Addresses in CIDR form.
+    #[serde(default)]
+    pub ips: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_veth: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub netns: Option<String>,
+    /// Names and aliases (what DNS answers and selectors match).
+    #[serde(default)]
+    pub names: Vec<String>,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+}
+
+impl Endpoint {
+    /// The attachment id used in keys: `<containerId>:<ifname>` (neither may hold `:`).
+    pub fn id(&self) -> String {
+        endpoint_id(&self.container_id, &self.ifname)
+    }
+}
+
+pub(crate) fn endpoint_id(container_id: &str, ifname: &str) -> String {
+    format!("{container_id}:{ifname}")
+}
+
+/// A port of a service.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ServicePort {
+    pub port: u16,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_port: Option<u16>,
+    /// "tcp" or "udp".
+    pub protocol: String,
+}
+
+/// A load-balanced / named service; its backends are the endpoints it selects.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Service {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vip: Option<String>,
+    #[serde(default)]
+    pub ports: Vec<ServicePort>,
+    #[serde(default)]
+    pub selector: Selector,
+}
+
+/// A firewall policy; rules stay opaque JSON until the firewall owns them.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Policy {
+    pub name: String,
+    #[serde(default)]
+    pub selector: Selector,
+    #[serde(default)]
+    pub ingress: Vec<serde_json::Value>,
+    #[serde(default)]
+    pub egress: Vec<serde_json::Value>,
+}
+
+/// Traffic shaping of one endpoint (rates in bits/s, bursts in bits).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Shaping {
+    /// The endpoint's id ([`Endpoint::id`]).
+    pub endpoint: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ingress_rate: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ingress_burst: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub egress_rate: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub egress_burst: Option<u64>,
+}
+
+/// A VPN peer. Public material only: there is deliberately no field for a
+/// private key, and `deny_unknown_fields` refuses one.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Peer {
+    pub name: String,
+    pub public_key: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
+    #[serde(default)]
+    pub allowed_ips: Vec<String>,
+}

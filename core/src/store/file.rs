@@ -1,0 +1,467 @@
+//! The embedded file store: one JSON document per key under the state dir.
+//!
+//! Layout (dir 0700, files 0600):
+//! - `kv/<seg>/<seg>.json`: `{"revision": N, "value": ...}` per key
+//! - `changes.log`: one [`Event`] per line; its last event is the store revision
+//! - `.compacted`: revision up to which the change log was trimmed
+//! - `.store.lock`: held (flock) for the few milliseconds of each mutation
+//! - `locks/<network>.lock`: the per-network locks
+//!
+//! A mutation appends its event to the log (fsync) before renaming the
+//! document into place, so a crash can leave a spurious event (harmless: events
+//! are hints) but never a missed one, and revisions never repeat.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde_json::Value;
+
+use super::fsutil::{atomic_write, create_dirs, flock_with_timeout, sync_dir};
+use super::key::{validate_key, validate_segment};
+use super::{Entry, Event, EventKind, LockGuard, Revision, Store, StoreError};
+
+/// Where state lives when neither the config nor the environment says.
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/netsvc";
+/// Environment variable overriding the state dir (after the config's `stateDir`).
+pub const STATE_DIR_ENV: &str = "NETSVC_STATE_DIR";
+
+/// Log length that triggers compaction, and how many events compaction keeps.
+const MAX_LOG_EVENTS: usize = 20_000;
+const KEEP_LOG_EVENTS: usize = 10_000;
+/// How long a mutation waits for the store-wide lock before giving up.
+const STORE_LOCK_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The state dir: the config's `stateDir` if given, else `$NETSVC_STATE_DIR`
+/// if set and non-empty, else [`DEFAULT_STATE_DIR`]. Must be absolute.
+pub fn resolve_state_dir(config: Option<&str>, env: Option<&str>) -> Result<PathBuf, StoreError> {
+    let (raw, source) = match (config, env) {
+        (Some(c), _) => (c, "stateDir"),
+        (None, Some(e)) if !e.is_empty() => (e, STATE_DIR_ENV),
+        _ => (DEFAULT_STATE_DIR, "default"),
+    };
+    let bad = |why: &str| StoreError::InvalidStateDir {
+        path: raw.to_string(),
+        why: format!("{why} (from {source})"),
+    };
+    if raw.is_empty() {
+        return Err(bad("empty path"));
+    }
+    if raw.contains('\0') {
+        return Err(bad("contains NUL"));
+    }
+    let path = PathBuf::from(raw);
+    if !path.is_absolute() {
+        return Err(bad("not an absolute path"));
+    }
+    if path
+        .components()
+        .any(|c| matches!(c, std::path::Component::ParentDir))
+    {
+        return Err(bad("contains '..'"));
+    }
+    Ok(path)
+}
+
+/// The embedded store. Cheap to open; safe to use from many processes.
+#[derive(Debug)]
+pub struct FileStore {
+    root: PathBuf,
+}
+
+impl FileStore {
+    /// Opens (creating, mode 0700) the store rooted at `root`.
+    pub fn open(root: impl Into<PathBuf>) -> Result<Self, StoreError> {
+        let root = root.into();
+        if !root.exists() {
+            create_dirs(&root)?;
+            // Explicit chmod: the umask might have been stricter, never looser, but be sure.
+            fs::set_permissions(&root, fs::Permissions::from_mode(0o700))
+                .map_err(|e| StoreError::io(&root, e))?;
+        } else if let Ok(meta) = fs::metadata(&root)
+            && meta.permissions().mode() & 0o077 != 0
+        {
+            tracing::warn!(dir = %root.display(), "state dir is accessible to group/others");
+        }
+        create_dirs(&root.join("kv"))?;
+        create_dirs(&root.join("locks"))?;
+        Ok(FileStore { root })
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    fn doc_path(&self, key: &str) -> Result<PathBuf, StoreError> {
+        let segments = validate_key(key)?;
+        let mut path = self.root.join("kv");
+        let (last, dirs) = segments
+            .split_last()
+            .ok_or_else(|| StoreError::invalid_key(key, "empty"))?;
+        for s in dirs {
+            path.push(s);
+        }
+        path.push(format!("{last}.json"));
+        Ok(path)
+    }
+
+    fn log_path(&self) -> PathBuf {
+        self.root.join("changes.log")
+    }
+
+    fn read_doc(&self, key: &str, path: &Path) -> Result<Option<Entry>, StoreError> {
+        let bytes = match fs::read(path) {
+            Ok(b) => b,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory
+                ) =>
+            {
+                return Ok(None);
+            }
+            Err(e) => return Err(StoreError::io(path, e)),
+        };
+        let doc: StoredDoc = serde_json::from_slice(&bytes).map_err(|e| StoreError::Corrupt {
+            path: path.display().to_string(),
+            why: e.to_string(),
+        })?;
+        Ok(Some(Entry {
+            key: key.to_string(),
+            value: doc.value,
+            revision: doc.revision,
+        }))
+    }
+
+    /// Runs one mutation under the store-wide lock with the next revision.
+    fn mutate<T>(
+        &self,
+        f: impl FnOnce(Revision) -> Result<(T, Option<Event>), StoreError>,
+    ) -> Result<T, StoreError> {
+        let lock_path = self.root.join(".store.lock");
+        let _guard = flock_with_timeout(&lock_path, STORE_LOCK_TIMEOUT, "store")?;
+        let current = self.current_revision()?;
+        let (out, event) = f(current + 1)?;
+        if let Some(event) = event {
+            debug_assert_eq!(event.revision, current + 1);
+        }
+        Ok(out)
+    }
+
+    /// Appends an event (fsync'd) and compacts the log when it grows too long.
+    fn append_event(&self, event: &Event) -> Result<(), StoreError> {
+        let path = self.log_path();
+        let mut file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .read(true)
+            .mode(0o600)
+            .open(&path)
+            .map_err(|e| StoreError::io(&path, e))?;
+        let mut line = serde_json::to_vec(event)?;
+        line.push(b'\n');
+        // A writer killed mid-append leaves a partial line; end it so ours parses.
+        let len = file.metadata().map_err(|e| StoreError::io(&path, e))?.len();
+        if len > 0 {
+            let mut last = [0u8; 1];
+            file.seek(SeekFrom::Start(len - 1))
+                .map_err(|e| StoreError::io(&path, e))?;
+            file.read_exact(&mut last)
+                .map_err(|e| StoreError::io(&path, e))?;
+            if last[0] != b'\n' {
+                line.insert(0, b'\n');
+            }
+        }
+        file.write_all(&line)
+            .map_err(|e| StoreError::io(&path, e))?;
+        file.sync_data().map_err(|e| StoreError::io(&path, e))?;
+        if event.revision.is_multiple_of(1000) {
+            self.maybe_compact()?;
+        }
+        Ok(())
+    }
+
+    fn maybe_compact(&self) -> Result<(), StoreError> {
+        let events = self.read_log()?;
+        if events.len() <= MAX_LOG_EVENTS {
+            return Ok(());
+        }
+        let cut = events.len() - KEEP_LOG_EVENTS;
+        let compacted = events[cut - 1].revision;
+        // Record the horizon first: a crash in between only makes it conservative.
+        atomic_write(
+            &self.root.join(".compacted"),
+            compacted.to_string().as_bytes(),
+        )?;
+        let mut body = Vec::new();
+        for e in &events[cut..] {
+            body.extend(serde_json::to_vec(e)?);
+            body.push(b'\n');
+        }
+        atomic_write(&self.log_path(), &body)
+    }
+
+    fn compacted(&self) -> Result<Revision, StoreError> {
+        let path = self.root.join(".compacted");
+        match fs::read_to_string(&path) {
+            Ok(s) => s.trim().parse().map_err(|e| StoreError::Corrupt {
+                path: path.display().to_string(),
+                why: format!("{e}"),
+            }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(0),
+            Err(e) => Err(StoreError::io(&path, e)),
+        }
+    }
+
+    fn read_log(&self) -> Result<Vec<Event>, StoreError> {
+        let path = self.log_path();
+        let text = match fs::read(&path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(StoreError::io(&path, e)),
+        };
+        // Torn lines (a writer killed mid-append) are skipped.
+        Ok(text
+            .split(|b| *b == b'\n')
+            .filter_map(|l| serde_json::from_slice::<Event>(l).ok())
+            .collect())
+    }
+
+    /// The last revision in the log (reads only its tail), or the compaction horizon.
+    fn current_revision(&self) -> Result<Revision, StoreError> {
+        let path = self.log_path();
+        let base = self.compacted()?;
+        let mut file = match File::open(&path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(base),
+            Err(e) => return Err(StoreError::io(&path, e)),
+        };
+        let len = file.metadata().map_err(|e| StoreError::io(&path, e))?.len();
+        // Lines are bounded by the key length, so the tail holds the last whole one.
+        let start = len.saturating_sub(8192);
+        file.seek(SeekFrom::Start(start))
+            .map_err(|e| StoreError::io(&path, e))?;
+        let mut tail = Vec::new();
+        file.read_to_end(&mut tail)
+            .map_err(|e| StoreError::io(&path, e))?;
+        let last = tail
+            .split(|b| *b == b'\n')
+            .rev()
+            .find_map(|l| serde_json::from_slice::<Event>(l).ok())
+            .map(|e| e.revision);
+        Ok(last.unwrap_or(0).max(base))
+    }
+
+    fn write_doc(
+        &self,
+        key: &str,
+        path: &Path,
+        value: &Value,
+        rev: Revision,
+    ) -> Result<Event, StoreError> {
+        let body = serde_json::to_vec(&StoredDoc {
+            revision: rev,
+            value: value.clone(),
+        })?;
+        let event = Event {
+            kind: EventKind::Put,
+            key: key.to_string(),
+            revision: rev,
+        };
+        self.append_event(&event)?;
+        if let Some(parent) = path.parent() {
+            create_dirs(parent)?;
+        }
+        atomic_write(path, &body)?;
+        Ok(event)
+    }
+
+    fn remove_doc(&self, key: &str, path: &Path, rev: Revision) -> Result<Event, StoreError> {
+        let event = Event {
+            kind: EventKind::Delete,
+            key: key.to_string(),
+            revision: rev,
+        };
+        self.append_event(&event)?;
+        match fs::remove_file(path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(StoreError::io(path, e)),
+        }
+        if let Some(parent) = path.parent() {
+            sync_dir(parent)?;
+            self.prune_empty_dirs(parent);
+        }
+        Ok(event)
+    }
+
+    /// Removes now-empty directories up to `kv/` (best effort; runs under the store lock).
+    fn prune_empty_dirs(&self, mut dir: &Path) {
+        let kv = self.root.join("kv");
+        while dir != kv && dir.starts_with(&kv) {
+            if fs::remove_dir(dir).is_err() {
+                break;
+            }
+            match dir.parent() {
+                Some(p) => dir = p,
+                None => break,
+            }
+        }
+    }
+
+    fn walk(
+        &self,
+        dir: &Path,
+        key_prefix: &str,
+        out: &mut Vec<(String, PathBuf)>,
+    ) -> Result<(), StoreError> {
+        let entries = match fs::read_dir(dir) {
+            Ok(e) => e,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory
+                ) =>
+            {
+                return Ok(());
+            }
+            Err(e) => return Err(StoreError::io(dir, e)),
+        };
+        for entry in entries {
+            let entry = entry.map_err(|e| StoreError::io(dir, e))?;
+            let Ok(name) = entry.file_name().into_string() else {
+                continue;
+            };
+            if name.starts_with('.') {
+                continue; // temp files
+            }
+            let path = entry.path();
+            let is_dir = entry.file_type().map(|t| t.is_dir()).unwrap_or(false);
+            if is_dir {
+                self.walk(&path, &format!("{key_prefix}{name}/"), out)?;
+            } else if let Some(stem) = name.strip_suffix(".json") {
+                out.push((format!("{key_prefix}{stem}"), path));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct StoredDoc {
+    revision: Revision,
+    value: Value,
+}
+
+impl Store for FileStore {
+    fn get(&self, key: &str) -> Result<Option<Entry>, StoreError> {
+        let path = self.doc_path(key)?;
+        self.read_doc(key, &path)
+    }
+
+    fn put(&self, key: &str, value: &Value) -> Result<Revision, StoreError> {
+        let path = self.doc_path(key)?;
+        self.mutate(|rev| Ok((rev, Some(self.write_doc(key, &path, value, rev)?))))
+    }
+
+    fn compare_and_swap(
+        &self,
+        key: &str,
+        expected: Option<Revision>,
+        value: &Value,
+    ) -> Result<Revision, StoreError> {
+        let path = self.doc_path(key)?;
+        self.mutate(|rev| {
+            let actual = self.read_doc(key, &path)?.map(|e| e.revision);
+            if actual != expected {
+                return Err(StoreError::Conflict {
+                    key: key.to_string(),
+                    expected,
+                    actual,
+                });
+            }
+            Ok((rev, Some(self.write_doc(key, &path, value, rev)?)))
+        })
+    }
+
+    fn delete(&self, key: &str) -> Result<Option<Revision>, StoreError> {
+        let path = self.doc_path(key)?;
+        self.mutate(|rev| {
+            if self.read_doc(key, &path)?.is_none() {
+                return Ok((None, None));
+            }
+            Ok((Some(rev), Some(self.remove_doc(key, &path, rev)?)))
+        })
+    }
+
+    fn compare_and_delete(&self, key: &str, expected: Revision) -> Result<Revision, StoreError> {
+        let path = self.doc_path(key)?;
+        self.mutate(|rev| {
+            let actual = self.read_doc(key, &path)?.map(|e| e.revision);
+            if actual != Some(expected) {
+                return Err(StoreError::Conflict {
+                    key: key.to_string(),
+                    expected: Some(expected),
+                    actual,
+                });
+            }
+            Ok((rev, Some(self.remove_doc(key, &path, rev)?)))
+        })
+    }
+
+    fn list(&self, prefix: &str) -> Result<Vec<Entry>, StoreError> {
+        // Complete segments of the prefix name a directory; the last may be partial.
+        let mut dir = self.root.join("kv");
+        let mut key_prefix = String::new();
+        let parts: Vec<&str> = prefix.split('/').collect();
+        if let Some((_, complete)) = parts.split_last() {
+            for s in complete {
+                validate_segment(s).map_err(|why| StoreError::invalid_key(prefix, why))?;
+                dir.push(s);
+                key_prefix.push_str(s);
+                key_prefix.push('/');
+            }
+        }
+        let mut found = Vec::new();
+        self.walk(&dir, &key_prefix, &mut found)?;
+        found.sort();
+        let mut out = Vec::new();
+        for (key, path) in found.into_iter().filter(|(k, _)| k.starts_with(prefix)) {
+            // Deleted since the directory scan: skip.
+            if let Some(entry) = self.read_doc(&key, &path)? {
+                out.push(entry);
+            }
+        }
+        Ok(out)
+    }
+
+    fn revision(&self) -> Result<Revision, StoreError> {
+        self.current_revision()
+    }
+
+    fn changes_since(&self, prefix: &str, since: Revision) -> Result<Vec<Event>, StoreError> {
+        let compacted = self.compacted()?;
+        if since < compacted {
+            return Err(StoreError::Compacted {
+                requested: since,
+                oldest: compacted,
+            });
+        }
+        let mut events: Vec<Event> = self
+            .read_log()?
+            .into_iter()
+            .filter(|e| e.revision > since && e.key.starts_with(prefix))
+            .collect();
+        events.sort_by_key(|e| e.revision);
+        Ok(events)
+    }
+
+    fn lock_network(&self, network: &str, timeout: Duration) -> Result<LockGuard, StoreError> {
+        validate_segment(network).map_err(|why| StoreError::invalid_key(network, why))?;
+        let path = self.root.join("locks").join(format!("{network}.lock"));
+        let lock = flock_with_timeout(&path, timeout, &format!("network {network}"))?;
+        Ok(LockGuard::new(network, Box::new(lock)))
+    }
+}

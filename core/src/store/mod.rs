@@ -1,0 +1,133 @@
+//! The store: a small key/value space of JSON documents with store-wide
+//! revisions, compare-and-swap, change events and per-network locks.
+//!
+//! The [`Store`] trait is shaped after etcd (string keys, `u64` revisions,
+//! prefix listing, watch from a revision) so that an etcd backend can be added
+//! without any service changing. [`FileStore`] is the embedded default.
+
+mod error;
+mod file;
+mod fsutil;
+pub mod key;
+
+use std::time::{Duration, Instant};
+
+pub use error::StoreError;
+pub use file::{DEFAULT_STATE_DIR, FileStore, STATE_DIR_ENV, resolve_state_dir};
+
+/// A store-wide, monotonically increasing revision. 0 means "never written".
+pub type Revision = u64;
+
+/// A document as stored: its key, value and the revision of its last change.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Entry {
+    pub key: String,
+    pub value: serde_json::Value,
+    pub revision: Revision,
+}
+
+/// What happened to a key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EventKind {
+    Put,
+    Delete,
+}
+
+/// One change. Events are hints: read the key for its current value (a put
+/// event may have been superseded by a later change).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Event {
+    pub kind: EventKind,
+    pub key: String,
+    pub revision: Revision,
+}
+
+/// An exclusive per-network lock; released when dropped (or when the holding
+/// process dies). Backend-specific state lives inside.
+#[must_use = "the lock is released as soon as the guard is dropped"]
+pub struct LockGuard {
+    _inner: Box<dyn Send + Sync>,
+    network: String,
+}
+
+impl LockGuard {
+    /// Wraps a backend's lock handle (a flocked file, an etcd lease, ...).
+    pub fn new(network: &str, inner: Box<dyn Send + Sync>) -> Self {
+        LockGuard {
+            _inner: inner,
+            network: network.to_string(),
+        }
+    }
+
+    pub fn network(&self) -> &str {
+        &self.network
+    }
+}
+
+impl std::fmt::Debug for LockGuard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LockGuard")
+            .field("network", &self.network)
+            .finish()
+    }
+}
+
+/// The store every service talks to. Keys are `/`-separated strings such as
+/// `networks/<net>/endpoints/<id>` (see [`key::validate_key`]).
+pub trait Store: Send + Sync {
+    /// The document at `key`, or `None`.
+    fn get(&self, key: &str) -> Result<Option<Entry>, StoreError>;
+
+    /// Writes `value` unconditionally; returns the new revision.
+    fn put(&self, key: &str, value: &serde_json::Value) -> Result<Revision, StoreError>;
+
+    /// Writes `value` only if the key's current revision is `expected`
+    /// (`None`: only if the key is absent). On mismatch: [`StoreError::Conflict`].
+    fn compare_and_swap(
+        &self,
+        key: &str,
+        expected: Option<Revision>,
+        value: &serde_json::Value,
+    ) -> Result<Revision, StoreError>;
+
+    /// Deletes `key`; deleting an absent key is not an error (`Ok(None)`).
+    /// Returns the revision of the deletion when something was deleted.
+    fn delete(&self, key: &str) -> Result<Option<Revision>, StoreError>;
+
+    /// Deletes `key` only if its current revision is `expected`.
+    fn compare_and_delete(&self, key: &str, expected: Revision) -> Result<Revision, StoreError>;
+
+    /// Every document whose key starts with `prefix` (a plain string prefix,
+    /// as in etcd), sorted by key.
+    fn list(&self, prefix: &str) -> Result<Vec<Entry>, StoreError>;
+
+    /// The current store-wide revision.
+    fn revision(&self) -> Result<Revision, StoreError>;
+
+    /// Changes to keys under `prefix` with a revision greater than `since`, in
+    /// order. [`StoreError::Compacted`] when that history is gone: re-list.
+    fn changes_since(&self, prefix: &str, since: Revision) -> Result<Vec<Event>, StoreError>;
+
+    /// Waits up to `timeout` for changes after `since`; returns them (empty on
+    /// timeout). The default polls [`Store::changes_since`].
+    fn watch(
+        &self,
+        prefix: &str,
+        since: Revision,
+        timeout: Duration,
+    ) -> Result<Vec<Event>, StoreError> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let events = self.changes_since(prefix, since)?;
+            if !events.is_empty() || Instant::now() >= deadline {
+                return Ok(events);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Takes the exclusive lock of `network` (across processes), waiting at
+    /// most `timeout`; [`StoreError::Timeout`] otherwise.
+    fn lock_network(&self, network: &str, timeout: Duration) -> Result<LockGuard, StoreError>;
+}

@@ -1,0 +1,262 @@
+//! nft batches, run inside throwaway network namespaces (never the host's).
+
+use std::fs::File;
+use std::process::Command;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use netsvc_core::nft::{NftError, NftTable};
+use nftables::expr::Expression;
+use nftables::schema::{Chain, NfCmd, NfListObject, NfObject, SetType, SetTypeValue};
+use nftables::stmt::Statement;
+use nftables::types::NfFamily;
+use nix::sched::{CloneFlags, setns};
+
+/// A network namespace deleted on drop (also when the test panics).
+struct TestNs {
+    name: String,
+}
+
+impl TestNs {
+    fn new() -> Self {
+        static N: AtomicU32 = AtomicU32::new(0);
+        let name = format!(
+            "netsvc-t-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        );
+        let ok = Command::new("ip")
+            .args(["netns", "add", &name])
+            .status()
+            .expect("ip netns add")
+            .success();
+        assert!(ok, "ip netns add {name}");
+        TestNs { name }
+    }
+
+    /// Runs `f` on a fresh thread that has entered the namespace; the thread then exits.
+    fn run<T: Send>(&self, f: impl FnOnce() -> T + Send) -> T {
+        let path = format!("/var/run/netns/{}", self.name);
+        std::thread::scope(|s| {
+            let handle = s.spawn(move || {
+                let fd = File::open(&path).expect("open netns");
+                setns(&fd, CloneFlags::CLONE_NEWNET).expect("setns");
+                f()
+            });
+            handle
+                .join()
+                .unwrap_or_else(|p| std::panic::resume_unwind(p))
+        })
+    }
+}
+
+impl Drop for TestNs {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
+    }
+}
+
+fn table() -> NftTable {
+    NftTable::new(NfFamily::INet, "netsvc_test").expect("table")
+}
+
+/// The host's root namespace must never see our table.
+fn assert_host_untouched() {
+    let out = Command::new("nft")
+        .args(["list", "table", "inet", "netsvc_test"])
+        .output()
+        .expect("nft");
+    assert!(
+        !out.status.success(),
+        "test table leaked into the root namespace"
+    );
+}
+
+fn set_elements(t: &NftTable, set: &str) -> Vec<String> {
+    let json = serde_json::to_value(t.list().expect("list").expect("table exists")).expect("json");
+    json["nftables"]
+        .as_array()
+        .expect("array")
+        .iter()
+        .filter_map(|o| o.get("set"))
+        .filter(|s| s["name"] == set)
+        .flat_map(|s| s["elem"].as_array().cloned().unwrap_or_default())
+        .map(|e| e.as_str().unwrap_or_default().to_string())
+        .collect()
+}
+
+#[test]
+fn failing_batch_applies_nothing_and_carries_stderr() {
+    let ns = TestNs::new();
+    ns.run(|| {
+        let t = table();
+        // The last command is invalid (a rule in a chain that does not exist): the whole batch fails.
+        let mut b = t.batch();
+        b.add_table();
+        b.add_set(
+            t.set("addrs", SetTypeValue::Single(SetType::Ipv4Addr))
+                .expect("set"),
+        )
+        .expect("scoped");
+        b.add_element("addrs", vec![Expression::String("10.0.0.1".into())])
+            .expect("scoped");
+        b.add_rule(
+            t.rule("nochain", vec![Statement::Accept(None)])
+                .expect("rule"),
+        )
+        .expect("scoped");
+        let err = t.apply(&b).expect_err("invalid element");
+        let NftError::Failed { stderr, .. } = &err else {
+            panic!("unexpected {err:?}")
+        };
+        assert!(
+            stderr.contains("No such file or directory"),
+            "nft stderr carried: {stderr}"
+        );
+        eprintln!("nft said: {stderr}");
+        let cni: netsvc_core::cni::CniError = err.into();
+        assert_eq!(cni.code, 5);
+        assert!(cni.msg.contains("nft failed"), "{}", cni.msg);
+        // Atomic: not even the table from the first command exists.
+        assert!(t.list().expect("list").is_none());
+
+        // Same on an existing table: a good element followed by a bad delete leaves no trace.
+        let mut b = t.batch();
+        b.add_table();
+        b.add_set(
+            t.set("addrs", SetTypeValue::Single(SetType::Ipv4Addr))
+                .expect("set"),
+        )
+        .expect("scoped");
+        t.apply(&b).expect("setup");
+        let mut b = t.batch();
+        b.add_element("addrs", vec![Expression::String("10.0.0.1".into())])
+            .expect("scoped");
+        b.delete_element("addrs", vec![Expression::String("10.9.9.9".into())])
+            .expect("scoped");
+        assert!(t.apply(&b).is_err(), "deleting a missing element fails");
+        assert!(
+            set_elements(&t, "addrs").is_empty(),
+            "first element was not applied"
+        );
+    });
+    assert_host_untouched();
+}
+
+#[test]
+fn read_back_lists_only_own_table() {
+    let ns = TestNs::new();
+    ns.run(|| {
+        // Another service's table in the same namespace.
+        let other = NftTable::new(NfFamily::INet, "someone_else").expect("other");
+        let mut b = other.batch();
+        b.add_table();
+        b.add_chain(other.chain("theirs").expect("chain"))
+            .expect("scoped");
+        other.apply(&b).expect("other table");
+
+        let t = table();
+        let mut b = t.batch();
+        b.add_table();
+        b.add_chain(t.chain("ours").expect("chain"))
+            .expect("scoped");
+        b.add_set(
+            t.set("addrs", SetTypeValue::Single(SetType::Ipv4Addr))
+                .expect("set"),
+        )
+        .expect("scoped");
+        b.add_element(
+            "addrs",
+            vec![
+                Expression::String("10.0.0.1".into()),
+                Expression::String("10.0.0.2".into()),
+            ],
+        )
+        .expect("scoped");
+        t.apply(&b).expect("apply");
+
+        let listed = t.list().expect("list").expect("exists");
+        let text = serde_json::to_string(&listed).expect("json");
+        assert!(
+            text.contains("\"ours\"") && !text.contains("someone_else") && !text.contains("theirs"),
+            "{text}"
+        );
+        let mut elems = set_elements(&t, "addrs");
+        elems.sort();
+        assert_eq!(elems, ["10.0.0.1", "10.0.0.2"]);
+        assert!(listed.objects.iter().any(
+            |o| matches!(o, NfObject::ListObject(NfListObject::Chain(c)) if c.name == "ours")
+        ));
+
+        // Element delete + chain flush in one batch.
+        let mut b = t.batch();
+        b.delete_element("addrs", vec![Expression::String("10.0.0.1".into())])
+            .expect("scoped");
+        b.flush_chain("ours").expect("scoped");
+        t.apply(&b).expect("apply");
+        assert_eq!(set_elements(&t, "addrs"), ["10.0.0.2"]);
+
+        // Teardown of ours leaves theirs.
+        t.delete().expect("delete");
+        assert!(t.list().expect("list").is_none());
+        assert!(other.list().expect("list").is_some());
+    });
+    assert_host_untouched();
+}
+
+#[test]
+fn deleting_absent_table_is_ok() {
+    let ns = TestNs::new();
+    ns.run(|| {
+        let t = table();
+        t.delete().expect("absent");
+        let mut b = t.batch();
+        b.add_table();
+        t.apply(&b).expect("create");
+        t.delete().expect("present");
+        t.delete().expect("absent again");
+        assert!(t.list().expect("list").is_none());
+    });
+}
+
+#[test]
+fn refuses_other_tables_and_bad_names() {
+    // No nft call is made for any of these, so no namespace is needed.
+    let t = table();
+    let mut b = t.batch();
+    let foreign = Chain {
+        family: NfFamily::INet,
+        table: "netsvc_firewall".into(),
+        name: "x".into(),
+        ..Default::default()
+    };
+    assert!(matches!(
+        b.add_chain(foreign),
+        Err(NftError::OutOfScope { .. })
+    ));
+    let wrong_family = Chain {
+        family: NfFamily::IP,
+        table: "netsvc_test".into(),
+        name: "x".into(),
+        ..Default::default()
+    };
+    assert!(b.add_chain(wrong_family).is_err());
+    assert!(
+        b.push(NfCmd::Flush(nftables::schema::FlushObject::Ruleset(None)))
+            .is_err()
+    );
+    assert!(b.is_empty());
+    let other = NftTable::new(NfFamily::INet, "other").expect("other");
+    let mut ob = other.batch();
+    ob.add_table();
+    assert!(matches!(t.apply(&ob), Err(NftError::OutOfScope { .. })));
+    for bad in ["", "1abc", "a b", "a;b", "a/b", &"x".repeat(65)] {
+        assert!(NftTable::new(NfFamily::INet, bad).is_err(), "{bad:?}");
+        assert!(t.chain(bad).is_err(), "{bad:?}");
+    }
+    let cni: netsvc_core::cni::CniError = NftTable::new(NfFamily::INet, "a b")
+        .expect_err("bad")
+        .into();
+    assert_eq!(cni.code, 7);
+}

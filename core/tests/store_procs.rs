@@ -1,0 +1,157 @@
+//! Cross-process guarantees of the FileStore. The test binary re-executes
+//! itself (the `child` test, gated by env vars) to act as a writer process.
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use netsvc_core::store::{FileStore, Store, StoreError};
+use serde_json::json;
+
+const ROLE: &str = "NETSVC_TEST_ROLE";
+const DIR: &str = "NETSVC_TEST_DIR";
+const ITERS: &str = "NETSVC_TEST_ITERS";
+const COUNTER: &str = "counters/shared";
+const BIG: &str = "docs/big";
+
+/// Runs only as a re-executed child; a no-op in a normal test run.
+#[test]
+fn child() {
+    let Ok(role) = std::env::var(ROLE) else {
+        return;
+    };
+    let dir = std::env::var(DIR).expect("dir");
+    let iters: u64 = std::env::var(ITERS)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    let s = FileStore::open(dir).expect("open");
+    match role.as_str() {
+        "cas" => (0..iters).for_each(|_| increment_cas(&s)),
+        "lock" => {
+            for _ in 0..iters {
+                let _g = s.lock_network("n1", Duration::from_secs(60)).expect("lock");
+                let cur = s
+                    .get(COUNTER)
+                    .expect("get")
+                    .map(|e| e.value["n"].as_u64().expect("n"));
+                s.put(COUNTER, &json!({"n": cur.unwrap_or(0) + 1}))
+                    .expect("put");
+            }
+        }
+        "big" => {
+            // Large documents take long enough to write that a kill lands mid-write.
+            for i in 0u64.. {
+                s.put(BIG, &big_doc(i)).expect("put");
+            }
+        }
+        other => panic!("unknown role {other}"),
+    }
+}
+
+fn increment_cas(s: &FileStore) {
+    loop {
+        let cur = s.get(COUNTER).expect("get");
+        let (n, rev) = match &cur {
+            Some(e) => (e.value["n"].as_u64().expect("n"), Some(e.revision)),
+            None => (0, None),
+        };
+        match s.compare_and_swap(COUNTER, rev, &json!({"n": n + 1})) {
+            Ok(_) => return,
+            Err(StoreError::Conflict { .. }) => std::thread::yield_now(),
+            Err(e) => panic!("cas: {e}"),
+        }
+    }
+}
+
+/// A self-checking document: `len` items, each equal to `i`.
+fn big_doc(i: u64) -> serde_json::Value {
+    let items: Vec<u64> = vec![i; 200_000];
+    json!({"i": i, "len": items.len(), "items": items})
+}
+
+fn spawn(role: &str, dir: &std::path::Path, iters: u64) -> Child {
+    Command::new(std::env::current_exe().expect("current_exe"))
+        .args(["child", "--exact", "--test-threads=1", "--nocapture"])
+        .env(ROLE, role)
+        .env(DIR, dir)
+        .env(ITERS, iters.to_string())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("spawn child")
+}
+
+fn run_writers(role: &str, procs: u64, iters: u64) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let children: Vec<Child> = (0..procs).map(|_| spawn(role, dir.path(), iters)).collect();
+    for mut c in children {
+        assert!(c.wait().expect("wait").success(), "a writer failed");
+    }
+    let s = FileStore::open(dir.path()).expect("open");
+    let n = s.get(COUNTER).expect("get").expect("counter").value["n"].as_u64();
+    assert_eq!(n, Some(procs * iters), "lost updates");
+}
+
+#[test]
+fn twenty_cas_writer_processes_lose_no_update() {
+    run_writers("cas", 20, 15);
+}
+
+#[test]
+fn twenty_locked_writer_processes_lose_no_update() {
+    run_writers("lock", 20, 15);
+}
+
+#[test]
+fn sigkill_mid_write_never_tears_a_document() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let s = FileStore::open(dir.path()).expect("open");
+    s.put(BIG, &big_doc(0)).expect("seed");
+    let mut seed = u64::from(std::process::id());
+    let mut last_seen = 0;
+    for round in 0..8 {
+        let mut child = spawn("big", dir.path(), 0);
+        // Pseudo-random delay (xorshift): kill at an arbitrary point of a write.
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        let deadline = Instant::now() + Duration::from_millis(150 + seed % 400);
+        // Parse continuously while the writer runs: readers never see a torn doc.
+        while Instant::now() < deadline {
+            check_doc(&s, &mut last_seen);
+        }
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(child.id() as i32),
+            nix::sys::signal::Signal::SIGKILL,
+        )
+        .expect("kill");
+        let status = child.wait().expect("wait");
+        assert!(
+            !status.success(),
+            "round {round}: writer should have been killed"
+        );
+        check_doc(&s, &mut last_seen);
+        // The store stays writable after a crash.
+        s.put("after/kill", &json!(round)).expect("put after kill");
+    }
+    let events = s.changes_since("after/", 0).expect("changes");
+    assert_eq!(events.len(), 8);
+    assert!(
+        last_seen > 0,
+        "the writer never completed a write before being killed"
+    );
+}
+
+fn check_doc(s: &FileStore, last_seen: &mut u64) {
+    let e = s
+        .get(BIG)
+        .expect("a whole document parses")
+        .expect("present");
+    let i = e.value["i"].as_u64().expect("i");
+    let items = e.value["items"].as_array().expect("items");
+    assert_eq!(items.len() as u64, e.value["len"].as_u64().expect("len"));
+    assert!(
+        items.iter().all(|v| v.as_u64() == Some(i)),
+        "mixed document"
+    );
+    *last_seen = i;
+}
