@@ -63,8 +63,8 @@ fn yes() -> bool {
 impl Spec {
     /// Reads a spec from YAML or JSON (JSON is YAML). Errors name the field.
     pub fn parse(text: &str) -> Result<Spec, CniError> {
-        let value: Value = serde_norway::from_str(text)
-            .map_err(|e| CniError::decode(format!("failed to read spec: {e}")))?;
+        let value: Value =
+            serde_norway::from_str(text).map_err(|e| CniError::decode(format!("failed to read spec: {e}")))?;
         let spec: Spec = decode_at(&value, "")?;
         spec.validate()?;
         Ok(spec)
@@ -73,20 +73,35 @@ impl Spec {
     fn validate(&self) -> Result<(), CniError> {
         let name_ok = !self.name.is_empty()
             && self.name.len() <= 64
-            && self.name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+            && self
+                .name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
         if !name_ok {
             return Err(CniError::invalid_config(
                 "name",
                 format!("{:?} must be 1-64 letters, digits, '-', '_' or '.'", self.name),
             ));
         }
-        netsvc_core::cni::version::require_supported(&self.cni_version, netsvc_core::cni::SUPPORTED_VERSIONS)
-            .map_err(|_| CniError::invalid_config("cniVersion", format!("{:?} is not a supported version", self.cni_version)))?;
-        let first = self.subnets.first().ok_or_else(|| CniError::invalid_config("subnets", "needs at least one subnet"))?;
+        netsvc_core::cni::version::require_supported(&self.cni_version, netsvc_core::cni::SUPPORTED_VERSIONS).map_err(
+            |_| {
+                CniError::invalid_config(
+                    "cniVersion",
+                    format!("{:?} is not a supported version", self.cni_version),
+                )
+            },
+        )?;
+        let first = self
+            .subnets
+            .first()
+            .ok_or_else(|| CniError::invalid_config("subnets", "needs at least one subnet"))?;
         if let Some(gw) = self.gateway
             && !first.contains(gw)
         {
-            return Err(CniError::invalid_config("gateway", format!("{gw} is not inside subnet {first}")));
+            return Err(CniError::invalid_config(
+                "gateway",
+                format!("{gw} is not inside subnet {first}"),
+            ));
         }
         if let Some(br) = &self.bridge {
             validate_ifname(br).map_err(|why| CniError::invalid_config("bridge", why))?;
@@ -105,7 +120,9 @@ impl Spec {
     }
 
     fn bridge_name(&self) -> String {
-        self.bridge.clone().unwrap_or_else(|| format!("ns-{}", self.name).chars().take(15).collect())
+        self.bridge
+            .clone()
+            .unwrap_or_else(|| format!("ns-{}", self.name).chars().take(15).collect())
     }
 
     /// The ordered conflist this spec describes.

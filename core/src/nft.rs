@@ -14,8 +14,7 @@ use std::process::{Command, Stdio};
 
 use nftables::expr::Expression;
 use nftables::schema::{
-    Chain, Element, FlushObject, Map, NfCmd, NfListObject, NfObject, Nftables, Rule, Set,
-    SetTypeValue, Table,
+    Chain, Element, FlushObject, Map, NfCmd, NfListObject, NfObject, Nftables, Rule, Set, SetTypeValue, Table,
 };
 use nftables::stmt::Statement;
 use nftables::types::NfFamily;
@@ -56,9 +55,7 @@ impl From<NftError> for CniError {
                 CniError::invalid_config(&format!("{what} name"), format!("{name:?}: {why}"))
             }
             // nft missing: the service cannot serve.
-            NftError::Exec(io) if io.kind() == std::io::ErrorKind::NotFound => {
-                CniError::not_available(e.to_string())
-            }
+            NftError::Exec(io) if io.kind() == std::io::ErrorKind::NotFound => CniError::not_available(e.to_string()),
             _ => CniError::io(e.to_string()),
         }
     }
@@ -80,10 +77,7 @@ pub fn validate_name(what: &'static str, name: &str) -> Result<(), NftError> {
     if !(b[0].is_ascii_alphabetic() || b[0] == b'_') {
         return bad("must start with a letter or '_'");
     }
-    if !b
-        .iter()
-        .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'-'))
-    {
+    if !b.iter().all(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'-')) {
         return bad("only letters, digits, '_' and '-' are allowed");
     }
     Ok(())
@@ -149,11 +143,7 @@ impl NftTable {
     }
 
     /// A named set of this table.
-    pub fn set(
-        &self,
-        name: &str,
-        set_type: SetTypeValue<'static>,
-    ) -> Result<Set<'static>, NftError> {
+    pub fn set(&self, name: &str, set_type: SetTypeValue<'static>) -> Result<Set<'static>, NftError> {
         validate_name("set", name)?;
         Ok(Set {
             family: self.family,
@@ -206,11 +196,7 @@ impl NftTable {
         if batch.objects.is_empty() {
             return Ok(());
         }
-        run_nft(
-            &["-j", "-f", "-"],
-            Some(&serde_json::to_vec(&batch.to_nftables())?),
-        )
-        .map(drop)
+        run_nft(&["-j", "-f", "-"], Some(&serde_json::to_vec(&batch.to_nftables())?)).map(drop)
     }
 
     /// Reads back this table only; `None` when it does not exist.
@@ -250,11 +236,7 @@ fn is_missing(stderr: &str) -> bool {
 fn run_nft(args: &[&str], stdin: Option<&[u8]>) -> Result<Vec<u8>, NftError> {
     let mut child = Command::new(NFT)
         .args(args)
-        .stdin(if stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
+        .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -300,11 +282,7 @@ impl<'a> NftBatch<'a> {
     /// Appends any command after checking that it only touches this table.
     pub fn push(&mut self, cmd: NfCmd<'a>) -> Result<&mut Self, NftError> {
         let scope = match &cmd {
-            NfCmd::Add(o)
-            | NfCmd::Create(o)
-            | NfCmd::Insert(o)
-            | NfCmd::Delete(o)
-            | NfCmd::List(o) => obj_scope(o),
+            NfCmd::Add(o) | NfCmd::Create(o) | NfCmd::Insert(o) | NfCmd::Delete(o) | NfCmd::List(o) => obj_scope(o),
             NfCmd::Replace(r) => Some((r.family, r.table.as_ref())),
             NfCmd::Rename(c) => Some((c.family, c.table.as_ref())),
             NfCmd::Flush(f) => flush_scope(f),
@@ -319,19 +297,17 @@ impl<'a> NftBatch<'a> {
 
     /// Adds (creates or keeps) this table.
     pub fn add_table(&mut self) -> &mut Self {
-        self.objects
-            .push(NfObject::CmdObject(NfCmd::Add(NfListObject::Table(
-                self.table.table_obj(),
-            ))));
+        self.objects.push(NfObject::CmdObject(NfCmd::Add(NfListObject::Table(
+            self.table.table_obj(),
+        ))));
         self
     }
 
     /// Deletes this table (fails if absent; see [`NftTable::delete`] for idempotent teardown).
     pub fn delete_table(&mut self) -> &mut Self {
-        self.objects
-            .push(NfObject::CmdObject(NfCmd::Delete(NfListObject::Table(
-                self.table.table_obj(),
-            ))));
+        self.objects.push(NfObject::CmdObject(NfCmd::Delete(NfListObject::Table(
+            self.table.table_obj(),
+        ))));
         self
     }
 
@@ -352,20 +328,12 @@ impl<'a> NftBatch<'a> {
     }
 
     /// Adds elements to a set or map of this table (map elements are `[key, value]` lists).
-    pub fn add_element(
-        &mut self,
-        set: &str,
-        elem: Vec<Expression<'a>>,
-    ) -> Result<&mut Self, NftError> {
+    pub fn add_element(&mut self, set: &str, elem: Vec<Expression<'a>>) -> Result<&mut Self, NftError> {
         let e = self.element(set, elem)?;
         self.push(NfCmd::Add(NfListObject::Element(e)))
     }
 
-    pub fn delete_element(
-        &mut self,
-        set: &str,
-        elem: Vec<Expression<'a>>,
-    ) -> Result<&mut Self, NftError> {
+    pub fn delete_element(&mut self, set: &str, elem: Vec<Expression<'a>>) -> Result<&mut Self, NftError> {
         let e = self.element(set, elem)?;
         self.push(NfCmd::Delete(NfListObject::Element(e)))
     }

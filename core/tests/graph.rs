@@ -2,18 +2,13 @@
 
 use std::collections::BTreeMap;
 
-use netsvc_core::graph::{
-    Endpoint, Graph, GraphError, Network, Peer, Policy, Selector, Service, identity,
-};
+use netsvc_core::graph::{Endpoint, Graph, GraphError, Network, Peer, Policy, Selector, Service, identity};
 use netsvc_core::store::{FileStore, Store};
 use proptest::prelude::*;
 use serde_json::json;
 
 fn args(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-    pairs
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect()
+    pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
 }
 
 fn ep(net: &str, cid: &str, names: &[&str], labels: &[(&str, &str)]) -> Endpoint {
@@ -23,10 +18,7 @@ fn ep(net: &str, cid: &str, names: &[&str], labels: &[(&str, &str)]) -> Endpoint
         ifname: "eth0".into(),
         ips: vec!["10.0.0.2/24".into()],
         names: names.iter().map(|s| s.to_string()).collect(),
-        labels: labels
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect(),
+        labels: labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
         ..Default::default()
     }
 }
@@ -53,26 +45,10 @@ fn identity_from_all_sources() {
 #[test]
 fn podman_alias_map_counts_only_this_network() {
     let rc = json!({"aliases": {"net1": ["a", "b"], "net2": ["c"]}});
-    assert_eq!(
-        identity("net1", &[], Some(&rc), None).expect("net1").names,
-        ["a", "b"]
-    );
-    assert_eq!(
-        identity("net2", &[], Some(&rc), None).expect("net2").names,
-        ["c"]
-    );
-    assert!(
-        identity("net3", &[], Some(&rc), None)
-            .expect("net3")
-            .names
-            .is_empty()
-    );
-    assert!(
-        identity("net1", &[], None, None)
-            .expect("none")
-            .names
-            .is_empty()
-    );
+    assert_eq!(identity("net1", &[], Some(&rc), None).expect("net1").names, ["a", "b"]);
+    assert_eq!(identity("net2", &[], Some(&rc), None).expect("net2").names, ["c"]);
+    assert!(identity("net3", &[], Some(&rc), None).expect("net3").names.is_empty());
+    assert!(identity("net1", &[], None, None).expect("none").names.is_empty());
 }
 
 #[test]
@@ -116,21 +92,15 @@ fn identity_errors_name_field_and_value() {
         "args.cni.labels.k",
         "1",
     );
-    let cni: netsvc_core::cni::CniError =
-        identity("n", &args(&[("NETSVC_NAME", "a..b")]), None, None)
-            .expect_err("bad")
-            .into();
+    let cni: netsvc_core::cni::CniError = identity("n", &args(&[("NETSVC_NAME", "a..b")]), None, None)
+        .expect_err("bad")
+        .into();
     assert_eq!(cni.code, 7);
 }
 
 #[test]
 fn selector_semantics() {
-    let e = ep(
-        "n",
-        "c1",
-        &["web", "www"],
-        &[("app", "web"), ("tier", "front")],
-    );
+    let e = ep("n", "c1", &["web", "www"], &[("app", "web"), ("tier", "front")]);
     let sel = |v: serde_json::Value| serde_json::from_value::<Selector>(v).expect("selector");
     assert!(sel(json!({})).matches(&e));
     assert!(sel(json!({"names": ["db", "www"]})).matches(&e));
@@ -206,16 +176,8 @@ fn transaction_commits_and_lists() {
     .expect("tx");
     g.transaction("n2", |tx| tx.put_endpoint(&ep("n2", "c3", &[], &[])))
         .expect("tx2");
-    assert_eq!(
-        g.network("n1").expect("get").expect("net").subnets,
-        ["10.0.0.0/24"]
-    );
-    let ids: Vec<_> = g
-        .endpoints("n1")
-        .expect("list")
-        .iter()
-        .map(Endpoint::id)
-        .collect();
+    assert_eq!(g.network("n1").expect("get").expect("net").subnets, ["10.0.0.0/24"]);
+    let ids: Vec<_> = g.endpoints("n1").expect("list").iter().map(Endpoint::id).collect();
     assert_eq!(ids, ["c1:eth0", "c2:eth0"]);
     assert_eq!(g.attachments().expect("all").len(), 3);
     assert_eq!(g.services("n1").expect("svc").len(), 1);
@@ -248,20 +210,11 @@ fn remove_endpoint_is_idempotent() {
     g.transaction("n1", |tx| tx.put_endpoint(&ep("n1", "c1", &["a"], &[])))
         .expect("put");
     assert_eq!(
-        g.remove_endpoint("n1", "c1", "eth0")
-            .expect("rm")
-            .map(|e| e.names),
+        g.remove_endpoint("n1", "c1", "eth0").expect("rm").map(|e| e.names),
         Some(vec!["a".to_string()])
     );
-    assert_eq!(
-        g.remove_endpoint("n1", "c1", "eth0").expect("rm again"),
-        None
-    );
-    assert_eq!(
-        g.remove_endpoint("never", "c1", "eth0")
-            .expect("rm unknown net"),
-        None
-    );
+    assert_eq!(g.remove_endpoint("n1", "c1", "eth0").expect("rm again"), None);
+    assert_eq!(g.remove_endpoint("never", "c1", "eth0").expect("rm unknown net"), None);
     assert!(g.attachments().expect("all").is_empty());
 }
 
@@ -286,18 +239,6 @@ fn conflicting_commit_is_undone() {
         .expect_err("conflict");
     assert_eq!(netsvc_core::cni::CniError::from(err).code, 11);
     // "a" was written first (key order) and has been restored.
-    assert_eq!(
-        g.endpoint("n1", "a", "eth0")
-            .expect("get")
-            .expect("a")
-            .names,
-        ["old"]
-    );
-    assert_eq!(
-        g.endpoint("n1", "b", "eth0")
-            .expect("get")
-            .expect("b")
-            .names,
-        ["rogue"]
-    );
+    assert_eq!(g.endpoint("n1", "a", "eth0").expect("get").expect("a").names, ["old"]);
+    assert_eq!(g.endpoint("n1", "b", "eth0").expect("get").expect("b").names, ["rogue"]);
 }

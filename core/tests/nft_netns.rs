@@ -19,11 +19,7 @@ struct TestNs {
 impl TestNs {
     fn new() -> Self {
         static N: AtomicU32 = AtomicU32::new(0);
-        let name = format!(
-            "netsvc-t-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        );
+        let name = format!("netsvc-t-{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed));
         let ok = Command::new("ip")
             .args(["netns", "add", &name])
             .status()
@@ -42,18 +38,14 @@ impl TestNs {
                 setns(&fd, CloneFlags::CLONE_NEWNET).expect("setns");
                 f()
             });
-            handle
-                .join()
-                .unwrap_or_else(|p| std::panic::resume_unwind(p))
+            handle.join().unwrap_or_else(|p| std::panic::resume_unwind(p))
         })
     }
 }
 
 impl Drop for TestNs {
     fn drop(&mut self) {
-        let _ = Command::new("ip")
-            .args(["netns", "del", &self.name])
-            .status();
+        let _ = Command::new("ip").args(["netns", "del", &self.name]).status();
     }
 }
 
@@ -67,10 +59,7 @@ fn assert_host_untouched() {
         .args(["list", "table", "inet", "netsvc_test"])
         .output()
         .expect("nft");
-    assert!(
-        !out.status.success(),
-        "test table leaked into the root namespace"
-    );
+    assert!(!out.status.success(), "test table leaked into the root namespace");
 }
 
 fn set_elements(t: &NftTable, set: &str) -> Vec<String> {
@@ -94,18 +83,12 @@ fn failing_batch_applies_nothing_and_carries_stderr() {
         // The last command is invalid (a rule in a chain that does not exist): the whole batch fails.
         let mut b = t.batch();
         b.add_table();
-        b.add_set(
-            t.set("addrs", SetTypeValue::Single(SetType::Ipv4Addr))
-                .expect("set"),
-        )
-        .expect("scoped");
+        b.add_set(t.set("addrs", SetTypeValue::Single(SetType::Ipv4Addr)).expect("set"))
+            .expect("scoped");
         b.add_element("addrs", vec![Expression::String("10.0.0.1".into())])
             .expect("scoped");
-        b.add_rule(
-            t.rule("nochain", vec![Statement::Accept(None)])
-                .expect("rule"),
-        )
-        .expect("scoped");
+        b.add_rule(t.rule("nochain", vec![Statement::Accept(None)]).expect("rule"))
+            .expect("scoped");
         let err = t.apply(&b).expect_err("invalid element");
         let NftError::Failed { stderr, .. } = &err else {
             panic!("unexpected {err:?}")
@@ -124,11 +107,8 @@ fn failing_batch_applies_nothing_and_carries_stderr() {
         // Same on an existing table: a good element followed by a bad delete leaves no trace.
         let mut b = t.batch();
         b.add_table();
-        b.add_set(
-            t.set("addrs", SetTypeValue::Single(SetType::Ipv4Addr))
-                .expect("set"),
-        )
-        .expect("scoped");
+        b.add_set(t.set("addrs", SetTypeValue::Single(SetType::Ipv4Addr)).expect("set"))
+            .expect("scoped");
         t.apply(&b).expect("setup");
         let mut b = t.batch();
         b.add_element("addrs", vec![Expression::String("10.0.0.1".into())])
@@ -136,10 +116,7 @@ fn failing_batch_applies_nothing_and_carries_stderr() {
         b.delete_element("addrs", vec![Expression::String("10.9.9.9".into())])
             .expect("scoped");
         assert!(t.apply(&b).is_err(), "deleting a missing element fails");
-        assert!(
-            set_elements(&t, "addrs").is_empty(),
-            "first element was not applied"
-        );
+        assert!(set_elements(&t, "addrs").is_empty(), "first element was not applied");
     });
     assert_host_untouched();
 }
@@ -152,20 +129,15 @@ fn read_back_lists_only_own_table() {
         let other = NftTable::new(NfFamily::INet, "someone_else").expect("other");
         let mut b = other.batch();
         b.add_table();
-        b.add_chain(other.chain("theirs").expect("chain"))
-            .expect("scoped");
+        b.add_chain(other.chain("theirs").expect("chain")).expect("scoped");
         other.apply(&b).expect("other table");
 
         let t = table();
         let mut b = t.batch();
         b.add_table();
-        b.add_chain(t.chain("ours").expect("chain"))
+        b.add_chain(t.chain("ours").expect("chain")).expect("scoped");
+        b.add_set(t.set("addrs", SetTypeValue::Single(SetType::Ipv4Addr)).expect("set"))
             .expect("scoped");
-        b.add_set(
-            t.set("addrs", SetTypeValue::Single(SetType::Ipv4Addr))
-                .expect("set"),
-        )
-        .expect("scoped");
         b.add_element(
             "addrs",
             vec![
@@ -185,9 +157,12 @@ fn read_back_lists_only_own_table() {
         let mut elems = set_elements(&t, "addrs");
         elems.sort();
         assert_eq!(elems, ["10.0.0.1", "10.0.0.2"]);
-        assert!(listed.objects.iter().any(
-            |o| matches!(o, NfObject::ListObject(NfListObject::Chain(c)) if c.name == "ours")
-        ));
+        assert!(
+            listed
+                .objects
+                .iter()
+                .any(|o| matches!(o, NfObject::ListObject(NfListObject::Chain(c)) if c.name == "ours"))
+        );
 
         // Element delete + chain flush in one batch.
         let mut b = t.batch();
@@ -231,10 +206,7 @@ fn refuses_other_tables_and_bad_names() {
         name: "x".into(),
         ..Default::default()
     };
-    assert!(matches!(
-        b.add_chain(foreign),
-        Err(NftError::OutOfScope { .. })
-    ));
+    assert!(matches!(b.add_chain(foreign), Err(NftError::OutOfScope { .. })));
     let wrong_family = Chain {
         family: NfFamily::IP,
         table: "netsvc_test".into(),
@@ -255,8 +227,6 @@ fn refuses_other_tables_and_bad_names() {
         assert!(NftTable::new(NfFamily::INet, bad).is_err(), "{bad:?}");
         assert!(t.chain(bad).is_err(), "{bad:?}");
     }
-    let cni: netsvc_core::cni::CniError = NftTable::new(NfFamily::INet, "a b")
-        .expect_err("bad")
-        .into();
+    let cni: netsvc_core::cni::CniError = NftTable::new(NfFamily::INet, "a b").expect_err("bad").into();
     assert_eq!(cni.code, 7);
 }

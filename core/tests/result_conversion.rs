@@ -46,7 +46,15 @@ fn routes() -> impl Strategy<Value = Vec<Route>> {
     let o = || proptest::option::of(0u32..10_000);
     proptest::collection::vec((net(), proptest::option::of(ip()), o(), o(), o(), o(), o()), 0..4).prop_map(|v| {
         v.into_iter()
-            .map(|(dst, gw, mtu, advmss, priority, table, scope)| Route { dst, gw, mtu, advmss, priority, table, scope })
+            .map(|(dst, gw, mtu, advmss, priority, table, scope)| Route {
+                dst,
+                gw,
+                mtu,
+                advmss,
+                priority,
+                table,
+                scope,
+            })
             .collect()
     })
 }
@@ -69,14 +77,27 @@ fn dns() -> impl Strategy<Value = Dns> {
 fn result() -> impl Strategy<Value = CniResult> {
     proptest::collection::vec(interface(), 0..3).prop_flat_map(|interfaces| {
         let n = interfaces.len();
-        let index = if n == 0 { Just(None).boxed() } else { proptest::option::of(0..n).boxed() };
+        let index = if n == 0 {
+            Just(None).boxed()
+        } else {
+            proptest::option::of(0..n).boxed()
+        };
         let ips = proptest::collection::vec((net(), proptest::option::of(ip()), index), 0..4).prop_map(|v| {
             v.into_iter()
-                .map(|(address, gateway, interface)| IpConfig { version: None, address, gateway, interface })
+                .map(|(address, gateway, interface)| IpConfig {
+                    version: None,
+                    address,
+                    gateway,
+                    interface,
+                })
                 .collect::<Vec<_>>()
         });
-        (Just(interfaces), ips, routes(), dns())
-            .prop_map(|(interfaces, ips, routes, dns)| CniResult { interfaces, ips, routes, dns })
+        (Just(interfaces), ips, routes(), dns()).prop_map(|(interfaces, ips, routes, dns)| CniResult {
+            interfaces,
+            ips,
+            routes,
+            dns,
+        })
     })
 }
 

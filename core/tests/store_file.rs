@@ -17,17 +17,11 @@ fn cas_semantics() {
     let (_d, s) = store();
     let k = "networks/n1/endpoints/c1:eth0";
     // Absent expected: creates once, then conflicts.
-    let r1 = s
-        .compare_and_swap(k, None, &json!({"v": 1}))
-        .expect("create");
-    let err = s
-        .compare_and_swap(k, None, &json!({"v": 2}))
-        .expect_err("exists");
+    let r1 = s.compare_and_swap(k, None, &json!({"v": 1})).expect("create");
+    let err = s.compare_and_swap(k, None, &json!({"v": 2})).expect_err("exists");
     assert!(matches!(err, StoreError::Conflict { actual: Some(a), .. } if a == r1));
     // Matching revision: swaps; stale revision: conflicts and leaves the value.
-    let r2 = s
-        .compare_and_swap(k, Some(r1), &json!({"v": 2}))
-        .expect("swap");
+    let r2 = s.compare_and_swap(k, Some(r1), &json!({"v": 2})).expect("swap");
     assert!(r2 > r1);
     assert!(s.compare_and_swap(k, Some(r1), &json!({"v": 3})).is_err());
     let e = s.get(k).expect("get").expect("present");
@@ -37,9 +31,7 @@ fn cas_semantics() {
     s.compare_and_delete(k, r2).expect("cad");
     assert!(s.get(k).expect("get").is_none());
     // CAS on a wrong revision of an absent key conflicts with actual None.
-    let err = s
-        .compare_and_swap(k, Some(r2), &json!(1))
-        .expect_err("absent");
+    let err = s.compare_and_swap(k, Some(r2), &json!(1)).expect_err("absent");
     assert!(matches!(err, StoreError::Conflict { actual: None, .. }));
     // Conflicts map to CNI "try again".
     assert_eq!(netsvc_core::cni::CniError::from(err).code, 11);
@@ -57,13 +49,7 @@ fn list_by_prefix() {
     ] {
         s.put(k, &json!(k)).expect("put");
     }
-    let keys = |p: &str| {
-        s.list(p)
-            .expect("list")
-            .into_iter()
-            .map(|e| e.key)
-            .collect::<Vec<_>>()
-    };
+    let keys = |p: &str| s.list(p).expect("list").into_iter().map(|e| e.key).collect::<Vec<_>>();
     assert_eq!(
         keys("networks/n1/endpoints/"),
         ["networks/n1/endpoints/a", "networks/n1/endpoints/b"]
@@ -97,12 +83,9 @@ fn watch_sees_put_and_delete() {
     let (_d, s) = store();
     let start = s.revision().expect("rev");
     s.put("networks/n1/endpoints/a", &json!(1)).expect("put");
-    s.put("networks/n2/endpoints/b", &json!(1))
-        .expect("put other");
+    s.put("networks/n2/endpoints/b", &json!(1)).expect("put other");
     s.delete("networks/n1/endpoints/a").expect("delete");
-    let events = s
-        .watch("networks/n1/", start, Duration::from_secs(1))
-        .expect("watch");
+    let events = s.watch("networks/n1/", start, Duration::from_secs(1)).expect("watch");
     let kinds: Vec<_> = events.iter().map(|e| (e.kind, e.key.as_str())).collect();
     assert_eq!(
         kinds,
@@ -125,9 +108,7 @@ fn watch_sees_put_and_delete() {
             std::thread::sleep(Duration::from_millis(100));
             s.put("networks/n1/x", &json!(2)).expect("put");
         });
-        let ev = s
-            .watch("networks/n1/", last, Duration::from_secs(5))
-            .expect("watch");
+        let ev = s.watch("networks/n1/", last, Duration::from_secs(5)).expect("watch");
         assert_eq!(ev.len(), 1);
         assert_eq!(ev[0].key, "networks/n1/x");
     });
@@ -148,19 +129,13 @@ fn revisions_are_monotonic_across_reopen() {
 fn network_lock_is_exclusive_and_times_out() {
     let (_d, s) = store();
     let g = s.lock_network("n1", Duration::from_secs(1)).expect("lock");
-    let err = s
-        .lock_network("n1", Duration::from_millis(50))
-        .expect_err("held");
+    let err = s.lock_network("n1", Duration::from_millis(50)).expect_err("held");
     assert!(matches!(err, StoreError::Timeout { .. }));
     assert_eq!(netsvc_core::cni::CniError::from(err).code, 11);
     // Another network is independent.
-    let _other = s
-        .lock_network("n2", Duration::from_millis(50))
-        .expect("other network");
+    let _other = s.lock_network("n2", Duration::from_millis(50)).expect("other network");
     drop(g);
-    let _again = s
-        .lock_network("n1", Duration::from_millis(50))
-        .expect("released");
+    let _again = s.lock_network("n1", Duration::from_millis(50)).expect("released");
     assert!(s.lock_network("../x", Duration::from_millis(1)).is_err());
 }
 
@@ -171,8 +146,7 @@ fn modes_are_private() {
     let s = FileStore::open(&root).expect("open");
     s.put("networks/n1/endpoints/a", &json!({"secret": false}))
         .expect("put");
-    let mode =
-        |p: &std::path::Path| std::fs::metadata(p).expect("meta").permissions().mode() & 0o777;
+    let mode = |p: &std::path::Path| std::fs::metadata(p).expect("meta").permissions().mode() & 0o777;
     assert_eq!(mode(&root), 0o700);
     assert_eq!(mode(&root.join("kv/networks/n1/endpoints")), 0o700);
     assert_eq!(mode(&root.join("kv/networks/n1/endpoints/a.json")), 0o600);
@@ -182,15 +156,7 @@ fn modes_are_private() {
 #[test]
 fn rejects_bad_keys() {
     let (_d, s) = store();
-    for bad in [
-        "../x",
-        "a/../../b",
-        "a/.tmp",
-        "a\0b",
-        "",
-        "a//b",
-        "x/y.json",
-    ] {
+    for bad in ["../x", "a/../../b", "a/.tmp", "a\0b", "", "a//b", "x/y.json"] {
         assert!(s.put(bad, &json!(1)).is_err(), "{bad:?}");
         assert!(s.get(bad).is_err(), "{bad:?}");
     }

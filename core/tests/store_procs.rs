@@ -20,22 +20,15 @@ fn child() {
         return;
     };
     let dir = std::env::var(DIR).expect("dir");
-    let iters: u64 = std::env::var(ITERS)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0);
+    let iters: u64 = std::env::var(ITERS).ok().and_then(|v| v.parse().ok()).unwrap_or(0);
     let s = FileStore::open(dir).expect("open");
     match role.as_str() {
         "cas" => (0..iters).for_each(|_| increment_cas(&s)),
         "lock" => {
             for _ in 0..iters {
                 let _g = s.lock_network("n1", Duration::from_secs(60)).expect("lock");
-                let cur = s
-                    .get(COUNTER)
-                    .expect("get")
-                    .map(|e| e.value["n"].as_u64().expect("n"));
-                s.put(COUNTER, &json!({"n": cur.unwrap_or(0) + 1}))
-                    .expect("put");
+                let cur = s.get(COUNTER).expect("get").map(|e| e.value["n"].as_u64().expect("n"));
+                s.put(COUNTER, &json!({"n": cur.unwrap_or(0) + 1})).expect("put");
             }
         }
         "big" => {
@@ -125,33 +118,21 @@ fn sigkill_mid_write_never_tears_a_document() {
         )
         .expect("kill");
         let status = child.wait().expect("wait");
-        assert!(
-            !status.success(),
-            "round {round}: writer should have been killed"
-        );
+        assert!(!status.success(), "round {round}: writer should have been killed");
         check_doc(&s, &mut last_seen);
         // The store stays writable after a crash.
         s.put("after/kill", &json!(round)).expect("put after kill");
     }
     let events = s.changes_since("after/", 0).expect("changes");
     assert_eq!(events.len(), 8);
-    assert!(
-        last_seen > 0,
-        "the writer never completed a write before being killed"
-    );
+    assert!(last_seen > 0, "the writer never completed a write before being killed");
 }
 
 fn check_doc(s: &FileStore, last_seen: &mut u64) {
-    let e = s
-        .get(BIG)
-        .expect("a whole document parses")
-        .expect("present");
+    let e = s.get(BIG).expect("a whole document parses").expect("present");
     let i = e.value["i"].as_u64().expect("i");
     let items = e.value["items"].as_array().expect("items");
     assert_eq!(items.len() as u64, e.value["len"].as_u64().expect("len"));
-    assert!(
-        items.iter().all(|v| v.as_u64() == Some(i)),
-        "mixed document"
-    );
+    assert!(items.iter().all(|v| v.as_u64() == Some(i)), "mixed document");
     *last_seen = i;
 }

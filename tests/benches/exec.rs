@@ -34,14 +34,20 @@ fn run(binary: &str, command: &str, stdin: &[u8]) {
         .expect("spawn");
     let _ = child.stdin.take().expect("stdin").write_all(stdin);
     let out = child.wait_with_output().expect("wait");
-    assert!(out.status.success(), "{binary}: {}", String::from_utf8_lossy(&out.stdout));
+    assert!(
+        out.status.success(),
+        "{binary}: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
 }
 
 fn bench(c: &mut Criterion) {
     let noop = env!("CARGO_BIN_EXE_netsvc-noop");
     let stdin = add_stdin("netsvc-noop", "1.1.0");
     c.bench_function("exec_noop_add_1.1.0", |b| b.iter(|| run(noop, "ADD", &stdin)));
-    c.bench_function("exec_noop_version", |b| b.iter(|| run(noop, "VERSION", b"{\"cniVersion\":\"1.1.0\"}")));
+    c.bench_function("exec_noop_version", |b| {
+        b.iter(|| run(noop, "VERSION", b"{\"cniVersion\":\"1.1.0\"}"))
+    });
     // The same VERSION call on a Debian reference plugin, measured in this run.
     let reference = "/usr/lib/cni/tuning";
     if std::path::Path::new(reference).exists() {

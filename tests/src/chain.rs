@@ -60,7 +60,11 @@ impl TestNode {
             plugin_netns: Some(self.path().to_path_buf()),
             env: vec![(STATE_DIR_ENV.into(), self.state_dir().display().to_string())],
         };
-        Ok(Chain { node: self, list, runtime: Runtime::new(invoker, self.state_dir().join("cni-cache")) })
+        Ok(Chain {
+            node: self,
+            list,
+            runtime: Runtime::new(invoker, self.state_dir().join("cni-cache")),
+        })
     }
 
     /// Where host-local keeps this node's leases (never the host's /var/lib/cni).
@@ -101,16 +105,22 @@ impl Chain<'_> {
     }
 
     pub fn check(&self, c: &Container, ifname: &str) -> Result<(), RuntimeError> {
-        self.runtime.check(&self.list, &self.conf(c, ifname, &CallArgs::default()))
+        self.runtime
+            .check(&self.list, &self.conf(c, ifname, &CallArgs::default()))
     }
 
     pub fn del(&self, c: &Container, ifname: &str) -> Result<(), RuntimeError> {
-        self.runtime.del(&self.list, &self.conf(c, ifname, &CallArgs::default()))
+        self.runtime
+            .del(&self.list, &self.conf(c, ifname, &CallArgs::default()))
     }
 
     /// DEL as a runtime sends it once the container's namespace is gone.
     pub fn del_without_netns(&self, container_id: &str, ifname: &str) -> Result<(), RuntimeError> {
-        let rt = RuntimeConf { container_id: container_id.into(), ifname: ifname.into(), ..Default::default() };
+        let rt = RuntimeConf {
+            container_id: container_id.into(),
+            ifname: ifname.into(),
+            ..Default::default()
+        };
         self.runtime.del(&self.list, &rt)
     }
 
@@ -118,7 +128,10 @@ impl Chain<'_> {
     pub fn gc(&self, keep: &[(&Container, &str)]) -> Result<(), RuntimeError> {
         let valid: Vec<Attachment> = keep
             .iter()
-            .map(|(c, i)| Attachment { container_id: c.name().to_string(), ifname: i.to_string() })
+            .map(|(c, i)| Attachment {
+                container_id: c.name().to_string(),
+                ifname: i.to_string(),
+            })
             .collect();
         self.runtime.gc(&self.list, &valid)
     }

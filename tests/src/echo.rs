@@ -69,22 +69,20 @@ impl EchoServer {
         let stop = Arc::new(AtomicBool::new(false));
         let (ready_tx, ready_rx) = mpsc::channel();
         let (id, flag) = (identity.to_owned(), stop.clone());
-        let thread = thread::Builder::new()
-            .name(format!("echo-{identity}"))
-            .spawn(move || {
-                let bound = setns(&file, CloneFlags::CLONE_NEWNET)
-                    .context("setns")
-                    .and_then(|()| bind_both(bind));
-                match bound {
-                    Ok((tcp, udp)) => {
-                        let _ = ready_tx.send(Ok(tcp.local_addr().ok()));
-                        serve(tcp, udp, &id, &flag);
-                    }
-                    Err(e) => {
-                        let _ = ready_tx.send(Err(e));
-                    }
+        let thread = thread::Builder::new().name(format!("echo-{identity}")).spawn(move || {
+            let bound = setns(&file, CloneFlags::CLONE_NEWNET)
+                .context("setns")
+                .and_then(|()| bind_both(bind));
+            match bound {
+                Ok((tcp, udp)) => {
+                    let _ = ready_tx.send(Ok(tcp.local_addr().ok()));
+                    serve(tcp, udp, &id, &flag);
                 }
-            })?;
+                Err(e) => {
+                    let _ = ready_tx.send(Err(e));
+                }
+            }
+        })?;
         let addr = ready_rx
             .recv()
             .context("echo server thread died")??
@@ -231,12 +229,8 @@ impl Netns {
                 }
                 None
             });
-            let raw = reply.with_context(|| {
-                format!(
-                    "[{}] no udp reply from {addr} within {timeout:?}",
-                    self.name()
-                )
-            })?;
+            let raw =
+                reply.with_context(|| format!("[{}] no udp reply from {addr} within {timeout:?}", self.name()))?;
             EchoReply::parse(&raw)
         })?
     }
@@ -247,9 +241,7 @@ impl Netns {
             let each = Duration::from_millis(500).min(timeout);
             poll_until(timeout, || TcpStream::connect_timeout(&addr, each).ok())
                 .map(drop)
-                .with_context(|| {
-                    format!("[{}] {addr} not accepting within {timeout:?}", self.name())
-                })
+                .with_context(|| format!("[{}] {addr} not accepting within {timeout:?}", self.name()))
         })?
     }
 }

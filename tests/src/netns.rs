@@ -34,15 +34,9 @@ impl Netns {
         let name = unique_name(prefix);
         // `ip netns add` only makes the namespace and its bind mount; the root
         // namespace's links, routes and sysctls are left alone.
-        let out = output_with_timeout(
-            Command::new("ip").args(["netns", "add", &name]),
-            DEFAULT_TIMEOUT,
-        )?;
+        let out = output_with_timeout(Command::new("ip").args(["netns", "add", &name]), DEFAULT_TIMEOUT)?;
         if !out.status.success() {
-            bail!(
-                "ip netns add {name}: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
+            bail!("ip netns add {name}: {}", String::from_utf8_lossy(&out.stderr));
         }
         let ns = Netns {
             path: Path::new(NETNS_DIR).join(&name),
@@ -95,9 +89,7 @@ impl Netns {
                 setns(&file, CloneFlags::CLONE_NEWNET).context("setns")?;
                 Ok(f())
             });
-            handle
-                .join()
-                .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+            handle.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic))
         })
     }
 
@@ -176,10 +168,8 @@ impl Netns {
     }
 
     fn kill_processes(&self) {
-        let Ok(out) = output_with_timeout(
-            Command::new("ip").args(["netns", "pids", &self.name]),
-            DEFAULT_TIMEOUT,
-        ) else {
+        let Ok(out) = output_with_timeout(Command::new("ip").args(["netns", "pids", &self.name]), DEFAULT_TIMEOUT)
+        else {
             return;
         };
         let me = std::process::id();

@@ -100,10 +100,7 @@ impl Netns {
             .iter()
             .filter_map(|i| {
                 let t = i.get("table")?;
-                Some((
-                    t["family"].as_str()?.to_owned(),
-                    t["name"].as_str()?.to_owned(),
-                ))
+                Some((t["family"].as_str()?.to_owned(), t["name"].as_str()?.to_owned()))
             })
             .collect())
     }

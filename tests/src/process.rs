@@ -79,8 +79,7 @@ mod tests {
 
     #[test]
     fn slow_command_is_killed() {
-        let err = output_with_timeout(Command::new("sleep").arg("30"), Duration::from_millis(200))
-            .unwrap_err();
+        let err = output_with_timeout(Command::new("sleep").arg("30"), Duration::from_millis(200)).unwrap_err();
         assert!(err.to_string().contains("timed out"), "{err}");
     }
 

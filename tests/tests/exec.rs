@@ -19,18 +19,29 @@ fn netsvc() -> PathBuf {
 fn exec(node: &TestNode, args: &[&str]) -> Output {
     let cache = node.state_dir().join("cli-cache");
     let mut cmd = node.command(netsvc());
-    cmd.arg("exec").args(args).arg("--cache-dir").arg(&cache).arg("--cni-path").arg(chain::cni_path());
+    cmd.arg("exec")
+        .args(args)
+        .arg("--cache-dir")
+        .arg(&cache)
+        .arg("--cni-path")
+        .arg(chain::cni_path());
     output_with_timeout(&mut cmd, Duration::from_secs(30)).expect("netsvc exec runs")
 }
 
 fn write_conflist(node: &TestNode, v: &Value) -> PathBuf {
-    let path = node.state_dir().join(format!("{}.conflist", v["name"].as_str().unwrap_or("net")));
+    let path = node
+        .state_dir()
+        .join(format!("{}.conflist", v["name"].as_str().unwrap_or("net")));
     std::fs::write(&path, serde_json::to_vec_pretty(v).unwrap()).unwrap();
     path
 }
 
 fn ok_json(out: &Output) -> Value {
-    assert!(out.status.success(), "netsvc exec failed: {}", String::from_utf8_lossy(&out.stdout));
+    assert!(
+        out.status.success(),
+        "netsvc exec failed: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
     serde_json::from_slice(&out.stdout).expect("result JSON")
 }
 
@@ -59,18 +70,30 @@ fn exec_add_bridge_gives_two_containers_a_working_network() {
     b.ping_check(ip_a, 1, T).expect("b reaches a over the bridge");
 
     let check = exec(&node, &["check", p(&list), p(a.netns_path())]);
-    assert!(check.status.success(), "CHECK: {}", String::from_utf8_lossy(&check.stdout));
+    assert!(
+        check.status.success(),
+        "CHECK: {}",
+        String::from_utf8_lossy(&check.stdout)
+    );
 
     let del = exec(&node, &["del", p(&list), p(a.netns_path())]);
     assert!(del.status.success(), "DEL: {}", String::from_utf8_lossy(&del.stdout));
     assert!(!has_link(&a, "eth0"), "DEL removed a's interface");
-    assert!(!b.ping(ip_a, 1, Duration::from_secs(2)), "a's address no longer answers");
+    assert!(
+        !b.ping(ip_a, 1, Duration::from_secs(2)),
+        "a's address no longer answers"
+    );
     let again = exec(&node, &["del", p(&list), p(a.netns_path())]);
-    assert!(again.status.success(), "a second DEL succeeds: {}", String::from_utf8_lossy(&again.stdout));
+    assert!(
+        again.status.success(),
+        "a second DEL succeeds: {}",
+        String::from_utf8_lossy(&again.stdout)
+    );
 
     // CHECK of a deleted attachment fails: its cached result is gone.
     assert!(!exec(&node, &["check", p(&list), p(a.netns_path())]).status.success());
-    b.ping_check("10.231.0.1".parse().unwrap(), 1, T).expect("b still reaches its gateway");
+    b.ping_check("10.231.0.1".parse().unwrap(), 1, T)
+        .expect("b still reaches its gateway");
 }
 
 #[test]
@@ -92,12 +115,22 @@ fn exec_del_without_netns_and_gc() {
 fn exec_version_negotiates_with_the_reference_plugins() {
     let node = TestNode::new().unwrap();
     let a = node.container("a").unwrap();
-    let mut conf = node.bridge_conflist("neg", "1.1.0", "10.233.0.0/24", vec![json!({"type": "netsvc-testplugin"})]);
+    let mut conf = node.bridge_conflist(
+        "neg",
+        "1.1.0",
+        "10.233.0.0/24",
+        vec![json!({"type": "netsvc-testplugin"})],
+    );
     conf["cniVersions"] = json!(["0.4.0", "1.0.0", "1.1.0"]);
     let list = write_conflist(&node, &conf);
     let v = ok_json(&exec(&node, &["version", p(&list)]));
     assert_eq!(v["cniVersion"], "1.0.0", "Debian's bridge stops at 1.0.0: {v}");
-    assert!(v["plugins"]["netsvc-testplugin"].as_array().unwrap().contains(&json!("1.1.0")));
+    assert!(
+        v["plugins"]["netsvc-testplugin"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("1.1.0"))
+    );
     let r = ok_json(&exec(&node, &["add", p(&list), p(a.netns_path())]));
     assert_eq!(r["cniVersion"], "1.0.0");
     let gw = "10.233.0.1".parse().unwrap();
@@ -116,7 +149,10 @@ fn failing_plugin_error_is_shown_and_add_is_undone() {
     assert_eq!(err["code"], 7);
     assert!(err["msg"].as_str().unwrap().contains("mrk"), "{err}");
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("plugin #1 (netsvc-testplugin)"), "names the plugin: {stderr}");
+    assert!(
+        stderr.contains("plugin #1 (netsvc-testplugin)"),
+        "names the plugin: {stderr}"
+    );
     assert!(!has_link(&a, "eth0"), "the bridge's half of the failed ADD was deleted");
 }
 
@@ -134,7 +170,8 @@ fn runtime_chains_every_reference_version() {
         if version.starts_with("0.") {
             assert_eq!(ra["ips"][0]["version"], "4", "{version} results carry ips[].version");
         }
-        a.ping_check(container_ip(&rb, "eth0").unwrap(), 1, T).unwrap_or_else(|e| panic!("{version}: {e}"));
+        a.ping_check(container_ip(&rb, "eth0").unwrap(), 1, T)
+            .unwrap_or_else(|e| panic!("{version}: {e}"));
         if version != "0.3.0" && version != "0.3.1" {
             chain.check(&a, "eth0").unwrap_or_else(|e| panic!("{version}: {e}"));
         }

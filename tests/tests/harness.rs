@@ -88,25 +88,15 @@ fn echo_server_is_local_to_its_namespace() {
 fn node_command_runs_in_node_namespace_with_state_dir() {
     let node = TestNode::new().unwrap();
     let ino = std::fs::metadata(node.path()).unwrap().ino();
-    let out = node
-        .command("readlink")
-        .arg("/proc/self/ns/net")
-        .output()
-        .unwrap();
-    assert_eq!(
-        String::from_utf8_lossy(&out.stdout).trim(),
-        format!("net:[{ino}]")
-    );
+    let out = node.command("readlink").arg("/proc/self/ns/net").output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), format!("net:[{ino}]"));
 
     let out = node
         .command("sh")
         .args(["-c", "printf %s \"$NETSVC_STATE_DIR\""])
         .output()
         .unwrap();
-    assert_eq!(
-        Path::new(&*String::from_utf8_lossy(&out.stdout)),
-        node.state_dir()
-    );
+    assert_eq!(Path::new(&*String::from_utf8_lossy(&out.stdout)), node.state_dir());
     let mode = std::fs::metadata(node.state_dir()).unwrap().mode();
     assert_eq!(mode & 0o777, 0o700);
 
@@ -127,28 +117,20 @@ fn observers_parse_links_nft_and_tc() {
 
     assert!(b.nft_tables().unwrap().is_empty());
     b.exec("nft", ["add", "table", "inet", "probe"]).unwrap();
-    assert_eq!(
-        b.nft_tables().unwrap(),
-        vec![("inet".to_owned(), "probe".to_owned())]
-    );
+    assert_eq!(b.nft_tables().unwrap(), vec![("inet".to_owned(), "probe".to_owned())]);
     // Other namespaces do not see it.
     assert!(a.nft_tables().unwrap().is_empty());
 
     a.exec(
         "tc",
         [
-            "qdisc", "add", "dev", "eth0", "root", "tbf", "rate", "1mbit", "burst", "32kb",
-            "latency", "50ms",
+            "qdisc", "add", "dev", "eth0", "root", "tbf", "rate", "1mbit", "burst", "32kb", "latency", "50ms",
         ],
     )
     .unwrap();
     let qdiscs = a.tc_json(&["qdisc", "show", "dev", "eth0"]).unwrap();
     assert!(
-        qdiscs
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|q| q["kind"] == "tbf"),
+        qdiscs.as_array().unwrap().iter().any(|q| q["kind"] == "tbf"),
         "{qdiscs}"
     );
 }
@@ -163,10 +145,7 @@ fn nothing_lands_in_the_root_namespace() {
         .output()
         .unwrap();
     let root = String::from_utf8_lossy(&root.stdout);
-    assert!(
-        !root.contains("\"xh0\"") && !root.contains("\"xh1\""),
-        "{root}"
-    );
+    assert!(!root.contains("\"xh0\"") && !root.contains("\"xh1\""), "{root}");
 }
 
 fn ns_exists(path: &Path) -> bool {
@@ -226,9 +205,6 @@ fn sysctls_are_per_namespace() {
     assert_eq!(node.sysctl("net.ipv4.ip_forward").unwrap(), "1");
     let c = node.container("c").unwrap();
     assert_eq!(c.sysctl("net.ipv4.ip_forward").unwrap(), "0");
-    assert_eq!(
-        std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward").unwrap(),
-        host
-    );
+    assert_eq!(std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward").unwrap(), host);
     assert!(node.set_sysctl("kernel.pid_max", "1").is_err());
 }

@@ -62,7 +62,10 @@ fn call(sb: &Sandbox, env: &[(&str, &str)], stdin: &str) -> Reply {
         .expect("spawn plugin");
     let _ = child.stdin.take().expect("stdin").write_all(stdin.as_bytes());
     let out = child.wait_with_output().expect("wait plugin");
-    Reply { code: out.status.code().unwrap_or(-1), stdout: String::from_utf8_lossy(&out.stdout).into_owned() }
+    Reply {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+    }
 }
 
 fn attach_env<'a>(cmd: &'a str, id: &'a str, netns: Option<&'a Path>) -> Vec<(&'a str, &'a str)> {
@@ -110,7 +113,11 @@ fn at_least(version: &str, min: &str) -> bool {
 fn version_echoes_config_version_and_lists_all() {
     let sb = Sandbox::new();
     for v in SUPPORTED_VERSIONS {
-        let r = call(&sb, &[("CNI_COMMAND", "VERSION")], &json!({"cniVersion": v}).to_string());
+        let r = call(
+            &sb,
+            &[("CNI_COMMAND", "VERSION")],
+            &json!({"cniVersion": v}).to_string(),
+        );
         let j = r.ok().json();
         assert_eq!(j["cniVersion"], *v);
         assert_eq!(j["supportedVersions"], json!(SUPPORTED_VERSIONS));
@@ -139,11 +146,18 @@ fn add_with_prev_result_passes_it_through_in_every_version() {
     for v in SUPPORTED_VERSIONS {
         let sb = Sandbox::new();
         let prev = prev_result(v);
-        let r = call(&sb, &attach_env("ADD", "c1", Some(&sb.netns)), &conf(v, json!({"prevResult": prev})));
+        let r = call(
+            &sb,
+            &attach_env("ADD", "c1", Some(&sb.netns)),
+            &conf(v, json!({"prevResult": prev})),
+        );
         let j = r.ok().json();
         assert_eq!(j["cniVersion"], *v);
         assert_eq!(j["interfaces"], prev["interfaces"], "{v}");
-        assert_eq!(j["ips"], prev["ips"], "{v}: ips (with version before 1.0.0) pass intact");
+        assert_eq!(
+            j["ips"], prev["ips"],
+            "{v}: ips (with version before 1.0.0) pass intact"
+        );
         assert_eq!(j["routes"], prev["routes"], "{v}");
         assert_eq!(j["dns"]["nameservers"], prev["dns"]["nameservers"], "{v}");
         assert_eq!(j["dns"]["search"], json!(["marked.example"]), "{v}");
@@ -191,7 +205,11 @@ fn gc_with_valid_attachments_in_every_version() {
             call(&sb, &attach_env("ADD", id, Some(&sb.netns)), &conf(v, json!({}))).ok();
         }
         let valid = json!([{"containerID": "keep", "ifname": "eth0"}]);
-        let r = call(&sb, &[("CNI_COMMAND", "GC")], &conf(v, json!({"cni.dev/valid-attachments": valid})));
+        let r = call(
+            &sb,
+            &[("CNI_COMMAND", "GC")],
+            &conf(v, json!({"cni.dev/valid-attachments": valid})),
+        );
         if at_least(v, "1.1.0") {
             assert_eq!(r.ok().stdout, "", "GC prints nothing on success");
             assert_eq!(sb.record_count(), 1, "GC removed only the stale attachment");
@@ -230,13 +248,23 @@ fn invalid_env_is_code_4_naming_the_variable() {
     let sb = Sandbox::new();
     let c = conf("1.1.0", json!({}));
     for var in ["CNI_COMMAND", "CNI_CONTAINERID", "CNI_NETNS", "CNI_IFNAME"] {
-        let env: Vec<_> = attach_env("ADD", "c1", Some(&sb.netns)).into_iter().filter(|(k, _)| *k != var).collect();
+        let env: Vec<_> = attach_env("ADD", "c1", Some(&sb.netns))
+            .into_iter()
+            .filter(|(k, _)| *k != var)
+            .collect();
         let r = call(&sb, &env, &c);
         assert_eq!(r.error_code(), 4, "{var}");
         assert!(r.json()["msg"].as_str().unwrap().contains(var), "{var}: {}", r.stdout);
     }
-    for (var, value) in [("CNI_CONTAINERID", "/etc"), ("CNI_IFNAME", "much-too-long-name"), ("CNI_ARGS", "A=B=C")] {
-        let mut env: Vec<_> = attach_env("ADD", "c1", Some(&sb.netns)).into_iter().filter(|(k, _)| *k != var).collect();
+    for (var, value) in [
+        ("CNI_CONTAINERID", "/etc"),
+        ("CNI_IFNAME", "much-too-long-name"),
+        ("CNI_ARGS", "A=B=C"),
+    ] {
+        let mut env: Vec<_> = attach_env("ADD", "c1", Some(&sb.netns))
+            .into_iter()
+            .filter(|(k, _)| *k != var)
+            .collect();
         env.push((var, value));
         let r = call(&sb, &env, &c);
         assert_eq!(r.error_code(), 4, "{var}={value}");
@@ -254,7 +282,11 @@ fn bad_json_unsupported_version_and_unknown_key() {
     assert_eq!(old.error_code(), 1);
     let future = call(&sb, &env, &conf("9.9.9", json!({})));
     assert_eq!(future.error_code(), 1);
-    let typo = call(&sb, &env, &conf("1.1.0", json!({"test": {"mark": "m", "markk": "typo"}})));
+    let typo = call(
+        &sb,
+        &env,
+        &conf("1.1.0", json!({"test": {"mark": "m", "markk": "typo"}})),
+    );
     assert_eq!(typo.error_code(), 7);
     let msg = typo.json()["msg"].as_str().unwrap().to_string();
     assert!(msg.contains("markk") && msg.contains("test"), "{msg}");
@@ -264,9 +296,18 @@ fn bad_json_unsupported_version_and_unknown_key() {
 #[test]
 fn a_panic_is_a_cni_error_not_a_backtrace() {
     let sb = Sandbox::new();
-    let r = call(&sb, &attach_env("ADD", "c1", Some(&sb.netns)), &conf("1.0.0", json!({"test": {"panic": true}})));
+    let r = call(
+        &sb,
+        &attach_env("ADD", "c1", Some(&sb.netns)),
+        &conf("1.0.0", json!({"test": {"panic": true}})),
+    );
     assert_eq!(r.error_code(), 999);
-    assert_eq!(r.stdout.lines().count(), 1, "stdout holds only the error JSON: {:?}", r.stdout);
+    assert_eq!(
+        r.stdout.lines().count(),
+        1,
+        "stdout holds only the error JSON: {:?}",
+        r.stdout
+    );
     let j = r.json();
     assert_eq!(j["cniVersion"], "1.0.0");
     assert!(j["details"].as_str().unwrap().contains("asked to panic"));

@@ -56,7 +56,13 @@ pub fn run(a: ExecArgs) -> anyhow::Result<i32> {
         Ok(l) => l,
         Err(e) => return Ok(report(&RuntimeError::Runtime(e), "1.1.0")),
     };
-    let runtime = Runtime::new(Invoker { cni_path: cni_path(a.cni_path.as_deref()), ..Default::default() }, &a.cache_dir);
+    let runtime = Runtime::new(
+        Invoker {
+            cni_path: cni_path(a.cni_path.as_deref()),
+            ..Default::default()
+        },
+        &a.cache_dir,
+    );
     let rt = match a.op {
         Op::Add | Op::Del | Op::Check => runtime_conf(&a)?,
         Op::Gc | Op::Status | Op::Version => RuntimeConf::default(),
@@ -91,7 +97,10 @@ pub fn run(a: ExecArgs) -> anyhow::Result<i32> {
 /// Shows a failure the way a CNI error reads: JSON on stdout, a line on stderr.
 fn report(e: &RuntimeError, version: &str) -> i32 {
     eprintln!("netsvc exec: {e}");
-    println!("{}", serde_json::to_string_pretty(&e.cni().to_json(version)).unwrap_or_default());
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&e.cni().to_json(version)).unwrap_or_default()
+    );
     1
 }
 
@@ -100,7 +109,10 @@ fn gc(runtime: &Runtime, list: &NetConfList, valid: &[String]) -> Result<(), Run
         runtime
             .cached(&list.name)?
             .into_iter()
-            .map(|c| Attachment { container_id: c.container_id, ifname: c.if_name })
+            .map(|c| Attachment {
+                container_id: c.container_id,
+                ifname: c.if_name,
+            })
             .collect()
     } else {
         let mut keep = Vec::new();
@@ -108,7 +120,10 @@ fn gc(runtime: &Runtime, list: &NetConfList, valid: &[String]) -> Result<(), Run
             let (id, ifname) = v.split_once('/').ok_or_else(|| {
                 netsvc_core::cni::CniError::invalid_config("--valid", format!("{v:?} is not CONTAINERID/IFNAME"))
             })?;
-            keep.push(Attachment { container_id: id.into(), ifname: ifname.into() });
+            keep.push(Attachment {
+                container_id: id.into(),
+                ifname: ifname.into(),
+            });
         }
         keep
     };
@@ -138,14 +153,31 @@ fn runtime_conf(a: &ExecArgs) -> anyhow::Result<RuntimeConf> {
         (None, Some(ns)) => container_id_from(ns),
         (None, None) => anyhow::bail!("--container-id is needed when no netns path is given"),
     };
-    Ok(RuntimeConf { container_id, netns: a.netns.clone(), ifname: a.ifname.clone(), args: args.0, cap_args })
+    Ok(RuntimeConf {
+        container_id,
+        netns: a.netns.clone(),
+        ifname: a.ifname.clone(),
+        args: args.0,
+        cap_args,
+    })
 }
 
 /// A container id from a netns path: its file name, kept to the id charset.
 pub fn container_id_from(netns: &Path) -> String {
-    let base = netns.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let id: String =
-        base.chars().map(|c| if c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-') { c } else { '-' }).collect();
+    let base = netns
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let id: String = base
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-') {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect();
     match id.chars().next() {
         Some(c) if c.is_ascii_alphanumeric() => id,
         _ => format!("ns{id}"),
@@ -158,7 +190,10 @@ fn cni_path(given: Option<&str>) -> Vec<PathBuf> {
         return std::env::split_paths(p).collect();
     }
     let mut dirs = Vec::new();
-    if let Some(dir) = std::env::current_exe().ok().and_then(|e| e.parent().map(Path::to_path_buf)) {
+    if let Some(dir) = std::env::current_exe()
+        .ok()
+        .and_then(|e| e.parent().map(Path::to_path_buf))
+    {
         dirs.push(dir);
     }
     dirs.extend(["/opt/cni/bin", "/usr/lib/cni"].map(PathBuf::from));

@@ -6,7 +6,11 @@ mod exec;
 use clap::{Parser, Subcommand};
 
 #[derive(Debug, Parser)]
-#[command(name = "netsvc", version, about = "Network services for containers, as chained CNI plugins")]
+#[command(
+    name = "netsvc",
+    version,
+    about = "Network services for containers, as chained CNI plugins"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Cmd,

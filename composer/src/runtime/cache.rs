@@ -71,7 +71,12 @@ impl ResultCache {
         let tmp = path.with_extension(format!("tmp{}", std::process::id()));
         let bytes = serde_json::to_vec(entry).map_err(|e| CniError::io(e.to_string()))?;
         let write = || -> std::io::Result<()> {
-            let mut f = fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp)?;
+            let mut f = fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(&tmp)?;
             f.write_all(&bytes)?;
             f.sync_all()?;
             fs::rename(&tmp, &path)

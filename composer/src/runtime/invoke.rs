@@ -33,14 +33,25 @@ impl Invoker {
     /// The first executable named `plugin_type` on the CNI path.
     pub fn find(&self, plugin_type: &str) -> Result<PathBuf, CniError> {
         if plugin_type.is_empty() || plugin_type.contains('/') || plugin_type.starts_with('.') {
-            return Err(CniError::invalid_config("type", format!("{plugin_type:?} is not a plugin name")));
+            return Err(CniError::invalid_config(
+                "type",
+                format!("{plugin_type:?} is not a plugin name"),
+            ));
         }
-        self.cni_path.iter().map(|d| d.join(plugin_type)).find(|p| is_executable(p)).ok_or_else(|| {
-            CniError::not_available(format!(
-                "failed to find plugin {plugin_type:?} in path {}",
-                self.cni_path.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(":")
-            ))
-        })
+        self.cni_path
+            .iter()
+            .map(|d| d.join(plugin_type))
+            .find(|p| is_executable(p))
+            .ok_or_else(|| {
+                CniError::not_available(format!(
+                    "failed to find plugin {plugin_type:?} in path {}",
+                    self.cni_path
+                        .iter()
+                        .map(|p| p.display().to_string())
+                        .collect::<Vec<_>>()
+                        .join(":")
+                ))
+            })
     }
 
     /// Runs `plugin_type` with `stdin`, returning its stdout when it succeeds
@@ -86,8 +97,11 @@ fn plugin_error(stdout: &[u8], status: std::process::ExitStatus) -> CniError {
     let parsed = serde_json::from_slice::<Value>(stdout).ok().and_then(|v| {
         let code = v.get("code")?.as_u64()?;
         Some(
-            CniError::new(netsvc_core::cni::Code::from_u32(code as u32), v.get("msg")?.as_str().unwrap_or(""))
-                .with_details(v.get("details").and_then(Value::as_str).unwrap_or("")),
+            CniError::new(
+                netsvc_core::cni::Code::from_u32(code as u32),
+                v.get("msg")?.as_str().unwrap_or(""),
+            )
+            .with_details(v.get("details").and_then(Value::as_str).unwrap_or("")),
         )
     });
     parsed.unwrap_or_else(|| {

@@ -57,7 +57,11 @@ pub struct RuntimeConf {
 
 impl RuntimeConf {
     fn args_string(&self) -> String {
-        self.args.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(";")
+        self.args
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join(";")
     }
 }
 
@@ -70,7 +74,10 @@ pub struct Runtime {
 
 impl Runtime {
     pub fn new(invoker: Invoker, cache_dir: impl Into<PathBuf>) -> Self {
-        Runtime { invoker, cache: ResultCache::new(cache_dir) }
+        Runtime {
+            invoker,
+            cache: ResultCache::new(cache_dir),
+        }
     }
 
     /// The version the chain runs at: `cniVersions`' highest that every plugin
@@ -88,18 +95,26 @@ impl Runtime {
             })?);
         }
         each.push(SUPPORTED_VERSIONS.iter().map(|s| s.to_string()).collect());
-        highest_common(candidates.iter().map(String::as_str), &each).map(str::to_string).ok_or_else(|| {
-            CniError::incompatible_version(format!(
-                "no version of cniVersions {candidates:?} is supported by every plugin of {}",
-                list.name
-            ))
-            .into()
-        })
+        highest_common(candidates.iter().map(String::as_str), &each)
+            .map(str::to_string)
+            .ok_or_else(|| {
+                CniError::incompatible_version(format!(
+                    "no version of cniVersions {candidates:?} is supported by every plugin of {}",
+                    list.name
+                ))
+                .into()
+            })
     }
 
     /// The versions a plugin reports for VERSION.
     pub fn version_of(&self, plugin_type: &str) -> Result<Vec<String>, CniError> {
-        let env = CallEnv { command: Command::Version, container_id: "", netns: None, ifname: "", args: "" };
+        let env = CallEnv {
+            command: Command::Version,
+            container_id: "",
+            netns: None,
+            ifname: "",
+            args: "",
+        };
         let out = self.invoker.exec(plugin_type, &env, br#"{"cniVersion":"0.4.0"}"#)?;
         let v: Value = serde_json::from_slice(&out)
             .map_err(|e| CniError::decode(format!("failed to decode VERSION output of {plugin_type}: {e}")))?;
@@ -156,7 +171,10 @@ impl Runtime {
     pub fn check(&self, list: &NetConfList, rt: &RuntimeConf) -> Result<(), RuntimeError> {
         let version = self.negotiate(list)?;
         if Version::parse(&version)? < Version::V0_4_0 {
-            return Err(CniError::incompatible_version(format!("configuration version {version} does not support CHECK")).into());
+            return Err(CniError::incompatible_version(format!(
+                "configuration version {version} does not support CHECK"
+            ))
+            .into());
         }
         if list.disable_check {
             return Ok(());
@@ -183,7 +201,10 @@ impl Runtime {
             return Ok(());
         }
         for stale in self.cache.list(&list.name)? {
-            if !valid.iter().any(|a| a.container_id == stale.container_id && a.ifname == stale.if_name) {
+            if !valid
+                .iter()
+                .any(|a| a.container_id == stale.container_id && a.ifname == stale.if_name)
+            {
                 self.cache.delete(&list.name, &stale.container_id, &stale.if_name)?;
             }
         }
@@ -224,7 +245,12 @@ impl Runtime {
         let Some(entry) = self.cache.get(&list.name, &rt.container_id, &rt.ifname)? else {
             return Ok(None);
         };
-        let from = entry.result.get("cniVersion").and_then(Value::as_str).unwrap_or(version).to_string();
+        let from = entry
+            .result
+            .get("cniVersion")
+            .and_then(Value::as_str)
+            .unwrap_or(version)
+            .to_string();
         CniResult::convert(&entry.result, &from, version).map(Some)
     }
 
@@ -245,11 +271,13 @@ impl Runtime {
             args: &args,
         };
         let stdin = serde_json::to_vec(conf).unwrap_or_default();
-        self.invoker.exec(list.plugin_type(i), &env, &stdin).map_err(|error| ChainError {
-            index: i,
-            plugin_type: list.plugin_type(i).to_string(),
-            error,
-        })
+        self.invoker
+            .exec(list.plugin_type(i), &env, &stdin)
+            .map_err(|error| ChainError {
+                index: i,
+                plugin_type: list.plugin_type(i).to_string(),
+                error,
+            })
     }
 }
 
@@ -292,6 +320,10 @@ pub fn plugin_conf(
 fn parse_result(out: &[u8], version: &str) -> Result<Value, CniError> {
     let v: Value =
         serde_json::from_slice(out).map_err(|e| CniError::decode(format!("failed to decode plugin result: {e}")))?;
-    let from = v.get("cniVersion").and_then(Value::as_str).unwrap_or(version).to_string();
+    let from = v
+        .get("cniVersion")
+        .and_then(Value::as_str)
+        .unwrap_or(version)
+        .to_string();
     CniResult::convert(&v, &from, version)
 }

@@ -44,7 +44,11 @@ pub struct NetConf {
     pub dns: Option<Dns>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub prev_result: Option<Value>,
-    #[serde(rename = "cni.dev/valid-attachments", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "cni.dev/valid-attachments",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub valid_attachments: Option<Vec<Attachment>>,
     /// The older spelling of `cni.dev/valid-attachments`; libcni sends both.
     #[serde(rename = "cni.dev/attachments", default, skip_serializing_if = "Option::is_none")]
@@ -79,7 +83,10 @@ impl NetConf {
 
     /// The attachments GC must keep: `cni.dev/valid-attachments`, else the older key.
     pub fn gc_keep(&self) -> Vec<Attachment> {
-        self.valid_attachments.clone().or_else(|| self.attachments.clone()).unwrap_or_default()
+        self.valid_attachments
+            .clone()
+            .or_else(|| self.attachments.clone())
+            .unwrap_or_default()
     }
 
     /// A `runtimeConfig` entry, present only when the capability was enabled.
@@ -139,8 +146,8 @@ impl NetConfList {
     /// Parses and validates a conflist by libcni's rules: a name, a non-empty
     /// plugin list, a `type` on every plugin. Errors name the JSON path.
     pub fn parse(bytes: &[u8]) -> Result<NetConfList> {
-        let raw: Value = serde_json::from_slice(bytes)
-            .map_err(|e| CniError::decode(format!("failed to decode conflist: {e}")))?;
+        let raw: Value =
+            serde_json::from_slice(bytes).map_err(|e| CniError::decode(format!("failed to decode conflist: {e}")))?;
         let list: NetConfList = decode_at(&raw, "")?;
         list.validate()?;
         Ok(list)
@@ -151,7 +158,10 @@ impl NetConfList {
             return Err(CniError::invalid_config("name", "a conflist needs a non-empty name"));
         }
         if self.plugins.is_empty() {
-            return Err(CniError::invalid_config("plugins", "a conflist needs at least one plugin"));
+            return Err(CniError::invalid_config(
+                "plugins",
+                "a conflist needs at least one plugin",
+            ));
         }
         for (i, p) in self.plugins.iter().enumerate() {
             match p.get("type") {
@@ -159,7 +169,10 @@ impl NetConfList {
                 other => {
                     return Err(CniError::invalid_config(
                         &format!("plugins[{i}].type"),
-                        format!("needs a plugin binary name, got {}", other.map_or("nothing".into(), |v| v.to_string())),
+                        format!(
+                            "needs a plugin binary name, got {}",
+                            other.map_or("nothing".into(), |v| v.to_string())
+                        ),
                     ));
                 }
             }
@@ -180,8 +193,7 @@ mod tests {
 
     #[test]
     fn unknown_top_level_keys_are_kept_in_order() {
-        let c = NetConf::parse(br#"{"cniVersion":"1.0.0","name":"n","type":"t","zeta":1,"alpha":{"x":2}}"#)
-            .unwrap();
+        let c = NetConf::parse(br#"{"cniVersion":"1.0.0","name":"n","type":"t","zeta":1,"alpha":{"x":2}}"#).unwrap();
         let keys: Vec<_> = c.extra.keys().cloned().collect();
         assert_eq!(keys, ["zeta", "alpha"]);
         assert_eq!(c.to_value()["alpha"]["x"], 2);
@@ -217,8 +229,7 @@ mod tests {
             #[serde(default)]
             names: Vec<String>,
         }
-        let c = NetConf::from_value(&json!({"cniVersion":"1.1.0","name":"n","type":"t","policy":{"nmes":[]}}))
-            .unwrap();
+        let c = NetConf::from_value(&json!({"cniVersion":"1.1.0","name":"n","type":"t","policy":{"nmes":[]}})).unwrap();
         let e = c.service_config::<Svc>().unwrap_err();
         assert_eq!(e.code, 7);
         assert!(e.msg.contains("policy") && e.msg.contains("nmes"), "{}", e.msg);
@@ -226,7 +237,12 @@ mod tests {
 
     #[test]
     fn conflist_rules() {
-        assert_eq!(NetConfList::parse(br#"{"cniVersion":"1.0.0","name":"n","plugins":[]}"#).unwrap_err().code, 7);
+        assert_eq!(
+            NetConfList::parse(br#"{"cniVersion":"1.0.0","name":"n","plugins":[]}"#)
+                .unwrap_err()
+                .code,
+            7
+        );
         let e = NetConfList::parse(br#"{"cniVersion":"1.0.0","name":"n","plugins":[{"x":1}]}"#).unwrap_err();
         assert!(e.msg.contains("plugins[0].type"), "{}", e.msg);
     }

@@ -78,7 +78,11 @@ impl CniArgs {
     }
 
     pub fn to_env_string(&self) -> String {
-        self.0.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(";")
+        self.0
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join(";")
     }
 }
 
@@ -114,15 +118,17 @@ impl Env {
             ifname: String::new(),
             args: CniArgs::parse(&get("CNI_ARGS").unwrap_or_default())?,
             path: get("CNI_PATH")
-                .map(|p| std::env::split_paths(&p).filter(|p| !p.as_os_str().is_empty()).collect())
+                .map(|p| {
+                    std::env::split_paths(&p)
+                        .filter(|p| !p.as_os_str().is_empty())
+                        .collect()
+                })
                 .unwrap_or_default(),
         };
         if command.is_per_attachment() {
-            let id = nonempty("CNI_CONTAINERID")
-                .ok_or_else(|| CniError::invalid_env("CNI_CONTAINERID", "not set"))?;
+            let id = nonempty("CNI_CONTAINERID").ok_or_else(|| CniError::invalid_env("CNI_CONTAINERID", "not set"))?;
             validate_container_id(&id)?;
-            let ifname = nonempty("CNI_IFNAME")
-                .ok_or_else(|| CniError::invalid_env("CNI_IFNAME", "not set"))?;
+            let ifname = nonempty("CNI_IFNAME").ok_or_else(|| CniError::invalid_env("CNI_IFNAME", "not set"))?;
             validate_ifname(&ifname).map_err(|why| CniError::invalid_env("CNI_IFNAME", why))?;
             env.container_id = id;
             env.ifname = ifname;
@@ -173,8 +179,7 @@ mod tests {
     use std::collections::HashMap;
 
     fn env(pairs: &[(&str, &str)]) -> Result<Env> {
-        let m: HashMap<String, String> =
-            pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let m: HashMap<String, String> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         Env::from_lookup(|k| m.get(k).cloned())
     }
 

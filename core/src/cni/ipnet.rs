@@ -39,13 +39,21 @@ impl IpNet {
                 IpAddr::V6((u128::from(a) & mask).into())
             }
         };
-        IpNet { addr, prefix: self.prefix }
+        IpNet {
+            addr,
+            prefix: self.prefix,
+        }
     }
 
     /// Whether `ip` lies inside this subnet.
     pub fn contains(&self, ip: IpAddr) -> bool {
         ip.is_ipv4() == self.addr.is_ipv4()
-            && IpNet { addr: ip, prefix: self.prefix }.network() == self.network()
+            && IpNet {
+                addr: ip,
+                prefix: self.prefix,
+            }
+            .network()
+                == self.network()
     }
 }
 
@@ -59,7 +67,9 @@ impl FromStr for IpNet {
     type Err = String;
 
     fn from_str(s: &str) -> Result<IpNet, String> {
-        let (a, p) = s.split_once('/').ok_or_else(|| format!("{s:?} is not in CIDR form addr/prefix"))?;
+        let (a, p) = s
+            .split_once('/')
+            .ok_or_else(|| format!("{s:?} is not in CIDR form addr/prefix"))?;
         let addr: IpAddr = a.parse().map_err(|_| format!("{a:?} is not an IP address"))?;
         let prefix: u8 = p.parse().map_err(|_| format!("{p:?} is not a prefix length"))?;
         IpNet::new(addr, prefix)

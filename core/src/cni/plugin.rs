@@ -72,9 +72,18 @@ pub fn dispatch<P: Plugin + ?Sized>(plugin: &P, env: impl Fn(&str) -> Option<Str
 
     let outcome = catch_unwind(AssertUnwindSafe(|| handle(plugin, &env, stdin, &stdin_version)));
     match outcome {
-        Ok(Ok(Some(v))) => Outcome { stdout: to_line(&v), exit_code: 0 },
-        Ok(Ok(None)) => Outcome { stdout: Vec::new(), exit_code: 0 },
-        Ok(Err(e)) => Outcome { stdout: to_line(&e.to_json(&stdin_version)), exit_code: 1 },
+        Ok(Ok(Some(v))) => Outcome {
+            stdout: to_line(&v),
+            exit_code: 0,
+        },
+        Ok(Ok(None)) => Outcome {
+            stdout: Vec::new(),
+            exit_code: 0,
+        },
+        Ok(Err(e)) => Outcome {
+            stdout: to_line(&e.to_json(&stdin_version)),
+            exit_code: 1,
+        },
         Err(panic) => {
             let what = panic
                 .downcast_ref::<&str>()
@@ -82,7 +91,10 @@ pub fn dispatch<P: Plugin + ?Sized>(plugin: &P, env: impl Fn(&str) -> Option<Str
                 .or_else(|| panic.downcast_ref::<String>().cloned())
                 .unwrap_or_else(|| "unknown panic".into());
             let e = CniError::plugin(PANIC_CODE, "plugin failed unexpectedly").with_details(what);
-            Outcome { stdout: to_line(&e.to_json(&stdin_version)), exit_code: 1 }
+            Outcome {
+                stdout: to_line(&e.to_json(&stdin_version)),
+                exit_code: 1,
+            }
         }
     }
 }

@@ -99,8 +99,8 @@ impl CniResult {
                 "results of cniVersion {version} are not supported"
             )));
         }
-        let mut r: CniResult = serde_json::from_value(v.clone())
-            .map_err(|e| CniError::decode(format!("failed to decode result: {e}")))?;
+        let mut r: CniResult =
+            serde_json::from_value(v.clone()).map_err(|e| CniError::decode(format!("failed to decode result: {e}")))?;
         for ip in &mut r.ips {
             ip.version = None;
         }
@@ -160,7 +160,9 @@ impl CniResult {
 
     /// Index of the interface named `name` that lives in a sandbox (the container side).
     pub fn container_interface(&self, name: &str) -> Option<usize> {
-        self.interfaces.iter().position(|i| i.name == name && i.sandbox.is_some())
+        self.interfaces
+            .iter()
+            .position(|i| i.name == name && i.sandbox.is_some())
     }
 
     /// The addresses assigned to interface index `idx` (or unbound addresses).

@@ -42,11 +42,7 @@ pub fn identity(
         Some(Value::Array(list)) => add_names("runtimeConfig.aliases", list, &mut add_name)?,
         Some(Value::Object(map)) => match map.get(network) {
             None | Some(Value::Null) => {}
-            Some(Value::Array(list)) => add_names(
-                &format!("runtimeConfig.aliases.{network}"),
-                list,
-                &mut add_name,
-            )?,
+            Some(Value::Array(list)) => add_names(&format!("runtimeConfig.aliases.{network}"), list, &mut add_name)?,
             Some(other) => {
                 return Err(GraphError::invalid(
                     format!("runtimeConfig.aliases.{network}"),
@@ -64,17 +60,14 @@ pub fn identity(
         }
     }
 
-    match args_key
-        .and_then(|a| a.get("cni"))
-        .and_then(|c| c.get("labels"))
-    {
+    match args_key.and_then(|a| a.get("cni")).and_then(|c| c.get("labels")) {
         None | Some(Value::Null) => {}
         Some(Value::Object(map)) => {
             for (k, v) in map {
                 let field = "args.cni.labels";
-                let v = v.as_str().ok_or_else(|| {
-                    GraphError::invalid(format!("{field}.{k}"), v.to_string(), "expected a string")
-                })?;
+                let v = v
+                    .as_str()
+                    .ok_or_else(|| GraphError::invalid(format!("{field}.{k}"), v.to_string(), "expected a string"))?;
                 validate_label(field, k, v)?;
                 id.labels.insert(k.clone(), v.to_string());
             }

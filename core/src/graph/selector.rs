@@ -23,8 +23,7 @@ impl Selector {
     }
 
     pub fn matches(&self, ep: &Endpoint) -> bool {
-        let names_ok =
-            self.names.is_empty() || self.names.iter().any(|n| ep.names.iter().any(|e| e == n));
+        let names_ok = self.names.is_empty() || self.names.iter().any(|n| ep.names.iter().any(|e| e == n));
         names_ok && self.labels.iter().all(|(k, v)| ep.labels.get(k) == Some(v))
     }
 

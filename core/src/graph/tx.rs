@@ -83,17 +83,8 @@ impl<'s> Graph<'s> {
         self.list(&format!("{}/endpoints/", network_key(network)?))
     }
 
-    pub fn endpoint(
-        &self,
-        network: &str,
-        container_id: &str,
-        ifname: &str,
-    ) -> Result<Option<Endpoint>, GraphError> {
-        self.get(&child_key(
-            network,
-            "endpoints",
-            &endpoint_id(container_id, ifname),
-        )?)
+    pub fn endpoint(&self, network: &str, container_id: &str, ifname: &str) -> Result<Option<Endpoint>, GraphError> {
+        self.get(&child_key(network, "endpoints", &endpoint_id(container_id, ifname))?)
     }
 
     /// Removes an attachment in its own transaction; absent is not an error.
@@ -135,10 +126,7 @@ impl<'s> Graph<'s> {
     }
 
     fn get<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>, GraphError> {
-        self.store
-            .get(key)?
-            .map(|e| decode(key, e.value))
-            .transpose()
+        self.store.get(key)?.map(|e| decode(key, e.value)).transpose()
     }
 
     fn list<T: DeserializeOwned>(&self, prefix: &str) -> Result<Vec<T>, GraphError> {
@@ -227,16 +215,8 @@ impl Tx<'_> {
         self.put(network_key(&self.network)?, net)
     }
 
-    pub fn get_endpoint(
-        &mut self,
-        container_id: &str,
-        ifname: &str,
-    ) -> Result<Option<Endpoint>, GraphError> {
-        let k = child_key(
-            &self.network,
-            "endpoints",
-            &endpoint_id(container_id, ifname),
-        )?;
+    pub fn get_endpoint(&mut self, container_id: &str, ifname: &str) -> Result<Option<Endpoint>, GraphError> {
+        let k = child_key(&self.network, "endpoints", &endpoint_id(container_id, ifname))?;
         self.get(&k)
     }
 
@@ -253,16 +233,8 @@ impl Tx<'_> {
     }
 
     /// Removes an endpoint; absent is not an error.
-    pub fn remove_endpoint(
-        &mut self,
-        container_id: &str,
-        ifname: &str,
-    ) -> Result<Option<Endpoint>, GraphError> {
-        let k = child_key(
-            &self.network,
-            "endpoints",
-            &endpoint_id(container_id, ifname),
-        )?;
+    pub fn remove_endpoint(&mut self, container_id: &str, ifname: &str) -> Result<Option<Endpoint>, GraphError> {
+        let k = child_key(&self.network, "endpoints", &endpoint_id(container_id, ifname))?;
         self.remove(k)
     }
 

@@ -47,10 +47,7 @@ impl StoreError {
 
     /// True for errors a caller may retry (lost a race, lock busy).
     pub fn is_retryable(&self) -> bool {
-        matches!(
-            self,
-            StoreError::Conflict { .. } | StoreError::Timeout { .. }
-        )
+        matches!(self, StoreError::Conflict { .. } | StoreError::Timeout { .. })
     }
 }
 
@@ -58,12 +55,8 @@ impl From<StoreError> for CniError {
     fn from(e: StoreError) -> Self {
         match &e {
             // Contention: the runtime may retry the whole call.
-            StoreError::Conflict { .. } | StoreError::Timeout { .. } => {
-                CniError::try_again(e.to_string())
-            }
-            StoreError::InvalidKey { key, why } => {
-                CniError::invalid_config("store key", format!("{key:?}: {why}"))
-            }
+            StoreError::Conflict { .. } | StoreError::Timeout { .. } => CniError::try_again(e.to_string()),
+            StoreError::InvalidKey { key, why } => CniError::invalid_config("store key", format!("{key:?}: {why}")),
             StoreError::InvalidStateDir { path, why } => {
                 CniError::invalid_config("stateDir", format!("{path:?}: {why}"))
             }

@@ -56,10 +56,7 @@ pub fn resolve_state_dir(config: Option<&str>, env: Option<&str>) -> Result<Path
     if !path.is_absolute() {
         return Err(bad("not an absolute path"));
     }
-    if path
-        .components()
-        .any(|c| matches!(c, std::path::Component::ParentDir))
-    {
+    if path.components().any(|c| matches!(c, std::path::Component::ParentDir)) {
         return Err(bad("contains '..'"));
     }
     Ok(path)
@@ -78,8 +75,7 @@ impl FileStore {
         if !root.exists() {
             create_dirs(&root)?;
             // Explicit chmod: the umask might have been stricter, never looser, but be sure.
-            fs::set_permissions(&root, fs::Permissions::from_mode(0o700))
-                .map_err(|e| StoreError::io(&root, e))?;
+            fs::set_permissions(&root, fs::Permissions::from_mode(0o700)).map_err(|e| StoreError::io(&root, e))?;
         } else if let Ok(meta) = fs::metadata(&root)
             && meta.permissions().mode() & 0o077 != 0
         {
@@ -136,10 +132,7 @@ impl FileStore {
     }
 
     /// Runs one mutation under the store-wide lock with the next revision.
-    fn mutate<T>(
-        &self,
-        f: impl FnOnce(Revision) -> Result<(T, Option<Event>), StoreError>,
-    ) -> Result<T, StoreError> {
+    fn mutate<T>(&self, f: impl FnOnce(Revision) -> Result<(T, Option<Event>), StoreError>) -> Result<T, StoreError> {
         let lock_path = self.root.join(".store.lock");
         let _guard = flock_with_timeout(&lock_path, STORE_LOCK_TIMEOUT, "store")?;
         let current = self.current_revision()?;
@@ -168,14 +161,12 @@ impl FileStore {
             let mut last = [0u8; 1];
             file.seek(SeekFrom::Start(len - 1))
                 .map_err(|e| StoreError::io(&path, e))?;
-            file.read_exact(&mut last)
-                .map_err(|e| StoreError::io(&path, e))?;
+            file.read_exact(&mut last).map_err(|e| StoreError::io(&path, e))?;
             if last[0] != b'\n' {
                 line.insert(0, b'\n');
             }
         }
-        file.write_all(&line)
-            .map_err(|e| StoreError::io(&path, e))?;
+        file.write_all(&line).map_err(|e| StoreError::io(&path, e))?;
         file.sync_data().map_err(|e| StoreError::io(&path, e))?;
         if event.revision.is_multiple_of(1000) {
             self.maybe_compact()?;
@@ -191,10 +182,7 @@ impl FileStore {
         let cut = events.len() - KEEP_LOG_EVENTS;
         let compacted = events[cut - 1].revision;
         // Record the horizon first: a crash in between only makes it conservative.
-        atomic_write(
-            &self.root.join(".compacted"),
-            compacted.to_string().as_bytes(),
-        )?;
+        atomic_write(&self.root.join(".compacted"), compacted.to_string().as_bytes())?;
         let mut body = Vec::new();
         for e in &events[cut..] {
             body.extend(serde_json::to_vec(e)?);
@@ -244,8 +232,7 @@ impl FileStore {
         file.seek(SeekFrom::Start(start))
             .map_err(|e| StoreError::io(&path, e))?;
         let mut tail = Vec::new();
-        file.read_to_end(&mut tail)
-            .map_err(|e| StoreError::io(&path, e))?;
+        file.read_to_end(&mut tail).map_err(|e| StoreError::io(&path, e))?;
         let last = tail
             .split(|b| *b == b'\n')
             .rev()
@@ -254,13 +241,7 @@ impl FileStore {
         Ok(last.unwrap_or(0).max(base))
     }
 
-    fn write_doc(
-        &self,
-        key: &str,
-        path: &Path,
-        value: &Value,
-        rev: Revision,
-    ) -> Result<Event, StoreError> {
+    fn write_doc(&self, key: &str, path: &Path, value: &Value, rev: Revision) -> Result<Event, StoreError> {
         let body = serde_json::to_vec(&StoredDoc {
             revision: rev,
             value: value.clone(),
@@ -311,12 +292,7 @@ impl FileStore {
         }
     }
 
-    fn walk(
-        &self,
-        dir: &Path,
-        key_prefix: &str,
-        out: &mut Vec<(String, PathBuf)>,
-    ) -> Result<(), StoreError> {
+    fn walk(&self, dir: &Path, key_prefix: &str, out: &mut Vec<(String, PathBuf)>) -> Result<(), StoreError> {
         let entries = match fs::read_dir(dir) {
             Ok(e) => e,
             Err(e)
@@ -366,12 +342,7 @@ impl Store for FileStore {
         self.mutate(|rev| Ok((rev, Some(self.write_doc(key, &path, value, rev)?))))
     }
 
-    fn compare_and_swap(
-        &self,
-        key: &str,
-        expected: Option<Revision>,
-        value: &Value,
-    ) -> Result<Revision, StoreError> {
+    fn compare_and_swap(&self, key: &str, expected: Option<Revision>, value: &Value) -> Result<Revision, StoreError> {
         let path = self.doc_path(key)?;
         self.mutate(|rev| {
             let actual = self.read_doc(key, &path)?.map(|e| e.revision);

@@ -17,11 +17,7 @@ use super::StoreError;
 static TMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 
 /// Takes an exclusive flock on `path` (created 0600), polling until `timeout`.
-pub(super) fn flock_with_timeout(
-    path: &Path,
-    timeout: Duration,
-    what: &str,
-) -> Result<Flock<File>, StoreError> {
+pub(super) fn flock_with_timeout(path: &Path, timeout: Duration, what: &str) -> Result<Flock<File>, StoreError> {
     let deadline = Instant::now() + timeout;
     let mut file = open_lock_file(path)?;
     let mut pause = Duration::from_micros(200);
@@ -30,9 +26,7 @@ pub(super) fn flock_with_timeout(
             Ok(lock) => return Ok(lock),
             Err((f, Errno::EWOULDBLOCK)) => {
                 if Instant::now() >= deadline {
-                    return Err(StoreError::Timeout {
-                        what: what.to_string(),
-                    });
+                    return Err(StoreError::Timeout { what: what.to_string() });
                 }
                 file = f;
                 std::thread::sleep(pause);

@@ -39,10 +39,7 @@ pub fn validate_segment(segment: &str) -> Result<(), String> {
 /// Checks a whole key and returns its segments.
 pub fn validate_key(key: &str) -> Result<Vec<&str>, StoreError> {
     if key.len() > MAX_KEY_LEN {
-        return Err(StoreError::invalid_key(
-            key,
-            format!("longer than {MAX_KEY_LEN} bytes"),
-        ));
+        return Err(StoreError::invalid_key(key, format!("longer than {MAX_KEY_LEN} bytes")));
     }
     let segments: Vec<&str> = key.split('/').collect();
     if segments.len() > MAX_SEGMENTS {
@@ -81,11 +78,7 @@ mod tests {
 
     #[test]
     fn accepts_normal_keys() {
-        for ok in [
-            "networks/net1",
-            "networks/net-1/endpoints/abc123:eth0",
-            "a.b/c_d@e",
-        ] {
+        for ok in ["networks/net1", "networks/net-1/endpoints/abc123:eth0", "a.b/c_d@e"] {
             assert!(validate_key(ok).is_ok(), "{ok:?} should be accepted");
         }
     }

@@ -67,9 +67,7 @@ impl LockGuard {
 
 impl std::fmt::Debug for LockGuard {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("LockGuard")
-            .field("network", &self.network)
-            .finish()
+        f.debug_struct("LockGuard").field("network", &self.network).finish()
     }
 }
 
@@ -111,12 +109,7 @@ pub trait Store: Send + Sync {
 
     /// Waits up to `timeout` for changes after `since`; returns them (empty on
     /// timeout). The default polls [`Store::changes_since`].
-    fn watch(
-        &self,
-        prefix: &str,
-        since: Revision,
-        timeout: Duration,
-    ) -> Result<Vec<Event>, StoreError> {
+    fn watch(&self, prefix: &str, since: Revision, timeout: Duration) -> Result<Vec<Event>, StoreError> {
         let deadline = Instant::now() + timeout;
         loop {
             let events = self.changes_since(prefix, since)?;

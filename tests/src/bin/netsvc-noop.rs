@@ -7,7 +7,10 @@ struct Noop;
 
 impl Plugin for Noop {
     fn descriptor(&self) -> Descriptor {
-        Descriptor { plugin_type: "netsvc-noop".into(), ..Default::default() }
+        Descriptor {
+            plugin_type: "netsvc-noop".into(),
+            ..Default::default()
+        }
     }
     fn add(&self, call: &Call) -> Result<CniResult> {
         Ok(call.prev_result()?.unwrap_or_default())

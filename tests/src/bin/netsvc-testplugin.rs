@@ -36,12 +36,19 @@ fn state_dir() -> PathBuf {
 }
 
 fn record(call: &Call) -> PathBuf {
-    state_dir().join(format!("{}-{}-{}", call.conf.name, call.env.container_id, call.env.ifname))
+    state_dir().join(format!(
+        "{}-{}-{}",
+        call.conf.name, call.env.container_id, call.env.ifname
+    ))
 }
 
 impl Plugin for TestPlugin {
     fn descriptor(&self) -> Descriptor {
-        Descriptor { plugin_type: "netsvc-testplugin".into(), provides: vec![Feature::Dns], ..Default::default() }
+        Descriptor {
+            plugin_type: "netsvc-testplugin".into(),
+            provides: vec![Feature::Dns],
+            ..Default::default()
+        }
     }
 
     fn add(&self, call: &Call) -> Result<CniResult> {
@@ -49,9 +56,16 @@ impl Plugin for TestPlugin {
         if conf.test.panic {
             panic!("asked to panic");
         }
-        let netns = call.env.netns.as_ref().ok_or_else(|| CniError::invalid_env("CNI_NETNS", "not set"))?;
+        let netns = call
+            .env
+            .netns
+            .as_ref()
+            .ok_or_else(|| CniError::invalid_env("CNI_NETNS", "not set"))?;
         if !netns.exists() {
-            return Err(CniError::unknown_container(format!("netns {} does not exist", netns.display())));
+            return Err(CniError::unknown_container(format!(
+                "netns {} does not exist",
+                netns.display()
+            )));
         }
         std::fs::create_dir_all(state_dir())?;
         std::fs::write(record(call), netns.display().to_string())?;
@@ -96,7 +110,9 @@ impl Plugin for TestPlugin {
             .map(|a| format!("{}-{}-{}", call.conf.name, a.container_id, a.ifname))
             .collect();
         let prefix = format!("{}-", call.conf.name);
-        let Ok(entries) = std::fs::read_dir(state_dir()) else { return Ok(()) };
+        let Ok(entries) = std::fs::read_dir(state_dir()) else {
+            return Ok(());
+        };
         for e in entries.flatten() {
             let name = e.file_name().to_string_lossy().into_owned();
             if name.starts_with(&prefix) && !keep.contains(&name) {
