@@ -102,7 +102,15 @@ fn sigkill_mid_write_never_tears_a_document() {
     let mut seed = u64::from(std::process::id());
     let mut last_seen = 0;
     for round in 0..8 {
+        let before = last_seen;
         let mut child = spawn("big", dir.path(), 0);
+        // Wait (bounded) until this writer has completed a write, so a slow
+        // start on a loaded machine still kills it mid-stream, not before it began.
+        let started = Instant::now() + Duration::from_secs(30);
+        while last_seen == before && Instant::now() < started {
+            check_doc(&s, &mut last_seen);
+        }
+        assert_ne!(last_seen, before, "round {round}: the writer never completed a write");
         // Pseudo-random delay (xorshift): kill at an arbitrary point of a write.
         seed ^= seed << 13;
         seed ^= seed >> 7;
