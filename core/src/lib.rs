@@ -2,3 +2,5 @@
 //! namespaces, netlink and nftables programming, the store and the service graph.
 
 pub mod cni;
+pub mod netlink;
+pub mod netns;

@@ -75,7 +75,11 @@ pub struct CniError {
 
 impl CniError {
     pub fn new(code: Code, msg: impl Into<String>) -> Self {
-        CniError { code: code.as_u32(), msg: msg.into(), details: String::new() }
+        CniError {
+            code: code.as_u32(),
+            msg: msg.into(),
+            details: String::new(),
+        }
     }
 
     pub fn with_details(mut self, details: impl Into<String>) -> Self {
@@ -91,14 +95,20 @@ impl CniError {
         Self::new(Code::IncompatibleVersion, msg)
     }
     pub fn unsupported_field(field: &str, value: impl std::fmt::Display) -> Self {
-        Self::new(Code::UnsupportedField, format!("unsupported field {field}: {value}"))
+        Self::new(
+            Code::UnsupportedField,
+            format!("unsupported field {field}: {value}"),
+        )
     }
     pub fn unknown_container(msg: impl Into<String>) -> Self {
         Self::new(Code::UnknownContainer, msg)
     }
     /// Code 4, naming the variable.
     pub fn invalid_env(var: &str, why: impl std::fmt::Display) -> Self {
-        Self::new(Code::InvalidEnv, format!("invalid environment variable {var}: {why}"))
+        Self::new(
+            Code::InvalidEnv,
+            format!("invalid environment variable {var}: {why}"),
+        )
     }
     pub fn io(msg: impl Into<String>) -> Self {
         Self::new(Code::Io, msg)
@@ -108,7 +118,10 @@ impl CniError {
     }
     /// Code 7, naming the field (a JSON path such as `policies[0].select`) and why.
     pub fn invalid_config(field: &str, why: impl std::fmt::Display) -> Self {
-        Self::new(Code::InvalidConfig, format!("invalid config field {field}: {why}"))
+        Self::new(
+            Code::InvalidConfig,
+            format!("invalid config field {field}: {why}"),
+        )
     }
     pub fn try_again(msg: impl Into<String>) -> Self {
         Self::new(Code::TryAgain, msg)

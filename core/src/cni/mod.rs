@@ -3,4 +3,4 @@
 
 pub mod error;
 
-pub use error::{Code, CniError, Result};
+pub use error::{CniError, Code, Result};
