@@ -261,26 +261,12 @@ pub async fn add_ingress_qdisc(h: &Handle, ifindex: u32, mode: Mode) -> Result<(
 /// Delete the qdisc at `parent` ([`ROOT`] or [`INGRESS_PARENT`]). No such
 /// qdisc (or no such link) is `Ok`.
 pub async fn delete_qdisc(h: &Handle, ifindex: u32, parent: u32) -> Result<()> {
-    let handle = if parent == INGRESS_PARENT {
-        INGRESS_HANDLE
-    } else {
-        0
-    };
-    let msg = message(ifindex, parent, handle, 0, "", Vec::new())?;
-    let mut msg = msg;
+    // Handle 0: the kernel deletes whatever qdisc sits at `parent`. A
+    // default (handle 0) qdisc or an absent ingress answers ENOENT.
+    let mut msg = message(ifindex, parent, 0, 0, "", Vec::new())?;
     msg.attributes.clear();
-    let r = send_ack(
-        h,
-        "delete qdisc",
-        RouteNetlinkMessage::DelQueueDiscipline(msg),
-        0,
-    )
-    .await;
-    // A root that is the default (handle 0) qdisc answers EINVAL/ENOENT.
-    match r {
-        Err(e) if e.errno() == Some(libc::EINVAL) && parent == ROOT => Ok(()),
-        other => ok_if_missing(other),
-    }
+    let r = send_ack(h, "delete qdisc", RouteNetlinkMessage::DelQueueDiscipline(msg), 0).await;
+    ok_if_missing(r)
 }
 
 /// A u32 filter at `parent` (qdisc handle, e.g. `1:`) matching all of
