@@ -62,7 +62,10 @@ fn veth_move_address_route_give_connectivity() {
 
     // observe with ip(8)
     let out = ctr.exec(&["ip", "-j", "addr", "show", "dev", "eth0"]);
-    assert!(out.contains("10.77.0.2") && out.contains("fd77::2"), "{out}");
+    assert!(
+        out.contains("10.77.0.2") && out.contains("fd77::2"),
+        "{out}"
+    );
     let out = ctr.exec(&["ip", "route", "show"]);
     assert!(out.contains("default via 10.77.0.1 dev eth0"), "{out}");
     assert!(out.contains("10.99.0.0/16 via 10.77.0.1 dev eth0"), "{out}");
@@ -81,8 +84,15 @@ fn veth_move_address_route_give_connectivity() {
         (a, r)
     })
     .unwrap();
-    assert!(addrs.iter().any(|a| a.address == IpAddr::V4(CTR_IP) && a.prefix_len == 24));
-    assert!(rts.iter().any(|r| r.is_default() && r.gateway == Some(IpAddr::V4(HOST_IP))));
+    assert!(
+        addrs
+            .iter()
+            .any(|a| a.address == IpAddr::V4(CTR_IP) && a.prefix_len == 24)
+    );
+    assert!(
+        rts.iter()
+            .any(|r| r.is_default() && r.gateway == Some(IpAddr::V4(HOST_IP)))
+    );
     assert!(rts.iter().any(|r| r.dst_len == 16 && r.metric == Some(50)));
 }
 
@@ -91,11 +101,14 @@ fn veth_peer_finder_returns_host_side() {
     let node = TestNs::new("peer-node");
     let ctr = TestNs::new("peer-ctr");
     // a decoy veth so indexes differ from the trivial case
-    node.exec(&["ip", "link", "add", "decoy0", "type", "veth", "peer", "name", "decoy1"]);
+    node.exec(&[
+        "ip", "link", "add", "decoy0", "type", "veth", "peer", "name", "decoy1",
+    ]);
     wire(&node, &ctr);
     let host = links::host_veth_peer(&ctr.path, "eth0", &node.path).unwrap();
     assert_eq!(host.name, "hveth");
-    let idx: serde_json::Value = serde_json::from_str(&node.exec(&["ip", "-j", "link", "show", "hveth"])).unwrap();
+    let idx: serde_json::Value =
+        serde_json::from_str(&node.exec(&["ip", "-j", "link", "show", "hveth"])).unwrap();
     assert_eq!(idx[0]["ifindex"].as_u64(), Some(u64::from(host.index)));
 
     // lo is not a veth; a missing name is LinkNotFound
@@ -104,7 +117,12 @@ fn veth_peer_finder_returns_host_side() {
     let e = links::host_veth_peer(&ctr.path, "nope0", &node.path).unwrap_err();
     assert!(e.is_not_found(), "{e}");
     // a gone container namespace is "not found" too (DEL treats it as done)
-    let e = links::host_veth_peer(std::path::Path::new("/var/run/netns/nsvc-gone"), "eth0", &node.path).unwrap_err();
+    let e = links::host_veth_peer(
+        std::path::Path::new("/var/run/netns/nsvc-gone"),
+        "eth0",
+        &node.path,
+    )
+    .unwrap_err();
     assert!(e.is_not_found(), "{e}");
 }
 
@@ -124,17 +142,32 @@ fn deletes_are_idempotent() {
         };
         for _ in 0..2 {
             routes::delete(&h, &route).await.unwrap();
-            addresses::delete(&h, eth0.index, IpAddr::V4(CTR_IP), 24).await.unwrap();
+            addresses::delete(&h, eth0.index, IpAddr::V4(CTR_IP), 24)
+                .await
+                .unwrap();
         }
-        assert!(!addresses::list(&h, Some(eth0.index)).await.unwrap().iter().any(|a| a.address == IpAddr::V4(CTR_IP)));
+        assert!(
+            !addresses::list(&h, Some(eth0.index))
+                .await
+                .unwrap()
+                .iter()
+                .any(|a| a.address == IpAddr::V4(CTR_IP))
+        );
         links::set_down(&h, eth0.index).await.unwrap();
         assert!(!links::get_by_index(&h, eth0.index).await.unwrap().up);
         links::delete(&h, eth0.index).await.unwrap();
         links::delete(&h, eth0.index).await.unwrap();
         links::delete_by_name(&h, "eth0").await.unwrap();
-        addresses::delete(&h, eth0.index, IpAddr::V4(CTR_IP), 24).await.unwrap();
+        addresses::delete(&h, eth0.index, IpAddr::V4(CTR_IP), 24)
+            .await
+            .unwrap();
         assert!(links::find_by_name(&h, "eth0").await.unwrap().is_none());
-        assert!(links::get_by_name(&h, "eth0").await.unwrap_err().is_not_found());
+        assert!(
+            links::get_by_name(&h, "eth0")
+                .await
+                .unwrap_err()
+                .is_not_found()
+        );
     })
     .unwrap();
     // deleting one end removed the pair

@@ -30,7 +30,7 @@ fn panic_is_an_error_and_caller_stays_home() {
     assert_eq!(cni.code, netns::PANIC_CODE);
 
     // async work panicking inside the runtime, too
-    let err = netns::run(&ns.path, |_h| async { panic!("async boom") }).map(|()| ()).unwrap_err();
+    let err = netns::run(&ns.path, |_h| async { panic!("async boom") }).unwrap_err();
     assert!(matches!(err, NetnsError::Panicked { .. }), "{err:?}");
     assert_eq!(thread_ns_inode(), before);
 
@@ -43,9 +43,11 @@ fn panic_is_an_error_and_caller_stays_home() {
 fn handle_is_opened_inside_the_namespace() {
     let ns = TestNs::new("nsh");
     ns.exec(&["ip", "link", "add", "probe0", "type", "ifb"]);
-    let names = netns::run(&ns.path, |h| async move { netsvc_core::netlink::links::list_names(&h).await })
-        .unwrap()
-        .unwrap();
+    let names = netns::run(&ns.path, |h| async move {
+        netsvc_core::netlink::links::list_names(&h).await
+    })
+    .unwrap()
+    .unwrap();
     let mut names = names;
     names.sort();
     assert_eq!(names, vec!["lo".to_string(), "probe0".to_string()]);

@@ -265,7 +265,13 @@ pub async fn delete_qdisc(h: &Handle, ifindex: u32, parent: u32) -> Result<()> {
     // default (handle 0) qdisc or an absent ingress answers ENOENT.
     let mut msg = message(ifindex, parent, 0, 0, "", Vec::new())?;
     msg.attributes.clear();
-    let r = send_ack(h, "delete qdisc", RouteNetlinkMessage::DelQueueDiscipline(msg), 0).await;
+    let r = send_ack(
+        h,
+        "delete qdisc",
+        RouteNetlinkMessage::DelQueueDiscipline(msg),
+        0,
+    )
+    .await;
     ok_if_missing(r)
 }
 
