@@ -15,25 +15,23 @@
 //! Encoding ([`htb`], [`tbf`], [`u32`]) is pure; the functions here only wrap
 //! the encoded options in a `TcMessage` and send it.
 
-use std::net::Ipv4Addr;
-
 use futures::TryStreamExt;
 use netlink_packet_core::{DefaultNla, NLM_F_CREATE, NLM_F_EXCL, NLM_F_REPLACE};
 use netlink_packet_route::RouteNetlinkMessage;
-use netlink_packet_route::tc::{
-    TcAction, TcActionAttribute, TcActionGeneric, TcActionMirror, TcActionMirrorOption,
-    TcActionOption, TcActionType, TcAttribute, TcFilterU32, TcFilterU32Option, TcHandle, TcMessage,
-    TcMirror, TcMirrorActionType, TcOption,
-};
+use netlink_packet_route::tc::{TcAttribute, TcHandle, TcMessage, TcOption};
 use rtnetlink::Handle;
 
 use super::{NetlinkError, Result, ok_if_missing, send_ack};
 
+pub mod filter;
 pub mod htb;
 pub mod psched;
 pub mod tbf;
 pub mod u32;
 
+pub use filter::{
+    add_redirect_filter, add_u32_class_filter, delete_filters, filter_info, mirred_redirect,
+};
 pub use htb::{HtbClass, HtbQdisc};
 pub use psched::Psched;
 pub use tbf::{Tbf, TbfLimit};
@@ -149,12 +147,6 @@ pub fn raw_options(nlas: Vec<RawNla>) -> Vec<TcOption> {
     nlas.into_iter()
         .map(|n| TcOption::Other(DefaultNla::new(n.kind, n.value)))
         .collect()
-}
-
-/// A filter's `tcm_info`: priority in the upper 16 bits, the ethertype in
-/// network order in the lower.
-pub fn filter_info(prio: u16, protocol: u16) -> u32 {
-    (u32::from(prio) << 16) | u32::from(protocol.to_be())
 }
 
 /// Add (or replace) an HTB qdisc with handle `major:` at `parent` ([`ROOT`]).
@@ -275,118 +267,6 @@ pub async fn delete_qdisc(h: &Handle, ifindex: u32, parent: u32) -> Result<()> {
     ok_if_missing(r)
 }
 
-/// A u32 filter at `parent` (qdisc handle, e.g. `1:`) matching all of
-/// `matches` (IPv4, `protocol ip`) and sending hits to class `classid`.
-pub async fn add_u32_class_filter(
-    h: &Handle,
-    ifindex: u32,
-    parent: u32,
-    prio: u16,
-    matches: &[U32Match],
-    classid: u32,
-) -> Result<()> {
-    let sel = u32::selector(matches, true)?;
-    let opts = vec![
-        TcOption::U32(TcFilterU32Option::ClassId(TcHandle::from(classid))),
-        TcOption::U32(TcFilterU32Option::Selector(sel)),
-    ];
-    let msg = message(
-        ifindex,
-        parent,
-        0,
-        filter_info(prio, ETH_P_IP),
-        TcFilterU32::KIND,
-        opts,
-    )?;
-    send_ack(
-        h,
-        "add u32 filter",
-        RouteNetlinkMessage::NewTrafficFilter(msg),
-        NLM_F_CREATE | NLM_F_EXCL,
-    )
-    .await
-}
-
-/// The mirred action "egress redirect to `target_ifindex`" (pure).
-pub fn mirred_redirect(target_ifindex: u32) -> TcAction {
-    let mut generic = TcActionGeneric::default();
-    generic.action = TcActionType::Stolen;
-    let mut mirror = TcMirror::default();
-    mirror.generic = generic;
-    mirror.eaction = TcMirrorActionType::EgressRedir;
-    mirror.ifindex = target_ifindex;
-    let mut action = TcAction::default();
-    action.tab = 1;
-    action.attributes = vec![
-        TcActionAttribute::Kind(TcActionMirror::KIND.to_string()),
-        TcActionAttribute::Options(vec![TcActionOption::Mirror(TcActionMirrorOption::Parms(
-            mirror,
-        ))]),
-    ];
-    action
-}
-
-/// `tc filter add dev IF parent P protocol all prio N u32 match u32 0 0
-/// action mirred egress redirect dev TARGET` — with `parent` =
-/// [`INGRESS_HANDLE`] this is the bandwidth plugin's ingress-to-ifb hook.
-pub async fn add_redirect_filter(
-    h: &Handle,
-    ifindex: u32,
-    parent: u32,
-    prio: u16,
-    target_ifindex: u32,
-) -> Result<()> {
-    let sel = u32::selector(&[U32Match::All], true)?;
-    let opts = vec![
-        TcOption::U32(TcFilterU32Option::Selector(sel)),
-        TcOption::U32(TcFilterU32Option::Action(vec![mirred_redirect(
-            target_ifindex,
-        )])),
-    ];
-    let msg = message(
-        ifindex,
-        parent,
-        0,
-        filter_info(prio, ETH_P_ALL),
-        TcFilterU32::KIND,
-        opts,
-    )?;
-    send_ack(
-        h,
-        "add redirect filter",
-        RouteNetlinkMessage::NewTrafficFilter(msg),
-        NLM_F_CREATE | NLM_F_EXCL,
-    )
-    .await
-}
-
-/// Delete every filter of priority `prio` at `parent`; missing is `Ok`.
-pub async fn delete_filters(
-    h: &Handle,
-    ifindex: u32,
-    parent: u32,
-    prio: u16,
-    protocol: u16,
-) -> Result<()> {
-    let mut msg = message(
-        ifindex,
-        parent,
-        0,
-        filter_info(prio, protocol),
-        "",
-        Vec::new(),
-    )?;
-    msg.attributes.clear();
-    let r = send_ack(
-        h,
-        "delete filter",
-        RouteNetlinkMessage::DelTrafficFilter(msg),
-        0,
-    )
-    .await;
-    ok_if_missing(r)
-}
-
 /// What a qdisc or class dump tells: kind, handle, parent.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TcObject {
@@ -438,11 +318,6 @@ pub async fn list_classes(h: &Handle, ifindex: u32) -> Result<Vec<TcObject>> {
         .await
         .map_err(|e| NetlinkError::request("list classes", e))?;
     Ok(msgs.iter().map(object).collect())
-}
-
-/// Convenience: a `/len` IPv4 destination match.
-pub fn dst(addr: Ipv4Addr, len: u8) -> U32Match {
-    U32Match::Dst(addr, len)
 }
 
 #[cfg(test)]
@@ -501,16 +376,5 @@ mod tests {
         assert_eq!(&buf[36..40], &3u32.to_ne_bytes());
         assert_eq!(&buf[44..48], &0x10u32.to_ne_bytes());
         assert_eq!(buf.len(), 56);
-    }
-
-    #[test]
-    fn mirred_action_shape() {
-        let a = mirred_redirect(42);
-        assert_eq!(a.attributes.len(), 2);
-        let mut buf = vec![0u8; a.buffer_len()];
-        a.emit(&mut buf);
-        // contains the ifindex and the TCA_EGRESS_REDIR (1) code
-        let hay = buf.windows(4).any(|w| w == 42u32.to_ne_bytes());
-        assert!(hay);
     }
 }
