@@ -3,5 +3,7 @@
 
 pub mod cni;
 pub mod graph;
+pub mod netlink;
+pub mod netns;
 pub mod nft;
 pub mod store;

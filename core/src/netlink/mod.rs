@@ -1,0 +1,171 @@
+//! Kernel programming over rtnetlink that more than one service needs: links,
+//! addresses, routes and traffic control (qdiscs, classes, filters).
+//!
+//! Every function takes an [`rtnetlink::Handle`]; the handle decides the
+//! namespace (open it inside the target namespace with [`crate::netns::run`]).
+//! Deleting something that is already gone is `Ok` everywhere: CNI DEL must be
+//! idempotent.
+//!
+//! Units: rates are [`tc::Rate`] (stored as **bytes per second**, the kernel's
+//! unit; build one from bits/s with [`tc::Rate::from_bits_per_sec`], as CNI's
+//! `bandwidth` capability gives bits/s). Bursts, buffers and limits are
+//! **bytes**.
+
+use futures::StreamExt;
+use netlink_packet_core::{NLM_F_ACK, NLM_F_REQUEST, NetlinkMessage, NetlinkPayload};
+use netlink_packet_route::RouteNetlinkMessage;
+
+use crate::cni::error::CniError;
+
+pub mod addresses;
+pub mod links;
+pub mod routes;
+pub mod tc;
+
+/// Errors of netlink operations.
+#[derive(Debug, thiserror::Error)]
+pub enum NetlinkError {
+    /// The kernel (or the netlink connection) rejected a request.
+    #[error("netlink {op} failed: {source}")]
+    Request {
+        op: String,
+        #[source]
+        source: rtnetlink::Error,
+    },
+    /// A link looked up by name or index does not exist.
+    #[error("link {0} not found")]
+    LinkNotFound(String),
+    /// The caller passed something we refuse to send (names the field).
+    #[error("invalid {field}: {why}")]
+    Invalid { field: String, why: String },
+    /// Reading kernel parameters (e.g. /proc/net/psched) failed.
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The namespace part of the operation failed.
+    #[error(transparent)]
+    Netns(#[from] crate::netns::NetnsError),
+}
+
+impl NetlinkError {
+    pub(crate) fn request(op: impl Into<String>, source: rtnetlink::Error) -> Self {
+        NetlinkError::Request { op: op.into(), source }
+    }
+
+    pub(crate) fn invalid(field: &str, why: impl std::fmt::Display) -> Self {
+        NetlinkError::Invalid {
+            field: field.to_string(),
+            why: why.to_string(),
+        }
+    }
+
+    /// The errno the kernel answered with, if this is a kernel rejection.
+    pub fn errno(&self) -> Option<i32> {
+        match self {
+            NetlinkError::Request {
+                source: rtnetlink::Error::NetlinkError(msg),
+                ..
+            } => Some(msg.raw_code().abs()),
+            _ => None,
+        }
+    }
+
+    /// True when the object (or the link it hangs on) does not exist.
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, NetlinkError::LinkNotFound(_))
+            || matches!(
+                self.errno(),
+                Some(libc::ENOENT) | Some(libc::ENODEV) | Some(libc::ESRCH) | Some(libc::EADDRNOTAVAIL)
+            )
+            || matches!(self, NetlinkError::Netns(e) if e.is_not_found())
+    }
+
+    /// True when the object already exists.
+    pub fn is_exists(&self) -> bool {
+        self.errno() == Some(libc::EEXIST)
+    }
+}
+
+/// Invalid input is code 7 (invalid config); a missing namespace is code 3;
+/// everything the kernel refuses or that fails to read is code 5 (I/O).
+impl From<NetlinkError> for CniError {
+    fn from(e: NetlinkError) -> Self {
+        match e {
+            NetlinkError::Invalid { field, why } => CniError::invalid_config(&field, why),
+            NetlinkError::Netns(n) => n.into(),
+            other => CniError::io(other.to_string()),
+        }
+    }
+}
+
+pub type Result<T, E = NetlinkError> = std::result::Result<T, E>;
+
+/// Send one request with `NLM_F_REQUEST | NLM_F_ACK | flags` and wait for the
+/// acknowledgement. The thin "send" step for messages built by hand.
+pub async fn send_ack(handle: &rtnetlink::Handle, op: &str, message: RouteNetlinkMessage, flags: u16) -> Result<()> {
+    let mut req = NetlinkMessage::from(message);
+    req.header.flags = NLM_F_REQUEST | NLM_F_ACK | flags;
+    let mut handle = handle.clone();
+    let mut responses = handle.request(req).map_err(|e| NetlinkError::request(op, e))?;
+    while let Some(msg) = responses.next().await {
+        if let NetlinkPayload::Error(err) = msg.payload
+            && err.code.is_some()
+        {
+            return Err(NetlinkError::request(op, rtnetlink::Error::NetlinkError(err)));
+        }
+    }
+    Ok(())
+}
+
+/// Map "already gone" to `Ok(())` (for idempotent deletes).
+pub(crate) fn ok_if_missing(r: Result<()>) -> Result<()> {
+    match r {
+        Err(e) if e.is_not_found() => Ok(()),
+        other => other,
+    }
+}
+
+/// Validate an interface name: 1–15 bytes, not `.`/`..`, no `/`, `:` or
+/// whitespace (the kernel's and CNI's rules).
+pub fn validate_ifname(field: &str, name: &str) -> Result<()> {
+    if name.is_empty() || name.len() > 15 {
+        return Err(NetlinkError::invalid(
+            field,
+            format!("interface name {name:?} must be 1-15 bytes"),
+        ));
+    }
+    if name == "." || name == ".." {
+        return Err(NetlinkError::invalid(
+            field,
+            format!("interface name {name:?} is reserved"),
+        ));
+    }
+    if name
+        .chars()
+        .any(|c| c == '/' || c == ':' || c.is_whitespace() || c == '\0')
+    {
+        return Err(NetlinkError::invalid(
+            field,
+            format!("interface name {name:?} contains '/', ':', NUL or whitespace"),
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ifname_rules() {
+        assert!(validate_ifname("ifname", "eth0").is_ok());
+        assert!(validate_ifname("ifname", "0123456789abcde").is_ok());
+        for bad in ["", ".", "..", "a/b", "a:b", "a b", "0123456789abcdef"] {
+            let e = validate_ifname("ifname", bad).unwrap_err();
+            assert_eq!(CniError::from(e).code, 7, "{bad:?}");
+        }
+    }
+}

@@ -1,0 +1,164 @@
+//! veth creation, move, addresses and routes give working connectivity; the
+//! veth-peer finder returns the host-side interface; deletes of missing
+//! objects are Ok. All work happens inside throwaway namespaces.
+
+mod common;
+
+use std::net::{IpAddr, Ipv4Addr};
+
+use common::TestNs;
+use netsvc_core::netlink::{addresses, links, routes};
+use netsvc_core::netns;
+
+const HOST_IP: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 1);
+const CTR_IP: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 2);
+
+/// A "node" namespace with `hveth` and a "container" namespace with `eth0`,
+/// wired and addressed entirely through our netlink code.
+fn wire(node: &TestNs, ctr: &TestNs) {
+    let ctr_fd = netns::open(&ctr.path).unwrap();
+    netns::run(&node.path, |h| async move {
+        links::create_veth(&h, "hveth", "tmp-peer", Some(1400)).await?;
+        let peer = links::get_by_name(&h, "tmp-peer").await?;
+        links::move_to_netns(&h, peer.index, std::os::fd::AsFd::as_fd(&ctr_fd)).await?;
+        let host = links::get_by_name(&h, "hveth").await?;
+        assert_eq!(host.mtu, Some(1400));
+        addresses::add(&h, host.index, IpAddr::V4(HOST_IP), 24).await?;
+        links::set_up(&h, host.index).await?;
+        Ok::<_, netsvc_core::netlink::NetlinkError>(())
+    })
+    .unwrap()
+    .unwrap();
+    netns::run(&ctr.path, |h| async move {
+        let peer = links::get_by_name(&h, "tmp-peer").await?;
+        links::rename(&h, peer.index, "eth0").await?;
+        links::set_mtu(&h, peer.index, 1400).await?;
+        addresses::add(&h, peer.index, IpAddr::V4(CTR_IP), 24).await?;
+        addresses::add(&h, peer.index, "fd77::2".parse().unwrap(), 64).await?;
+        links::set_up(&h, peer.index).await?;
+        routes::add(
+            &h,
+            &routes::Route {
+                dst: "10.99.0.0".parse().unwrap(),
+                dst_len: 16,
+                gateway: Some(IpAddr::V4(HOST_IP)),
+                oif: None,
+                metric: Some(50),
+            },
+        )
+        .await?;
+        routes::add_default(&h, IpAddr::V4(HOST_IP), Some(peer.index)).await?;
+        Ok::<_, netsvc_core::netlink::NetlinkError>(())
+    })
+    .unwrap()
+    .unwrap();
+}
+
+#[test]
+fn veth_move_address_route_give_connectivity() {
+    let node = TestNs::new("lnk-node");
+    let ctr = TestNs::new("lnk-ctr");
+    wire(&node, &ctr);
+
+    // observe with ip(8)
+    let out = ctr.exec(&["ip", "-j", "addr", "show", "dev", "eth0"]);
+    assert!(out.contains("10.77.0.2") && out.contains("fd77::2"), "{out}");
+    let out = ctr.exec(&["ip", "route", "show"]);
+    assert!(out.contains("default via 10.77.0.1 dev eth0"), "{out}");
+    assert!(out.contains("10.99.0.0/16 via 10.77.0.1 dev eth0"), "{out}");
+    // node -> container and container -> a routed address on the node side
+    node.exec(&["ip", "addr", "add", "10.99.0.1/32", "dev", "lo"]);
+    node.exec(&["ping", "-c", "1", "-W", "2", "10.77.0.2"]);
+    ctr.exec(&["ping", "-c", "1", "-W", "2", "10.99.0.1"]);
+
+    // our own listings agree
+    let (addrs, rts) = netns::run(&ctr.path, |h| async move {
+        let eth0 = links::get_by_name(&h, "eth0").await.unwrap();
+        assert!(eth0.up);
+        assert_eq!(eth0.kind.as_deref(), Some("veth"));
+        let a = addresses::list(&h, Some(eth0.index)).await.unwrap();
+        let r = routes::list(&h, false).await.unwrap();
+        (a, r)
+    })
+    .unwrap();
+    assert!(
+        addrs
+            .iter()
+            .any(|a| a.address == IpAddr::V4(CTR_IP) && a.prefix_len == 24)
+    );
+    assert!(
+        rts.iter()
+            .any(|r| r.is_default() && r.gateway == Some(IpAddr::V4(HOST_IP)))
+    );
+    assert!(rts.iter().any(|r| r.dst_len == 16 && r.metric == Some(50)));
+}
+
+#[test]
+fn veth_peer_finder_returns_host_side() {
+    let node = TestNs::new("peer-node");
+    let ctr = TestNs::new("peer-ctr");
+    // a decoy veth so indexes differ from the trivial case
+    node.exec(&["ip", "link", "add", "decoy0", "type", "veth", "peer", "name", "decoy1"]);
+    wire(&node, &ctr);
+    let host = links::host_veth_peer(&ctr.path, "eth0", &node.path).unwrap();
+    assert_eq!(host.name, "hveth");
+    let idx: serde_json::Value = serde_json::from_str(&node.exec(&["ip", "-j", "link", "show", "hveth"])).unwrap();
+    assert_eq!(idx[0]["ifindex"].as_u64(), Some(u64::from(host.index)));
+
+    // lo is not a veth; a missing name is LinkNotFound
+    let e = links::host_veth_peer(&ctr.path, "lo", &node.path).unwrap_err();
+    assert!(e.to_string().contains("not a veth"), "{e}");
+    let e = links::host_veth_peer(&ctr.path, "nope0", &node.path).unwrap_err();
+    assert!(e.is_not_found(), "{e}");
+    // a gone container namespace is "not found" too (DEL treats it as done)
+    let e = links::host_veth_peer(std::path::Path::new("/var/run/netns/nsvc-gone"), "eth0", &node.path).unwrap_err();
+    assert!(e.is_not_found(), "{e}");
+}
+
+#[test]
+fn deletes_are_idempotent() {
+    let node = TestNs::new("del-node");
+    let ctr = TestNs::new("del-ctr");
+    wire(&node, &ctr);
+    netns::run(&ctr.path, |h| async move {
+        let eth0 = links::get_by_name(&h, "eth0").await.unwrap();
+        let route = routes::Route {
+            dst: "10.99.0.0".parse().unwrap(),
+            dst_len: 16,
+            gateway: Some(IpAddr::V4(HOST_IP)),
+            oif: None,
+            metric: Some(50),
+        };
+        for _ in 0..2 {
+            routes::delete(&h, &route).await.unwrap();
+            addresses::delete(&h, eth0.index, IpAddr::V4(CTR_IP), 24).await.unwrap();
+        }
+        assert!(
+            !addresses::list(&h, Some(eth0.index))
+                .await
+                .unwrap()
+                .iter()
+                .any(|a| a.address == IpAddr::V4(CTR_IP))
+        );
+        links::set_down(&h, eth0.index).await.unwrap();
+        assert!(!links::get_by_index(&h, eth0.index).await.unwrap().up);
+        links::delete(&h, eth0.index).await.unwrap();
+        links::delete(&h, eth0.index).await.unwrap();
+        links::delete_by_name(&h, "eth0").await.unwrap();
+        addresses::delete(&h, eth0.index, IpAddr::V4(CTR_IP), 24).await.unwrap();
+        assert!(links::find_by_name(&h, "eth0").await.unwrap().is_none());
+        assert!(links::get_by_name(&h, "eth0").await.unwrap_err().is_not_found());
+    })
+    .unwrap();
+    // deleting one end removed the pair
+    let (ok, _) = node.try_exec(&["ip", "link", "show", "hveth"]);
+    assert!(!ok);
+    // adding twice reports "exists"
+    netns::run(&node.path, |h| async move {
+        let idx = links::create_ifb(&h, "ifbx").await.unwrap();
+        let e = links::create_ifb(&h, "ifbx").await.unwrap_err();
+        assert!(e.is_exists(), "{e}");
+        links::delete(&h, idx).await.unwrap();
+    })
+    .unwrap();
+}
