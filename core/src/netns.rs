@@ -37,8 +37,9 @@ use nix::sched::{CloneFlags, setns};
 
 use crate::cni::error::CniError;
 
-/// The CNI code used for a panic inside namespace work (an internal bug).
-pub const PANIC_CODE: u32 = 100;
+/// A panic inside namespace work is an internal bug: the same code as a
+/// panic anywhere else in a plugin.
+pub use crate::cni::plugin::PANIC_CODE;
 
 /// Errors of namespace work.
 #[derive(Debug, thiserror::Error)]

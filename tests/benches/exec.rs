@@ -42,6 +42,8 @@ fn run(binary: &str, command: &str, stdin: &[u8]) {
 }
 
 fn bench(c: &mut Criterion) {
+    // The floor: what spawning any process costs on this machine.
+    c.bench_function("exec_true", |b| b.iter(|| run("/bin/true", "VERSION", b"")));
     let noop = env!("CARGO_BIN_EXE_netsvc-noop");
     let stdin = add_stdin("netsvc-noop", "1.1.0");
     c.bench_function("exec_noop_add_1.1.0", |b| b.iter(|| run(noop, "ADD", &stdin)));

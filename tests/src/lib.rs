@@ -32,6 +32,7 @@ mod echo;
 mod names;
 mod netns;
 mod node;
+pub mod noop;
 mod observe;
 mod ping;
 mod process;

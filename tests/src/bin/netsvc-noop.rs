@@ -1,34 +1,5 @@
-//! The smallest plugin on the core main loop: ADD passes prevResult through,
-//! everything else succeeds. It measures what the core costs a process.
-
-use netsvc_core::cni::{Call, CniResult, Descriptor, Plugin, Result};
-
-struct Noop;
-
-impl Plugin for Noop {
-    fn descriptor(&self) -> Descriptor {
-        Descriptor {
-            plugin_type: "netsvc-noop".into(),
-            ..Default::default()
-        }
-    }
-    fn add(&self, call: &Call) -> Result<CniResult> {
-        Ok(call.prev_result()?.unwrap_or_default())
-    }
-    fn del(&self, _: &Call) -> Result<()> {
-        Ok(())
-    }
-    fn check(&self, _: &Call) -> Result<()> {
-        Ok(())
-    }
-    fn gc(&self, _: &Call) -> Result<()> {
-        Ok(())
-    }
-    fn status(&self, _: &Call) -> Result<()> {
-        Ok(())
-    }
-}
+//! `netsvc-noop`: see [`netsvc_tests::noop`].
 
 fn main() {
-    netsvc_core::cni::run(Noop)
+    netsvc_core::cni::run(netsvc_tests::noop::Noop)
 }

@@ -1,34 +1,12 @@
 //! The main loop's in-process cost: parse env and a typical 1.1.0 ADD config
-//! with a prevResult, dispatch to a plugin that passes the result on, print.
+//! with a prevResult, dispatch to the no-op plugin (which passes the result on), print.
 
 use std::collections::HashMap;
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use netsvc_core::cni::{Call, CniResult, Descriptor, Plugin, Result, dispatch};
+use netsvc_core::cni::dispatch;
+use netsvc_tests::noop::Noop;
 use serde_json::json;
-
-struct PassThrough;
-
-impl Plugin for PassThrough {
-    fn descriptor(&self) -> Descriptor {
-        Descriptor::default()
-    }
-    fn add(&self, call: &Call) -> Result<CniResult> {
-        Ok(call.prev_result()?.unwrap_or_default())
-    }
-    fn del(&self, _: &Call) -> Result<()> {
-        Ok(())
-    }
-    fn check(&self, _: &Call) -> Result<()> {
-        Ok(())
-    }
-    fn gc(&self, _: &Call) -> Result<()> {
-        Ok(())
-    }
-    fn status(&self, _: &Call) -> Result<()> {
-        Ok(())
-    }
-}
 
 fn typical_add() -> (HashMap<String, String>, Vec<u8>) {
     let env = [
@@ -65,7 +43,7 @@ fn bench(c: &mut Criterion) {
     let (env, stdin) = typical_add();
     c.bench_function("main_loop_add_1.1.0", |b| {
         b.iter(|| {
-            let out = dispatch(&PassThrough, |k| env.get(k).cloned(), &stdin);
+            let out = dispatch(&Noop, |k| env.get(k).cloned(), &stdin);
             assert_eq!(out.exit_code, 0);
             out
         })
