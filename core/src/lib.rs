@@ -3,6 +3,7 @@
 
 pub mod cni;
 pub mod graph;
+pub mod naming;
 pub mod netlink;
 pub mod netns;
 pub mod nft;

@@ -34,6 +34,10 @@ fn child_key(net: &str, kind: &str, name: &str) -> Result<String, GraphError> {
     Ok(key::join(&["networks", net, kind, name])?)
 }
 
+fn record_key(net: &str, service: &str, name: &str) -> Result<String, GraphError> {
+    Ok(key::join(&["networks", net, "svc", service, name])?)
+}
+
 fn decode<T: DeserializeOwned>(key: &str, v: Value) -> Result<T, GraphError> {
     serde_json::from_value(v).map_err(|e| GraphError::Decode {
         key: key.to_string(),
@@ -111,6 +115,39 @@ impl<'s> Graph<'s> {
 
     pub fn services(&self, network: &str) -> Result<Vec<Service>, GraphError> {
         self.list(&format!("{}/services/", network_key(network)?))
+    }
+
+    /// Every record of `service` in `network`, by name.
+    pub fn records<T: DeserializeOwned>(&self, network: &str, service: &str) -> Result<Vec<(String, T)>, GraphError> {
+        let prefix = format!("{}/", key::join(&["networks", network, "svc", service])?);
+        self.store
+            .list(&prefix)?
+            .into_iter()
+            .map(|e| {
+                let name = e.key[prefix.len()..].to_string();
+                decode(&e.key, e.value).map(|v| (name, v))
+            })
+            .collect()
+    }
+
+    /// One record of `service` in `network`.
+    pub fn record<T: DeserializeOwned>(
+        &self,
+        network: &str,
+        service: &str,
+        name: &str,
+    ) -> Result<Option<T>, GraphError> {
+        self.get(&record_key(network, service, name)?)
+    }
+
+    /// Every network that has a network document.
+    pub fn networks(&self) -> Result<Vec<Network>, GraphError> {
+        self.store
+            .list("networks/")?
+            .into_iter()
+            .filter(|e| e.key.matches('/').count() == 1)
+            .map(|e| decode(&e.key, e.value))
+            .collect()
     }
 
     pub fn policies(&self, network: &str) -> Result<Vec<Policy>, GraphError> {
@@ -238,6 +275,44 @@ impl Tx<'_> {
         self.remove(k)
     }
 
+    /// Puts `ep` as held by `service`, keeping the services that already hold it.
+    pub fn attach_endpoint(&mut self, ep: &Endpoint, service: &str) -> Result<(), GraphError> {
+        let mut services = self
+            .get_endpoint(&ep.container_id, &ep.ifname)?
+            .map(|e| e.services)
+            .unwrap_or_default();
+        if !services.iter().any(|s| s == service) {
+            services.push(service.to_string());
+        }
+        self.put_endpoint(&Endpoint { services, ..ep.clone() })
+    }
+
+    /// Drops `service`'s hold on an endpoint; the endpoint goes when no service
+    /// holds it. Returns the endpoint as it was (None: `service` did not hold it).
+    pub fn detach_endpoint(
+        &mut self,
+        container_id: &str,
+        ifname: &str,
+        service: &str,
+    ) -> Result<Option<Endpoint>, GraphError> {
+        let Some(ep) = self.get_endpoint(container_id, ifname)? else {
+            return Ok(None);
+        };
+        if !ep.services.iter().any(|s| s == service) {
+            return Ok(None);
+        }
+        let rest: Vec<String> = ep.services.iter().filter(|s| *s != service).cloned().collect();
+        if rest.is_empty() {
+            self.remove_endpoint(container_id, ifname)?;
+        } else {
+            self.put_endpoint(&Endpoint {
+                services: rest,
+                ..ep.clone()
+            })?;
+        }
+        Ok(Some(ep))
+    }
+
     /// Endpoints of this network including this transaction's staged changes.
     pub fn endpoints(&mut self) -> Result<Vec<Endpoint>, GraphError> {
         let prefix = format!("{}/endpoints/", network_key(&self.network)?);
@@ -301,6 +376,24 @@ impl Tx<'_> {
 
     pub fn remove_peer(&mut self, name: &str) -> Result<Option<Peer>, GraphError> {
         let k = child_key(&self.network, "peers", name)?;
+        self.remove(k)
+    }
+
+    /// A service's own record in this network (what it rendered for an
+    /// endpoint, its settings, …): `networks/<net>/svc/<service>/<name>`.
+    pub fn get_record<T: DeserializeOwned>(&mut self, service: &str, name: &str) -> Result<Option<T>, GraphError> {
+        let k = record_key(&self.network, service, name)?;
+        self.get(&k)
+    }
+
+    pub fn put_record<T: Serialize>(&mut self, service: &str, name: &str, value: &T) -> Result<(), GraphError> {
+        let k = record_key(&self.network, service, name)?;
+        self.put(k, value)
+    }
+
+    /// Removes a service record; absent is not an error.
+    pub fn remove_record<T: DeserializeOwned>(&mut self, service: &str, name: &str) -> Result<Option<T>, GraphError> {
+        let k = record_key(&self.network, service, name)?;
         self.remove(k)
     }
 

@@ -41,6 +41,10 @@ pub struct Endpoint {
     pub names: Vec<String>,
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
+    /// The services (plugin types) holding this endpoint: it leaves the graph
+    /// when the last of them detaches it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub services: Vec<String>,
 }
 
 impl Endpoint {

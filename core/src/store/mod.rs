@@ -124,3 +124,11 @@ pub trait Store: Send + Sync {
     /// most `timeout`; [`StoreError::Timeout`] otherwise.
     fn lock_network(&self, network: &str, timeout: Duration) -> Result<LockGuard, StoreError>;
 }
+
+/// Opens the store a plugin call names: its `stateDir` key, else
+/// `NETSVC_STATE_DIR`, else the default state dir.
+pub fn open_for(conf: &crate::cni::NetConf) -> Result<FileStore, StoreError> {
+    let configured = conf.extra.get("stateDir").and_then(serde_json::Value::as_str);
+    let env = std::env::var(STATE_DIR_ENV).ok();
+    FileStore::open(resolve_state_dir(configured, env.as_deref())?)
+}
