@@ -1,0 +1,4 @@
+//! netsvc-firewall: NetworkPolicy-style isolation for containers on nftables.
+
+pub mod config;
+pub mod model;
