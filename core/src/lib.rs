@@ -7,4 +7,5 @@ pub mod naming;
 pub mod netlink;
 pub mod netns;
 pub mod nft;
+pub mod reconcile;
 pub mod store;

@@ -225,7 +225,7 @@ fn conflicting_commit_is_undone() {
     g.transaction("n1", |tx| tx.put_endpoint(&ep("n1", "a", &["old"], &[])))
         .expect("seed");
     let err = g
-        .transaction("n1", |tx| {
+        .transaction("n1", |tx| -> Result<(), GraphError> {
             tx.put_endpoint(&ep("n1", "a", &["new"], &[]))?;
             tx.put_endpoint(&ep("n1", "b", &["new"], &[]))?;
             // Someone writes without the lock after we staged "b": its CAS fails.

@@ -2,12 +2,14 @@
 //! services, policies, shaping and peers, changed in per-network transactions.
 
 mod error;
+mod from_call;
 mod identity;
 mod selector;
 mod tx;
 mod types;
 
 pub use error::GraphError;
+pub use from_call::{container_addresses, endpoint_from_call, host_interfaces};
 pub use identity::{Identity, identity, validate_label, validate_name};
 pub use selector::Selector;
 pub use tx::{Graph, Tx};

@@ -59,14 +59,18 @@ impl<'s> Graph<'s> {
     }
 
     /// Runs `f` under `network`'s lock and commits its writes atomically
-    /// with respect to other transactions; an `Err` from `f` commits nothing.
-    pub fn transaction<T>(
+    /// with respect to other transactions; an `Err` from `f` (any error type a
+    /// graph error converts into) commits nothing.
+    pub fn transaction<T, E: From<GraphError>>(
         &self,
         network: &str,
-        f: impl FnOnce(&mut Tx<'_>) -> Result<T, GraphError>,
-    ) -> Result<T, GraphError> {
+        f: impl FnOnce(&mut Tx<'_>) -> Result<T, E>,
+    ) -> Result<T, E> {
         validate_name("network", network)?;
-        let _lock = self.store.lock_network(network, self.lock_timeout)?;
+        let _lock = self
+            .store
+            .lock_network(network, self.lock_timeout)
+            .map_err(GraphError::from)?;
         let mut tx = Tx {
             store: self.store,
             network: network.to_string(),

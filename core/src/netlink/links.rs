@@ -6,7 +6,7 @@ use std::os::fd::{AsRawFd, BorrowedFd};
 use std::path::Path;
 
 use futures::TryStreamExt;
-use netlink_packet_route::link::{InfoKind, LinkAttribute, LinkFlags, LinkInfo, LinkMessage};
+use netlink_packet_route::link::{InfoBridge, InfoData, InfoKind, LinkAttribute, LinkFlags, LinkInfo, LinkMessage};
 use rtnetlink::{Handle, LinkIfb, LinkUnspec, LinkVeth};
 
 use super::{NetlinkError, Result, ok_if_missing, validate_ifname};
@@ -168,6 +168,23 @@ async fn set(handle: &Handle, op: String, msg: LinkMessage) -> Result<()> {
 pub async fn set_up(handle: &Handle, index: u32) -> Result<()> {
     let msg = LinkUnspec::new_with_index(index).up().build();
     set(handle, format!("set link #{index} up"), msg).await
+}
+
+/// Make a bridge pass its bridged IPv4/IPv6 traffic through the inet hooks
+/// (br_netfilter's per-bridge `nf_call_iptables`/`nf_call_ip6tables`), so
+/// conntrack and forward-hook filtering see container-to-container traffic
+/// on that bridge only, whatever the namespace-wide sysctl says.
+pub async fn set_bridge_netfilter(handle: &Handle, index: u32, on: bool) -> Result<()> {
+    let mut msg = LinkMessage::default();
+    msg.header.index = index;
+    msg.attributes.push(LinkAttribute::LinkInfo(vec![
+        LinkInfo::Kind(InfoKind::Bridge),
+        LinkInfo::Data(InfoData::Bridge(vec![
+            InfoBridge::NfCallIpTables(on),
+            InfoBridge::NfCallIp6Tables(on),
+        ])),
+    ]));
+    set(handle, format!("set bridge #{index} nf_call_iptables {on}"), msg).await
 }
 
 /// Set the link administratively down.

@@ -1,4 +1,278 @@
-//! netsvc-firewall: NetworkPolicy-style isolation for containers on nftables.
+//! netsvc-firewall: NetworkPolicy-style isolation for containers on nftables,
+//! as a CNI plugin chained after an interface plugin.
+//!
+//! The shell: read and validate, lock the network, update the graph, render.
+//! ADD and DEL change set elements only ([`model::membership`]); a config that
+//! differs from the one last rendered, or a kernel that lost what was
+//! recorded, takes the full path ([`Firewall::render_network`]), which diffs
+//! the network against the kernel and applies the difference atomically.
 
 pub mod config;
+pub mod explain;
+pub mod kernel;
 pub mod model;
+pub mod render;
+
+use config::FirewallConf;
+use netsvc_core::cni::{Call, CniError, CniResult, Descriptor, Feature, NetConf, Plugin, Result};
+use netsvc_core::graph::{Endpoint, Graph, Network, Tx, endpoint_from_call, host_interfaces};
+use netsvc_core::naming::digest_hex;
+use netsvc_core::reconcile::{Reconcile, Summary};
+use netsvc_core::store::open_for;
+use serde::{Deserialize, Serialize};
+
+/// The plugin type, and this service's name in the graph.
+pub const SERVICE: &str = "netsvc-firewall";
+const SETTINGS: &str = "settings";
+/// CHECK found our kernel state missing.
+pub const CODE_STATE_MISSING: u32 = 120;
+
+/// What the firewall last rendered for a network: the config, and how many
+/// endpoints it holds there (so DEL knows the last one without a listing).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Rendered {
+    pub conf: FirewallConf,
+    pub digest: String,
+    pub endpoints: u64,
+}
+
+pub fn digest(conf: &FirewallConf) -> String {
+    digest_hex(serde_json::to_string(conf).unwrap_or_default().as_bytes())
+}
+
+pub struct Firewall;
+
+impl Firewall {
+    /// The full path: every endpoint the firewall holds in the network, the
+    /// plan of `conf`, diffed against the kernel. With no endpoint left the
+    /// network's chains and sets go.
+    fn render_network(tx: &mut Tx<'_>, conf: &FirewallConf) -> Result<(usize, usize)> {
+        let network = tx.network_name().to_string();
+        let endpoints: Vec<Endpoint> = tx
+            .endpoints()?
+            .into_iter()
+            .filter(|e| e.services.iter().any(|s| s == SERVICE))
+            .collect();
+        let plan = model::plan(&network, conf);
+        let current = kernel::read()?;
+        let cmds = if endpoints.is_empty() {
+            tx.remove_record::<Rendered>(SERVICE, SETTINGS)?;
+            render::reconcile(&plan.prefix, None, &current)
+        } else {
+            let memberships: Vec<_> = endpoints.iter().map(|e| model::membership(&plan, e)).collect();
+            let desired = render::Desired::new(&plan, &memberships);
+            let rendered = Rendered {
+                conf: conf.clone(),
+                digest: digest(conf),
+                endpoints: endpoints.len() as u64,
+            };
+            tx.put_record(SERVICE, SETTINGS, &rendered)?;
+            render::reconcile(&plan.prefix, Some(&desired), &current)
+        };
+        // The global declarations are always there; count only real changes.
+        let changes = cmds.len().saturating_sub(render::globals().len());
+        kernel::apply(&cmds)?;
+        Ok((endpoints.len(), changes))
+    }
+
+    fn record_network(tx: &mut Tx<'_>, prev: &CniResult) -> Result<()> {
+        if tx.get_network()?.is_some() {
+            return Ok(());
+        }
+        let subnets = prev.ips.iter().map(|ip| ip.address.network().to_string()).collect();
+        let gateway = prev.ips.iter().find_map(|ip| ip.gateway).map(|g| g.to_string());
+        let bridge = host_interfaces(prev).next().map(str::to_string);
+        tx.put_network(&Network {
+            name: tx.network_name().to_string(),
+            subnets,
+            gateway,
+            bridge,
+        })?;
+        Ok(())
+    }
+}
+
+impl Plugin for Firewall {
+    fn descriptor(&self) -> Descriptor {
+        Descriptor {
+            plugin_type: SERVICE.into(),
+            provides: vec![Feature::Policy],
+            requires: vec![Feature::Interface, Feature::Ip],
+            capabilities: vec!["aliases".into()],
+            ..Default::default()
+        }
+    }
+
+    fn add(&self, call: &Call) -> Result<CniResult> {
+        let conf = FirewallConf::from_netconf(&call.conf)?;
+        let prev = call.prev_result()?.ok_or_else(|| {
+            CniError::invalid_config(
+                "prevResult",
+                "netsvc-firewall is chained after an interface plugin (none ran before it)",
+            )
+        })?;
+        let mut ep = endpoint_from_call(call, &prev, SERVICE)?;
+        ep.host_veth = None;
+        bridge::pass_bridged_traffic(&prev)?;
+        let store = open_for(&call.conf)?;
+        Graph::new(&store).transaction(&call.conf.name, |tx| -> Result<()> {
+            Self::record_network(tx, &prev)?;
+            let held = tx
+                .get_endpoint(&ep.container_id, &ep.ifname)?
+                .is_some_and(|e| e.services.iter().any(|s| s == SERVICE));
+            tx.attach_endpoint(&ep, SERVICE)?;
+            let rendered: Option<Rendered> = tx.get_record(SERVICE, SETTINGS)?;
+            let fast = rendered.filter(|r| r.digest == digest(&conf)).and_then(|mut r| {
+                let plan = model::plan(&call.conf.name, &conf);
+                let cmds = render::membership_cmds("add", &model::membership(&plan, &ep));
+                kernel::apply(&cmds).ok()?;
+                r.endpoints += u64::from(!held);
+                Some(r)
+            });
+            match fast {
+                Some(r) => tx.put_record(SERVICE, SETTINGS, &r)?,
+                None => {
+                    Self::render_network(tx, &conf)?;
+                }
+            }
+            Ok(())
+        })?;
+        Ok(prev)
+    }
+
+    /// Works from what was rendered (the store), not from this call's config,
+    /// so a DEL after a config change removes exactly what ADD made.
+    fn del(&self, call: &Call) -> Result<()> {
+        let store = open_for(&call.conf)?;
+        Graph::new(&store).transaction(&call.conf.name, |tx| -> Result<()> {
+            let Some(ep) = tx.detach_endpoint(&call.env.container_id, &call.env.ifname, SERVICE)? else {
+                return Ok(());
+            };
+            let Some(mut rendered) = tx.get_record::<Rendered>(SERVICE, SETTINGS)? else {
+                return Ok(());
+            };
+            rendered.endpoints = rendered.endpoints.saturating_sub(1);
+            let plan = model::plan(&call.conf.name, &rendered.conf);
+            let cmds = render::membership_cmds("delete", &model::membership(&plan, &ep));
+            if rendered.endpoints > 0 && kernel::apply(&cmds).is_ok() {
+                tx.put_record(SERVICE, SETTINGS, &rendered)?;
+            } else {
+                Self::render_network(tx, &rendered.conf)?;
+            }
+            Ok(())
+        })?;
+        Ok(())
+    }
+
+    fn check(&self, call: &Call) -> Result<()> {
+        let store = open_for(&call.conf)?;
+        let graph = Graph::new(&store);
+        let network = &call.conf.name;
+        let missing = |what: String| CniError::plugin(CODE_STATE_MISSING, format!("netsvc-firewall: {what}"));
+        let ep = graph
+            .endpoint(network, &call.env.container_id, &call.env.ifname)?
+            .filter(|e| e.services.iter().any(|s| s == SERVICE))
+            .ok_or_else(|| {
+                missing(format!(
+                    "endpoint {}/{} is not in the graph",
+                    call.env.container_id, call.env.ifname
+                ))
+            })?;
+        let rendered: Rendered = graph
+            .record(network, SERVICE, SETTINGS)?
+            .ok_or_else(|| missing(format!("network {network} was never rendered")))?;
+        let plan = model::plan(network, &rendered.conf);
+        let current = kernel::read()?;
+        for (chain, _) in &plan.chains {
+            if !current.chains.contains_key(chain) {
+                return Err(missing(format!(
+                    "chain {chain} is missing from table inet {}",
+                    model::TABLE
+                )));
+            }
+        }
+        for (set, ip) in model::membership(&plan, &ep).elements {
+            if !current.set_has(&set, ip) {
+                return Err(missing(format!("{ip} is missing from set {set}")));
+            }
+        }
+        Ok(())
+    }
+
+    /// Drops the endpoints of attachments that are gone, then re-renders the
+    /// network from what remains (which also repairs drift).
+    fn gc(&self, call: &Call) -> Result<()> {
+        let keep = call.conf.gc_keep();
+        let store = open_for(&call.conf)?;
+        Graph::new(&store).transaction(&call.conf.name, |tx| -> Result<()> {
+            let Some(rendered) = tx.get_record::<Rendered>(SERVICE, SETTINGS)? else {
+                return Ok(());
+            };
+            for ep in tx.endpoints()? {
+                let valid = keep
+                    .iter()
+                    .any(|a| a.container_id == ep.container_id && a.ifname == ep.ifname);
+                if !valid {
+                    tx.detach_endpoint(&ep.container_id, &ep.ifname, SERVICE)?;
+                }
+            }
+            Self::render_network(tx, &rendered.conf)?;
+            Ok(())
+        })?;
+        Ok(())
+    }
+
+    /// 50 when nft cannot run or the kernel refuses our table.
+    fn status(&self, _call: &Call) -> Result<()> {
+        kernel::read()
+            .map(drop)
+            .map_err(|e| CniError::not_available(format!("netsvc-firewall cannot read nftables: {e}")))
+    }
+}
+
+impl Reconcile for Firewall {
+    fn plugin_type(&self) -> &'static str {
+        SERVICE
+    }
+
+    fn reconcile(&self, conf: &NetConf) -> Result<Summary> {
+        let fw = FirewallConf::from_netconf(conf)?;
+        let store = open_for(conf)?;
+        let (endpoints, changes) = Graph::new(&store).transaction(&conf.name, |tx| Self::render_network(tx, &fw))?;
+        Ok(Summary {
+            service: SERVICE.into(),
+            network: conf.name.clone(),
+            endpoints,
+            changes,
+        })
+    }
+}
+
+mod bridge {
+    use netsvc_core::cni::{CniError, CniResult};
+    use netsvc_core::graph::host_interfaces;
+    use netsvc_core::netlink::links;
+
+    /// Same-bridge traffic is switched at layer 2 and meets the inet forward
+    /// hook (and conntrack) only through br_netfilter: turn it on for the
+    /// chain's bridge alone. Chains without a bridge (ptp) route, which the
+    /// forward hook sees anyway.
+    pub fn pass_bridged_traffic(prev: &CniResult) -> Result<(), CniError> {
+        let names: Vec<String> = host_interfaces(prev).map(str::to_string).collect();
+        if names.is_empty() {
+            return Ok(());
+        }
+        netsvc_core::netns::run("/proc/self/ns/net", |h| async move {
+            for name in names {
+                if let Some(link) = links::find_by_name(&h, &name).await?
+                    && link.kind.as_deref() == Some("bridge")
+                {
+                    links::set_bridge_netfilter(&h, link.index, true).await?;
+                }
+            }
+            Ok::<(), netsvc_core::netlink::NetlinkError>(())
+        })??;
+        Ok(())
+    }
+}

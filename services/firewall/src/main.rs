@@ -1,1 +1,3 @@
-fn main() {}
+fn main() {
+    netsvc_core::cni::run(netsvc_firewall::Firewall)
+}

@@ -5,9 +5,9 @@
 //!
 //! Shape of the table (one per host, `inet netsvc_firewall`):
 //! - base chain `forward` (hook forward): replies pass (`ct state
-//!   established,related`), then `ip saddr vmap @egress4` jumps to the source
-//!   endpoint's network egress chain and `ip daddr vmap @ingress4` to the
-//!   destination's ingress chain (and the same for IPv6);
+//!   established,related`), then per network `ip saddr @<net>_eps4 jump
+//!   <net>_out` and `ip daddr @<net>_eps4 jump <net>_in` (and IPv6): rules
+//!   per network, never per endpoint;
 //! - per network `<net>_in` / `<net>_out`: send isolated endpoints to the
 //!   allow chain, drop traffic from or to another network's endpoints;
 //! - per network `<net>_in_allow` / `<net>_out_allow`: one rule per policy ×
@@ -66,15 +66,9 @@ impl Fam {
     }
 }
 
-/// The global sets and maps every network shares.
+/// The global set of every network's endpoints (to tell cross-network traffic).
 pub fn all_endpoints(f: Fam) -> String {
     format!("eps{}", f.suffix())
-}
-pub fn egress_map(f: Fam) -> String {
-    format!("egress{}", f.suffix())
-}
-pub fn ingress_map(f: Fam) -> String {
-    format!("ingress{}", f.suffix())
 }
 
 /// Who belongs in a set.
@@ -480,19 +474,10 @@ fn capitalized(word: &str) -> String {
         .unwrap_or_default()
 }
 
-/// The set elements and map entries that stand for one endpoint.
+/// The set elements that stand for one endpoint: (set, address) pairs.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct Membership {
-    /// (set, address) pairs.
     pub elements: Vec<(String, IpAddr)>,
-    /// (map, address, chain to jump to).
-    pub map_entries: Vec<(String, IpAddr, String)>,
-}
-
-impl Membership {
-    pub fn is_empty(&self) -> bool {
-        self.elements.is_empty() && self.map_entries.is_empty()
-    }
 }
 
 /// The addresses of an endpoint (its CIDRs' host parts).
@@ -509,8 +494,6 @@ pub fn membership(plan: &Plan, ep: &Endpoint) -> Membership {
     for ip in endpoint_ips(ep) {
         let f = Fam::of(ip);
         m.elements.push((all_endpoints(f), ip));
-        m.map_entries.push((egress_map(f), ip, format!("{}_out", plan.prefix)));
-        m.map_entries.push((ingress_map(f), ip, format!("{}_in", plan.prefix)));
         for (name, def) in &plan.sets {
             if let Members::Endpoints(selectors) = &def.members
                 && def.fam == f

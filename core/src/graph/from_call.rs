@@ -1,0 +1,62 @@
+//! The graph's view of a plugin call: the endpoint a chained ADD describes.
+
+use crate::cni::{Call, CniError, CniResult, IpNet};
+
+use super::{Endpoint, identity};
+
+/// The addresses the chain gave the container interface `ifname` (addresses
+/// bound to no interface count too, as the reference plugins read them).
+pub fn container_addresses(result: &CniResult, ifname: &str) -> Vec<IpNet> {
+    match result.container_interface(ifname) {
+        Some(idx) => result.ips_of(idx).map(|ip| ip.address).collect(),
+        None => result
+            .ips
+            .iter()
+            .filter(|ip| ip.interface.is_none())
+            .map(|ip| ip.address)
+            .collect(),
+    }
+}
+
+/// The interfaces of a result that live on the node (no sandbox): a bridge, a host veth.
+pub fn host_interfaces(result: &CniResult) -> impl Iterator<Item = &str> {
+    result
+        .interfaces
+        .iter()
+        .filter(|i| i.sandbox.is_none())
+        .map(|i| i.name.as_str())
+}
+
+/// The endpoint a chained call attaches: identity from CNI_ARGS, the
+/// `aliases` capability and `args.cni.labels`; addresses from `prev`.
+/// Fails with code 7 when the chain gave the container no address.
+pub fn endpoint_from_call(call: &Call, prev: &CniResult, service: &str) -> Result<Endpoint, CniError> {
+    let runtime_config = call.conf.runtime_config.clone().map(serde_json::Value::Object);
+    let id = identity(
+        &call.conf.name,
+        &call.env.args.0,
+        runtime_config.as_ref(),
+        call.conf.args.as_ref(),
+    )?;
+    let ips = container_addresses(prev, &call.env.ifname);
+    if ips.is_empty() {
+        return Err(CniError::invalid_config(
+            "prevResult.ips",
+            format!(
+                "{service} needs an earlier plugin of the chain to give {} an address (chain it after bridge/ptp with IPAM)",
+                call.env.ifname
+            ),
+        ));
+    }
+    Ok(Endpoint {
+        network: call.conf.name.clone(),
+        container_id: call.env.container_id.clone(),
+        ifname: call.env.ifname.clone(),
+        ips: ips.iter().map(ToString::to_string).collect(),
+        host_veth: None,
+        netns: call.env.netns.as_ref().map(|p| p.display().to_string()),
+        names: id.names,
+        labels: id.labels,
+        services: Vec::new(),
+    })
+}

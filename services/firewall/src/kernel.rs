@@ -1,0 +1,114 @@
+//! What the kernel holds in our table, read back (own table only) for full
+//! renders, CHECK and GC, and the one step that applies a batch.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+
+use netsvc_core::cni::{CniError, IpNet};
+use netsvc_core::nft::{NftBatch, NftTable};
+use nftables::schema::NfCmd;
+use nftables::types::NfFamily;
+use serde_json::Value;
+
+use crate::model::TABLE;
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SetState {
+    pub interval: bool,
+    pub elements: BTreeSet<IpNet>,
+}
+
+/// Our table as the kernel reports it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Current {
+    /// Chain → its rules' (handle, comment), in order.
+    pub chains: BTreeMap<String, Vec<(Option<u64>, String)>>,
+    pub sets: BTreeMap<String, SetState>,
+}
+
+impl Current {
+    /// Parses `nft -j list table inet netsvc_firewall` output.
+    pub fn parse(listing: &Value) -> Current {
+        let mut cur = Current::default();
+        for item in listing["nftables"].as_array().into_iter().flatten() {
+            if let Some(c) = item.get("chain") {
+                let name = c["name"].as_str().unwrap_or_default().to_string();
+                cur.chains.entry(name).or_default();
+            } else if let Some(r) = item.get("rule") {
+                let chain = r["chain"].as_str().unwrap_or_default().to_string();
+                let comment = r["comment"].as_str().unwrap_or_default().to_string();
+                cur.chains
+                    .entry(chain)
+                    .or_default()
+                    .push((r["handle"].as_u64(), comment));
+            } else if let Some(s) = item.get("set") {
+                let interval = s["flags"].as_array().is_some_and(|f| f.iter().any(|x| x == "interval"));
+                let elements = s["elem"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(parse_element)
+                    .collect();
+                cur.sets.insert(
+                    s["name"].as_str().unwrap_or_default().to_string(),
+                    SetState { interval, elements },
+                );
+            }
+        }
+        cur
+    }
+
+    pub fn set_has(&self, set: &str, ip: IpAddr) -> bool {
+        let host = IpNet {
+            addr: ip,
+            prefix: if ip.is_ipv4() { 32 } else { 128 },
+        };
+        self.sets.get(set).is_some_and(|s| s.elements.contains(&host))
+    }
+}
+
+/// An element as nft lists it: an address, `{"prefix": …}`, or `{"elem": {"val": …}}`
+/// when it carries extra data. Ranges that are not prefixes are not ours.
+fn parse_element(v: &Value) -> Option<IpNet> {
+    match v {
+        Value::String(s) => s.parse::<IpAddr>().ok().map(|a| IpNet {
+            addr: a,
+            prefix: if a.is_ipv4() { 32 } else { 128 },
+        }),
+        Value::Object(o) => {
+            if let Some(p) = o.get("prefix") {
+                let addr: IpAddr = p["addr"].as_str()?.parse().ok()?;
+                return IpNet::new(addr, u8::try_from(p["len"].as_u64()?).ok()?).ok();
+            }
+            o.get("elem").and_then(|e| parse_element(&e["val"]))
+        }
+        _ => None,
+    }
+}
+
+pub fn table() -> Result<NftTable, CniError> {
+    Ok(NftTable::new(NfFamily::INet, TABLE)?)
+}
+
+/// Reads our table back; an absent table is empty.
+pub fn read() -> Result<Current, CniError> {
+    let listing = table()?.list()?;
+    Ok(listing
+        .map(|l| Current::parse(&serde_json::to_value(l).unwrap_or_default()))
+        .unwrap_or_default())
+}
+
+/// Applies JSON commands as one atomic nft batch, each checked to stay in our table.
+pub fn apply(cmds: &[Value]) -> Result<(), CniError> {
+    if cmds.is_empty() {
+        return Ok(());
+    }
+    let t = table()?;
+    let mut batch: NftBatch<'static> = t.batch();
+    for c in cmds {
+        let cmd: NfCmd<'static> = serde_json::from_value(c.clone())
+            .map_err(|e| CniError::plugin(110, format!("internal: cannot encode nft command {c}: {e}")))?;
+        batch.push(cmd)?;
+    }
+    Ok(t.apply(&batch)?)
+}
