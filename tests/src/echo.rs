@@ -37,7 +37,7 @@ pub struct EchoReply {
 }
 
 impl EchoReply {
-    fn parse(raw: &[u8]) -> Result<EchoReply> {
+    pub(crate) fn parse(raw: &[u8]) -> Result<EchoReply> {
         let text = String::from_utf8_lossy(raw);
         let (identity, echoed) = text
             .split_once('\n')

@@ -8,6 +8,7 @@
 //! Traffic is proven with real packets: [`Netns::ping`], [`Netns::tcp_echo`],
 //! [`Netns::udp_echo`] against an [`EchoServer`] that answers with an identity.
 //! Every probe takes a timeout; readiness is polled ([`poll_until`]), never slept.
+//! Firewall truth tables: [`matrix`] probes every pod pair on every port at once.
 //!
 //! ```no_run
 //! use std::time::Duration;
@@ -29,6 +30,7 @@
 
 pub mod chain;
 mod echo;
+pub mod matrix;
 mod names;
 mod netns;
 mod node;
