@@ -3,4 +3,5 @@
 
 pub mod cli;
 pub mod runtime;
+pub mod services;
 pub mod spec;

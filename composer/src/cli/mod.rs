@@ -1,7 +1,9 @@
 //! The `netsvc` command line.
 
+mod apply;
 mod compose;
 mod exec;
+mod explain;
 
 use clap::{Parser, Subcommand};
 
@@ -22,6 +24,10 @@ enum Cmd {
     Compose(compose::ComposeArgs),
     /// Run a conflist's plugins against a network namespace, as a CNI runtime does.
     Exec(exec::ExecArgs),
+    /// Re-render every netsvc service of a conflist's network for its existing endpoints.
+    Apply(apply::ApplyArgs),
+    /// Say which firewall policy allows or denies a flow, and why.
+    Explain(explain::ExplainArgs),
 }
 
 /// Runs the CLI and returns the process exit code.
@@ -31,6 +37,8 @@ pub fn main() -> i32 {
     let outcome = match cli.command {
         Cmd::Compose(a) => compose::run(a),
         Cmd::Exec(a) => exec::run(a),
+        Cmd::Apply(a) => apply::run(a),
+        Cmd::Explain(a) => explain::run(a),
     };
     match outcome {
         Ok(code) => code,

@@ -14,6 +14,8 @@ use crate::model::TABLE;
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SetState {
+    /// The element type nft reports (`ipv4_addr`, …).
+    pub addr_type: String,
     pub interval: bool,
     pub elements: BTreeSet<IpNet>,
 }
@@ -51,7 +53,11 @@ impl Current {
                     .collect();
                 cur.sets.insert(
                     s["name"].as_str().unwrap_or_default().to_string(),
-                    SetState { interval, elements },
+                    SetState {
+                        addr_type: s["type"].as_str().unwrap_or_default().to_string(),
+                        interval,
+                        elements,
+                    },
                 );
             }
         }

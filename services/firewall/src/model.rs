@@ -350,7 +350,10 @@ fn plan_direction(plan: &mut Plan, conf: &FirewallConf, dir: Dir) {
         why: "networks are isolated from each other unless a cidr rule of an isolating policy allows it".into(),
     });
     plan.chains.push((entry, entry_rules));
-    plan.chains.push((allow, allow_rules));
+    // Nothing jumps to the allow chain unless something isolates this direction.
+    if dir.default(conf) == DefaultAction::Deny || !isolating.is_empty() {
+        plan.chains.push((allow, allow_rules));
+    }
     plan.chains.push((cross, cross_rules));
 }
 

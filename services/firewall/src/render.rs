@@ -277,7 +277,12 @@ pub fn reconcile(prefix: &str, desired: Option<&Desired>, current: &Current) -> 
     if jumps_differ {
         for (handle, _) in &have_jumps {
             if let Some(h) = handle {
-                out.push(cmd("delete", "rule", json!({"chain": BASE_CHAIN, "handle": h})));
+                // nft identifies the rule by handle; the schema still wants an expr.
+                out.push(cmd(
+                    "delete",
+                    "rule",
+                    json!({"chain": BASE_CHAIN, "handle": h, "expr": []}),
+                ));
             }
         }
     }
@@ -299,7 +304,7 @@ pub fn reconcile(prefix: &str, desired: Option<&Desired>, current: &Current) -> 
             .and_then(|s| s.get(name))
             .is_some_and(|def| def.interval() == have.interval);
         if !keep {
-            out.push(cmd("delete", "set", json!({"name": name})));
+            out.push(cmd("delete", "set", json!({"name": name, "type": have.addr_type})));
         }
     }
     if let Some(d) = desired {
