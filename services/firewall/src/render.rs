@@ -326,23 +326,28 @@ pub fn reconcile(prefix: &str, desired: Option<&Desired>, current: &Current) -> 
             }
         }
     }
-    // e. the global endpoint sets follow this network's own endpoint sets.
+    // e. the global endpoint sets: every network's endpoints, no more.
     for f in Fam::BOTH {
-        let mine = format!("{prefix}_eps{}", f.suffix());
-        let had = current.sets.get(&mine).map(|s| s.elements.clone()).unwrap_or_default();
+        let (global, mine) = (all_endpoints(f), format!("{prefix}_eps{}", f.suffix()));
         let want = desired.and_then(|d| d.elements.get(&mine).cloned()).unwrap_or_default();
-        let global = current
+        let others: BTreeSet<IpNet> = current
             .sets
-            .get(&all_endpoints(f))
+            .iter()
+            .filter(|(n, _)| n.ends_with(&format!("_eps{}", f.suffix())) && **n != mine && **n != global)
+            .flat_map(|(_, s)| s.elements.iter().copied())
+            .collect();
+        let have = current
+            .sets
+            .get(&global)
             .map(|s| s.elements.clone())
             .unwrap_or_default();
-        let gone: BTreeSet<IpNet> = had
-            .difference(&want)
-            .filter(|ip| global.contains(ip))
+        let gone: Vec<IpNet> = have
+            .iter()
+            .filter(|ip| !want.contains(ip) && !others.contains(ip))
             .copied()
             .collect();
-        push_elements(&mut out, "delete", &all_endpoints(f), gone.iter());
-        push_elements(&mut out, "add", &all_endpoints(f), want.difference(&global));
+        push_elements(&mut out, "delete", &global, gone.iter());
+        push_elements(&mut out, "add", &global, want.difference(&have));
     }
     // f. chains: create, then fill the changed ones (targets exist before gotos).
     for name in want_chains.keys().filter(|n| !current.chains.contains_key(*n)) {

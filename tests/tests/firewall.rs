@@ -1,0 +1,255 @@
+//! netsvc-firewall's lifecycle on a real bridge network: bad input changes
+//! nothing, ADD/DEL cycles leak nothing, CHECK/GC/STATUS, and chaining with
+//! the reference portmap plugin.
+
+use std::time::Duration;
+
+use netsvc_tests::chain::{CallArgs, Chain, container_ip};
+use netsvc_tests::{Container, EchoServer, TestNode};
+use serde_json::{Value, json};
+
+const T: Duration = Duration::from_secs(5);
+
+fn args(name: &str, labels: &str) -> CallArgs {
+    let mut args = vec![
+        ("IgnoreUnknown".to_string(), "1".to_string()),
+        ("NETSVC_NAME".into(), name.into()),
+    ];
+    if !labels.is_empty() {
+        args.push(("NETSVC_LABELS".into(), labels.into()));
+    }
+    CallArgs {
+        args,
+        ..Default::default()
+    }
+}
+
+fn firewall(policies: Value) -> Value {
+    json!({"type": "netsvc-firewall", "defaultIngress": "deny", "policies": policies})
+}
+
+/// Our table without counters (which traffic moves) and handles (which a
+/// re-added rule changes): what must stay the same.
+fn table_shape(node: &TestNode) -> Value {
+    let out = node
+        .exec("nft", ["-j", "list", "table", "inet", "netsvc_firewall"])
+        .unwrap_or_default();
+    let mut v: Value = serde_json::from_str(&out).unwrap_or(Value::Null);
+    strip(&mut v);
+    v
+}
+
+fn strip(v: &mut Value) {
+    match v {
+        Value::Object(m) => {
+            m.remove("handle");
+            if let Some(Value::Array(expr)) = m.get_mut("expr") {
+                expr.retain(|e| e.get("counter").is_none());
+            }
+            m.values_mut().for_each(strip);
+        }
+        Value::Array(a) => a.iter_mut().for_each(strip),
+        _ => {}
+    }
+}
+
+fn add(chain: &Chain, c: &Container, name: &str, labels: &str) -> std::net::IpAddr {
+    let r = chain
+        .add_with(c, "eth0", &args(name, labels))
+        .unwrap_or_else(|e| panic!("ADD {name}: {e}"));
+    container_ip(&r, "eth0").unwrap()
+}
+
+#[test]
+fn bad_policies_are_code_7_naming_policy_and_field_and_change_nothing() {
+    let node = TestNode::new().unwrap();
+    let (a, b) = (node.container("a").unwrap(), node.container("b").unwrap());
+    let good =
+        firewall(json!([{"name": "web", "select": {"names": ["b"]}, "ingress": [{"from": [{"names": ["a"]}]}]}]));
+    let chain = node
+        .chain(&node.bridge_conflist("fwbad", "1.0.0", "10.250.0.0/24", vec![good]))
+        .unwrap();
+    add(&chain, &a, "a", "");
+    let before = table_shape(&node);
+    let state_before = std::fs::read_dir(node.state_dir().join("kv/networks/fwbad/endpoints"))
+        .unwrap()
+        .count();
+
+    let cases = [
+        (json!([{"name": "p1", "selct": {}}]), "selct"),
+        (
+            json!([{"name": "p1", "ingress": [{"from": [{"cidr": "10.0.0.0/40"}]}]}]),
+            "cidr",
+        ),
+        (json!([{"name": "p1", "ingress": [{"ports": [{"port": 0}]}]}]), "port"),
+        (
+            json!([{"name": "p1", "ingress": [{"ports": [{"port": 65536}]}]}]),
+            "port",
+        ),
+        (
+            json!([{"name": "p1", "ingress": [{"ports": [{"port": 90, "endPort": 80}]}]}]),
+            "endPort",
+        ),
+        (json!([{"name": "p1"}, {"name": "p1"}]), "duplicate"),
+        (
+            json!([{"name": "p1", "ingress": [{"ports": [{"protocol": "icmp", "port": 1}]}]}]),
+            "protocol",
+        ),
+    ];
+    for (policies, field) in cases {
+        let conf = node.bridge_conflist("fwbad", "1.0.0", "10.250.0.0/24", vec![firewall(policies.clone())]);
+        let bad = node.chain(&conf).unwrap();
+        let err = bad
+            .add_with(&b, "eth0", &args("b", ""))
+            .expect_err("a bad policy fails ADD");
+        let cni = err.cni();
+        assert_eq!(cni.code, 7, "{policies}: {cni}");
+        assert!(
+            cni.msg.contains(field) && cni.msg.contains("p1"),
+            "names policy and field: {}",
+            cni.msg
+        );
+        // As a runtime does after a failed ADD: DEL, which must succeed.
+        bad.del(&b, "eth0").expect("DEL after a failed ADD succeeds");
+        assert_eq!(table_shape(&node), before, "{policies}: nothing applied");
+    }
+    let state_after = std::fs::read_dir(node.state_dir().join("kv/networks/fwbad/endpoints"))
+        .unwrap()
+        .count();
+    assert_eq!(state_before, state_after, "no endpoint recorded by a failed ADD");
+}
+
+#[test]
+fn two_hundred_add_del_cycles_leave_the_table_exactly_as_it_was() {
+    let node = TestNode::new().unwrap();
+    let (a, b, c) = (
+        node.container("a").unwrap(),
+        node.container("b").unwrap(),
+        node.container("c").unwrap(),
+    );
+    let fw = firewall(json!([
+        {"name": "api", "select": {"labels": {"tier": "api"}},
+         "ingress": [{"from": [{"labels": {"tier": "web"}}, {"cidr": "10.251.0.0/24", "except": ["10.251.0.9/32"]}],
+                      "ports": [{"protocol": "tcp", "port": 80, "endPort": 81}]}],
+         "egress": [{"to": [{"names": ["a"]}]}]}
+    ]));
+    let chain = node
+        .chain(&node.bridge_conflist("fwcyc", "1.0.0", "10.251.0.0/24", vec![fw]))
+        .unwrap();
+    add(&chain, &a, "a", "tier:web");
+    add(&chain, &b, "b", "tier:api");
+    let before = table_shape(&node);
+    for i in 0..200 {
+        let labels = if i % 2 == 0 { "tier:api" } else { "tier:web" };
+        add(&chain, &c, "c", labels);
+        chain.del(&c, "eth0").unwrap_or_else(|e| panic!("DEL {i}: {e}"));
+    }
+    assert_eq!(table_shape(&node), before, "no element or rule leaked");
+    // And everything goes with the last endpoint.
+    chain.del(&a, "eth0").unwrap();
+    chain.del(&b, "eth0").unwrap();
+    let empty = node.exec("nft", ["list", "table", "inet", "netsvc_firewall"]).unwrap();
+    assert!(
+        !empty.contains("fwcyc") && !empty.contains("elements"),
+        "network torn down: {empty}"
+    );
+}
+
+#[test]
+fn check_fails_when_state_is_gone_and_gc_removes_stale_endpoints() {
+    let node = TestNode::new().unwrap();
+    let (a, b) = (node.container("a").unwrap(), node.container("b").unwrap());
+    let fw =
+        firewall(json!([{"name": "b-from-a", "select": {"names": ["b"]}, "ingress": [{"from": [{"names": ["a"]}]}]}]));
+    let chain = node
+        .chain(&node.bridge_conflist("fwchk", "1.0.0", "10.252.0.0/24", vec![fw.clone()]))
+        .unwrap();
+    // GC and STATUS exist from 1.1.0, which Debian's bridge does not speak: the
+    // firewall alone answers them for the same network (they need no prevResult).
+    let alone = node
+        .chain(&json!({"cniVersion": "1.1.0", "name": "fwchk", "plugins": [fw]}))
+        .unwrap();
+    let ip_a = add(&chain, &a, "a", "");
+    let ip_b = add(&chain, &b, "b", "");
+    chain
+        .check(&a, "eth0")
+        .expect("CHECK passes while the state is in place");
+    alone.status().expect("STATUS");
+
+    // Someone removes a's element: CHECK says what is missing.
+    let set = node.exec("nft", ["-j", "list", "sets", "inet"]).unwrap();
+    let eps: Value = serde_json::from_str(&set).unwrap();
+    let name = eps["nftables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|o| o.get("set")?.get("name")?.as_str())
+        .find(|n| n.ends_with("_eps4") && n.starts_with("fwchk"))
+        .unwrap()
+        .to_string();
+    node.exec(
+        "nft",
+        [format!("delete element inet netsvc_firewall {name} {{ {ip_a} }}")],
+    )
+    .unwrap();
+    let err = chain.check(&a, "eth0").expect_err("CHECK notices the missing element");
+    assert!(err.cni().msg.contains(&ip_a.to_string()), "{err}");
+
+    // GC keeping only b repairs the network for b and drops a.
+    alone.gc(&[(&b, "eth0")]).expect("GC");
+    let listing = node.exec("nft", ["list", "table", "inet", "netsvc_firewall"]).unwrap();
+    assert!(!listing.contains(&ip_a.to_string()), "a is gone after GC: {listing}");
+    assert!(listing.contains(&ip_b.to_string()), "b stays: {listing}");
+    chain.check(&b, "eth0").expect("b is whole after GC");
+}
+
+#[test]
+fn chained_with_reference_portmap_a_published_port_follows_policy() {
+    let node = TestNode::new().unwrap();
+    let (web, api, other) = (
+        node.container("web").unwrap(),
+        node.container("api").unwrap(),
+        node.container("other").unwrap(),
+    );
+    let fw = firewall(json!([{"name": "api-from-web", "select": {"names": ["api"]},
+                              "ingress": [{"from": [{"names": ["web"]}], "ports": [{"protocol": "tcp", "port": 80}]}]}]));
+    let portmap = json!({"type": "portmap", "capabilities": {"portMappings": true}});
+    let chain = node
+        .chain(&node.bridge_conflist("fwpm", "1.0.0", "10.253.0.0/24", vec![fw, portmap]))
+        .unwrap();
+    add(&chain, &web, "web", "");
+    add(&chain, &other, "other", "");
+    let mut published = args("api", "");
+    published.cap_args.insert(
+        "portMappings".into(),
+        json!([{"hostPort": 8080, "containerPort": 80, "protocol": "tcp"}]),
+    );
+    let r = chain.add_with(&api, "eth0", &published).expect("ADD with portmap");
+    let api_ip = container_ip(&r, "eth0").unwrap();
+    let _srv = EchoServer::start(&api, "0.0.0.0:80".parse().unwrap(), "api").unwrap();
+
+    let gateway = "10.253.0.1:8080".parse().unwrap();
+    assert_eq!(
+        web.tcp_echo(gateway, "hi", T)
+            .expect("web reaches api through the published port")
+            .identity,
+        "api"
+    );
+    assert!(
+        other.tcp_echo(gateway, "hi", Duration::from_secs(2)).is_err(),
+        "other is denied through it too"
+    );
+    assert!(
+        web.tcp_echo((api_ip, 80).into(), "hi", T).is_ok(),
+        "web reaches api directly"
+    );
+    assert!(
+        other
+            .tcp_echo((api_ip, 80).into(), "hi", Duration::from_secs(2))
+            .is_err()
+    );
+    chain.check(&api, "eth0").expect("CHECK of the whole chain");
+    for c in [&api, &web, &other] {
+        chain.del(c, "eth0").expect("DEL of the whole chain");
+    }
+}
