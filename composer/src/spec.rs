@@ -45,7 +45,8 @@ pub struct Spec {
     /// Add the reference `portmap` plugin for published ports (default false).
     #[serde(default)]
     pub port_mappings: bool,
-    /// Network services, each a plugin chained after the interface plugin.
+    /// Network services, each a plugin config (with its `type`) chained after
+    /// the interface plugin, in the order given.
     #[serde(default)]
     pub services: Vec<Map<String, Value>>,
 }
@@ -109,12 +110,8 @@ impl Spec {
                 return Err(CniError::invalid_config("bridge", "only applies to interface: bridge"));
             }
         }
-        if let Some((i, s)) = self.services.iter().enumerate().next() {
-            let kind = s.get("type").and_then(Value::as_str).unwrap_or("");
-            return Err(CniError::invalid_config(
-                &format!("services[{i}].type"),
-                format!("{kind:?} is not a service this build knows"),
-            ));
+        for (i, service) in self.services.iter().enumerate() {
+            crate::services::validate_service(i, service)?;
         }
         Ok(())
     }
@@ -156,6 +153,7 @@ impl Spec {
             iface["mtu"] = json!(mtu);
         }
         let mut plugins = vec![iface];
+        plugins.extend(self.services.iter().cloned().map(Value::Object));
         if self.port_mappings {
             plugins.push(json!({"type": "portmap", "capabilities": {"portMappings": true}}));
         }

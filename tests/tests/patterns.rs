@@ -1,0 +1,68 @@
+//! The reference patterns of docs/: each pattern's spec composes to exactly
+//! the conflist the book shows, and that conflist is what these tests run.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use netsvc_composer::spec::Spec;
+use netsvc_tests::chain::{CallArgs, container_ip};
+use netsvc_tests::matrix::{Listeners, Matrix, Port, Target, assert_matrix, probe_all};
+use netsvc_tests::{Container, TestNode};
+use serde_json::Value;
+
+fn pattern(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../docs/patterns").join(name)
+}
+
+/// The pattern's conflist, checked to be what `netsvc compose` makes of its spec.
+fn composed_conflist(name: &str) -> Value {
+    let spec = std::fs::read_to_string(pattern(&format!("{name}.yaml"))).unwrap();
+    let shown = std::fs::read_to_string(pattern(&format!("{name}.conflist"))).unwrap();
+    let composed = serde_json::to_string_pretty(&Spec::parse(&spec).unwrap().to_conflist()).unwrap() + "\n";
+    assert_eq!(composed, shown, "docs/patterns/{name}.conflist is not what `netsvc compose` makes of its spec");
+    serde_json::from_str(&shown).unwrap()
+}
+
+/// host-local keeps leases in the node's state dir, not the host's /var/lib/cni:
+/// the one change a test makes to a pattern's conflist.
+fn on_node(node: &TestNode, mut conf: Value) -> Value {
+    conf["plugins"][0]["ipam"]["dataDir"] = Value::String(node.ipam_dir().display().to_string());
+    conf
+}
+
+fn labelled(name: &str, tier: &str) -> CallArgs {
+    let mut args = vec![("IgnoreUnknown".into(), "1".into()), ("NETSVC_NAME".into(), name.into())];
+    if !tier.is_empty() {
+        args.push(("NETSVC_LABELS".into(), format!("tier:{tier}")));
+    }
+    CallArgs { args, ..Default::default() }
+}
+
+#[test]
+fn tiered_isolation() {
+    let node = TestNode::new().unwrap();
+    let chain = node.chain(&on_node(&node, composed_conflist("tiered-isolation"))).unwrap();
+    let pods = [("web", "web"), ("api", "api"), ("db", "db"), ("client", "")];
+    let containers: Vec<Container> = pods.iter().map(|(n, _)| node.container(n).unwrap()).collect();
+    let targets: Vec<(&Container, Target)> = containers
+        .iter()
+        .zip(pods)
+        .map(|(c, (name, tier))| {
+            let r = chain.add_with(c, "eth0", &labelled(name, tier)).unwrap();
+            (c, Target::new(name, container_ip(&r, "eth0").unwrap()))
+        })
+        .collect();
+    let ports = [Port::tcp(80), Port::tcp(8080), Port::tcp(5432)];
+    let _servers = Listeners::start(&targets, &ports).unwrap();
+    let names: Vec<&str> = pods.iter().map(|(n, _)| *n).collect();
+    let expected = Matrix::expect(&names, &ports, |from, to, port| match (to, port.port) {
+        ("web", 80) => true,
+        ("api", 8080) => from == "web",
+        ("db", 5432) => from == "api",
+        _ => false,
+    });
+    assert_matrix("tiered isolation", &probe_all(&targets, &ports, Duration::from_secs(1)), &expected);
+    for (c, _) in &targets {
+        chain.del(c, "eth0").unwrap();
+    }
+}
