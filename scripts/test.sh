@@ -16,6 +16,7 @@ PACKAGES=(
     iperf3
     containernetworking-plugins # reference plugins in /usr/lib/cni
     busybox-static
+    iptables # the reference portmap and firewall plugins program it
 )
 
 step() { printf '\n==> %s\n' "$*"; }

@@ -16,14 +16,20 @@ pub fn reconciler(plugin_type: &str) -> Option<Box<dyn Reconcile>> {
 /// typo is caught before any container starts. Errors name `services[i]`.
 pub fn validate_service(i: usize, service: &Map<String, Value>) -> Result<(), CniError> {
     let kind = service.get("type").and_then(Value::as_str).unwrap_or("");
-    let at = |e: CniError| CniError { msg: e.msg.replacen("field ", &format!("field services[{i}]."), 1), ..e };
+    let at = |e: CniError| CniError {
+        msg: e.msg.replacen("field ", &format!("field services[{i}]."), 1),
+        ..e
+    };
     match kind {
         netsvc_firewall::SERVICE => netsvc_firewall::config::FirewallConf::from_value(&Value::Object(service.clone()))
             .map(drop)
             .map_err(at),
         other => Err(CniError::invalid_config(
             &format!("services[{i}].type"),
-            format!("{other:?} is not a netsvc service (known: {})", netsvc_firewall::SERVICE),
+            format!(
+                "{other:?} is not a netsvc service (known: {})",
+                netsvc_firewall::SERVICE
+            ),
         )),
     }
 }

@@ -253,3 +253,37 @@ fn chained_with_reference_portmap_a_published_port_follows_policy() {
         chain.del(c, "eth0").expect("DEL of the whole chain");
     }
 }
+
+#[test]
+fn apply_changes_only_the_difference_and_traffic_follows() {
+    let node = TestNode::new().unwrap();
+    let (a, b) = (node.container("a").unwrap(), node.container("b").unwrap());
+    let policy = |port: u16| {
+        firewall(json!([{"name": "b-from-a", "select": {"names": ["b"]},
+                         "ingress": [{"from": [{"names": ["a"]}], "ports": [{"protocol": "tcp", "port": port}]}]}]))
+    };
+    let conf = node.bridge_conflist("fwapp", "1.0.0", "10.254.0.0/24", vec![policy(80)]);
+    let chain = node.chain(&conf).unwrap();
+    add(&chain, &a, "a", "");
+    let ip_b = add(&chain, &b, "b", "");
+    let _s80 = EchoServer::start(&b, "0.0.0.0:80".parse().unwrap(), "b80").unwrap();
+    let _s81 = EchoServer::start(&b, "0.0.0.0:81".parse().unwrap(), "b81").unwrap();
+    let short = Duration::from_secs(2);
+    assert!(a.tcp_echo((ip_b, 80).into(), "x", T).is_ok());
+    assert!(a.tcp_echo((ip_b, 81).into(), "x", short).is_err());
+
+    let path = node.state_dir().join("fwapp.conflist");
+    std::fs::write(&path, serde_json::to_vec(&node.bridge_conflist("fwapp", "1.0.0", "10.254.0.0/24", vec![policy(81)])).unwrap())
+        .unwrap();
+    let apply = || {
+        let netsvc = netsvc_tests::chain::plugin_dir().join("netsvc");
+        let out = node.command(netsvc).arg("apply").arg(&path).output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let first = apply();
+    assert!(first.contains("2 endpoints") && !first.contains(" 0 changes"), "{first}");
+    assert!(apply().contains("2 endpoints, 0 changes"), "a second apply finds nothing to do");
+    assert!(a.tcp_echo((ip_b, 81).into(), "x", T).is_ok(), "the new port is open");
+    assert!(a.tcp_echo((ip_b, 80).into(), "x", short).is_err(), "the old port is closed");
+}

@@ -11,7 +11,9 @@ use netsvc_tests::{Container, TestNode};
 use serde_json::Value;
 
 fn pattern(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../docs/patterns").join(name)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../docs/patterns")
+        .join(name)
 }
 
 /// The pattern's conflist, checked to be what `netsvc compose` makes of its spec.
@@ -19,7 +21,10 @@ fn composed_conflist(name: &str) -> Value {
     let spec = std::fs::read_to_string(pattern(&format!("{name}.yaml"))).unwrap();
     let shown = std::fs::read_to_string(pattern(&format!("{name}.conflist"))).unwrap();
     let composed = serde_json::to_string_pretty(&Spec::parse(&spec).unwrap().to_conflist()).unwrap() + "\n";
-    assert_eq!(composed, shown, "docs/patterns/{name}.conflist is not what `netsvc compose` makes of its spec");
+    assert_eq!(
+        composed, shown,
+        "docs/patterns/{name}.conflist is not what `netsvc compose` makes of its spec"
+    );
     serde_json::from_str(&shown).unwrap()
 }
 
@@ -31,17 +36,25 @@ fn on_node(node: &TestNode, mut conf: Value) -> Value {
 }
 
 fn labelled(name: &str, tier: &str) -> CallArgs {
-    let mut args = vec![("IgnoreUnknown".into(), "1".into()), ("NETSVC_NAME".into(), name.into())];
+    let mut args = vec![
+        ("IgnoreUnknown".into(), "1".into()),
+        ("NETSVC_NAME".into(), name.into()),
+    ];
     if !tier.is_empty() {
         args.push(("NETSVC_LABELS".into(), format!("tier:{tier}")));
     }
-    CallArgs { args, ..Default::default() }
+    CallArgs {
+        args,
+        ..Default::default()
+    }
 }
 
 #[test]
 fn tiered_isolation() {
     let node = TestNode::new().unwrap();
-    let chain = node.chain(&on_node(&node, composed_conflist("tiered-isolation"))).unwrap();
+    let chain = node
+        .chain(&on_node(&node, composed_conflist("tiered-isolation")))
+        .unwrap();
     let pods = [("web", "web"), ("api", "api"), ("db", "db"), ("client", "")];
     let containers: Vec<Container> = pods.iter().map(|(n, _)| node.container(n).unwrap()).collect();
     let targets: Vec<(&Container, Target)> = containers
@@ -61,7 +74,11 @@ fn tiered_isolation() {
         ("db", 5432) => from == "api",
         _ => false,
     });
-    assert_matrix("tiered isolation", &probe_all(&targets, &ports, Duration::from_secs(1)), &expected);
+    assert_matrix(
+        "tiered isolation",
+        &probe_all(&targets, &ports, Duration::from_secs(1)),
+        &expected,
+    );
     for (c, _) in &targets {
         chain.del(c, "eth0").unwrap();
     }

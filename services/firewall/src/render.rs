@@ -382,3 +382,97 @@ fn push_elements<'n>(out: &mut Vec<Value>, op: &str, set: &str, nets: impl Itera
         out.push(cmd(op, "element", json!({"name": set, "elem": elem})));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::FirewallConf;
+    use crate::kernel::{Current, SetState};
+    use crate::model::{membership, plan};
+    use netsvc_core::graph::Endpoint;
+
+    fn example() -> FirewallConf {
+        FirewallConf::from_value(&json!({"cniVersion": "1.0.0", "name": "web", "type": "netsvc-firewall",
+            "defaultIngress": "deny",
+            "policies": [{"name": "api-from-web", "select": {"labels": {"tier": "api"}},
+                "ingress": [{"from": [{"names": ["web"]}, {"cidr": "10.0.0.0/8", "except": ["10.1.0.0/16"]}],
+                             "ports": [{"protocol": "tcp", "port": 8080, "endPort": 8090}]}],
+                "egress": [{"to": [{"labels": {"tier": "db"}}], "ports": [{"protocol": "tcp", "port": 5432}]}]}],
+            "log": {"denied": true, "group": 7}}))
+        .unwrap()
+    }
+
+    fn ep(id: &str, ip: &str, name: &str, tier: &str) -> Endpoint {
+        Endpoint {
+            network: "web".into(),
+            container_id: id.into(),
+            ifname: "eth0".into(),
+            ips: vec![format!("{ip}/24")],
+            names: vec![name.into()],
+            labels: [("tier".to_string(), tier.to_string())].into(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn first_render_of_a_network() {
+        let plan = plan("web", &example());
+        let eps = [ep("c1", "10.89.0.2", "web", "web"), ep("c2", "10.89.0.3", "api", "api")];
+        let memberships: Vec<_> = eps.iter().map(|e| membership(&plan, e)).collect();
+        let desired = Desired::new(&plan, &memberships);
+        insta::assert_json_snapshot!(reconcile(&plan.prefix, Some(&desired), &Current::default()));
+    }
+
+    #[test]
+    fn an_endpoint_is_elements_only() {
+        let plan = plan("web", &example());
+        let m = membership(&plan, &ep("c2", "10.89.0.3", "api", "api"));
+        insta::assert_json_snapshot!(membership_cmds("add", &m));
+    }
+
+    #[test]
+    fn teardown_removes_only_this_network() {
+        let mut current = Current::default();
+        current.chains.insert(
+            BASE_CHAIN.into(),
+            vec![(Some(2), format!("{REPLIES_WHY} #x")), (Some(3), "net web_1:x".into())],
+        );
+        current.chains.insert("web_1_in".into(), vec![]);
+        current.chains.insert("other_2_in".into(), vec![]);
+        let set = SetState {
+            addr_type: "ipv4_addr".into(),
+            interval: false,
+            elements: ["10.0.0.2/32".parse().unwrap()].into(),
+        };
+        current.sets.insert("web_1_eps4".into(), set.clone());
+        current.sets.insert(
+            "other_2_eps4".into(),
+            SetState {
+                elements: ["10.0.0.9/32".parse().unwrap()].into(),
+                ..set.clone()
+            },
+        );
+        current.sets.insert(
+            "eps4".into(),
+            SetState {
+                elements: ["10.0.0.2/32".parse().unwrap(), "10.0.0.9/32".parse().unwrap()].into(),
+                ..set
+            },
+        );
+        let cmds = reconcile("web_1", None, &current);
+        let text = serde_json::to_string(&cmds).unwrap();
+        assert!(text.contains(r#""delete":{"chain":{"name":"web_1_in""#), "{text}");
+        assert!(text.contains(r#""delete":{"set":{"name":"web_1_eps4""#), "{text}");
+        assert!(text.contains(r#""handle":3"#), "this network's jump goes: {text}");
+        assert!(!text.contains("other_2"), "another network is untouched: {text}");
+        assert!(
+            text.contains(r#"{"delete":{"element":{"elem":["10.0.0.2"],"name":"eps4""#)
+                || text.contains(r#""elem":["10.0.0.2"]"#),
+            "{text}"
+        );
+        assert!(
+            !text.contains("10.0.0.9"),
+            "another network's endpoint stays global: {text}"
+        );
+    }
+}
