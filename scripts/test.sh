@@ -17,6 +17,7 @@ PACKAGES=(
     containernetworking-plugins # reference plugins in /usr/lib/cni
     busybox-static
     iptables # the reference portmap and firewall plugins program it
+    tcpdump # reads nflog: the firewall's denied-packet log
 )
 
 step() { printf '\n==> %s\n' "$*"; }

@@ -273,8 +273,11 @@ fn apply_changes_only_the_difference_and_traffic_follows() {
     assert!(a.tcp_echo((ip_b, 81).into(), "x", short).is_err());
 
     let path = node.state_dir().join("fwapp.conflist");
-    std::fs::write(&path, serde_json::to_vec(&node.bridge_conflist("fwapp", "1.0.0", "10.254.0.0/24", vec![policy(81)])).unwrap())
-        .unwrap();
+    std::fs::write(
+        &path,
+        serde_json::to_vec(&node.bridge_conflist("fwapp", "1.0.0", "10.254.0.0/24", vec![policy(81)])).unwrap(),
+    )
+    .unwrap();
     let apply = || {
         let netsvc = netsvc_tests::chain::plugin_dir().join("netsvc");
         let out = node.command(netsvc).arg("apply").arg(&path).output().unwrap();
@@ -282,8 +285,62 @@ fn apply_changes_only_the_difference_and_traffic_follows() {
         String::from_utf8_lossy(&out.stdout).into_owned()
     };
     let first = apply();
-    assert!(first.contains("2 endpoints") && !first.contains(" 0 changes"), "{first}");
-    assert!(apply().contains("2 endpoints, 0 changes"), "a second apply finds nothing to do");
+    assert!(
+        first.contains("2 endpoints") && !first.contains(" 0 changes"),
+        "{first}"
+    );
+    assert!(
+        apply().contains("2 endpoints, 0 changes"),
+        "a second apply finds nothing to do"
+    );
     assert!(a.tcp_echo((ip_b, 81).into(), "x", T).is_ok(), "the new port is open");
-    assert!(a.tcp_echo((ip_b, 80).into(), "x", short).is_err(), "the old port is closed");
+    assert!(
+        a.tcp_echo((ip_b, 80).into(), "x", short).is_err(),
+        "the old port is closed"
+    );
+}
+
+#[test]
+fn denied_packets_are_logged_with_network_and_policy() {
+    let node = TestNode::new().unwrap();
+    let (a, b) = (node.container("a").unwrap(), node.container("b").unwrap());
+    let mut fw = firewall(json!([{"name": "b-from-nobody", "select": {"names": ["b"]}, "ingress": []}]));
+    fw["log"] = json!({"denied": true, "group": 7});
+    let chain = node
+        .chain(&node.bridge_conflist("fwlog", "1.0.0", "10.249.7.0/24", vec![fw]))
+        .unwrap();
+    add(&chain, &a, "a", "");
+    let ip_b = add(&chain, &b, "b", "");
+
+    // nflog works from any namespace (the kernel log drops non-initial ones).
+    let pcap = node.state_dir().join("denied.pcap");
+    let errlog = node.state_dir().join("tcpdump.err");
+    let mut capture = node
+        .command("tcpdump")
+        .args(["-i", "nflog:7", "-c", "1", "-U", "-w"])
+        .arg(&pcap)
+        .stderr(std::fs::File::create(&errlog).unwrap())
+        .spawn()
+        .unwrap();
+    let listening = netsvc_tests::poll_until(T, || {
+        std::fs::read_to_string(&errlog)
+            .ok()
+            .filter(|s| s.contains("listening"))
+            .map(drop)
+    });
+    assert!(listening.is_some(), "tcpdump did not start");
+    let logged = netsvc_tests::poll_until(T, || {
+        let _ = a.tcp_echo((ip_b, 80).into(), "x", Duration::from_millis(200));
+        std::fs::read(&pcap)
+            .ok()
+            .filter(|b| b.windows(9).any(|w| w == b"netsvc-fw"))
+    });
+    let _ = capture.kill();
+    let _ = capture.wait();
+    let bytes = logged.expect("a denied packet reached nflog group 7");
+    let text = String::from_utf8_lossy(&bytes);
+    assert!(
+        text.contains("netsvc-fw fwlog b-from-nobody ingress denied"),
+        "prefix names network and policy"
+    );
 }
