@@ -256,6 +256,13 @@ impl Tx<'_> {
         self.put(network_key(&self.network)?, net)
     }
 
+    /// Removes the network document (when nothing holds the network any
+    /// more); absent is not an error.
+    pub fn remove_network(&mut self) -> Result<Option<Network>, GraphError> {
+        let k = network_key(&self.network)?;
+        self.remove(k)
+    }
+
     pub fn get_endpoint(&mut self, container_id: &str, ifname: &str) -> Result<Option<Endpoint>, GraphError> {
         let k = child_key(&self.network, "endpoints", &endpoint_id(container_id, ifname))?;
         self.get(&k)

@@ -58,6 +58,9 @@ impl Firewall {
         let current = kernel::read()?;
         let cmds = if endpoints.is_empty() {
             tx.remove_record::<Rendered>(SERVICE, SETTINGS)?;
+            if tx.endpoints()?.is_empty() {
+                tx.remove_network()?;
+            }
             render::reconcile(&plan.prefix, None, &current)
         } else {
             let memberships: Vec<_> = endpoints.iter().map(|e| model::membership(&plan, e)).collect();
@@ -112,8 +115,7 @@ impl Plugin for Firewall {
                 "netsvc-firewall is chained after an interface plugin (none ran before it)",
             )
         })?;
-        let mut ep = endpoint_from_call(call, &prev, SERVICE)?;
-        ep.host_veth = None;
+        let ep = endpoint_from_call(call, &prev, SERVICE)?;
         bridge::pass_bridged_traffic(&prev)?;
         let store = open_for(&call.conf)?;
         Graph::new(&store).transaction(&call.conf.name, |tx| -> Result<()> {
