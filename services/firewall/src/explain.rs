@@ -157,17 +157,7 @@ mod tests {
     use crate::model::plan;
     use serde_json::json;
 
-    fn ep(id: &str, net: &str, ip: &str, name: &str, tier: &str) -> Endpoint {
-        Endpoint {
-            network: net.into(),
-            container_id: id.into(),
-            ifname: "eth0".into(),
-            ips: vec![format!("{ip}/24")],
-            names: vec![name.into()],
-            labels: [("tier".to_string(), tier.to_string())].into(),
-            ..Default::default()
-        }
-    }
+    use crate::model::test_endpoint as ep;
 
     fn world() -> World {
         let conf = FirewallConf::from_value(&json!({"cniVersion": "1.0.0", "name": "web", "type": "t",

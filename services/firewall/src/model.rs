@@ -329,26 +329,24 @@ fn plan_direction(plan: &mut Plan, conf: &FirewallConf, dir: Dir) {
             });
         }
     }
-    allow_rules.push(RuleDef {
+    let drop_all = |what: &str, why: String| RuleDef {
         fam: None,
         matches: vec![],
         verdict: Verdict::Drop,
         log: conf
             .log
             .denied
-            .then(|| format!("netsvc-fw {} default {} denied: ", plan.network, dir.word())),
-        why: format!("default{} deny and no policy allows this", capitalized(dir.word())),
-    });
-    cross_rules.push(RuleDef {
-        fam: None,
-        matches: vec![],
-        verdict: Verdict::Drop,
-        log: conf
-            .log
-            .denied
-            .then(|| format!("netsvc-fw {} cross-network {} denied: ", plan.network, dir.word())),
-        why: "networks are isolated from each other unless a cidr rule of an isolating policy allows it".into(),
-    });
+            .then(|| format!("netsvc-fw {} {what} {} denied: ", plan.network, dir.word())),
+        why,
+    };
+    allow_rules.push(drop_all(
+        "default",
+        format!("default{} deny and no policy allows this", capitalized(dir.word())),
+    ));
+    cross_rules.push(drop_all(
+        "cross-network",
+        "networks are isolated from each other unless a cidr rule of an isolating policy allows it".into(),
+    ));
     plan.chains.push((entry, entry_rules));
     // Nothing jumps to the allow chain unless something isolates this direction.
     if dir.default(conf) == DefaultAction::Deny || !isolating.is_empty() {
@@ -507,4 +505,18 @@ pub fn membership(plan: &Plan, ep: &Endpoint) -> Membership {
         }
     }
     m
+}
+
+/// An endpoint for unit tests: one IPv4 address in a /24, one name, a tier label.
+#[cfg(test)]
+pub(crate) fn test_endpoint(network: &str, id: &str, ip: &str, name: &str, tier: &str) -> Endpoint {
+    Endpoint {
+        network: network.into(),
+        container_id: id.into(),
+        ifname: "eth0".into(),
+        ips: vec![format!("{ip}/24")],
+        names: vec![name.into()],
+        labels: [("tier".to_string(), tier.to_string())].into(),
+        ..Default::default()
+    }
 }

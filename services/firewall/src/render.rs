@@ -389,7 +389,6 @@ mod tests {
     use crate::config::FirewallConf;
     use crate::kernel::{Current, SetState};
     use crate::model::{membership, plan};
-    use netsvc_core::graph::Endpoint;
 
     fn example() -> FirewallConf {
         FirewallConf::from_value(&json!({"cniVersion": "1.0.0", "name": "web", "type": "netsvc-firewall",
@@ -402,16 +401,8 @@ mod tests {
         .unwrap()
     }
 
-    fn ep(id: &str, ip: &str, name: &str, tier: &str) -> Endpoint {
-        Endpoint {
-            network: "web".into(),
-            container_id: id.into(),
-            ifname: "eth0".into(),
-            ips: vec![format!("{ip}/24")],
-            names: vec![name.into()],
-            labels: [("tier".to_string(), tier.to_string())].into(),
-            ..Default::default()
-        }
+    fn ep(id: &str, ip: &str, name: &str, tier: &str) -> netsvc_core::graph::Endpoint {
+        crate::model::test_endpoint("web", id, ip, name, tier)
     }
 
     #[test]
