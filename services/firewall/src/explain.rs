@@ -169,12 +169,12 @@ mod tests {
         w.add_network(
             plan("web", &conf),
             &[
-                ep("a", "web", "10.89.0.2", "web", "web"),
-                ep("b", "web", "10.89.0.3", "api", "api"),
+                ep("web", "a", "10.89.0.2", "web", "web"),
+                ep("web", "b", "10.89.0.3", "api", "api"),
             ],
         );
         let open = FirewallConf::default();
-        w.add_network(plan("other", &open), &[ep("c", "other", "10.9.0.5", "x", "web")]);
+        w.add_network(plan("other", &open), &[ep("other", "c", "10.9.0.5", "x", "web")]);
         w
     }
 
