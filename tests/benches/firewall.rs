@@ -122,7 +122,12 @@ fn spawn(binary: &Path, command: &str, id: &str, netns: &str, stdin: &[u8]) {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap_or_else(|e| panic!("spawn {}: {e}", binary.display()));
-    child.stdin.take().expect("stdin").write_all(stdin).expect("write stdin");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(stdin)
+        .expect("write stdin");
     let out = child.wait_with_output().expect("wait");
     assert!(
         out.status.success(),
@@ -199,6 +204,9 @@ fn in_process(c: &mut Criterion, state_dir: &Path, netns: &str, report: &mut Rep
                 total
             })
         });
+        if adds.is_empty() {
+            continue; // filtered out on the command line
+        }
         let (a, d) = (median(&mut adds), median(&mut dels));
         report.lines.push(format!(
             "in-process with {size} endpoints: ADD median {} (n={}), DEL median {} (untimed by criterion)",
@@ -241,26 +249,34 @@ fn whole_process(c: &mut Criterion, state_dir: &Path, netns: &str, report: &mut 
     }
     let mut medians = Vec::new();
     for (name, binary, stdin) in &pairs {
-        let mut samples = Vec::new();
+        let (mut samples, mut adds, mut dels) = (Vec::new(), Vec::new(), Vec::new());
         group.bench_function(*name, |b| {
             b.iter_custom(|iters| {
                 let mut total = Duration::ZERO;
                 for _ in 0..iters {
                     let t = Instant::now();
                     spawn(binary, "ADD", "exec", netns, stdin);
+                    let a = t.elapsed();
                     spawn(binary, "DEL", "exec", netns, stdin);
                     let d = t.elapsed();
+                    adds.push(a);
+                    dels.push(d - a);
                     samples.push(d);
                     total += d;
                 }
                 total
             })
         });
+        if samples.is_empty() {
+            continue;
+        }
         let m = median(&mut samples);
         report.lines.push(format!(
-            "whole process ADD+DEL {name}: median {} (n={})",
+            "whole process ADD+DEL {name}: median {} (n={}; ADD median {}, DEL median {})",
             ms(m),
-            samples.len()
+            samples.len(),
+            ms(median(&mut adds)),
+            ms(median(&mut dels))
         ));
         medians.push(m);
     }
