@@ -181,3 +181,37 @@ fn runtime_chains_every_reference_version() {
         assert!(!has_link(&a, "eth0"), "{version}: DEL removed the interface");
     }
 }
+
+#[test]
+fn runtime_runs_the_reference_meta_plugins() {
+    let node = TestNode::new().unwrap();
+    let (a, b) = (node.container("a").unwrap(), node.container("b").unwrap());
+    let extra = vec![
+        json!({"type": "tuning", "sysctl": {"net.ipv4.conf.eth0.accept_redirects": "0"}}),
+        json!({"type": "firewall", "backend": "iptables"}),
+        json!({"type": "bandwidth", "ingressRate": 100_000_000, "ingressBurst": 1_000_000,
+               "egressRate": 100_000_000, "egressBurst": 1_000_000}),
+        json!({"type": "netsvc-testplugin"}),
+    ];
+    let chain = node
+        .chain(&node.bridge_conflist("meta", "1.0.0", "10.236.9.0/24", extra))
+        .unwrap();
+    let ra = chain.add(&a, "eth0").unwrap_or_else(|e| panic!("ADD: {e}"));
+    let rb = chain.add(&b, "eth0").unwrap();
+    let sysctl = a.sysctl("net.ipv4.conf.eth0.accept_redirects").unwrap();
+    assert_eq!(sysctl.trim(), "0", "tuning ran in the container");
+    let ifb = node.links().unwrap().iter().any(|l| l.kind() == Some("ifb"));
+    assert!(ifb, "bandwidth made its ifb on the node");
+    a.ping_check(container_ip(&rb, "eth0").unwrap(), 1, T)
+        .expect("traffic passes the whole chain");
+    assert_eq!(
+        ra["interfaces"][2]["name"], "eth0",
+        "the result passes through every plugin intact"
+    );
+    chain.check(&a, "eth0").unwrap_or_else(|e| panic!("CHECK: {e}"));
+    chain.del(&a, "eth0").unwrap_or_else(|e| panic!("DEL: {e}"));
+    chain.del(&a, "eth0").expect("a second DEL");
+    chain.del(&b, "eth0").unwrap();
+    let ifb = node.links().unwrap().iter().any(|l| l.kind() == Some("ifb"));
+    assert!(!ifb, "bandwidth's ifb went with DEL");
+}
