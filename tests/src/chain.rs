@@ -1,4 +1,4 @@
-//! Running a CNI plugin chain on a [`TestNode`](crate::TestNode) through the
+//! Running a CNI plugin chain on a [`TestNode`] through the
 //! same runtime code as `netsvc exec`: plugins run inside the node namespace
 //! with the node's `NETSVC_STATE_DIR`, results are cached in the node's state.
 

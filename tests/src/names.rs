@@ -24,6 +24,21 @@ pub fn unique_name(prefix: &str) -> String {
     }
 }
 
+/// Prefixes the harness names namespaces with.
+pub(crate) const PREFIXES: [&str; 2] = ["nd", "ct"];
+
+/// The pid that made a harness namespace, read back from its name
+/// (`<prefix><pid hex>-<counter hex>`); `None` for any other name.
+pub(crate) fn owner_pid(name: &str) -> Option<u32> {
+    let rest = PREFIXES.iter().find_map(|p| name.strip_prefix(p))?;
+    let (pid, counter) = rest.split_once('-')?;
+    let hex = |s: &str| !s.is_empty() && s.chars().all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase());
+    if !hex(pid) || !hex(counter) {
+        return None;
+    }
+    u32::from_str_radix(pid, 16).ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -35,5 +50,14 @@ mod tests {
         assert_ne!(a, b);
         // pid_max is at most 2^22, so 6 hex digits; leave room for a suffix.
         assert!(a.len() <= 12, "{a}");
+    }
+
+    #[test]
+    fn owner_pid_reads_only_harness_names() {
+        assert_eq!(owner_pid("nd1f3a-0"), Some(0x1f3a));
+        assert_eq!(owner_pid("ct2b-1c"), Some(0x2b));
+        assert_eq!(owner_pid("netsvc-t-1-2"), None);
+        assert_eq!(owner_pid("ndx-1"), None);
+        assert_eq!(owner_pid("cni-1234"), None);
     }
 }

@@ -31,6 +31,8 @@ pub struct Netns {
 impl Netns {
     /// Creates a namespace named [`unique_name`]`(prefix)` and brings lo up.
     pub fn create(prefix: &str) -> Result<Netns> {
+        static SWEEP: std::sync::Once = std::sync::Once::new();
+        SWEEP.call_once(sweep_orphans);
         let name = unique_name(prefix);
         // `ip netns add` only makes the namespace and its bind mount; the root
         // namespace's links, routes and sysctls are left alone.
@@ -201,5 +203,22 @@ impl Drop for Netns {
             ),
             Err(e) => eprintln!("netsvc-tests: ip netns delete {}: {e:#}", self.name),
         }
+    }
+}
+
+/// Deletes harness namespaces whose test process is gone: a test killed with
+/// SIGKILL (a nextest timeout) never runs its drop cleanup.
+fn sweep_orphans() {
+    let Ok(entries) = std::fs::read_dir(NETNS_DIR) else {
+        return;
+    };
+    for name in entries.flatten().filter_map(|e| e.file_name().into_string().ok()) {
+        let Some(pid) = crate::names::owner_pid(&name) else {
+            continue;
+        };
+        if Path::new(&format!("/proc/{pid}")).exists() {
+            continue;
+        }
+        let _ = output_with_timeout(Command::new("ip").args(["netns", "delete", &name]), DEFAULT_TIMEOUT);
     }
 }
