@@ -344,3 +344,37 @@ fn denied_packets_are_logged_with_network_and_policy() {
         "prefix names network and policy"
     );
 }
+
+#[test]
+fn first_renders_of_networks_racing_share_one_base_chain() {
+    let node = TestNode::new().unwrap();
+    let nets: Vec<(Container, Value)> = (0..4)
+        .map(|i| {
+            let fw = firewall(json!([]));
+            (
+                node.container("c").unwrap(),
+                node.bridge_conflist(&format!("race{i}"), "1.0.0", &format!("10.248.{i}.0/24"), vec![fw]),
+            )
+        })
+        .collect();
+    std::thread::scope(|s| {
+        for (c, conf) in &nets {
+            let node = &node;
+            s.spawn(move || {
+                node.chain(conf)
+                    .unwrap()
+                    .add_with(c, "eth0", &args("c", ""))
+                    .expect("ADD")
+            });
+        }
+    });
+    let listing = node
+        .exec("nft", ["list", "chain", "inet", "netsvc_firewall", "forward"])
+        .unwrap();
+    assert_eq!(listing.matches("replies and related").count(), 1, "{listing}");
+    assert_eq!(
+        listing.matches("jump ").count(),
+        4 * 4,
+        "four jumps per network: {listing}"
+    );
+}

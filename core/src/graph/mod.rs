@@ -12,5 +12,5 @@ pub use error::GraphError;
 pub use from_call::{container_addresses, endpoint_from_call, host_interfaces};
 pub use identity::{Identity, identity, validate_label, validate_name};
 pub use selector::Selector;
-pub use tx::{Graph, Tx};
+pub use tx::{Graph, LOCK_TIMEOUT, Tx};
 pub use types::{Endpoint, Network, Peer, Policy, Service, ServicePort, Shaping};

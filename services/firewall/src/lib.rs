@@ -18,12 +18,14 @@ use netsvc_core::cni::{Call, CniError, CniResult, Descriptor, Feature, NetConf, 
 use netsvc_core::graph::{Endpoint, Graph, Network, Tx, endpoint_from_call, host_interfaces};
 use netsvc_core::naming::digest_hex;
 use netsvc_core::reconcile::{Reconcile, Summary};
-use netsvc_core::store::open_for;
+use netsvc_core::store::{Store, open_for};
 use serde::{Deserialize, Serialize};
 
 /// The plugin type, and this service's name in the graph.
 pub const SERVICE: &str = "netsvc-firewall";
 const SETTINGS: &str = "settings";
+/// The lock of full renders; a leading `_` keeps it apart from network names.
+const TABLE_LOCK: &str = "_netsvc-firewall";
 /// CHECK found our kernel state missing.
 pub const CODE_STATE_MISSING: u32 = 120;
 
@@ -47,7 +49,10 @@ impl Firewall {
     /// The full path: every endpoint the firewall holds in the network, the
     /// plan of `conf`, diffed against the kernel. With no endpoint left the
     /// network's chains and sets go.
-    fn render_network(tx: &mut Tx<'_>, conf: &FirewallConf) -> Result<(usize, usize)> {
+    fn render_network(store: &dyn Store, tx: &mut Tx<'_>, conf: &FirewallConf) -> Result<(usize, usize)> {
+        // Full renders of different networks read, diff and write the shared
+        // base chain: one at a time (element-only fast paths need no lock).
+        let _table = store.lock_network(TABLE_LOCK, netsvc_core::graph::LOCK_TIMEOUT)?;
         let network = tx.network_name().to_string();
         let endpoints: Vec<Endpoint> = tx
             .endpoints()?
@@ -135,7 +140,7 @@ impl Plugin for Firewall {
             match fast {
                 Some(r) => tx.put_record(SERVICE, SETTINGS, &r)?,
                 None => {
-                    Self::render_network(tx, &conf)?;
+                    Self::render_network(&store, tx, &conf)?;
                 }
             }
             Ok(())
@@ -160,7 +165,7 @@ impl Plugin for Firewall {
             if rendered.endpoints > 0 && kernel::apply(&cmds).is_ok() {
                 tx.put_record(SERVICE, SETTINGS, &rendered)?;
             } else {
-                Self::render_network(tx, &rendered.conf)?;
+                Self::render_network(&store, tx, &rendered.conf)?;
             }
             Ok(())
         })?;
@@ -219,7 +224,7 @@ impl Plugin for Firewall {
                     tx.detach_endpoint(&ep.container_id, &ep.ifname, SERVICE)?;
                 }
             }
-            Self::render_network(tx, &rendered.conf)?;
+            Self::render_network(&store, tx, &rendered.conf)?;
             Ok(())
         })?;
         Ok(())
@@ -241,7 +246,8 @@ impl Reconcile for Firewall {
     fn reconcile(&self, conf: &NetConf) -> Result<Summary> {
         let fw = FirewallConf::from_netconf(conf)?;
         let store = open_for(conf)?;
-        let (endpoints, changes) = Graph::new(&store).transaction(&conf.name, |tx| Self::render_network(tx, &fw))?;
+        let (endpoints, changes) =
+            Graph::new(&store).transaction(&conf.name, |tx| Self::render_network(&store, tx, &fw))?;
         Ok(Summary {
             service: SERVICE.into(),
             network: conf.name.clone(),
