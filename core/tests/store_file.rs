@@ -187,3 +187,20 @@ fn state_dir_resolution() {
         assert!(cni.msg.contains("stateDir"), "{}", cni.msg);
     }
 }
+
+#[test]
+fn listing_sweeps_temp_files_of_dead_writers_only() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let s = FileStore::open(dir.path()).expect("open");
+    s.put("networks/n1/endpoints/a", &json!(1)).expect("put");
+    let docs = dir.path().join("kv/networks/n1/endpoints");
+    // Above any pid_max (2^22): a writer that cannot be alive.
+    let dead = docs.join(".tmp.4194305.0.b.json");
+    let alive = docs.join(format!(".tmp.{}.0.c.json", std::process::id()));
+    std::fs::write(&dead, b"{").expect("dead temp");
+    std::fs::write(&alive, b"{").expect("live temp");
+    let listed = s.list("networks/n1/").expect("list");
+    assert_eq!(listed.len(), 1, "temp files are never documents");
+    assert!(!dead.exists(), "a dead writer's temp file is swept");
+    assert!(alive.exists(), "a live writer's temp file is left alone");
+}

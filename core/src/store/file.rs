@@ -311,7 +311,8 @@ impl FileStore {
                 continue;
             };
             if name.starts_with('.') {
-                continue; // temp files
+                sweep_orphan_temp(&entry.path(), &name);
+                continue;
             }
             let path = entry.path();
             let is_dir = entry.file_type().map(|t| t.is_dir()).unwrap_or(false);
@@ -329,6 +330,20 @@ impl FileStore {
 struct StoredDoc {
     revision: Revision,
     value: Value,
+}
+
+/// Removes a temp file (`.tmp.<pid>.<n>.<name>`) whose writer died before
+/// renaming it. Listing walks the files anyway, so this costs no extra pass.
+fn sweep_orphan_temp(path: &Path, name: &str) {
+    let pid = name
+        .strip_prefix(".tmp.")
+        .and_then(|r| r.split('.').next())
+        .and_then(|p| p.parse::<u32>().ok());
+    if let Some(pid) = pid
+        && !Path::new(&format!("/proc/{pid}")).exists()
+    {
+        let _ = fs::remove_file(path);
+    }
 }
 
 impl Store for FileStore {
