@@ -5,7 +5,6 @@ use std::net::IpAddr;
 use anyhow::{Context, bail};
 use clap::{Args, ValueEnum};
 use netsvc_core::graph::{Endpoint, Graph};
-use netsvc_core::store::{FileStore, STATE_DIR_ENV, resolve_state_dir};
 use netsvc_firewall::config::Protocol;
 use netsvc_firewall::explain::{Explanation, Flow, World};
 use netsvc_firewall::{Rendered, SERVICE, model};
@@ -34,8 +33,7 @@ pub struct ExplainArgs {
 }
 
 pub fn run(a: ExplainArgs) -> anyhow::Result<i32> {
-    let env = std::env::var(STATE_DIR_ENV).ok();
-    let store = FileStore::open(resolve_state_dir(a.state_dir.as_deref(), env.as_deref())?)?;
+    let store = netsvc_core::store::open(a.state_dir.as_deref())?;
     let graph = Graph::new(&store);
     let (world, endpoints) = load(&graph)?;
     let flow = Flow {

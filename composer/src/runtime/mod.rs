@@ -11,7 +11,8 @@ use std::path::PathBuf;
 pub use cache::{CACHE_KIND, CachedAttachment, ResultCache};
 pub use invoke::{CallEnv, Invoker};
 use netsvc_core::cni::{
-    Attachment, CniError, CniResult, Command, NetConfList, SUPPORTED_VERSIONS, Version, version::highest_common,
+    Attachment, CniArgs, CniError, CniResult, Command, NetConfList, SUPPORTED_VERSIONS, Version,
+    version::highest_common,
 };
 use serde_json::{Map, Value, json};
 
@@ -57,11 +58,7 @@ pub struct RuntimeConf {
 
 impl RuntimeConf {
     fn args_string(&self) -> String {
-        self.args
-            .iter()
-            .map(|(k, v)| format!("{k}={v}"))
-            .collect::<Vec<_>>()
-            .join(";")
+        CniArgs(self.args.clone()).to_env_string()
     }
 }
 

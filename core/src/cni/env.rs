@@ -156,7 +156,7 @@ pub fn validate_container_id(id: &str) -> Result<()> {
     }
 }
 
-/// Interface names: 1..=15 bytes, not `.` or `..`, no `/`, `:` or whitespace.
+/// Interface names: 1..=15 bytes, not `.` or `..`, no `/`, `:`, NUL or whitespace.
 pub fn validate_ifname(name: &str) -> std::result::Result<(), String> {
     if name.is_empty() {
         return Err("interface name is empty".into());
@@ -167,7 +167,10 @@ pub fn validate_ifname(name: &str) -> std::result::Result<(), String> {
     if name == "." || name == ".." {
         return Err(format!("interface name {name:?} is not allowed"));
     }
-    if let Some(c) = name.chars().find(|c| *c == '/' || *c == ':' || c.is_whitespace()) {
+    if let Some(c) = name
+        .chars()
+        .find(|c| matches!(c, '/' | ':' | '\0') || c.is_whitespace())
+    {
         return Err(format!("interface name {name:?} holds {c:?}"));
     }
     Ok(())

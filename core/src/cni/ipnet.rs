@@ -23,6 +23,14 @@ impl IpNet {
         Ok(IpNet { addr, prefix })
     }
 
+    /// A single address as a prefix: `/32` or `/128`.
+    pub fn host(addr: IpAddr) -> IpNet {
+        IpNet {
+            addr,
+            prefix: if addr.is_ipv4() { 32 } else { 128 },
+        }
+    }
+
     pub fn is_ipv4(&self) -> bool {
         self.addr.is_ipv4()
     }

@@ -131,28 +131,7 @@ pub(crate) fn ok_if_missing(r: Result<()>) -> Result<()> {
 /// Validate an interface name: 1–15 bytes, not `.`/`..`, no `/`, `:` or
 /// whitespace (the kernel's and CNI's rules).
 pub fn validate_ifname(field: &str, name: &str) -> Result<()> {
-    if name.is_empty() || name.len() > 15 {
-        return Err(NetlinkError::invalid(
-            field,
-            format!("interface name {name:?} must be 1-15 bytes"),
-        ));
-    }
-    if name == "." || name == ".." {
-        return Err(NetlinkError::invalid(
-            field,
-            format!("interface name {name:?} is reserved"),
-        ));
-    }
-    if name
-        .chars()
-        .any(|c| c == '/' || c == ':' || c.is_whitespace() || c == '\0')
-    {
-        return Err(NetlinkError::invalid(
-            field,
-            format!("interface name {name:?} contains '/', ':', NUL or whitespace"),
-        ));
-    }
-    Ok(())
+    crate::cni::env::validate_ifname(name).map_err(|why| NetlinkError::invalid(field, why))
 }
 
 #[cfg(test)]

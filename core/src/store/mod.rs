@@ -125,10 +125,14 @@ pub trait Store: Send + Sync {
     fn lock_network(&self, network: &str, timeout: Duration) -> Result<LockGuard, StoreError>;
 }
 
-/// Opens the store a plugin call names: its `stateDir` key, else
+/// Opens the store in the state dir `configured` names, else
 /// `NETSVC_STATE_DIR`, else the default state dir.
-pub fn open_for(conf: &crate::cni::NetConf) -> Result<FileStore, StoreError> {
-    let configured = conf.extra.get("stateDir").and_then(serde_json::Value::as_str);
+pub fn open(configured: Option<&str>) -> Result<FileStore, StoreError> {
     let env = std::env::var(STATE_DIR_ENV).ok();
     FileStore::open(resolve_state_dir(configured, env.as_deref())?)
+}
+
+/// Opens the store a plugin call names: its `stateDir` key, then as [`open`].
+pub fn open_for(conf: &crate::cni::NetConf) -> Result<FileStore, StoreError> {
+    open(conf.extra.get("stateDir").and_then(serde_json::Value::as_str))
 }

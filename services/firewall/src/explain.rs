@@ -61,7 +61,7 @@ impl World {
         for ep in endpoints {
             let m = membership(&plan, ep);
             for (set, ip) in m.elements {
-                self.elements.entry(set).or_default().insert(host(ip));
+                self.elements.entry(set).or_default().insert(IpNet::host(ip));
             }
         }
         for (name, rules) in &plan.chains {
@@ -140,13 +140,6 @@ impl World {
         self.elements
             .get(set)
             .is_some_and(|nets| nets.iter().any(|n| n.contains(ip)))
-    }
-}
-
-fn host(ip: IpAddr) -> IpNet {
-    IpNet {
-        addr: ip,
-        prefix: if ip.is_ipv4() { 32 } else { 128 },
     }
 }
 

@@ -65,11 +65,9 @@ impl Current {
     }
 
     pub fn set_has(&self, set: &str, ip: IpAddr) -> bool {
-        let host = IpNet {
-            addr: ip,
-            prefix: if ip.is_ipv4() { 32 } else { 128 },
-        };
-        self.sets.get(set).is_some_and(|s| s.elements.contains(&host))
+        self.sets
+            .get(set)
+            .is_some_and(|s| s.elements.contains(&IpNet::host(ip)))
     }
 }
 
@@ -77,10 +75,7 @@ impl Current {
 /// when it carries extra data. Ranges that are not prefixes are not ours.
 fn parse_element(v: &Value) -> Option<IpNet> {
     match v {
-        Value::String(s) => s.parse::<IpAddr>().ok().map(|a| IpNet {
-            addr: a,
-            prefix: if a.is_ipv4() { 32 } else { 128 },
-        }),
+        Value::String(s) => s.parse::<IpAddr>().ok().map(IpNet::host),
         Value::Object(o) => {
             if let Some(p) = o.get("prefix") {
                 let addr: IpAddr = p["addr"].as_str()?.parse().ok()?;

@@ -3,7 +3,6 @@
 //! and touch only what differs; ADD and DEL are element updates only.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::IpAddr;
 
 use netsvc_core::cni::IpNet;
 use netsvc_core::naming::digest_hex;
@@ -30,18 +29,10 @@ fn cmd(op: &str, kind: &str, body: Value) -> Value {
 
 /// One address or prefix as nft JSON: a host is a plain address.
 pub fn element(net: &IpNet) -> Value {
-    let full = if net.is_ipv4() { 32 } else { 128 };
-    if net.prefix == full {
+    if *net == IpNet::host(net.addr) {
         json!(net.addr.to_string())
     } else {
         json!({"prefix": {"addr": net.addr.to_string(), "len": net.prefix}})
-    }
-}
-
-fn host(ip: IpAddr) -> IpNet {
-    IpNet {
-        addr: ip,
-        prefix: if ip.is_ipv4() { 32 } else { 128 },
     }
 }
 
@@ -181,7 +172,7 @@ pub fn rule_exprs(rule: &RuleDef, plan: &Plan) -> Vec<(Value, String)> {
 pub fn membership_cmds(op: &str, m: &Membership) -> Vec<Value> {
     let mut by_set: BTreeMap<&str, Vec<Value>> = BTreeMap::new();
     for (set, ip) in &m.elements {
-        by_set.entry(set).or_default().push(element(&host(*ip)));
+        by_set.entry(set).or_default().push(element(&IpNet::host(*ip)));
     }
     by_set
         .into_iter()
@@ -210,7 +201,7 @@ impl<'a> Desired<'a> {
             .collect();
         for m in memberships {
             for (set, ip) in &m.elements {
-                elements.entry(set.clone()).or_default().insert(host(*ip));
+                elements.entry(set.clone()).or_default().insert(IpNet::host(*ip));
             }
         }
         Desired { plan, elements }
