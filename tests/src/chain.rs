@@ -50,6 +50,23 @@ pub struct CallArgs {
     pub cap_args: Map<String, Value>,
 }
 
+impl CallArgs {
+    /// An endpoint's identity in CNI_ARGS: `NETSVC_NAME`, and `NETSVC_LABELS`
+    /// (`k:v,k2:v2`) when given, beside the `IgnoreUnknown=1` the reference
+    /// plugins need to accept our keys.
+    pub fn endpoint(name: &str, labels: Option<&str>) -> CallArgs {
+        let mut args = vec![
+            ("IgnoreUnknown".to_string(), "1".to_string()),
+            ("NETSVC_NAME".into(), name.into()),
+        ];
+        args.extend(labels.map(|l| ("NETSVC_LABELS".to_string(), l.to_string())));
+        CallArgs {
+            args,
+            ..Default::default()
+        }
+    }
+}
+
 impl TestNode {
     /// Binds `conflist` to this node. Plugins run in the node namespace.
     pub fn chain(&self, conflist: &Value) -> Result<Chain<'_>> {

@@ -11,17 +11,7 @@ use serde_json::{Value, json};
 const T: Duration = Duration::from_secs(5);
 
 fn args(name: &str, labels: &str) -> CallArgs {
-    let mut args = vec![
-        ("IgnoreUnknown".to_string(), "1".to_string()),
-        ("NETSVC_NAME".into(), name.into()),
-    ];
-    if !labels.is_empty() {
-        args.push(("NETSVC_LABELS".into(), labels.into()));
-    }
-    CallArgs {
-        args,
-        ..Default::default()
-    }
+    CallArgs::endpoint(name, Some(labels).filter(|l| !l.is_empty()))
 }
 
 fn firewall(policies: Value) -> Value {

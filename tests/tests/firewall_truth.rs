@@ -80,12 +80,7 @@ impl<'a> Net<'a> {
 
     /// ADDs `c` as endpoint `name` with `labels` (`k:v,...`); its address on `ifname`.
     fn attach(&self, c: &Container, ifname: &str, name: &str, labels: Option<&str>) -> IpAddr {
-        let mut args = vec![("IgnoreUnknown", "1"), ("NETSVC_NAME", name)];
-        args.extend(labels.map(|l| ("NETSVC_LABELS", l)));
-        let extra = CallArgs {
-            args: args.into_iter().map(|(k, v)| (k.into(), v.into())).collect(),
-            ..Default::default()
-        };
+        let extra = CallArgs::endpoint(name, labels);
         let result = self
             .chain
             .add_with(c, ifname, &extra)
@@ -214,6 +209,25 @@ fn both_directions(with_api_out: bool) -> Value {
     json!({"policies": policies})
 }
 
+/// The oracle of [`both_directions`]: web may only send to api, api (with
+/// `api-out`) only to db on tcp/80; api takes tcp from web, db takes api and
+/// ops1's udp/53.
+fn both_directions_allowed(with_api_out: bool) -> impl Fn(&str, &str, Port) -> bool {
+    move |from, to, port| {
+        let egress = match tier(from) {
+            "web" => tier(to) == "api",
+            "api" if with_api_out => tier(to) == "db" && port == Port::tcp(80),
+            _ => true,
+        };
+        let ingress = match tier(to) {
+            "api" => tier(from) == "web" && port.proto == Proto::Tcp,
+            "db" => tier(from) == "api" || (from == "ops1" && port == Port::udp(53)),
+            _ => true,
+        };
+        egress && ingress
+    }
+}
+
 /// The policy sequence; `subnet` is the network's, `ip` gives a pod's address.
 fn steps(subnet: &str, ip: impl Fn(&str) -> IpAddr) -> Vec<Step> {
     let udp53 = Port::udp(53);
@@ -296,35 +310,12 @@ fn steps(subnet: &str, ip: impl Fn(&str) -> IpAddr) -> Vec<Step> {
         step(
             "8: ingress and egress combined",
             both_directions(true),
-            move |from, to, port| {
-                let egress = match tier(from) {
-                    "web" => tier(to) == "api",
-                    "api" => tier(to) == "db" && port == Port::tcp(80),
-                    _ => true,
-                };
-                let ingress = match tier(to) {
-                    "api" => tier(from) == "web" && port.proto == Proto::Tcp,
-                    "db" => tier(from) == "api" || (from == "ops1" && port == udp53),
-                    _ => true,
-                };
-                egress && ingress
-            },
+            both_directions_allowed(true),
         ),
         step(
             "9: policy api-out removed",
             both_directions(false),
-            move |from, to, port| {
-                let egress = match tier(from) {
-                    "web" => tier(to) == "api",
-                    _ => true,
-                };
-                let ingress = match tier(to) {
-                    "api" => tier(from) == "web" && port.proto == Proto::Tcp,
-                    "db" => tier(from) == "api" || (from == "ops1" && port == udp53),
-                    _ => true,
-                };
-                egress && ingress
-            },
+            both_directions_allowed(false),
         ),
         step("10: every policy removed, all open again", json!({}), |_, _, _| true),
     ]

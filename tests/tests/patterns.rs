@@ -36,17 +36,10 @@ fn on_node(node: &TestNode, mut conf: Value) -> Value {
 }
 
 fn labelled(name: &str, tier: &str) -> CallArgs {
-    let mut args = vec![
-        ("IgnoreUnknown".into(), "1".into()),
-        ("NETSVC_NAME".into(), name.into()),
-    ];
-    if !tier.is_empty() {
-        args.push(("NETSVC_LABELS".into(), format!("tier:{tier}")));
-    }
-    CallArgs {
-        args,
-        ..Default::default()
-    }
+    CallArgs::endpoint(
+        name,
+        Some(format!("tier:{tier}")).filter(|_| !tier.is_empty()).as_deref(),
+    )
 }
 
 #[test]
