@@ -61,7 +61,7 @@ fn load(graph: &Graph<'_>) -> anyhow::Result<(World, Vec<Endpoint>)> {
         let eps: Vec<Endpoint> = graph
             .endpoints(&net.name)?
             .into_iter()
-            .filter(|e| e.services.iter().any(|s| s == SERVICE))
+            .filter(|e| e.held_by(SERVICE))
             .collect();
         world.add_network(model::plan(&net.name, &rendered.conf), &eps);
         all.extend(eps);

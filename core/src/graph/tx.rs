@@ -286,16 +286,19 @@ impl Tx<'_> {
         self.remove(k)
     }
 
-    /// Puts `ep` as held by `service`, keeping the services that already hold it.
-    pub fn attach_endpoint(&mut self, ep: &Endpoint, service: &str) -> Result<(), GraphError> {
+    /// Puts `ep` as held by `service`, keeping the services that already
+    /// hold it. Returns whether `service` newly holds it.
+    pub fn attach_endpoint(&mut self, ep: &Endpoint, service: &str) -> Result<bool, GraphError> {
         let mut services = self
             .get_endpoint(&ep.container_id, &ep.ifname)?
             .map(|e| e.services)
             .unwrap_or_default();
-        if !services.iter().any(|s| s == service) {
+        let newly = !services.iter().any(|s| s == service);
+        if newly {
             services.push(service.to_string());
         }
-        self.put_endpoint(&Endpoint { services, ..ep.clone() })
+        self.put_endpoint(&Endpoint { services, ..ep.clone() })?;
+        Ok(newly)
     }
 
     /// Drops `service`'s hold on an endpoint; the endpoint goes when no service
@@ -309,7 +312,7 @@ impl Tx<'_> {
         let Some(ep) = self.get_endpoint(container_id, ifname)? else {
             return Ok(None);
         };
-        if !ep.services.iter().any(|s| s == service) {
+        if !ep.held_by(service) {
             return Ok(None);
         }
         let rest: Vec<String> = ep.services.iter().filter(|s| *s != service).cloned().collect();

@@ -48,6 +48,11 @@ pub struct Endpoint {
 }
 
 impl Endpoint {
+    /// Whether `service` (a plugin type) holds this endpoint.
+    pub fn held_by(&self, service: &str) -> bool {
+        self.services.iter().any(|s| s == service)
+    }
+
     /// The attachment id used in keys: `<containerId>:<ifname>` (neither may hold `:`).
     pub fn id(&self) -> String {
         endpoint_id(&self.container_id, &self.ifname)

@@ -54,11 +54,7 @@ impl Firewall {
         // base chain: one at a time (element-only fast paths need no lock).
         let _table = store.lock_network(TABLE_LOCK, netsvc_core::graph::LOCK_TIMEOUT)?;
         let network = tx.network_name().to_string();
-        let endpoints: Vec<Endpoint> = tx
-            .endpoints()?
-            .into_iter()
-            .filter(|e| e.services.iter().any(|s| s == SERVICE))
-            .collect();
+        let endpoints: Vec<Endpoint> = tx.endpoints()?.into_iter().filter(|e| e.held_by(SERVICE)).collect();
         let plan = model::plan(&network, conf);
         let current = kernel::read()?;
         let cmds = if endpoints.is_empty() {
@@ -125,16 +121,13 @@ impl Plugin for Firewall {
         let store = open_for(&call.conf)?;
         Graph::new(&store).transaction(&call.conf.name, |tx| -> Result<()> {
             Self::record_network(tx, &prev)?;
-            let held = tx
-                .get_endpoint(&ep.container_id, &ep.ifname)?
-                .is_some_and(|e| e.services.iter().any(|s| s == SERVICE));
-            tx.attach_endpoint(&ep, SERVICE)?;
+            let newly = tx.attach_endpoint(&ep, SERVICE)?;
             let rendered: Option<Rendered> = tx.get_record(SERVICE, SETTINGS)?;
             let fast = rendered.filter(|r| r.digest == digest(&conf)).and_then(|mut r| {
                 let plan = model::plan(&call.conf.name, &conf);
                 let cmds = render::membership_cmds("add", &model::membership(&plan, &ep));
                 kernel::apply(&cmds).ok()?;
-                r.endpoints += u64::from(!held);
+                r.endpoints += u64::from(newly);
                 Some(r)
             });
             match fast {
@@ -179,7 +172,7 @@ impl Plugin for Firewall {
         let missing = |what: String| CniError::plugin(CODE_STATE_MISSING, format!("netsvc-firewall: {what}"));
         let ep = graph
             .endpoint(network, &call.env.container_id, &call.env.ifname)?
-            .filter(|e| e.services.iter().any(|s| s == SERVICE))
+            .filter(|e| e.held_by(SERVICE))
             .ok_or_else(|| {
                 missing(format!(
                     "endpoint {}/{} is not in the graph",
