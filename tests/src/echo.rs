@@ -182,26 +182,33 @@ impl Netns {
     /// Sends `msg` (one line) over TCP to `addr` from inside this namespace
     /// and returns the echo; fails on refusal, drop or `timeout`.
     pub fn tcp_echo(&self, addr: SocketAddr, msg: &str, timeout: Duration) -> Result<EchoReply> {
-        if msg.contains('\n') {
-            bail!("echo message must be one line: {msg:?}");
-        }
         self.run(|| {
-            let deadline = Instant::now() + timeout;
             let conn = TcpStream::connect_timeout(&addr, timeout)
                 .with_context(|| format!("[{}] tcp connect {addr}", self.name()))?;
-            let left = deadline
-                .saturating_duration_since(Instant::now())
-                .max(Duration::from_millis(1));
-            conn.set_read_timeout(Some(left))?;
-            conn.set_write_timeout(Some(left))?;
-            (&conn).write_all(format!("{msg}\n").as_bytes())?;
-            conn.shutdown(Shutdown::Write)?;
-            let mut raw = Vec::new();
-            (&conn)
-                .read_to_end(&mut raw)
-                .with_context(|| format!("[{}] tcp read from {addr}", self.name()))?;
-            EchoReply::parse(&raw)
+            talk(conn, addr, msg, timeout)
         })?
+    }
+
+    /// As [`Netns::tcp_echo`], from each of `local_ports` in turn (one flow
+    /// each, the same 4-tuple every time the same port is given); one result
+    /// per port, in order.
+    pub fn tcp_echo_from(
+        &self,
+        local_ports: &[u16],
+        addr: SocketAddr,
+        msg: &str,
+        timeout: Duration,
+    ) -> Result<Vec<Result<EchoReply>>> {
+        self.run(|| {
+            local_ports
+                .iter()
+                .map(|&port| {
+                    let conn = connect_from(port, addr, timeout)
+                        .with_context(|| format!("[{}] tcp connect {addr} from port {port}", self.name()))?;
+                    talk(conn, addr, msg, timeout)
+                })
+                .collect()
+        })
     }
 
     /// Sends `msg` over UDP to `addr` from inside this namespace, resending
@@ -244,4 +251,49 @@ impl Netns {
                 .with_context(|| format!("[{}] {addr} not accepting within {timeout:?}", self.name()))
         })?
     }
+}
+
+/// One request line out, the whole reply back.
+fn talk(conn: TcpStream, addr: SocketAddr, msg: &str, timeout: Duration) -> Result<EchoReply> {
+    if msg.contains('\n') {
+        bail!("echo message must be one line: {msg:?}");
+    }
+    conn.set_read_timeout(Some(timeout))?;
+    conn.set_write_timeout(Some(timeout))?;
+    (&conn).write_all(format!("{msg}\n").as_bytes())?;
+    conn.shutdown(Shutdown::Write)?;
+    let mut raw = Vec::new();
+    (&conn)
+        .read_to_end(&mut raw)
+        .with_context(|| format!("tcp read from {addr}"))?;
+    EchoReply::parse(&raw)
+}
+
+/// A TCP connection from a chosen local port (SO_REUSEADDR, so a port whose
+/// last connection lingers in TIME_WAIT can connect again).
+fn connect_from(port: u16, addr: SocketAddr, timeout: Duration) -> Result<TcpStream> {
+    use nix::sys::socket::{
+        AddressFamily, SockFlag, SockType, SockaddrStorage, bind, connect, setsockopt, socket, sockopt,
+    };
+    let family = if addr.is_ipv4() {
+        AddressFamily::Inet
+    } else {
+        AddressFamily::Inet6
+    };
+    let fd = socket(family, SockType::Stream, SockFlag::SOCK_CLOEXEC, None)?;
+    setsockopt(&fd, sockopt::ReuseAddr, &true)?;
+    // A blocking connect gives up after the send timeout.
+    setsockopt(
+        &fd,
+        sockopt::SendTimeout,
+        &nix::sys::time::TimeVal::new(timeout.as_secs() as _, timeout.subsec_micros() as _),
+    )?;
+    let local: SocketAddr = if addr.is_ipv4() {
+        SocketAddr::from(([0, 0, 0, 0], port))
+    } else {
+        SocketAddr::from(([0u16; 8], port))
+    };
+    bind(fd.as_raw_fd(), &SockaddrStorage::from(local))?;
+    connect(fd.as_raw_fd(), &SockaddrStorage::from(addr))?;
+    Ok(TcpStream::from(fd))
 }

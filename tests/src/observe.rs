@@ -59,6 +59,11 @@ impl LinkInfo {
         self.linkinfo.as_ref()?.get("info_kind")?.as_str()
     }
 
+    /// A number of the kind's settings (`linkinfo.info_data`), e.g. a bridge's `nf_call_iptables`.
+    pub fn info_data(&self, key: &str) -> Option<u64> {
+        self.linkinfo.as_ref()?.get("info_data")?.get(key)?.as_u64()
+    }
+
     /// The link's addresses.
     pub fn ips(&self) -> Vec<IpAddr> {
         self.addr_info.iter().map(|a| a.local).collect()

@@ -122,6 +122,24 @@ pub fn decode_at<T: DeserializeOwned>(v: &Value, base: &str) -> Result<T> {
     })
 }
 
+/// Names the list item an error points into: for `policies[2].select: …`
+/// appends ` (policy "web")` from the item's `name`, so a user finds it by name.
+pub fn name_item(raw: &Value, e: CniError, list: &str, kind: &str) -> CniError {
+    let Some(rest) = e.msg.split(&format!("{list}[")).nth(1) else {
+        return e;
+    };
+    let Some(i) = rest.split(']').next().and_then(|i| i.parse::<usize>().ok()) else {
+        return e;
+    };
+    match raw[list][i]["name"].as_str() {
+        Some(name) => CniError {
+            msg: format!("{} ({kind} {name:?})", e.msg),
+            ..e
+        },
+        None => e,
+    }
+}
+
 /// A conflist: the chain a runtime runs.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]

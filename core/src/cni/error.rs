@@ -2,6 +2,9 @@
 
 use serde::{Deserialize, Serialize};
 
+/// A netsvc service's CHECK found kernel state it created missing.
+pub const CODE_STATE_MISSING: u32 = 120;
+
 /// The error codes of the CNI spec. Codes from 100 up are plugin-specific.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Code {

@@ -13,7 +13,7 @@ pub mod version;
 pub use config::{Attachment, NetConf, NetConfList};
 pub use descriptor::{Descriptor, Feature};
 pub use env::{CniArgs, Command, Env};
-pub use error::{CniError, Code, Result};
+pub use error::{CODE_STATE_MISSING, CniError, Code, Result};
 pub use ipnet::IpNet;
 pub use plugin::{Call, Outcome, Plugin, dispatch, run};
 pub use result::{CniResult, Dns, Interface, IpConfig, Route};

@@ -2,7 +2,7 @@
 
 use crate::cni::{Call, CniError, CniResult, IpNet};
 
-use super::{Endpoint, identity};
+use super::{Endpoint, GraphError, Network, Tx, identity};
 
 /// The addresses the chain gave the container interface `ifname` (addresses
 /// bound to no interface count too, as the reference plugins read them).
@@ -58,5 +58,22 @@ pub fn endpoint_from_call(call: &Call, prev: &CniResult, service: &str) -> Resul
         names: id.names,
         labels: id.labels,
         services: Vec::new(),
+    })
+}
+
+/// Records the network from the interface plugin's result on its first
+/// attachment (later ones leave it as it is).
+pub fn record_network(tx: &mut Tx<'_>, prev: &CniResult) -> Result<(), GraphError> {
+    if tx.get_network()?.is_some() {
+        return Ok(());
+    }
+    let subnets = prev.ips.iter().map(|ip| ip.address.network().to_string()).collect();
+    let gateway = prev.ips.iter().find_map(|ip| ip.gateway).map(|g| g.to_string());
+    let bridge = host_interfaces(prev).next().map(str::to_string);
+    tx.put_network(&Network {
+        name: tx.network_name().to_string(),
+        subnets,
+        gateway,
+        bridge,
     })
 }

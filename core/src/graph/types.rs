@@ -63,6 +63,26 @@ pub(crate) fn endpoint_id(container_id: &str, ifname: &str) -> String {
     format!("{container_id}:{ifname}")
 }
 
+/// A transport protocol of a port.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    #[default]
+    Tcp,
+    Udp,
+    Sctp,
+}
+
+impl Protocol {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::Tcp => "tcp",
+            Protocol::Udp => "udp",
+            Protocol::Sctp => "sctp",
+        }
+    }
+}
+
 /// A port of a service.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -70,8 +90,8 @@ pub struct ServicePort {
     pub port: u16,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub target_port: Option<u16>,
-    /// "tcp" or "udp".
-    pub protocol: String,
+    #[serde(default)]
+    pub protocol: Protocol,
 }
 
 /// A load-balanced / named service; its backends are the endpoints it selects.

@@ -184,7 +184,14 @@ pub async fn set_bridge_netfilter(handle: &Handle, index: u32, on: bool) -> Resu
             InfoBridge::NfCallIp6Tables(on),
         ])),
     ]));
-    set(handle, format!("set bridge #{index} nf_call_iptables {on}"), msg).await
+    // Link-kind settings go through RTM_NEWLINK (the kernel's changelink);
+    // RTM_SETLINK ignores IFLA_LINKINFO without an error.
+    handle
+        .link()
+        .change(msg)
+        .execute()
+        .await
+        .map_err(|e| NetlinkError::request(format!("set bridge #{index} nf_call_iptables {on}"), e))
 }
 
 /// Set the link administratively down.

@@ -3,7 +3,9 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use netsvc_core::cni::{CniError, IpNet, NetConf, config::decode_at};
+use netsvc_core::cni::config::{decode_at, name_item};
+use netsvc_core::cni::{CniError, IpNet, NetConf};
+pub use netsvc_core::graph::Protocol;
 use netsvc_core::graph::{Selector, validate_name};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -91,25 +93,6 @@ impl Peer {
     }
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Protocol {
-    #[default]
-    Tcp,
-    Udp,
-    Sctp,
-}
-
-impl Protocol {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Protocol::Tcp => "tcp",
-            Protocol::Udp => "udp",
-            Protocol::Sctp => "sctp",
-        }
-    }
-}
-
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct PortConf {
@@ -167,7 +150,7 @@ impl FirewallConf {
     }
 
     pub fn from_value(raw: &Value) -> Result<FirewallConf, CniError> {
-        let conf: FirewallConf = decode_at(raw, "").map_err(|e| name_policy(raw, e))?;
+        let conf: FirewallConf = decode_at(raw, "").map_err(|e| name_item(raw, e, "policies", "policy"))?;
         conf.validate()?;
         Ok(conf)
     }
@@ -259,22 +242,6 @@ fn validate_port(field: &str, port: &PortConf) -> Result<(), FieldError> {
 }
 
 /// Adds the policy's name to a decode error whose path is inside `policies[i]`.
-fn name_policy(raw: &Value, e: CniError) -> CniError {
-    let Some(rest) = e.msg.split("policies[").nth(1) else {
-        return e;
-    };
-    let Some(i) = rest.split(']').next().and_then(|i| i.parse::<usize>().ok()) else {
-        return e;
-    };
-    match raw["policies"][i]["name"].as_str() {
-        Some(name) => CniError {
-            msg: format!("{} (policy {name:?})", e.msg),
-            ..e
-        },
-        None => e,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -15,7 +15,7 @@ pub mod render;
 
 use config::FirewallConf;
 use netsvc_core::cni::{Call, CniError, CniResult, Descriptor, Feature, NetConf, Plugin, Result};
-use netsvc_core::graph::{Endpoint, Graph, Network, Tx, endpoint_from_call, host_interfaces};
+use netsvc_core::graph::{Endpoint, Graph, Tx, endpoint_from_call, record_network};
 use netsvc_core::naming::digest_hex;
 use netsvc_core::reconcile::{Reconcile, Summary};
 use netsvc_core::store::{Store, open_for};
@@ -26,8 +26,7 @@ pub const SERVICE: &str = "netsvc-firewall";
 const SETTINGS: &str = "settings";
 /// The lock of full renders; a leading `_` keeps it apart from network names.
 const TABLE_LOCK: &str = "_netsvc-firewall";
-/// CHECK found our kernel state missing.
-pub const CODE_STATE_MISSING: u32 = 120;
+pub use netsvc_core::cni::CODE_STATE_MISSING;
 
 /// What the firewall last rendered for a network: the config, and how many
 /// endpoints it holds there (so DEL knows the last one without a listing).
@@ -79,22 +78,6 @@ impl Firewall {
         kernel::apply(&cmds)?;
         Ok((endpoints.len(), changes))
     }
-
-    fn record_network(tx: &mut Tx<'_>, prev: &CniResult) -> Result<()> {
-        if tx.get_network()?.is_some() {
-            return Ok(());
-        }
-        let subnets = prev.ips.iter().map(|ip| ip.address.network().to_string()).collect();
-        let gateway = prev.ips.iter().find_map(|ip| ip.gateway).map(|g| g.to_string());
-        let bridge = host_interfaces(prev).next().map(str::to_string);
-        tx.put_network(&Network {
-            name: tx.network_name().to_string(),
-            subnets,
-            gateway,
-            bridge,
-        })?;
-        Ok(())
-    }
 }
 
 impl Plugin for Firewall {
@@ -117,10 +100,10 @@ impl Plugin for Firewall {
             )
         })?;
         let ep = endpoint_from_call(call, &prev, SERVICE)?;
-        bridge::pass_bridged_traffic(&prev)?;
+        netsvc_core::bridged::pass_bridged_traffic(&prev)?;
         let store = open_for(&call.conf)?;
         Graph::new(&store).transaction(&call.conf.name, |tx| -> Result<()> {
-            Self::record_network(tx, &prev)?;
+            record_network(tx, &prev)?;
             let newly = tx.attach_endpoint(&ep, SERVICE)?;
             let rendered: Option<Rendered> = tx.get_record(SERVICE, SETTINGS)?;
             let fast = rendered.filter(|r| r.digest == digest(&conf)).and_then(|mut r| {
@@ -247,33 +230,5 @@ impl Reconcile for Firewall {
             endpoints,
             changes,
         })
-    }
-}
-
-mod bridge {
-    use netsvc_core::cni::{CniError, CniResult};
-    use netsvc_core::graph::host_interfaces;
-    use netsvc_core::netlink::links;
-
-    /// Same-bridge traffic is switched at layer 2 and meets the inet forward
-    /// hook (and conntrack) only through br_netfilter: turn it on for the
-    /// chain's bridge alone. Chains without a bridge (ptp) route, which the
-    /// forward hook sees anyway.
-    pub fn pass_bridged_traffic(prev: &CniResult) -> Result<(), CniError> {
-        let names: Vec<String> = host_interfaces(prev).map(str::to_string).collect();
-        if names.is_empty() {
-            return Ok(());
-        }
-        netsvc_core::netns::run("/proc/self/ns/net", |h| async move {
-            for name in names {
-                if let Some(link) = links::find_by_name(&h, &name).await?
-                    && link.kind.as_deref() == Some("bridge")
-                {
-                    links::set_bridge_netfilter(&h, link.index, true).await?;
-                }
-            }
-            Ok::<(), netsvc_core::netlink::NetlinkError>(())
-        })??;
-        Ok(())
     }
 }

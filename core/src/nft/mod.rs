@@ -209,6 +209,28 @@ impl NftTable {
         }
     }
 
+    /// Reads back this table only as nft's JSON, for schemas the `nftables`
+    /// crate cannot parse (verdict and `typeof` maps); `None` when it does not exist.
+    pub fn list_json(&self) -> Result<Option<serde_json::Value>, NftError> {
+        self.list_raw(&["table", &family_str(self.family), &self.name])
+    }
+
+    /// Reads back one set or map of this table as nft's JSON; `None` when absent.
+    pub fn list_set_json(&self, kind: SetKind, name: &str) -> Result<Option<serde_json::Value>, NftError> {
+        validate_name("set", name)?;
+        let word = if kind == SetKind::Map { "map" } else { "set" };
+        self.list_raw(&[word, &family_str(self.family), &self.name, name])
+    }
+
+    fn list_raw(&self, what: &[&str]) -> Result<Option<serde_json::Value>, NftError> {
+        let args: Vec<&str> = ["-j", "list"].into_iter().chain(what.iter().copied()).collect();
+        match run_nft(&args, None) {
+            Ok(out) => Ok(Some(serde_json::from_slice(&out)?)),
+            Err(NftError::Failed { stderr, .. }) if is_missing(&stderr) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
     /// Deletes the whole table; an absent table is not an error (idempotent teardown).
     pub fn delete(&self) -> Result<(), NftError> {
         // "add" of an existing table is a no-op, so add+delete in one
@@ -386,3 +408,6 @@ fn flush_scope<'b>(f: &'b FlushObject<'_>) -> Option<(NfFamily, &'b str)> {
         FlushObject::Meter(_) | FlushObject::Ruleset(_) => None,
     }
 }
+
+mod script;
+pub use script::{NftScript, SetKind};

@@ -1,0 +1,156 @@
+//! The full path: every service of the network ensured against the kernel,
+//! services no longer configured removed, and a table nobody uses dropped.
+//! Runs under a table-wide lock, as networks share the tables.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+
+use netsvc_core::cni::Result;
+use netsvc_core::graph::{Endpoint, LOCK_TIMEOUT, Service, ServicePort, Tx};
+use netsvc_core::nft::NftScript;
+use netsvc_core::store::Store;
+
+use crate::config::LbConf;
+use crate::model::{self, Family, Rendered};
+use crate::render::{self, HAIRPIN};
+use crate::{SERVICE, SETTINGS, Settings, TABLE_LOCK, digest, kernel, service_record};
+
+/// Renders the network from the graph; `gone`: addresses of endpoints that
+/// just left (their hairpin elements go). Returns (endpoints, services changed).
+pub fn render(store: &dyn Store, tx: &mut Tx<'_>, conf: &LbConf, gone: &[IpAddr]) -> Result<(usize, usize)> {
+    let _table = store.lock_network(TABLE_LOCK, LOCK_TIMEOUT)?;
+    let network = tx.network_name().to_string();
+    let endpoints: Vec<Endpoint> = tx.endpoints()?.into_iter().filter(|e| e.held_by(SERVICE)).collect();
+    let settings: Option<Settings> = tx.get_record(SERVICE, SETTINGS)?;
+
+    let mut names: BTreeSet<String> = conf.services.iter().map(|s| s.name.clone()).collect();
+    names.extend(
+        settings
+            .iter()
+            .flat_map(|s| s.conf.services.iter().map(|s| s.name.clone())),
+    );
+    let mut old: BTreeMap<String, Rendered> = BTreeMap::new();
+    for name in &names {
+        if let Some(r) = tx.get_record::<Rendered>(SERVICE, &service_record(name))? {
+            old.insert(name.clone(), r);
+        }
+    }
+    let desired: Vec<Rendered> = if endpoints.is_empty() {
+        Vec::new()
+    } else {
+        conf.services
+            .iter()
+            .map(|svc| {
+                let prefix = model::prefix(&network, svc);
+                let previous = old
+                    .get(&svc.name)
+                    .filter(|o| o.prefix == prefix)
+                    .map(|o| o.slots.clone());
+                let backends = model::backends(svc, &endpoints);
+                Rendered {
+                    slots: model::slot_table(svc, &previous.unwrap_or_default(), &backends),
+                    conf: svc.clone(),
+                    prefix,
+                }
+            })
+            .collect()
+    };
+    let kept: BTreeSet<&str> = desired.iter().map(|d| d.prefix.as_str()).collect();
+    let removed: Vec<&Rendered> = old.values().filter(|o| !kept.contains(o.prefix.as_str())).collect();
+
+    let mut changes = 0;
+    for f in Family::ALL {
+        let mine: Vec<&Rendered> = desired.iter().filter(|d| d.family() == f).collect();
+        let theirs_gone: Vec<&Rendered> = removed.iter().copied().filter(|o| o.family() == f).collect();
+        let current = kernel::read(f)?;
+        let Some(script) = family_script(f, &mine, &theirs_gone, current.as_ref(), &endpoints, gone)? else {
+            continue;
+        };
+        script.apply()?;
+        changes += mine.len() + theirs_gone.len();
+    }
+
+    for o in &removed {
+        tx.remove_record::<Rendered>(SERVICE, &service_record(&o.conf.name))?;
+        tx.remove_service(&o.conf.name)?;
+    }
+    for d in &desired {
+        tx.put_record(SERVICE, &service_record(&d.conf.name), d)?;
+        tx.put_service(&graph_service(d))?;
+    }
+    if endpoints.is_empty() {
+        tx.remove_record::<Settings>(SERVICE, SETTINGS)?;
+        if tx.endpoints()?.is_empty() {
+            tx.remove_network()?;
+        }
+    } else {
+        let s = Settings {
+            conf: conf.clone(),
+            digest: digest(conf),
+            endpoints: endpoints.len() as u64,
+        };
+        tx.put_record(SERVICE, SETTINGS, &s)?;
+    }
+    Ok((endpoints.len(), changes))
+}
+
+/// One family's script; `None` when the table neither exists nor is needed.
+fn family_script(
+    f: Family,
+    mine: &[&Rendered],
+    removed: &[&Rendered],
+    current: Option<&kernel::Current>,
+    endpoints: &[Endpoint],
+    gone: &[IpAddr],
+) -> Result<Option<NftScript>> {
+    let table = render::table(f);
+    if mine.is_empty() {
+        let Some(current) = current else {
+            return Ok(None);
+        };
+        // Dropped outright when no other network has a service in it.
+        let ours: BTreeSet<String> = removed.iter().flat_map(|r| r.frontends()).map(|(k, _)| k).collect();
+        if current.frontends().is_subset(&ours) {
+            let mut s = NftScript::new(&table);
+            s.remove_table();
+            return Ok(Some(s));
+        }
+    }
+    let mut s = render::skeleton(f)?;
+    for r in removed {
+        render::remove_service(&mut s, r)?;
+    }
+    for r in mine {
+        let slots = current.and_then(|c| c.slots(&r.slots_map()));
+        render::ensure_service(&mut s, r, slots.as_ref())?;
+    }
+    let pairs: Vec<String> = endpoints
+        .iter()
+        .flat_map(|e| render::hairpin_elements(&model::addresses(e, f)))
+        .collect();
+    s.add_elements(HAIRPIN, &pairs)?;
+    let left: Vec<IpAddr> = gone.iter().copied().filter(|a| Family::of(*a) == f).collect();
+    let stale = render::hairpin_elements(&left);
+    s.add_elements(HAIRPIN, &stale)?;
+    s.delete_elements(HAIRPIN, &stale)?;
+    Ok(Some(s))
+}
+
+/// The graph's view of a service (what netsvc-dns serves by name).
+fn graph_service(r: &Rendered) -> Service {
+    Service {
+        name: r.conf.name.clone(),
+        vip: Some(r.conf.vip.clone()),
+        ports: r
+            .conf
+            .ports
+            .iter()
+            .map(|p| ServicePort {
+                port: p.port(),
+                target_port: Some(p.target()),
+                protocol: p.protocol,
+            })
+            .collect(),
+        selector: r.conf.select.clone(),
+    }
+}
