@@ -8,6 +8,7 @@ use serde_json::{Map, Value};
 pub fn reconciler(plugin_type: &str) -> Option<Box<dyn Reconcile>> {
     match plugin_type {
         netsvc_firewall::SERVICE => Some(Box::new(netsvc_firewall::Firewall)),
+        netsvc_lb::SERVICE => Some(Box::new(netsvc_lb::Lb)),
         _ => None,
     }
 }
@@ -24,11 +25,14 @@ pub fn validate_service(i: usize, service: &Map<String, Value>) -> Result<(), Cn
         netsvc_firewall::SERVICE => netsvc_firewall::config::FirewallConf::from_value(&Value::Object(service.clone()))
             .map(drop)
             .map_err(at),
+        netsvc_lb::SERVICE => netsvc_lb::config::LbConf::from_value(&Value::Object(service.clone()))
+            .map(drop)
+            .map_err(at),
         other => Err(CniError::invalid_config(
             &format!("services[{i}].type"),
             format!(
                 "{other:?} is not a netsvc service (known: {})",
-                netsvc_firewall::SERVICE
+                [netsvc_firewall::SERVICE, netsvc_lb::SERVICE].join(", ")
             ),
         )),
     }

@@ -41,7 +41,7 @@ fn attach(chain: &Chain, c: &Container, name: &str, app: &str) -> IpAddr {
     container_ip(&r, "eth0").unwrap()
 }
 
-/// Backends `<app>0..n` each answering on `port` with its name.
+/// Backends `<app>0..n` each answering on `port` (IPv4 and IPv6) with its name.
 struct Backends {
     containers: Vec<Container>,
     servers: Vec<EchoServer>,
@@ -56,8 +56,9 @@ fn backends(node: &TestNode, chain: &Chain, app: &str, n: usize, port: u16) -> B
         let name = format!("{app}{i}");
         let c = node.container(&name).unwrap();
         attach(chain, &c, &name, app);
-        b.servers
-            .push(EchoServer::start(c.ns(), SocketAddr::from(([0, 0, 0, 0], port)), &name).unwrap());
+        // `[::]` takes IPv4 as well (IPV6_V6ONLY is off by default).
+        let any = SocketAddr::from(([0u16; 8], port));
+        b.servers.push(EchoServer::start(c.ns(), any, &name).unwrap());
         b.containers.push(c);
     }
     b
@@ -119,6 +120,16 @@ fn three_backends_share_tcp_and_udp_connections() {
             assert!(*n >= 60, "udp={udp}: {backend} got {n} of 300: {seen:?}");
         }
     }
+    // The graph keeps the service (what netsvc-dns serves by name).
+    let store = netsvc_core::store::FileStore::open(node.state_dir()).unwrap();
+    let services = netsvc_core::graph::Graph::new(&store).services("lbspread").unwrap();
+    assert_eq!(services.len(), 1);
+    assert_eq!(
+        (services[0].name.as_str(), services[0].vip.as_deref()),
+        ("api", Some(VIP))
+    );
+    assert_eq!(services[0].ports[0].target_port, Some(8080));
+
     // The node reaches the VIP too (its own traffic meets the output hook).
     let reply = node.tcp_echo(vip(80), "from the node", T).unwrap();
     assert!(reply.identity.starts_with("api"), "{reply:?}");
@@ -444,4 +455,77 @@ fn check_gc_and_status() {
     assert_eq!(err.kind(), std::io::ErrorKind::ConnectionRefused, "{err}");
     alone.gc(&[]).unwrap();
     assert_eq!(tables(&node).trim(), "", "GC of every attachment leaves no table");
+}
+
+#[test]
+fn ipv6_and_ipv4_vips_on_a_dual_stack_network() {
+    let node = TestNode::new().unwrap();
+    let svcs = json!([
+        {"name": "api4", "vip": VIP, "select": {"labels": {"app": "api"}}, "ports": [{"port": 80, "targetPort": 8080}]},
+        {"name": "api6", "vip": "fd00:96::10", "select": {"labels": {"app": "api"}},
+         "ports": [{"port": 80, "targetPort": 8080}, {"port": 53, "targetPort": 8080, "protocol": "udp"}],
+         "algorithm": "maglev", "maglevTableSize": 1021}
+    ]);
+    let mut conf = node.bridge_conflist("lbdual", "1.0.0", "10.241.9.0/24", vec![lb(svcs)]);
+    conf["plugins"][0]["ipam"]["ranges"] = json!([[{"subnet": "10.241.9.0/24"}], [{"subnet": "fd00:241::/64"}]]);
+    conf["plugins"][0]["ipam"]["routes"] = json!([{"dst": "0.0.0.0/0"}, {"dst": "::/0"}]);
+    let chain = node.chain(&conf).unwrap();
+    let client = node.container("client").unwrap();
+    attach(&chain, &client, "client", "client");
+    let b = backends(&node, &chain, "api", 2, 8080);
+    let vip6: SocketAddr = "[fd00:96::10]:80".parse().unwrap();
+
+    // Fresh IPv6 addresses are usable once duplicate address detection ends.
+    client.ns().wait_tcp(vip6, Duration::from_secs(10)).unwrap();
+    let v6 = spread(client.ns(), vip6, 40, false);
+    assert_eq!(v6.len(), 2, "{v6:?}");
+    let udp6 = spread(client.ns(), "[fd00:96::10]:53".parse().unwrap(), 40, true);
+    assert_eq!(udp6.len(), 2, "{udp6:?}");
+    assert_eq!(spread(client.ns(), vip(80), 40, false).len(), 2);
+    // Hairpin over IPv6 (the only backend left reaches itself).
+    chain.del(&b.containers[0], "eth0").unwrap();
+    let me = b.containers[1].ns().tcp_echo(vip6, "self", T).unwrap();
+    assert_eq!(me.identity, "api1");
+    let tables = tables(&node);
+    assert!(
+        tables.contains("table ip6 netsvc_lb") && tables.contains("table ip netsvc_lb"),
+        "{tables}"
+    );
+}
+
+#[test]
+fn a_changed_service_is_rebuilt_and_a_dropped_one_removed() {
+    let node = TestNode::new().unwrap();
+    let v1 = json!([{"name": "api", "vip": VIP, "select": {"labels": {"app": "api"}}, "ports": [{"port": 80, "targetPort": 8080}]},
+                    {"name": "old", "vip": "10.96.0.11", "ports": [{"port": 80}]}]);
+    let v2 = json!([{"name": "api", "vip": VIP, "select": {"labels": {"app": "api"}}, "ports": [{"port": 80, "targetPort": 8080}],
+                     "algorithm": "maglev", "maglevTableSize": 251}]);
+    let chain1 = node
+        .chain(&node.bridge_conflist("lbchange", "1.0.0", "10.241.10.0/24", vec![lb(v1)]))
+        .unwrap();
+    let chain2 = node
+        .chain(&node.bridge_conflist("lbchange", "1.0.0", "10.241.10.0/24", vec![lb(v2)]))
+        .unwrap();
+    let client = node.container("client").unwrap();
+    attach(&chain1, &client, "client", "client");
+    let b = backends(&node, &chain1, "api", 2, 8080);
+    let before = tables(&node);
+    assert!(before.contains("10.96.0.11") && !before.contains("jhash"), "{before}");
+
+    // The next ADD runs the new config: api moves to Maglev, old goes.
+    let c = node.container("api9").unwrap();
+    attach(&chain2, &c, "api9", "api");
+    let _s = EchoServer::start(c.ns(), SocketAddr::from(([0u16; 8], 8080)), "api9").unwrap();
+    let after = tables(&node);
+    assert!(after.contains("jhash") && !after.contains("dnat to numgen"), "{after}");
+    assert!(!after.contains("10.96.0.11"), "the dropped service is gone: {after}");
+    let chains_of = |t: &str| t.lines().filter(|l| l.trim_start().starts_with("chain s")).count();
+    assert_eq!(chains_of(&after), 1, "only the new service's port chain: {after}");
+    assert_eq!(spread(client.ns(), vip(80), 60, false).len(), 3);
+
+    // DELs (with either config) leave nothing.
+    for ct in b.containers.iter().chain([&c, &client]) {
+        chain1.del(ct, "eth0").unwrap();
+    }
+    assert_eq!(tables(&node).trim(), "");
 }

@@ -76,3 +76,49 @@ fn tiered_isolation() {
         chain.del(c, "eth0").unwrap();
     }
 }
+
+/// Who answered `n` connections from `client` to `vip`.
+fn answers(client: &Container, vip: std::net::SocketAddr, n: usize) -> std::collections::BTreeSet<String> {
+    (0..n)
+        .map(|i| {
+            client
+                .ns()
+                .tcp_echo(vip, &format!("req {i}"), Duration::from_secs(5))
+                .unwrap_or_else(|e| panic!("connection {i} to {vip}: {e:#}"))
+                .identity
+        })
+        .collect()
+}
+
+#[test]
+fn service_vip_in_front_of_replicas() {
+    let node = TestNode::new().unwrap();
+    let chain = node.chain(&on_node(&node, composed_conflist("service-vip"))).unwrap();
+    let vip: std::net::SocketAddr = "10.96.0.10:80".parse().unwrap();
+    let start = |name: &str| {
+        let c = node.container(name).unwrap();
+        chain
+            .add_with(&c, "eth0", &CallArgs::endpoint(name, Some("app:api")))
+            .unwrap();
+        let server = netsvc_tests::EchoServer::start(c.ns(), "0.0.0.0:8080".parse().unwrap(), name).unwrap();
+        (c, server)
+    };
+    let client = node.container("client").unwrap();
+    chain
+        .add_with(&client, "eth0", &CallArgs::endpoint("client", None))
+        .unwrap();
+    let replicas: Vec<_> = ["api-1", "api-2", "api-3"].iter().map(|n| start(n)).collect();
+
+    // Every replica serves the VIP.
+    assert_eq!(answers(&client, vip, 90).len(), 3);
+    // A replica leaves: the VIP keeps answering from the others only.
+    chain.del(&replicas[0].0, "eth0").unwrap();
+    let left = answers(&client, vip, 60);
+    assert!(!left.contains("api-1") && left.len() == 2, "{left:?}");
+    // A new replica joins and takes its share.
+    let (_c4, _s4) = start("api-4");
+    assert!(answers(&client, vip, 90).contains("api-4"));
+    // A replica reaches its own service (hairpin).
+    let reply = replicas[1].0.ns().tcp_echo(vip, "me", Duration::from_secs(5)).unwrap();
+    assert!(reply.identity.starts_with("api-"), "{reply:?}");
+}

@@ -4,8 +4,8 @@ use std::net::IpAddr;
 
 use anyhow::{Context, bail};
 use clap::{Args, ValueEnum};
+use netsvc_core::graph::Protocol;
 use netsvc_core::graph::{Endpoint, Graph};
-use netsvc_firewall::config::Protocol;
 use netsvc_firewall::explain::{Explanation, Flow, World};
 use netsvc_firewall::{Rendered, SERVICE, model};
 
