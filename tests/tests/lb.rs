@@ -529,3 +529,46 @@ fn a_changed_service_is_rebuilt_and_a_dropped_one_removed() {
     }
     assert_eq!(tables(&node).trim(), "");
 }
+
+#[test]
+fn apply_repairs_a_lost_backend_and_then_finds_nothing_to_do() {
+    let node = TestNode::new().unwrap();
+    let svc = json!([{"name": "api", "vip": VIP, "select": {"labels": {"app": "api"}}, "ports": [{"port": 80, "targetPort": 8080}]}]);
+    let conf = node.bridge_conflist("lbapply", "1.0.0", "10.241.11.0/24", vec![lb(svc)]);
+    let chain = node.chain(&conf).unwrap();
+    let client = node.container("client").unwrap();
+    attach(&chain, &client, "client", "client");
+    let _b = backends(&node, &chain, "api", 2, 8080);
+    let path = node.state_dir().join("lbapply.conflist");
+    std::fs::write(&path, serde_json::to_vec(&conf).unwrap()).unwrap();
+    let apply = || {
+        let netsvc = netsvc_tests::chain::plugin_dir().join("netsvc");
+        let out = node.command(netsvc).arg("apply").arg(&path).output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    assert!(
+        apply().contains("netsvc-lb lbapply: 3 endpoints, 0 changes"),
+        "nothing drifted yet"
+    );
+
+    // Someone deletes a slot: connections picking it find no backend.
+    let out = node.exec("nft", ["-j", "list", "table", "ip", "netsvc_lb"]).unwrap();
+    let doc: Value = serde_json::from_str(&out).unwrap();
+    let slots = doc["nftables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find_map(|o| o["map"]["name"].as_str().filter(|n| n.ends_with("_slots")))
+        .unwrap()
+        .to_string();
+    node.exec("nft", [format!("delete element ip netsvc_lb {slots} {{ 1 }}")])
+        .unwrap();
+    let first = apply();
+    assert!(first.contains("3 endpoints, 1 changes"), "{first}");
+    assert!(
+        apply().contains("3 endpoints, 0 changes"),
+        "a second apply finds nothing to do"
+    );
+    assert_eq!(spread(client.ns(), vip(80), 40, false).len(), 2);
+}

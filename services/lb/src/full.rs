@@ -13,7 +13,7 @@ use netsvc_core::store::Store;
 use crate::config::LbConf;
 use crate::model::{self, Family, Rendered};
 use crate::render::{self, HAIRPIN};
-use crate::{SERVICE, SETTINGS, Settings, TABLE_LOCK, digest, kernel, service_record};
+use crate::{CONF, SERVICE, SETTINGS, Settings, TABLE_LOCK, digest, kernel, service_record};
 
 /// Renders the network from the graph; `gone`: addresses of endpoints that
 /// just left (their hairpin elements go). Returns (endpoints, services changed).
@@ -21,14 +21,10 @@ pub fn render(store: &dyn Store, tx: &mut Tx<'_>, conf: &LbConf, gone: &[IpAddr]
     let _table = store.lock_network(TABLE_LOCK, LOCK_TIMEOUT)?;
     let network = tx.network_name().to_string();
     let endpoints: Vec<Endpoint> = tx.endpoints()?.into_iter().filter(|e| e.held_by(SERVICE)).collect();
-    let settings: Option<Settings> = tx.get_record(SERVICE, SETTINGS)?;
+    let before: Option<LbConf> = tx.get_record(SERVICE, CONF)?;
 
     let mut names: BTreeSet<String> = conf.services.iter().map(|s| s.name.clone()).collect();
-    names.extend(
-        settings
-            .iter()
-            .flat_map(|s| s.conf.services.iter().map(|s| s.name.clone())),
-    );
+    names.extend(before.iter().flat_map(|c| c.services.iter().map(|s| s.name.clone())));
     let mut old: BTreeMap<String, Rendered> = BTreeMap::new();
     for name in &names {
         if let Some(r) = tx.get_record::<Rendered>(SERVICE, &service_record(name))? {
@@ -67,7 +63,7 @@ pub fn render(store: &dyn Store, tx: &mut Tx<'_>, conf: &LbConf, gone: &[IpAddr]
             continue;
         };
         script.apply()?;
-        changes += mine.len() + theirs_gone.len();
+        changes += drifted(&mine, &theirs_gone, current.as_ref());
     }
 
     for o in &removed {
@@ -80,16 +76,19 @@ pub fn render(store: &dyn Store, tx: &mut Tx<'_>, conf: &LbConf, gone: &[IpAddr]
     }
     if endpoints.is_empty() {
         tx.remove_record::<Settings>(SERVICE, SETTINGS)?;
+        tx.remove_record::<LbConf>(SERVICE, CONF)?;
         if tx.endpoints()?.is_empty() {
             tx.remove_network()?;
         }
     } else {
         let s = Settings {
-            conf: conf.clone(),
             digest: digest(conf),
             endpoints: endpoints.len() as u64,
         };
         tx.put_record(SERVICE, SETTINGS, &s)?;
+        if before.as_ref() != Some(conf) {
+            tx.put_record(SERVICE, CONF, conf)?;
+        }
     }
     Ok((endpoints.len(), changes))
 }
@@ -134,6 +133,21 @@ fn family_script(
     s.add_elements(HAIRPIN, &stale)?;
     s.delete_elements(HAIRPIN, &stale)?;
     Ok(Some(s))
+}
+
+/// How many services this render changes: desired ones the kernel lacks or
+/// holds differently, and removed ones still there.
+fn drifted(mine: &[&Rendered], removed: &[&Rendered], current: Option<&kernel::Current>) -> usize {
+    let Some(current) = current else {
+        return mine.len();
+    };
+    let differs = |r: &&&Rendered| {
+        let want: BTreeMap<usize, IpAddr> = r.slots.iter().copied().enumerate().collect();
+        current.slots(&r.slots_map()) != Some(want)
+            || r.port_rules().iter().any(|(chain, _)| !current.chains.contains(chain))
+    };
+    let present = |r: &&&Rendered| current.maps.contains_key(&r.slots_map());
+    mine.iter().filter(differs).count() + removed.iter().filter(present).count()
 }
 
 /// The graph's view of a service (what netsvc-dns serves by name).

@@ -20,8 +20,9 @@ mod full;
 use config::LbConf;
 use model::{Family, Rendered};
 use netsvc_core::cni::{CODE_STATE_MISSING, Call, CniError, CniResult, Descriptor, Feature, NetConf, Plugin, Result};
-use netsvc_core::graph::{Graph, endpoint_from_call, record_network};
+use netsvc_core::graph::{Graph, Tx, endpoint_from_call, record_network};
 use netsvc_core::naming::digest_hex;
+use netsvc_core::nft::SetKind;
 use netsvc_core::reconcile::{Reconcile, Summary};
 use netsvc_core::store::open_for;
 use serde::{Deserialize, Serialize};
@@ -29,17 +30,30 @@ use serde::{Deserialize, Serialize};
 /// The plugin type, and this service's name in the graph.
 pub const SERVICE: &str = "netsvc-lb";
 const SETTINGS: &str = "settings";
+/// The record of the config last rendered (large with many services: read
+/// only when a call's config differs from it).
+const CONF: &str = "conf";
 /// The lock of full renders; a leading `_` keeps it apart from network names.
 const TABLE_LOCK: &str = "_netsvc-lb";
 
-/// What the load balancer last rendered for a network: the config, and how
-/// many endpoints it holds there (so DEL knows the last one without a listing).
+/// What the load balancer last rendered for a network: the digest of its
+/// config, and how many endpoints it holds there (so DEL knows the last one
+/// without a listing). Small, as the fast path rewrites it on every call.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Settings {
-    pub conf: LbConf,
     pub digest: String,
     pub endpoints: u64,
+}
+
+/// The config last rendered: this call's when it is the same (no read), else the stored one.
+fn rendered_conf(tx: &mut Tx<'_>, call: &NetConf, s: &Settings) -> Result<LbConf> {
+    if let Ok(conf) = LbConf::from_netconf(call)
+        && digest(&conf) == s.digest
+    {
+        return Ok(conf);
+    }
+    Ok(tx.get_record(SERVICE, CONF)?.unwrap_or_default())
 }
 
 pub fn digest(conf: &LbConf) -> String {
@@ -106,11 +120,12 @@ impl Plugin for Lb {
                 return Ok(());
             };
             s.endpoints = s.endpoints.saturating_sub(1);
-            if s.endpoints > 0 && fast::del(tx, &s.conf, &ep)? {
+            let conf = rendered_conf(tx, &call.conf, &s)?;
+            if s.endpoints > 0 && fast::del(tx, &conf, &ep)? {
                 tx.put_record(SERVICE, SETTINGS, &s)?;
             } else {
                 let gone: Vec<_> = Family::ALL.iter().flat_map(|f| model::addresses(&ep, *f)).collect();
-                full::render(&store, tx, &s.conf, &gone)?;
+                full::render(&store, tx, &conf, &gone)?;
             }
             Ok(())
         })?;
@@ -133,16 +148,24 @@ impl Plugin for Lb {
                     call.env.container_id, call.env.ifname
                 ))
             })?;
-        let settings: Settings = graph
-            .record(network, SERVICE, SETTINGS)?
+        let conf: LbConf = graph
+            .record(network, SERVICE, CONF)?
             .ok_or_else(|| missing(format!("network {network} was never rendered")))?;
-        for svc in &settings.conf.services {
+        // One read per family table, whatever the number of services.
+        let mut tables = std::collections::BTreeMap::new();
+        for f in conf.services.iter().map(|s| Family::of(s.vip())) {
+            if let std::collections::btree_map::Entry::Vacant(v) = tables.entry(f) {
+                v.insert(kernel::read(f)?);
+            }
+        }
+        for svc in &conf.services {
             let r: Rendered = graph
                 .record(network, SERVICE, &service_record(&svc.name))?
                 .ok_or_else(|| missing(format!("service {} was never rendered", svc.name)))?;
             let f = r.family();
-            let current =
-                kernel::read(f)?.ok_or_else(|| missing(format!("table {} {} is missing", f.word(), model::TABLE)))?;
+            let current = tables[&f]
+                .as_ref()
+                .ok_or_else(|| missing(format!("table {} {} is missing", f.word(), model::TABLE)))?;
             for (chain, _) in r.port_rules() {
                 if !current.chains.contains(&chain) {
                     return Err(missing(format!("chain {chain} of service {} is missing", svc.name)));
@@ -168,6 +191,7 @@ impl Plugin for Lb {
             let Some(s) = tx.get_record::<Settings>(SERVICE, SETTINGS)? else {
                 return Ok(());
             };
+            let conf = rendered_conf(tx, &call.conf, &s)?;
             let mut gone = Vec::new();
             for ep in tx.endpoints()? {
                 let valid = keep
@@ -177,7 +201,7 @@ impl Plugin for Lb {
                     gone.extend(Family::ALL.iter().flat_map(|f| model::addresses(&ep, *f)));
                 }
             }
-            full::render(&store, tx, &s.conf, &gone)?;
+            full::render(&store, tx, &conf, &gone)?;
             Ok(())
         })?;
         Ok(())
@@ -186,7 +210,9 @@ impl Plugin for Lb {
     /// 50 when nft cannot run or the kernel refuses our tables.
     fn status(&self, _call: &Call) -> Result<()> {
         for f in Family::ALL {
-            kernel::read(f).map_err(|e| CniError::not_available(format!("netsvc-lb cannot read nftables: {e}")))?;
+            render::table(f)
+                .list_set_json(SetKind::Map, render::SERVICES)
+                .map_err(|e| CniError::not_available(format!("netsvc-lb cannot read nftables: {e}")))?;
         }
         Ok(())
     }
