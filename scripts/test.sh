@@ -18,6 +18,8 @@ PACKAGES=(
     busybox-static
     iptables # the reference portmap and firewall plugins program it
     tcpdump # reads nflog: the firewall's denied-packet log
+    dnsmasq-base # the upstream resolver netsvc-dnsd forwards to in tests
+    util-linux # unshare: a container-private resolv.conf for getent
 )
 
 step() { printf '\n==> %s\n' "$*"; }

@@ -63,7 +63,7 @@ pub fn resolve_state_dir(config: Option<&str>, env: Option<&str>) -> Result<Path
 }
 
 /// The embedded store. Cheap to open; safe to use from many processes.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct FileStore {
     root: PathBuf,
 }

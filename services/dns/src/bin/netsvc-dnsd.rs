@@ -1,0 +1,3 @@
+fn main() -> anyhow::Result<()> {
+    netsvc_dns::daemon::main()
+}

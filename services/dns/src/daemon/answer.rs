@@ -1,0 +1,167 @@
+//! One DNS message in, one out: parse, look up, build the response; forward
+//! what is not ours. Malformed input never panics: it gets FORMERR or nothing.
+
+use std::net::SocketAddr;
+
+use hickory_proto::op::{Edns, Message, MessageType, OpCode, ResponseCode};
+
+use super::forward;
+use crate::zone::{Outcome, Zone};
+
+/// Our EDNS payload size (the DNS flag day's safe UDP size).
+const EDNS_PAYLOAD: u16 = 1232;
+/// The classic UDP limit for clients without EDNS.
+const PLAIN_UDP: usize = 512;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    Udp,
+    Tcp,
+}
+
+/// The response to `query` from `client`, or `None` when there is nothing to
+/// answer (a response, or too short to carry an id).
+pub async fn respond(
+    zone: &Zone,
+    query: &[u8],
+    client: SocketAddr,
+    listen: SocketAddr,
+    transport: Transport,
+) -> Option<Vec<u8>> {
+    let msg = match Message::from_vec(query) {
+        Ok(m) => m,
+        Err(_) => return format_error(query),
+    };
+    if msg.metadata.message_type != MessageType::Query {
+        return None;
+    }
+    if msg.metadata.op_code != OpCode::Query {
+        return encode(&error(&msg, ResponseCode::NotImp), &msg, transport);
+    }
+    let [q] = msg.queries.as_slice() else {
+        return encode(&error(&msg, ResponseCode::FormErr), &msg, transport);
+    };
+    let mut resp = error(&msg, ResponseCode::NoError);
+    match zone.lookup(client.ip(), listen, q.name(), q.query_type()) {
+        Outcome::Answer(records) => {
+            resp.metadata.authoritative = true;
+            resp.answers = records;
+        }
+        Outcome::NoData(soa) => {
+            resp.metadata.authoritative = true;
+            resp.authorities.push(soa);
+        }
+        Outcome::NxDomain(soa) => {
+            resp.metadata.authoritative = true;
+            resp.metadata.response_code = ResponseCode::NXDomain;
+            resp.authorities.push(soa);
+        }
+        Outcome::Forward(upstreams) => {
+            return match forward::exchange(query, &upstreams, transport).await {
+                Some(reply) => Some(fit(reply, &msg, transport)),
+                None => encode(&error(&msg, ResponseCode::ServFail), &msg, transport),
+            };
+        }
+    }
+    encode(&resp, &msg, transport)
+}
+
+/// A response skeleton echoing the query's id, question and RD bit.
+fn error(query: &Message, code: ResponseCode) -> Message {
+    let mut resp = Message::error_msg(query.metadata.id, query.metadata.op_code, code);
+    resp.metadata.recursion_desired = query.metadata.recursion_desired;
+    resp.metadata.recursion_available = true;
+    resp.queries = query.queries.clone();
+    if query.edns.is_some() {
+        let mut edns = Edns::new();
+        edns.set_max_payload(EDNS_PAYLOAD);
+        resp.set_edns(edns);
+    }
+    resp
+}
+
+/// The largest UDP response `query`'s sender takes.
+fn udp_limit(query: &Message) -> usize {
+    query.edns.as_ref().map_or(PLAIN_UDP, |e| {
+        usize::from(e.max_payload()).clamp(PLAIN_UDP, usize::from(EDNS_PAYLOAD))
+    })
+}
+
+fn encode(resp: &Message, query: &Message, transport: Transport) -> Option<Vec<u8>> {
+    let bytes = resp.to_vec().ok()?;
+    if transport == Transport::Udp && bytes.len() > udp_limit(query) {
+        return resp.truncate().to_vec().ok();
+    }
+    Some(bytes)
+}
+
+/// An upstream's reply, truncated when it is too big for the client's UDP.
+fn fit(reply: Vec<u8>, query: &Message, transport: Transport) -> Vec<u8> {
+    if transport == Transport::Tcp || reply.len() <= udp_limit(query) {
+        return reply;
+    }
+    match Message::from_vec(&reply).ok().and_then(|m| m.truncate().to_vec().ok()) {
+        Some(short) => short,
+        None => reply,
+    }
+}
+
+/// FORMERR for an unparsable query that still has a header (id and opcode).
+fn format_error(query: &[u8]) -> Option<Vec<u8>> {
+    if query.len() < 12 || query[2] & 0x80 != 0 {
+        return None;
+    }
+    let mut out = query[..12].to_vec();
+    out[2] = 0x80 | (query[2] & 0x79); // QR=1, keep opcode and RD
+    out[3] = 0x80 | ResponseCode::FormErr.low(); // RA, FORMERR
+    out[4..12].fill(0);
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hickory_proto::op::Query;
+    use hickory_proto::rr::{Name, RecordType};
+    use std::str::FromStr;
+
+    fn query(name: &str, t: RecordType) -> Vec<u8> {
+        let mut m = Message::query();
+        m.add_query(Query::query(Name::from_str(name).unwrap(), t));
+        m.to_vec().unwrap()
+    }
+
+    #[tokio::test]
+    async fn garbage_gets_formerr_or_nothing() {
+        let z = Zone::default();
+        let c: SocketAddr = "10.0.0.2:5353".parse().unwrap();
+        assert_eq!(respond(&z, &[1, 2, 3], c, c, Transport::Udp).await, None);
+        let r = respond(
+            &z,
+            &[0xab, 0xcd, 0x01, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0xff],
+            c,
+            c,
+            Transport::Udp,
+        )
+        .await
+        .unwrap();
+        let m = Message::from_vec(&r).unwrap();
+        assert_eq!(
+            (m.metadata.id, m.metadata.response_code),
+            (0xabcd, ResponseCode::FormErr)
+        );
+    }
+
+    #[tokio::test]
+    async fn no_upstream_is_servfail() {
+        let z = Zone::default();
+        let c: SocketAddr = "10.0.0.2:5353".parse().unwrap();
+        let r = respond(&z, &query("example.org.", RecordType::A), c, c, Transport::Udp)
+            .await
+            .unwrap();
+        assert_eq!(
+            Message::from_vec(&r).unwrap().metadata.response_code,
+            ResponseCode::ServFail
+        );
+    }
+}

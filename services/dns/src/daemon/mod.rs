@@ -1,0 +1,181 @@
+//! `netsvc-dnsd`: one resolver for every network of a node. It serves the
+//! names the store holds, reloads when the store changes (polled, and at
+//! once when a plugin asks over the control socket), and forwards the rest.
+//!
+//! Run as `netsvc-dnsd --state-dir DIR`. It keeps its pid, log and control
+//! socket in `DIR/dnsd/`, runs once per state dir (a second start exits), and
+//! stops cleanly on SIGTERM or SIGINT.
+
+mod answer;
+mod forward;
+mod server;
+
+pub mod control;
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use netsvc_core::store::{FileStore, Store};
+use tokio::net::UnixListener;
+use tokio::sync::Mutex;
+
+use crate::snapshot;
+use server::{Listeners, Shared};
+
+/// How often the store's revision is checked for changes nobody announced.
+const POLL: Duration = Duration::from_millis(100);
+
+/// The daemon's files under a state dir.
+pub struct Paths {
+    pub dir: PathBuf,
+}
+
+impl Paths {
+    pub fn new(state_dir: &Path) -> Paths {
+        Paths {
+            dir: state_dir.join("dnsd"),
+        }
+    }
+    pub fn pid(&self) -> PathBuf {
+        self.dir.join("pid")
+    }
+    pub fn lock(&self) -> PathBuf {
+        self.dir.join("lock")
+    }
+    pub fn log(&self) -> PathBuf {
+        self.dir.join("dnsd.log")
+    }
+    pub fn control(&self) -> PathBuf {
+        self.dir.join("control.sock")
+    }
+}
+
+/// What reloads share: the store, the zone in use and the open listeners.
+struct State {
+    store: FileStore,
+    zone: Shared,
+    listeners: Mutex<Listeners>,
+    loaded: Mutex<u64>,
+}
+
+impl State {
+    /// Reloads when the store moved past what is loaded; the revision now
+    /// served and any listen address that could not be opened.
+    async fn sync(&self) -> Result<(u64, Vec<String>)> {
+        let mut loaded = self.loaded.lock().await;
+        let revision = self.store.revision()?;
+        if revision == *loaded && *loaded != 0 {
+            return Ok((*loaded, Vec::new()));
+        }
+        let store = self.store.clone();
+        let zone = tokio::task::spawn_blocking(move || snapshot::load(&store)).await??;
+        let wanted: Vec<_> = zone.listeners().iter().map(|(l, _)| *l).collect();
+        let serial = u64::from(zone.serial());
+        *self.zone.write().map_err(|_| anyhow::anyhow!("zone lock poisoned"))? = Arc::new(zone);
+        let errors = self.listeners.lock().await.update(&wanted, &self.zone).await;
+        *loaded = serial.max(revision);
+        Ok((*loaded, errors))
+    }
+}
+
+pub fn main() -> Result<()> {
+    let state_dir = parse_args()?;
+    let paths = Paths::new(&state_dir);
+    std::fs::create_dir_all(&paths.dir).with_context(|| format!("create {}", paths.dir.display()))?;
+    let Some(_lock) = single_instance(&paths.lock())? else {
+        return Ok(()); // another daemon serves this state dir
+    };
+    init_log(&paths.log())?;
+    std::fs::write(paths.pid(), format!("{}\n", std::process::id()))?;
+    let store = FileStore::open(&state_dir)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let result = runtime.block_on(run(store, &paths));
+    let _ = std::fs::remove_file(paths.control());
+    let _ = std::fs::remove_file(paths.pid());
+    if let Err(e) = &result {
+        tracing::error!(error = %e, "netsvc-dnsd stopped");
+    }
+    result
+}
+
+async fn run(store: FileStore, paths: &Paths) -> Result<()> {
+    let state = Arc::new(State {
+        store,
+        zone: Arc::new(RwLock::new(Arc::default())),
+        listeners: Mutex::new(Listeners::default()),
+        loaded: Mutex::new(0),
+    });
+    if let Err(e) = state.sync().await {
+        tracing::warn!(error = %e, "first load");
+    }
+    let _ = std::fs::remove_file(paths.control());
+    let control = UnixListener::bind(paths.control())?;
+    tokio::spawn(control::serve(control, {
+        let state = state.clone();
+        move || {
+            let state = state.clone();
+            async move { state.sync().await }
+        }
+    }));
+    let poller = {
+        let state = state.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(POLL).await;
+                if let Err(e) = state.sync().await {
+                    tracing::warn!(error = %e, "reload");
+                }
+            }
+        })
+    };
+    tracing::info!(pid = std::process::id(), "netsvc-dnsd started");
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+    poller.abort();
+    tracing::info!("netsvc-dnsd stopping");
+    Ok(())
+}
+
+fn parse_args() -> Result<PathBuf> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match args.as_slice() {
+        [flag, dir] if flag == "--state-dir" => Ok(PathBuf::from(dir)),
+        _ => bail!("usage: netsvc-dnsd --state-dir DIR"),
+    }
+}
+
+/// An exclusive lock held for the daemon's life; `None` when another holds it.
+fn single_instance(path: &Path) -> Result<Option<nix::fcntl::Flock<std::fs::File>>> {
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)?;
+    match nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock) {
+        Ok(lock) => Ok(Some(lock)),
+        Err((_, nix::errno::Errno::EWOULDBLOCK)) => Ok(None),
+        Err((_, e)) => Err(e.into()),
+    }
+}
+
+/// Logs go to the log file, never stdout (a runtime may still be reading the
+/// plugin's stdout when the daemon starts).
+fn init_log(path: &Path) -> Result<()> {
+    let file = std::fs::OpenOptions::new().create(true).append(true).open(path)?;
+    let filter = tracing_subscriber::EnvFilter::try_from_env("NETSVC_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::sync::Mutex::new(file))
+        .with_ansi(false)
+        .try_init();
+    Ok(())
+}

@@ -1,0 +1,219 @@
+//! netsvc-dns: the names of containers (and of LB services) per network,
+//! served by one resolver daemon per node, `netsvc-dnsd`.
+//!
+//! The plugin records the endpoint in the graph (its names and addresses are
+//! the A/AAAA/PTR records), records what its network serves (domain, listen
+//! address, upstreams, TTL), makes sure the daemon runs and has loaded the
+//! change, and adds `dns` to the result so the runtime writes resolv.conf.
+
+pub mod config;
+pub mod daemon;
+pub mod snapshot;
+pub mod supervise;
+pub mod zone;
+
+use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::time::Duration;
+
+use config::{DnsConf, Served};
+use hickory_proto::op::{Message, Query};
+use hickory_proto::rr::{Name, RecordType};
+use netsvc_core::cni::{CODE_STATE_MISSING, Call, CniError, CniResult, Descriptor, Feature, Plugin, Result};
+use netsvc_core::graph::{Graph, Tx, endpoint_from_call, record_network};
+use netsvc_core::store::{FileStore, open_for};
+use serde::{Deserialize, Serialize};
+
+/// The plugin type, and this service's name in the graph.
+pub const SERVICE: &str = "netsvc-dns";
+pub const SETTINGS: &str = "settings";
+const RESOLV_CONF: &str = "/etc/resolv.conf";
+
+/// What a network's resolver serves, and how many endpoints the plugin holds
+/// there (the last one leaving takes the network out of the daemon).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Settings {
+    pub served: Served,
+    pub endpoints: u64,
+}
+
+pub struct Dns;
+
+impl Plugin for Dns {
+    fn descriptor(&self) -> Descriptor {
+        Descriptor {
+            plugin_type: SERVICE.into(),
+            provides: vec![Feature::Dns],
+            requires: vec![Feature::Interface, Feature::Ip],
+            capabilities: vec!["aliases".into()],
+            ..Default::default()
+        }
+    }
+
+    fn add(&self, call: &Call) -> Result<CniResult> {
+        let conf = DnsConf::from_netconf(&call.conf)?;
+        let mut prev = call.prev_result()?.ok_or_else(|| {
+            CniError::invalid_config(
+                "prevResult",
+                "netsvc-dns is chained after an interface plugin (none ran before it)",
+            )
+        })?;
+        let resolv = std::fs::read_to_string(RESOLV_CONF).unwrap_or_default();
+        let served = conf.serve(&prev, &resolv)?;
+        let ep = endpoint_from_call(call, &prev, SERVICE)?;
+        supervise::daemon_binary()?;
+        let store = open_for(&call.conf)?;
+        Graph::new(&store).transaction(&call.conf.name, |tx| -> Result<()> {
+            record_network(tx, &prev)?;
+            let newly = tx.attach_endpoint(&ep, SERVICE)?;
+            let before: Option<Settings> = tx.get_record(SERVICE, SETTINGS)?;
+            let endpoints = before.map_or(0, |s| s.endpoints) + u64::from(newly);
+            tx.put_record(
+                SERVICE,
+                SETTINGS,
+                &Settings {
+                    served: served.clone(),
+                    endpoints,
+                },
+            )?;
+            Ok(())
+        })?;
+        // The container may resolve as soon as ADD returns: wait for the daemon.
+        supervise::ensure_synced(store.root())?;
+        let dns = &mut prev.dns;
+        let ns = served.listen.ip().to_string();
+        if !dns.nameservers.contains(&ns) {
+            dns.nameservers.insert(0, ns);
+        }
+        if !dns.search.contains(&served.domain) {
+            dns.search.insert(0, served.domain.clone());
+        }
+        Ok(prev)
+    }
+
+    fn del(&self, call: &Call) -> Result<()> {
+        let store = open_for(&call.conf)?;
+        let changed = Graph::new(&store).transaction(&call.conf.name, |tx| -> Result<bool> {
+            let Some(_) = tx.detach_endpoint(&call.env.container_id, &call.env.ifname, SERVICE)? else {
+                return Ok(false);
+            };
+            release(tx, 1)?;
+            Ok(true)
+        })?;
+        if changed {
+            supervise::poke(store.root());
+        }
+        Ok(())
+    }
+
+    /// Fails unless the daemon answers the endpoint's first name with its addresses.
+    fn check(&self, call: &Call) -> Result<()> {
+        let store = open_for(&call.conf)?;
+        let graph = Graph::new(&store);
+        let network = &call.conf.name;
+        let missing = |what: String| CniError::plugin(CODE_STATE_MISSING, format!("netsvc-dns: {what}"));
+        let ep = graph
+            .endpoint(network, &call.env.container_id, &call.env.ifname)?
+            .filter(|e| e.held_by(SERVICE))
+            .ok_or_else(|| {
+                missing(format!(
+                    "endpoint {}/{} is not in the graph",
+                    call.env.container_id, call.env.ifname
+                ))
+            })?;
+        let settings: Settings = graph
+            .record(network, SERVICE, SETTINGS)?
+            .ok_or_else(|| missing(format!("network {network} has no DNS settings")))?;
+        let (Some(name), Some(ip)) = (ep.names.first(), ep.ips.first()) else {
+            return Ok(()); // nothing to resolve
+        };
+        let ip: IpAddr = ip.parse::<netsvc_core::cni::IpNet>().map_err(CniError::decode)?.addr;
+        let fqdn = format!("{name}.{}.", settings.served.domain);
+        let t = if ip.is_ipv4() { RecordType::A } else { RecordType::AAAA };
+        // Asked from inside the container, so the daemon applies its view.
+        let netns = call
+            .env
+            .netns
+            .as_deref()
+            .ok_or_else(|| CniError::invalid_env("CNI_NETNS", "CHECK needs the container's namespace"))?;
+        let listen = settings.served.listen;
+        let answered = netsvc_core::netns::run_sync(netns, || ask(listen, &fqdn, t))
+            .map_err(|e| CniError::io(e.to_string()))?
+            .map_err(|e| missing(format!("netsvc-dnsd does not answer on {listen}: {e}")))?;
+        if !answered.contains(&ip) {
+            return Err(missing(format!(
+                "netsvc-dnsd answers {fqdn} with {answered:?}, not {ip}"
+            )));
+        }
+        Ok(())
+    }
+
+    /// Drops the endpoints of attachments that are gone.
+    fn gc(&self, call: &Call) -> Result<()> {
+        let keep = call.conf.gc_keep();
+        let store = open_for(&call.conf)?;
+        Graph::new(&store).transaction(&call.conf.name, |tx| -> Result<()> {
+            let mut gone = 0;
+            for ep in tx.endpoints()? {
+                let valid = keep
+                    .iter()
+                    .any(|a| a.container_id == ep.container_id && a.ifname == ep.ifname);
+                if !valid && tx.detach_endpoint(&ep.container_id, &ep.ifname, SERVICE)?.is_some() {
+                    gone += 1;
+                }
+            }
+            release(tx, gone)
+        })?;
+        supervise::poke(store.root());
+        Ok(())
+    }
+
+    /// 50 when the daemon cannot run: not installed, or it runs and fails to serve.
+    fn status(&self, call: &Call) -> Result<()> {
+        supervise::daemon_binary()?;
+        let store: FileStore = open_for(&call.conf)?;
+        let control = daemon::Paths::new(store.root()).control();
+        match daemon::control::sync(&control, Duration::from_secs(2)) {
+            Ok(Err(why)) => Err(CniError::not_available(format!("netsvc-dnsd: {why}"))),
+            // Not running is fine: the next ADD starts it.
+            _ => Ok(()),
+        }
+    }
+}
+
+/// `gone` endpoints left: the count drops, and the network's settings go
+/// with its last endpoint (the daemon stops serving it).
+fn release(tx: &mut Tx<'_>, gone: u64) -> Result<()> {
+    let Some(mut s) = tx.get_record::<Settings>(SERVICE, SETTINGS)? else {
+        return Ok(());
+    };
+    s.endpoints = s.endpoints.saturating_sub(gone);
+    if s.endpoints == 0 || !tx.endpoints()?.iter().any(|e| e.held_by(SERVICE)) {
+        tx.remove_record::<Settings>(SERVICE, SETTINGS)?;
+        if tx.endpoints()?.is_empty() {
+            tx.remove_network()?;
+        }
+    } else {
+        tx.put_record(SERVICE, SETTINGS, &s)?;
+    }
+    Ok(())
+}
+
+/// One UDP question to `server`; the addresses in the answer.
+fn ask(server: SocketAddr, name: &str, t: RecordType) -> std::io::Result<Vec<IpAddr>> {
+    let any: SocketAddr = if server.is_ipv4() {
+        "0.0.0.0:0".parse().unwrap()
+    } else {
+        "[::]:0".parse().unwrap()
+    };
+    let sock = UdpSocket::bind(any)?;
+    sock.set_read_timeout(Some(Duration::from_secs(1)))?;
+    let mut q = Message::query();
+    let qname: Name = name.parse().map_err(|_| std::io::ErrorKind::InvalidInput)?;
+    q.add_query(Query::query(qname, t));
+    sock.send_to(&q.to_vec().map_err(std::io::Error::other)?, server)?;
+    let mut buf = [0u8; 4096];
+    let n = sock.recv(&mut buf)?;
+    let reply = Message::from_vec(&buf[..n]).map_err(std::io::Error::other)?;
+    Ok(reply.answers.iter().filter_map(|r| r.data.ip_addr()).collect())
+}

@@ -1,0 +1,78 @@
+//! The plugin's side of the daemon: start it when none runs (fully detached:
+//! its own session, stdio on /dev/null, logs in its own file), and wait until
+//! it serves what the store holds.
+
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use netsvc_core::cni::CniError;
+
+use crate::daemon::{Paths, control};
+
+/// How long a plugin waits for the daemon to start and load.
+const START_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The daemon binary: installed beside the plugin.
+pub fn daemon_binary() -> Result<PathBuf, CniError> {
+    let exe = std::env::current_exe().map_err(|e| CniError::not_available(format!("cannot find own binary: {e}")))?;
+    let daemon = exe.with_file_name("netsvc-dnsd");
+    if !daemon.is_file() {
+        return Err(CniError::not_available(format!(
+            "netsvc-dnsd is not installed beside the plugin ({})",
+            daemon.display()
+        )));
+    }
+    Ok(daemon)
+}
+
+/// Makes sure the daemon of `state_dir` runs and serves the store as it is
+/// now (every listen address open); starts it when needed.
+pub fn ensure_synced(state_dir: &Path) -> Result<u64, CniError> {
+    let paths = Paths::new(state_dir);
+    let deadline = Instant::now() + START_TIMEOUT;
+    let mut started = false;
+    loop {
+        match control::sync(&paths.control(), START_TIMEOUT) {
+            Ok(Ok(revision)) => return Ok(revision),
+            Ok(Err(why)) => return Err(CniError::try_again(format!("netsvc-dnsd: {why}"))),
+            Err(_) if !started => {
+                start(state_dir)?;
+                started = true;
+            }
+            Err(e) if Instant::now() >= deadline => {
+                return Err(CniError::try_again(format!(
+                    "netsvc-dnsd did not come up within {START_TIMEOUT:?}: {e} (see {})",
+                    paths.log().display()
+                )));
+            }
+            Err(_) => std::thread::sleep(Duration::from_millis(20)),
+        }
+    }
+}
+
+/// Asks a running daemon to reload; nothing when none runs (DEL, GC).
+pub fn poke(state_dir: &Path) {
+    let _ = control::sync(&Paths::new(state_dir).control(), Duration::from_secs(2));
+}
+
+/// Starts the daemon detached. A second daemon for the same state dir exits
+/// at once (it holds a lock for its life), so racing starts are harmless.
+fn start(state_dir: &Path) -> Result<(), CniError> {
+    let daemon = daemon_binary()?;
+    let mut cmd = Command::new(&daemon);
+    cmd.arg("--state-dir")
+        .arg(state_dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    // SAFETY: setsid is async-signal-safe; the child leaves our session so
+    // the runtime that runs the plugin never waits on it.
+    unsafe {
+        cmd.pre_exec(|| nix::unistd::setsid().map(drop).map_err(std::io::Error::from));
+    }
+    cmd.spawn()
+        .map_err(|e| CniError::not_available(format!("cannot start {}: {e}", daemon.display())))?;
+    Ok(())
+}

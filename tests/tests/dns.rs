@@ -1,0 +1,245 @@
+//! netsvc-dns and netsvc-dnsd on real bridge networks: names and aliases
+//! resolved with dig and through resolv.conf, per-network views, LB service
+//! names, forwarding, and what the plugin's verbs do.
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use netsvc_tests::chain::{CallArgs, Chain, container_ip};
+use netsvc_tests::{Container, Netns, TestNode};
+use serde_json::{Value, json};
+
+fn dns(domain: &str, extra: Value) -> Value {
+    let mut v = json!({"type": "netsvc-dns", "capabilities": {"aliases": true}, "domain": domain, "upstreams": []});
+    v.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+    v
+}
+
+/// ADD with a name and, optionally, aliases (podman's form: network → names).
+fn attach(chain: &Chain, c: &Container, name: &str, aliases: &[&str]) -> (IpAddr, Value) {
+    let mut args = CallArgs::endpoint(name, None);
+    if !aliases.is_empty() {
+        args.cap_args
+            .insert("aliases".into(), json!({chain.list.name.clone(): aliases}));
+    }
+    let r = chain
+        .add_with(c, "eth0", &args)
+        .unwrap_or_else(|e| panic!("ADD {name}: {e}"));
+    (container_ip(&r, "eth0").unwrap(), r)
+}
+
+/// `dig +short` from inside `ns`: the answer lines (empty when none).
+fn dig(ns: &Netns, server: &str, args: &[&str]) -> Vec<String> {
+    let mut all = vec![
+        format!("@{server}"),
+        "+short".into(),
+        "+time=2".into(),
+        "+tries=1".into(),
+    ];
+    all.extend(args.iter().map(|s| s.to_string()));
+    let out = ns.exec("dig", &all).unwrap_or_else(|e| panic!("dig {args:?}: {e:#}"));
+    out.lines().map(str::to_string).filter(|l| !l.is_empty()).collect()
+}
+
+/// The response code dig reports (`NOERROR`, `NXDOMAIN`, `SERVFAIL`, …).
+fn status(ns: &Netns, server: &str, args: &[&str]) -> String {
+    let mut all = vec![format!("@{server}"), "+time=3".into(), "+tries=1".into()];
+    all.extend(args.iter().map(|s| s.to_string()));
+    let out = ns.exec("dig", &all).unwrap_or_else(|e| panic!("dig {args:?}: {e:#}"));
+    out.split("status: ")
+        .nth(1)
+        .and_then(|s| s.split(',').next())
+        .unwrap_or_else(|| panic!("no status in {out}"))
+        .to_string()
+}
+
+#[test]
+fn two_containers_resolve_each_other_by_name_and_alias() {
+    let node = TestNode::new().unwrap();
+    let chain = node
+        .chain(&node.bridge_conflist("dnsab", "1.0.0", "10.242.0.0/24", vec![dns("web.internal", json!({}))]))
+        .unwrap();
+    let (a, b) = (node.container("a").unwrap(), node.container("b").unwrap());
+    let (ip_a, result_a) = attach(&chain, &a, "a", &[]);
+    let (ip_b, _) = attach(&chain, &b, "b", &["bee", "api"]);
+    let gw = "10.242.0.1";
+
+    // The result tells the runtime what to write into resolv.conf.
+    assert_eq!(result_a["dns"]["nameservers"], json!([gw]));
+    assert_eq!(result_a["dns"]["search"], json!(["web.internal"]));
+
+    assert_eq!(dig(a.ns(), gw, &["b.web.internal"]), [ip_b.to_string()]);
+    assert_eq!(dig(a.ns(), gw, &["bee.web.internal"]), [ip_b.to_string()]);
+    assert_eq!(dig(a.ns(), gw, &["api"]), [ip_b.to_string()], "a bare name answers too");
+    assert_eq!(dig(b.ns(), gw, &["a.web.internal"]), [ip_a.to_string()]);
+    assert_eq!(dig(b.ns(), gw, &["-x", &ip_a.to_string()]), ["a.web.internal."]);
+    assert_eq!(dig(a.ns(), gw, &["-x", &ip_b.to_string()]), ["b.web.internal."]);
+    assert_eq!(status(a.ns(), gw, &["nobody.web.internal"]), "NXDOMAIN");
+    assert_eq!(
+        status(a.ns(), gw, &["b.web.internal", "MX"]),
+        "NOERROR",
+        "NODATA, not NXDOMAIN"
+    );
+    assert!(dig(a.ns(), gw, &["b.web.internal", "MX"]).is_empty());
+
+    // Through the resolv.conf the result implies, with its search domain.
+    let conf = node.state_dir().join("resolv.conf.a");
+    std::fs::write(
+        &conf,
+        format!("nameserver {gw}\nsearch web.internal\noptions timeout:2 attempts:1\n"),
+    )
+    .unwrap();
+    let script = format!("mount --bind {} /etc/resolv.conf && getent hosts bee", conf.display());
+    let out = a.ns().exec("unshare", ["-m", "sh", "-c", &script]).unwrap();
+    assert!(out.starts_with(&format!("{ip_b} ")), "{out}");
+
+    // DEL takes the names away.
+    chain.del(&b, "eth0").unwrap();
+    assert_eq!(status(a.ns(), gw, &["b.web.internal"]), "NXDOMAIN");
+}
+
+#[test]
+fn each_client_sees_only_its_networks() {
+    let node = TestNode::new().unwrap();
+    let net_a = node
+        .chain(&node.bridge_conflist("dnsva", "1.0.0", "10.242.1.0/24", vec![dns("a.internal", json!({}))]))
+        .unwrap();
+    let net_b = node
+        .chain(&node.bridge_conflist("dnsvb", "1.0.0", "10.242.2.0/24", vec![dns("b.internal", json!({}))]))
+        .unwrap();
+    let (on_a, on_b, both) = (
+        node.container("on-a").unwrap(),
+        node.container("on-b").unwrap(),
+        node.container("both").unwrap(),
+    );
+    let (ip_a, _) = attach(&net_a, &on_a, "on-a", &[]);
+    let (ip_b, _) = attach(&net_b, &on_b, "on-b", &[]);
+    let mut args = CallArgs::endpoint("both", None);
+    args.args.push(("IgnoreUnknown".into(), "1".into()));
+    net_a.add_with(&both, "eth0", &args).unwrap();
+    net_b.add_with(&both, "eth1", &args).unwrap();
+
+    assert_eq!(status(on_b.ns(), "10.242.2.1", &["on-a.a.internal"]), "NXDOMAIN");
+    assert_eq!(status(on_a.ns(), "10.242.1.1", &["on-b.b.internal"]), "NXDOMAIN");
+    for server in ["10.242.1.1", "10.242.2.1"] {
+        assert_eq!(
+            dig(both.ns(), server, &["on-a.a.internal"]),
+            [ip_a.to_string()],
+            "via {server}"
+        );
+        assert_eq!(
+            dig(both.ns(), server, &["on-b.b.internal"]),
+            [ip_b.to_string()],
+            "via {server}"
+        );
+    }
+}
+
+#[test]
+fn lb_service_names_resolve_to_their_vip_with_srv() {
+    let node = TestNode::new().unwrap();
+    let lb = json!({"type": "netsvc-lb", "services": [
+        {"name": "api", "vip": "10.96.0.10", "select": {"names": ["api"]}, "ports": [{"port": 80, "targetPort": 8080}]}]});
+    let chain = node
+        .chain(&node.bridge_conflist(
+            "dnslb",
+            "1.0.0",
+            "10.242.3.0/24",
+            vec![lb, dns("svc.internal", json!({}))],
+        ))
+        .unwrap();
+    let (client, api) = (node.container("client").unwrap(), node.container("api").unwrap());
+    attach(&chain, &api, "api", &[]);
+    attach(&chain, &client, "client", &[]);
+    let gw = "10.242.3.1";
+    // The service's name is its VIP; the container named api keeps its own address too.
+    let answers = dig(client.ns(), gw, &["api.svc.internal"]);
+    assert!(answers.contains(&"10.96.0.10".to_string()), "{answers:?}");
+    assert_eq!(
+        dig(client.ns(), gw, &["_80._tcp.api.svc.internal", "SRV"]),
+        ["0 100 80 api.svc.internal."]
+    );
+}
+
+#[test]
+fn other_names_are_forwarded_and_no_upstream_is_servfail() {
+    let node = TestNode::new().unwrap();
+    // A default route into a veth nobody answers on: the dead upstream's
+    // packets leave and vanish, so only the daemon's timeout ends the wait.
+    node.ip(["link", "add", "uplink0", "type", "veth", "peer", "name", "uplink1"])
+        .unwrap();
+    node.ip(["link", "set", "uplink0", "up"]).unwrap();
+    node.ip(["link", "set", "uplink1", "up"]).unwrap();
+    node.ip(["route", "add", "default", "dev", "uplink0"]).unwrap();
+    // An upstream on the node: dnsmasq answering from a hosts file only.
+    let hosts = node.state_dir().join("upstream.hosts");
+    std::fs::write(&hosts, "192.0.2.80 outside.example\n").unwrap();
+    node.ip(["addr", "add", "127.0.0.53/8", "dev", "lo"]).ok();
+    let mut dnsmasq = node
+        .command("dnsmasq")
+        .args([
+            "--keep-in-foreground",
+            "--no-resolv",
+            "--no-hosts",
+            "--listen-address=127.0.0.53",
+        ])
+        .args(["--bind-interfaces", "--port=5353", "--user=root"])
+        .arg(format!("--addn-hosts={}", hosts.display()))
+        .spawn()
+        .unwrap();
+    let chain = node
+        .chain(&node.bridge_conflist(
+            "dnsfwd",
+            "1.0.0",
+            "10.242.4.0/24",
+            vec![dns("fwd.internal", json!({"upstreams": ["127.0.0.53:5353"]}))],
+        ))
+        .unwrap();
+    let dead = node
+        .chain(&node.bridge_conflist(
+            "dnsdead",
+            "1.0.0",
+            "10.242.5.0/24",
+            vec![dns("dead.internal", json!({"upstreams": ["192.0.2.1"]}))],
+        ))
+        .unwrap();
+    let (c, d) = (node.container("c").unwrap(), node.container("d").unwrap());
+    attach(&chain, &c, "c", &[]);
+    attach(&dead, &d, "d", &[]);
+
+    let answer = netsvc_tests::poll_until(Duration::from_secs(5), || {
+        Some(dig(c.ns(), "10.242.4.1", &["outside.example"])).filter(|a| !a.is_empty())
+    });
+    assert_eq!(answer.unwrap(), ["192.0.2.80"]);
+    // dig gives up after 3 s: the SERVFAIL comes before (the daemon waits 2 s per upstream).
+    let started = std::time::Instant::now();
+    assert_eq!(status(d.ns(), "10.242.5.1", &["outside.example"]), "SERVFAIL");
+    println!("SERVFAIL after {:?}", started.elapsed());
+    let _ = dnsmasq.kill();
+    let _ = dnsmasq.wait();
+}
+
+#[test]
+fn bad_config_is_code_7_naming_the_field() {
+    let node = TestNode::new().unwrap();
+    for (extra, field) in [
+        (json!({"domain": "bad_domain"}), "domain"),
+        (json!({"port": 0}), "port"),
+        (json!({"listen": "somewhere"}), "listen"),
+        (json!({"upstreams": ["not-an-ip"]}), "upstreams[0]"),
+    ] {
+        let chain = node
+            .chain(&node.bridge_conflist(
+                "dnsbad",
+                "1.0.0",
+                "10.242.6.0/24",
+                vec![dns("x.internal", extra.clone())],
+            ))
+            .unwrap();
+        let c = node.container("c").unwrap();
+        let err = chain.add_with(&c, "eth0", &CallArgs::endpoint("c", None)).unwrap_err();
+        assert_eq!(err.cni().code, 7, "{extra}: {err}");
+        assert!(err.cni().msg.contains(field), "{extra}: {err}");
+    }
+    assert!(!node.state_dir().join("dnsd/pid").exists(), "no daemon for bad input");
+}
