@@ -122,3 +122,56 @@ fn service_vip_in_front_of_replicas() {
     let reply = replicas[1].0.ns().tcp_echo(vip, "me", Duration::from_secs(5)).unwrap();
     assert!(reply.identity.starts_with("api-"), "{reply:?}");
 }
+
+/// `getent hosts NAME` inside `c` through a resolv.conf made of the result's
+/// `dns` (the file a runtime writes); the first address.
+fn getent(node: &TestNode, c: &Container, result: &Value, name: &str) -> Option<std::net::IpAddr> {
+    let dns = &result["dns"];
+    let mut conf = String::new();
+    for ns in dns["nameservers"].as_array()? {
+        conf += &format!("nameserver {}\n", ns.as_str()?);
+    }
+    let search: Vec<&str> = dns["search"].as_array()?.iter().filter_map(Value::as_str).collect();
+    conf += &format!("search {}\noptions timeout:2 attempts:2\n", search.join(" "));
+    let path = node.state_dir().join(format!("resolv.conf.{}", c.label()));
+    std::fs::write(&path, conf).ok()?;
+    let script = format!("mount --bind {} /etc/resolv.conf && getent hosts {name}", path.display());
+    let out = c.ns().exec("unshare", ["-m", "sh", "-c", &script]).ok()?;
+    out.split_whitespace().next()?.parse().ok()
+}
+
+#[test]
+fn service_discovery_by_name_and_alias() {
+    let node = TestNode::new().unwrap();
+    let chain = node
+        .chain(&on_node(&node, composed_conflist("service-discovery")))
+        .unwrap();
+    let join = |name: &str, labels: Option<&str>, aliases: &[&str]| {
+        let c = node.container(name).unwrap();
+        let mut args = CallArgs::endpoint(name, labels);
+        if !aliases.is_empty() {
+            args.cap_args
+                .insert("aliases".into(), serde_json::json!({"discovery": aliases}));
+        }
+        let r = chain.add_with(&c, "eth0", &args).unwrap();
+        (c, r)
+    };
+    let (web, web_result) = join("web-1", None, &["www", "frontend"]);
+    let (_api1, _) = join("api-1", Some("app:api"), &[]);
+    let (client, client_result) = join("client", None, &[]);
+    let web_ip = container_ip(&web_result, "eth0").unwrap();
+    let _server = netsvc_tests::EchoServer::start(_api1.ns(), "0.0.0.0:8080".parse().unwrap(), "api-1").unwrap();
+
+    // By name and by alias, short (search domain) and fully qualified.
+    for name in ["web-1", "www", "frontend", "www.app.internal"] {
+        assert_eq!(getent(&node, &client, &client_result, name), Some(web_ip), "{name}");
+    }
+    // The api service's name is its VIP, and the VIP leads to a replica.
+    let vip = getent(&node, &client, &client_result, "api").unwrap();
+    assert_eq!(vip.to_string(), "10.96.0.20");
+    let reply = client.ns().tcp_echo((vip, 80).into(), "hi", Duration::from_secs(5)).unwrap();
+    assert_eq!(reply.identity, "api-1");
+    // A container that left is no longer found.
+    chain.del(&web, "eth0").unwrap();
+    assert_eq!(getent(&node, &client, &client_result, "www"), None);
+}
