@@ -243,3 +243,88 @@ fn bad_config_is_code_7_naming_the_field() {
     }
     assert!(!node.state_dir().join("dnsd/pid").exists(), "no daemon for bad input");
 }
+
+fn daemon_pid(node: &TestNode) -> i32 {
+    let raw = std::fs::read_to_string(node.state_dir().join("dnsd/pid")).unwrap();
+    raw.trim().parse().unwrap()
+}
+
+#[test]
+fn one_daemon_serves_every_network_and_answers_as_soon_as_add_returns() {
+    let node = TestNode::new().unwrap();
+    let (mut pids, mut containers) = (Vec::new(), Vec::new());
+    for i in 0..3 {
+        let name = format!("dnsone{i}");
+        let chain = node
+            .chain(&node.bridge_conflist(
+                &name,
+                "1.0.0",
+                &format!("10.242.{}.0/24", 10 + i),
+                vec![dns("one.internal", json!({}))],
+            ))
+            .unwrap();
+        let (a, b) = (node.container("a").unwrap(), node.container("b").unwrap());
+        attach(&chain, &a, &format!("a{i}"), &[]);
+        // Asked once, right after ADD returns: no retry hides a slow reload.
+        let (ip_b, _) = attach(&chain, &b, &format!("b{i}"), &[]);
+        let server = format!("10.242.{}.1", 10 + i);
+        assert_eq!(
+            dig(a.ns(), &server, &[&format!("b{i}.one.internal")]),
+            [ip_b.to_string()]
+        );
+        pids.push(daemon_pid(&node));
+        containers.push((a, b));
+    }
+    assert!(
+        pids.windows(2).all(|w| w[0] == w[1]),
+        "one daemon for every network: {pids:?}"
+    );
+    let this_node = format!("netsvc-dnsd --state-dir {}", node.state_dir().display());
+    let procs = node.exec("pgrep", ["-c", "-f", &this_node]).unwrap();
+    assert_eq!(procs.trim(), "1", "one daemon process for this node");
+}
+
+#[test]
+fn aliases_in_list_form_check_gc_status_and_sigterm() {
+    let node = TestNode::new().unwrap();
+    let conf = dns("life.internal", json!({}));
+    let chain = node
+        .chain(&node.bridge_conflist("dnslife", "1.0.0", "10.242.20.0/24", vec![conf.clone()]))
+        .unwrap();
+    // GC and STATUS exist from 1.1.0, which Debian's bridge does not speak.
+    let alone = node
+        .chain(&json!({"cniVersion": "1.1.0", "name": "dnslife", "plugins": [conf]}))
+        .unwrap();
+    let (a, b) = (node.container("a").unwrap(), node.container("b").unwrap());
+    attach(&chain, &a, "a", &[]);
+    // The aliases capability as a plain list (the other form runtimes send).
+    let mut args = CallArgs::endpoint("b", None);
+    args.cap_args.insert("aliases".into(), json!(["bravo"]));
+    let r = chain.add_with(&b, "eth0", &args).unwrap();
+    let ip_b = container_ip(&r, "eth0").unwrap();
+    let gw = "10.242.20.1";
+    assert_eq!(dig(a.ns(), gw, &["bravo.life.internal"]), [ip_b.to_string()]);
+
+    chain.check(&b, "eth0").unwrap();
+    alone.status().unwrap();
+
+    // GC keeping only a drops b's records.
+    alone.gc(&[(&a, "eth0")]).unwrap();
+    assert_eq!(status(a.ns(), gw, &["b.life.internal"]), "NXDOMAIN");
+
+    // SIGTERM stops the daemon cleanly; CHECK then fails, the next ADD starts it again.
+    let pid = daemon_pid(&node);
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGTERM).unwrap();
+    let gone = netsvc_tests::poll_until(Duration::from_secs(5), || {
+        (!std::path::Path::new(&format!("/proc/{pid}")).exists()).then_some(())
+    });
+    assert!(gone.is_some(), "the daemon exits on SIGTERM");
+    assert!(!node.state_dir().join("dnsd/pid").exists(), "and removes its pid file");
+    let err = chain.check(&a, "eth0").unwrap_err();
+    assert_eq!(err.cni().code, 120, "{err}");
+    let c = node.container("c").unwrap();
+    let (ip_c, _) = attach(&chain, &c, "c", &[]);
+    assert_ne!(daemon_pid(&node), pid);
+    assert_eq!(dig(a.ns(), gw, &["c.life.internal"]), [ip_c.to_string()]);
+    chain.check(&a, "eth0").unwrap();
+}

@@ -135,7 +135,10 @@ fn getent(node: &TestNode, c: &Container, result: &Value, name: &str) -> Option<
     conf += &format!("search {}\noptions timeout:2 attempts:2\n", search.join(" "));
     let path = node.state_dir().join(format!("resolv.conf.{}", c.label()));
     std::fs::write(&path, conf).ok()?;
-    let script = format!("mount --bind {} /etc/resolv.conf && getent hosts {name}", path.display());
+    let script = format!(
+        "mount --bind {} /etc/resolv.conf && getent hosts {name}",
+        path.display()
+    );
     let out = c.ns().exec("unshare", ["-m", "sh", "-c", &script]).ok()?;
     out.split_whitespace().next()?.parse().ok()
 }
@@ -169,7 +172,10 @@ fn service_discovery_by_name_and_alias() {
     // The api service's name is its VIP, and the VIP leads to a replica.
     let vip = getent(&node, &client, &client_result, "api").unwrap();
     assert_eq!(vip.to_string(), "10.96.0.20");
-    let reply = client.ns().tcp_echo((vip, 80).into(), "hi", Duration::from_secs(5)).unwrap();
+    let reply = client
+        .ns()
+        .tcp_echo((vip, 80).into(), "hi", Duration::from_secs(5))
+        .unwrap();
     assert_eq!(reply.identity, "api-1");
     // A container that left is no longer found.
     chain.del(&web, "eth0").unwrap();
