@@ -173,7 +173,9 @@ fn other_names_are_forwarded_and_no_upstream_is_servfail() {
     node.ip(["route", "add", "default", "dev", "uplink0"]).unwrap();
     // An upstream on the node: dnsmasq answering from a hosts file only.
     let hosts = node.state_dir().join("upstream.hosts");
-    std::fs::write(&hosts, "192.0.2.80 outside.example\n").unwrap();
+    // `big.example` has 80 addresses: too many for a 512-byte UDP answer.
+    let big: String = (1..=80).map(|i| format!("198.51.100.{i} big.example\n")).collect();
+    std::fs::write(&hosts, format!("192.0.2.80 outside.example\n{big}")).unwrap();
     node.ip(["addr", "add", "127.0.0.53/8", "dev", "lo"]).ok();
     let mut dnsmasq = node
         .command("dnsmasq")
@@ -211,6 +213,29 @@ fn other_names_are_forwarded_and_no_upstream_is_servfail() {
         Some(dig(c.ns(), "10.242.4.1", &["outside.example"])).filter(|a| !a.is_empty())
     });
     assert_eq!(answer.unwrap(), ["192.0.2.80"]);
+
+    // Truncation and TCP: a plain UDP client gets TC; over TCP (asked of the
+    // upstream over TCP too, as its UDP answer is truncated) or with EDNS, all 80.
+    let flags = c
+        .ns()
+        .exec("dig", ["@10.242.4.1", "+noedns", "+ignore", "+time=3", "big.example"])
+        .unwrap();
+    assert!(flags.contains("flags: qr tc") || flags.contains(" tc "), "{flags}");
+    assert_eq!(dig(c.ns(), "10.242.4.1", &["+noedns", "+tcp", "big.example"]).len(), 80);
+    assert_eq!(
+        dig(c.ns(), "10.242.4.1", &["+noedns", "big.example"]).len(),
+        80,
+        "dig retries over TCP"
+    );
+    // EDNS passes through: more than a 512-byte answer holds (about 28
+    // addresses) comes back over UDP, up to the 1232-byte EDNS size.
+    let over_udp = dig(
+        c.ns(),
+        "10.242.4.1",
+        &["+edns=0", "+bufsize=4096", "+ignore", "big.example"],
+    )
+    .len();
+    assert!(over_udp > 28, "{over_udp} addresses over UDP with EDNS");
     // dig gives up after 3 s: the SERVFAIL comes before (the daemon waits 2 s per upstream).
     let started = std::time::Instant::now();
     assert_eq!(status(d.ns(), "10.242.5.1", &["outside.example"]), "SERVFAIL");
