@@ -57,7 +57,8 @@ struct State {
     store: FileStore,
     zone: Shared,
     listeners: Mutex<Listeners>,
-    loaded: Mutex<u64>,
+    /// The revision served; `None` before the first load.
+    loaded: Mutex<Option<u64>>,
 }
 
 impl State {
@@ -66,8 +67,8 @@ impl State {
     async fn sync(&self) -> Result<(u64, Vec<String>)> {
         let mut loaded = self.loaded.lock().await;
         let revision = self.store.revision()?;
-        if revision == *loaded && *loaded != 0 {
-            return Ok((*loaded, Vec::new()));
+        if *loaded == Some(revision) {
+            return Ok((revision, Vec::new()));
         }
         let store = self.store.clone();
         let zone = tokio::task::spawn_blocking(move || snapshot::load(&store)).await??;
@@ -75,8 +76,9 @@ impl State {
         let serial = u64::from(zone.serial());
         *self.zone.write().map_err(|_| anyhow::anyhow!("zone lock poisoned"))? = Arc::new(zone);
         let errors = self.listeners.lock().await.update(&wanted, &self.zone).await;
-        *loaded = serial.max(revision);
-        Ok((*loaded, errors))
+        let served = serial.max(revision);
+        *loaded = Some(served);
+        Ok((served, errors))
     }
 }
 
@@ -108,7 +110,7 @@ async fn run(store: FileStore, paths: &Paths) -> Result<()> {
         store,
         zone: Arc::new(RwLock::new(Arc::default())),
         listeners: Mutex::new(Listeners::default()),
-        loaded: Mutex::new(0),
+        loaded: Mutex::new(None),
     });
     if let Err(e) = state.sync().await {
         tracing::warn!(error = %e, "first load");
