@@ -67,17 +67,25 @@ impl State {
     async fn sync(&self) -> Result<(u64, Vec<String>)> {
         let mut loaded = self.loaded.lock().await;
         let revision = self.store.revision()?;
-        if *loaded == Some(revision) {
-            return Ok((revision, Vec::new()));
-        }
-        let store = self.store.clone();
-        let zone = tokio::task::spawn_blocking(move || snapshot::load(&store)).await??;
-        let wanted: Vec<_> = zone.listeners().iter().map(|(l, _)| *l).collect();
-        let serial = u64::from(zone.serial());
-        *self.zone.write().map_err(|_| anyhow::anyhow!("zone lock poisoned"))? = Arc::new(zone);
+        let served = match *loaded {
+            Some(r) if r == revision => r,
+            _ => {
+                let store = self.store.clone();
+                let zone = tokio::task::spawn_blocking(move || snapshot::load(&store)).await??;
+                let served = u64::from(zone.serial()).max(revision);
+                *self.zone.write().map_err(|_| anyhow::anyhow!("zone lock poisoned"))? = Arc::new(zone);
+                *loaded = Some(served);
+                served
+            }
+        };
+        // Every time, not only on reload: an address that could not be opened
+        // (not there yet, or taken) is tried again.
+        let wanted: Vec<_> = server::current(&self.zone)
+            .listeners()
+            .iter()
+            .map(|(l, _)| *l)
+            .collect();
         let errors = self.listeners.lock().await.update(&wanted, &self.zone).await;
-        let served = serial.max(revision);
-        *loaded = Some(served);
         Ok((served, errors))
     }
 }
