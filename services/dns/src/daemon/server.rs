@@ -27,6 +27,8 @@ pub fn current(zone: &Shared) -> Arc<Zone> {
 #[derive(Default)]
 pub struct Listeners {
     open: HashMap<SocketAddr, [JoinHandle<()>; 2]>,
+    /// Addresses that failed to open, with why (logged once, retried each sync).
+    failing: HashMap<SocketAddr, String>,
 }
 
 impl Listeners {
@@ -41,6 +43,7 @@ impl Listeners {
             }
             keep
         });
+        self.failing.retain(|addr, _| wanted.contains(addr));
         let mut errors = Vec::new();
         for &addr in wanted {
             if self.open.contains_key(&addr) {
@@ -49,11 +52,16 @@ impl Listeners {
             match open(addr, zone).await {
                 Ok(tasks) => {
                     tracing::info!(%addr, "listening");
+                    self.failing.remove(&addr);
                     self.open.insert(addr, tasks);
                 }
                 Err(e) => {
-                    tracing::warn!(%addr, error = %e, "cannot listen");
-                    errors.push(format!("{addr}: {e}"));
+                    let why = e.to_string();
+                    if self.failing.get(&addr) != Some(&why) {
+                        tracing::warn!(%addr, error = %why, "cannot listen");
+                    }
+                    errors.push(format!("{addr}: {why}"));
+                    self.failing.insert(addr, why);
                 }
             }
         }
