@@ -20,6 +20,7 @@ PACKAGES=(
     tcpdump # reads nflog: the firewall's denied-packet log
     dnsmasq-base # the upstream resolver netsvc-dnsd forwards to in tests
     util-linux # unshare: a container-private resolv.conf for getent
+    procps # pgrep, ps: the DNS daemon tests look for its process
 )
 
 step() { printf '\n==> %s\n' "$*"; }
