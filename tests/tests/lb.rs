@@ -572,3 +572,27 @@ fn apply_repairs_a_lost_backend_and_then_finds_nothing_to_do() {
     );
     assert_eq!(spread(client.ns(), vip(80), 40, false).len(), 2);
 }
+
+#[test]
+fn a_vip_port_another_network_holds_is_code_7_and_changes_nothing() {
+    let node = TestNode::new().unwrap();
+    let svc = |name: &str| json!([{"name": name, "vip": VIP, "ports": [{"port": 80}]}]);
+    let first = node
+        .chain(&node.bridge_conflist("lbnet1", "1.0.0", "10.241.12.0/24", vec![lb(svc("api"))]))
+        .unwrap();
+    let second = node
+        .chain(&node.bridge_conflist("lbnet2", "1.0.0", "10.241.13.0/24", vec![lb(svc("web"))]))
+        .unwrap();
+    let (a, b) = (node.container("a").unwrap(), node.container("b").unwrap());
+    attach(&first, &a, "a", "api");
+    let before = tables(&node);
+    let err = second
+        .add_with(&b, "eth0", &CallArgs::endpoint("b", Some("app:web")))
+        .unwrap_err();
+    assert_eq!(err.cni().code, 7, "{err}");
+    assert!(
+        err.cni().msg.contains("services[0].ports[0]") && err.cni().msg.contains("another network"),
+        "{err}"
+    );
+    assert_eq!(tables(&node), before);
+}

@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
-use netsvc_core::cni::Result;
+use netsvc_core::cni::{CniError, Result};
 use netsvc_core::graph::{Endpoint, LOCK_TIMEOUT, Service, ServicePort, Tx};
 use netsvc_core::nft::NftScript;
 use netsvc_core::store::Store;
@@ -54,11 +54,22 @@ pub fn render(store: &dyn Store, tx: &mut Tx<'_>, conf: &LbConf, gone: &[IpAddr]
     let kept: BTreeSet<&str> = desired.iter().map(|d| d.prefix.as_str()).collect();
     let removed: Vec<&Rendered> = old.values().filter(|o| !kept.contains(o.prefix.as_str())).collect();
 
+    let mut currents = BTreeMap::new();
+    for f in Family::ALL {
+        currents.insert(f, kernel::read(f)?);
+    }
+    let ours: BTreeSet<&str> = old
+        .values()
+        .map(|o| o.prefix.as_str())
+        .chain(kept.iter().copied())
+        .collect();
+    claimed_elsewhere(conf, &desired, &currents, &ours)?;
+
     let mut changes = 0;
     for f in Family::ALL {
         let mine: Vec<&Rendered> = desired.iter().filter(|d| d.family() == f).collect();
         let theirs_gone: Vec<&Rendered> = removed.iter().copied().filter(|o| o.family() == f).collect();
-        let current = kernel::read(f)?;
+        let current = currents.remove(&f).flatten();
         let Some(script) = family_script(f, &mine, &theirs_gone, current.as_ref(), &endpoints, gone)? else {
             continue;
         };
@@ -91,6 +102,41 @@ pub fn render(store: &dyn Store, tx: &mut Tx<'_>, conf: &LbConf, gone: &[IpAddr]
         }
     }
     Ok((endpoints.len(), changes))
+}
+
+/// A frontend another network's service already holds is a config error
+/// (the kernel would refuse the second dispatch entry anyway, less clearly).
+fn claimed_elsewhere(
+    conf: &LbConf,
+    desired: &[Rendered],
+    currents: &BTreeMap<Family, Option<kernel::Current>>,
+    ours: &BTreeSet<&str>,
+) -> Result<()> {
+    for d in desired {
+        let Some(current) = currents.get(&d.family()).and_then(Option::as_ref) else {
+            continue;
+        };
+        for (p, (key, _)) in d.frontends().iter().enumerate() {
+            let Some(target) = current.frontend_target(key) else {
+                continue;
+            };
+            if !ours.iter().any(|prefix| target.starts_with(&format!("{prefix}_"))) {
+                let i = conf.services.iter().position(|s| s.name == d.conf.name).unwrap_or(0);
+                let port = &d.conf.ports[p];
+                return Err(CniError::invalid_config(
+                    &format!("services[{i}].ports[{p}]"),
+                    format!(
+                        "{}:{}/{} is already a service port of another network (service {:?})",
+                        d.conf.vip,
+                        port.port,
+                        port.protocol.as_str(),
+                        d.conf.name
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// One family's script; `None` when the table neither exists nor is needed.

@@ -29,6 +29,16 @@ impl Current {
             .collect()
     }
 
+    /// The chain the dispatch map sends `frontend` (`vip . proto . port`) to, if any.
+    pub fn frontend_target(&self, frontend: &str) -> Option<String> {
+        let (_, verdict) = self
+            .maps
+            .get(SERVICES)?
+            .iter()
+            .find(|(k, _)| frontend_key(k) == frontend)?;
+        verdict["goto"]["target"].as_str().map(str::to_string)
+    }
+
     /// A slot map's elements by slot; `None` when the map does not exist.
     pub fn slots(&self, map: &str) -> Option<BTreeMap<usize, IpAddr>> {
         let elems = self.maps.get(map)?;
