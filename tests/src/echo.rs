@@ -211,6 +211,23 @@ impl Netns {
         })
     }
 
+    /// As [`Netns::tcp_echo`], `n` times in a row from one thread inside this
+    /// namespace: how long each connection took, from connect to the whole
+    /// echo read back (for latency benchmarks; the first failure ends it).
+    pub fn tcp_echo_timed(&self, addr: SocketAddr, msg: &str, n: usize, timeout: Duration) -> Result<Vec<Duration>> {
+        self.run(|| {
+            (0..n)
+                .map(|i| {
+                    let start = Instant::now();
+                    let conn = TcpStream::connect_timeout(&addr, timeout)
+                        .with_context(|| format!("[{}] tcp connect {addr} (connection {i})", self.name()))?;
+                    talk(conn, addr, msg, timeout)?;
+                    Ok(start.elapsed())
+                })
+                .collect()
+        })?
+    }
+
     /// Sends `msg` over UDP to `addr` from inside this namespace, resending
     /// until a reply from `addr` arrives or `timeout` passes.
     pub fn udp_echo(&self, addr: SocketAddr, msg: &str, timeout: Duration) -> Result<EchoReply> {
