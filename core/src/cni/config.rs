@@ -58,19 +58,48 @@ pub struct NetConf {
     pub extra: Map<String, Value>,
 }
 
+/// The top-level keys [`NetConf`] decodes itself; all others go to `extra`.
+const KNOWN_KEYS: [&str; 12] = [
+    "cniVersion",
+    "name",
+    "type",
+    "capabilities",
+    "runtimeConfig",
+    "args",
+    "ipMasq",
+    "ipam",
+    "dns",
+    "prevResult",
+    "cni.dev/valid-attachments",
+    "cni.dev/attachments",
+];
+
 impl NetConf {
     /// Parses stdin. Malformed JSON is code 6; a wrong type of a known key is code 7.
     pub fn parse(bytes: &[u8]) -> Result<NetConf> {
         let raw: Value = serde_json::from_slice(bytes)
             .map_err(|e| CniError::decode(format!("failed to decode network config: {e}")))?;
-        NetConf::from_value(&raw)
+        NetConf::from_owned(raw)
     }
 
     pub fn from_value(raw: &Value) -> Result<NetConf> {
-        if !raw.is_object() {
+        NetConf::from_owned(raw.clone())
+    }
+
+    /// As [`NetConf::from_value`], taking the value: the keys the spec knows
+    /// are decoded, every other key moves into `extra` as it is (no copy and
+    /// no buffering of a service's possibly large settings).
+    pub fn from_owned(raw: Value) -> Result<NetConf> {
+        let Value::Object(mut all) = raw else {
             return Err(CniError::decode("network config must be a JSON object"));
-        }
-        decode_at::<NetConf>(raw, "")
+        };
+        let known: Map<String, Value> = KNOWN_KEYS
+            .iter()
+            .filter_map(|k| all.shift_remove(*k).map(|v| (k.to_string(), v)))
+            .collect();
+        let mut conf: NetConf = decode_at(&Value::Object(known), "")?;
+        conf.extra = all;
+        Ok(conf)
     }
 
     /// The previous result, read in this config's version.
@@ -103,7 +132,13 @@ impl NetConf {
     /// type names its own top-level keys and should let the rest pass through;
     /// its nested objects deny unknown keys. Errors are code 7 naming the JSON path.
     pub fn service_config<T: DeserializeOwned>(&self) -> Result<T> {
-        decode_at(&self.to_value(), "")
+        decode_at(&self.service_value(), "")
+    }
+
+    /// The keys the spec does not know (a service's own, and runtime
+    /// additions) as one object: what a service decodes its settings from.
+    pub fn service_value(&self) -> Value {
+        Value::Object(self.extra.clone())
     }
 }
 

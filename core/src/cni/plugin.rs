@@ -63,14 +63,18 @@ pub struct Outcome {
 /// Runs one call to completion without touching the process: `env` looks up
 /// `CNI_*` variables, `stdin` is the config. Panics become code [`PANIC_CODE`].
 pub fn dispatch<P: Plugin + ?Sized>(plugin: &P, env: impl Fn(&str) -> Option<String>, stdin: &[u8]) -> Outcome {
+    // Parsed once (a config can be large: a service's whole settings).
+    let raw = serde_json::from_slice::<Value>(stdin)
+        .map_err(|e| CniError::decode(format!("failed to decode network config: {e}")));
     // The version errors are written in: the config's when it can be read.
-    let stdin_version = serde_json::from_slice::<Value>(stdin)
+    let stdin_version = raw
+        .as_ref()
         .ok()
         .and_then(|v| v.get("cniVersion").and_then(Value::as_str).map(str::to_string))
         .filter(|v| Version::parse(v).is_ok() && !v.is_empty())
         .unwrap_or_else(|| LATEST.to_string());
 
-    let outcome = catch_unwind(AssertUnwindSafe(|| handle(plugin, &env, stdin, &stdin_version)));
+    let outcome = catch_unwind(AssertUnwindSafe(|| handle(plugin, &env, raw, &stdin_version)));
     match outcome {
         Ok(Ok(Some(v))) => Outcome {
             stdout: to_line(&v),
@@ -102,7 +106,7 @@ pub fn dispatch<P: Plugin + ?Sized>(plugin: &P, env: impl Fn(&str) -> Option<Str
 fn handle<P: Plugin + ?Sized>(
     plugin: &P,
     env: &dyn Fn(&str) -> Option<String>,
-    stdin: &[u8],
+    raw: Result<Value>,
     stdin_version: &str,
 ) -> Result<Option<Value>> {
     let env = Env::from_lookup(env)?;
@@ -112,7 +116,7 @@ fn handle<P: Plugin + ?Sized>(
             "supportedVersions": plugin.supported_versions(),
         })));
     }
-    let conf = NetConf::parse(stdin)?;
+    let conf = NetConf::from_owned(raw?)?;
     let ver = version::require_supported(&conf.cni_version, plugin.supported_versions())?;
     let needs = match env.command {
         Command::Check => Some(Version::V0_4_0),

@@ -47,7 +47,7 @@ pub struct Served {
 
 impl DnsConf {
     pub fn from_netconf(conf: &NetConf) -> Result<DnsConf, CniError> {
-        DnsConf::from_value(&conf.to_value())
+        DnsConf::from_value(&conf.service_value())
     }
 
     pub fn from_value(raw: &Value) -> Result<DnsConf, CniError> {

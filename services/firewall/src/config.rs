@@ -146,7 +146,7 @@ impl Default for LogConf {
 impl FirewallConf {
     /// Decodes and validates the plugin's keys from a call's config.
     pub fn from_netconf(conf: &NetConf) -> Result<FirewallConf, CniError> {
-        FirewallConf::from_value(&conf.to_value())
+        FirewallConf::from_value(&conf.service_value())
     }
 
     pub fn from_value(raw: &Value) -> Result<FirewallConf, CniError> {

@@ -110,7 +110,7 @@ impl ServiceConf {
 impl LbConf {
     /// Decodes and validates the plugin's keys from a call's config.
     pub fn from_netconf(conf: &NetConf) -> Result<LbConf, CniError> {
-        LbConf::from_value(&conf.to_value())
+        LbConf::from_value(&conf.service_value())
     }
 
     pub fn from_value(raw: &Value) -> Result<LbConf, CniError> {
