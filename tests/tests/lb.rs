@@ -338,7 +338,10 @@ fn two_hundred_add_del_cycles_leave_the_tables_as_they_were() {
     let chain = node
         .chain(&node.bridge_conflist("lbcycle", "1.0.0", "10.241.6.0/24", vec![lb(svc)]))
         .unwrap();
-    let _b = backends(&node, &chain, "api", 2, 8080);
+    let _b = backends(&node, &chain, "api", 3, 8080);
+    // ADD leaves the rules a growing service shadows until the next DEL
+    // rewrites the chain: start from the state after a DEL.
+    chain.del(&_b.containers[2], "eth0").unwrap();
     let before = tables(&node);
     assert!(before.contains("netsvc_lb"), "{before}");
     let c = node.container("cycle").unwrap();

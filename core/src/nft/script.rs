@@ -100,6 +100,14 @@ impl NftScript {
         Ok(self)
     }
 
+    /// `insert rule`: `statements` go first in the chain.
+    pub fn insert_rule(&mut self, chain: &str, statements: &str) -> Result<&mut Self, NftError> {
+        validate_name("chain", chain)?;
+        let line = format!("insert rule {} {} {chain} {statements}", self.family, self.table);
+        self.push(format_args!("{line}"));
+        Ok(self)
+    }
+
     /// `add map`/`add set` with its declaration body (`type …; flags …;`); a no-op when it exists.
     pub fn add_set(&mut self, kind: SetKind, name: &str, declaration: &str) -> Result<&mut Self, NftError> {
         validate_name("set", name)?;

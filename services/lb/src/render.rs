@@ -140,9 +140,21 @@ pub fn update_service(s: &mut NftScript, old: &Rendered, new: &Rendered) -> Resu
     let have: BTreeMap<usize, IpAddr> = old.slots.iter().copied().enumerate().collect();
     let want: BTreeMap<usize, IpAddr> = new.slots.iter().copied().enumerate().collect();
     diff_slots(s, new, &have, &want)?;
+    // Growing, the new rules go in front of the old ones, which they shadow
+    // (`dnat` ends the chain): ADD deletes nothing, and deletions cost a
+    // kernel RCU grace period (~15 ms) when nft exits. Anything else (DEL,
+    // or the first backend) rewrites the chain, which drops shadowed rules.
+    let grows = !old.slots.is_empty() && new.slots.len() > old.slots.len();
     let (old_rules, new_rules) = (old.port_rules(), new.port_rules());
     for ((chain, before), (_, after)) in old_rules.iter().zip(&new_rules) {
-        if before != after {
+        if before == after {
+            continue;
+        }
+        if grows {
+            for rule in after.iter().rev() {
+                s.insert_rule(chain, rule)?;
+            }
+        } else {
             s.flush_chain(chain)?;
             for rule in after {
                 s.add_rule(chain, rule)?;
