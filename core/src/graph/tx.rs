@@ -186,8 +186,8 @@ type Applied = (String, Option<Value>, Option<Revision>);
 pub struct Tx<'s> {
     store: &'s dyn Store,
     network: String,
-    /// Revision of each key as first read (None: absent).
-    seen: HashMap<String, Option<Revision>>,
+    /// Revision and value of each key as first read (None: absent).
+    seen: HashMap<String, (Option<Revision>, Option<Value>)>,
     /// Staged writes (None: delete), applied in key order at commit.
     staged: BTreeMap<String, Option<Value>>,
 }
@@ -203,10 +203,9 @@ impl Tx<'_> {
             return Ok(staged.clone());
         }
         let entry = self.store.get(key)?;
-        self.seen
-            .entry(key.to_string())
-            .or_insert(entry.as_ref().map(|e| e.revision));
-        Ok(entry.map(|e| e.value))
+        let (revision, value) = (entry.as_ref().map(|e| e.revision), entry.map(|e| e.value));
+        self.seen.entry(key.to_string()).or_insert((revision, value.clone()));
+        Ok(value)
     }
 
     fn stage(&mut self, key: String, value: Option<Value>) -> Result<(), GraphError> {
@@ -332,7 +331,9 @@ impl Tx<'_> {
         let prefix = format!("{}/endpoints/", network_key(&self.network)?);
         let mut all: BTreeMap<String, Value> = BTreeMap::new();
         for e in self.store.list(&prefix)? {
-            self.seen.entry(e.key.clone()).or_insert(Some(e.revision));
+            self.seen
+                .entry(e.key.clone())
+                .or_insert((Some(e.revision), Some(e.value.clone())));
             all.insert(e.key, e.value);
         }
         for (k, v) in self
@@ -414,11 +415,12 @@ impl Tx<'_> {
     fn commit(self) -> Result<(), GraphError> {
         let mut done: Vec<Applied> = Vec::new();
         for (key, value) in &self.staged {
-            let expected = self.seen.get(key).copied().flatten();
-            let before = match expected {
-                Some(_) => self.store.get(key)?.map(|e| e.value),
-                None => None,
-            };
+            let (expected, before) = self.seen.get(key).cloned().unwrap_or((None, None));
+            // Unchanged keys cost nothing (each write is fsynced); the
+            // network lock keeps others from changing them meanwhile.
+            if *value == before {
+                continue;
+            }
             let result = match (value, expected) {
                 (Some(v), _) => self.store.compare_and_swap(key, expected, v).map(Some),
                 (None, Some(rev)) => self.store.compare_and_delete(key, rev).map(|_| None),
