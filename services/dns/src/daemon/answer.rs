@@ -19,27 +19,30 @@ pub enum Transport {
     Tcp,
 }
 
-/// The response to `query` from `client`, or `None` when there is nothing to
-/// answer (a response, or too short to carry an id).
-pub async fn respond(
-    zone: &Zone,
-    query: &[u8],
-    client: SocketAddr,
-    listen: SocketAddr,
-    transport: Transport,
-) -> Option<Vec<u8>> {
+/// What a query needs: a reply now, a trip upstream, or nothing.
+pub enum Prepared {
+    Reply(Vec<u8>),
+    /// Not ours: the parsed query and where it goes.
+    Forward(Message, Vec<SocketAddr>),
+    /// A response, or too short to carry an id.
+    Nothing,
+}
+
+/// Answers `query` from `client` from the zone alone (no I/O).
+pub fn prepare(zone: &Zone, query: &[u8], client: SocketAddr, listen: SocketAddr, transport: Transport) -> Prepared {
+    let reply = |r: Option<Vec<u8>>| r.map_or(Prepared::Nothing, Prepared::Reply);
     let msg = match Message::from_vec(query) {
         Ok(m) => m,
-        Err(_) => return format_error(query),
+        Err(_) => return reply(format_error(query)),
     };
     if msg.metadata.message_type != MessageType::Query {
-        return None;
+        return Prepared::Nothing;
     }
     if msg.metadata.op_code != OpCode::Query {
-        return encode(&error(&msg, ResponseCode::NotImp), &msg, transport);
+        return reply(encode(&error(&msg, ResponseCode::NotImp), &msg, transport));
     }
     let [q] = msg.queries.as_slice() else {
-        return encode(&error(&msg, ResponseCode::FormErr), &msg, transport);
+        return reply(encode(&error(&msg, ResponseCode::FormErr), &msg, transport));
     };
     let mut resp = error(&msg, ResponseCode::NoError);
     match zone.lookup(client.ip(), listen, q.name(), q.query_type()) {
@@ -56,14 +59,33 @@ pub async fn respond(
             resp.metadata.response_code = ResponseCode::NXDomain;
             resp.authorities.push(soa);
         }
-        Outcome::Forward(upstreams) => {
-            return match forward::exchange(query, &upstreams, transport).await {
-                Some(reply) => Some(fit(reply, &msg, transport)),
-                None => encode(&error(&msg, ResponseCode::ServFail), &msg, transport),
-            };
-        }
+        Outcome::Forward(upstreams) => return Prepared::Forward(msg, upstreams),
     }
-    encode(&resp, &msg, transport)
+    reply(encode(&resp, &msg, transport))
+}
+
+/// The upstreams' answer to a query [`prepare`] sent there, fitted to the
+/// client's transport; SERVFAIL when none answered.
+pub async fn forwarded(query: &[u8], msg: &Message, upstreams: &[SocketAddr], transport: Transport) -> Option<Vec<u8>> {
+    match forward::exchange(query, upstreams, transport).await {
+        Some(reply) => Some(fit(reply, msg, transport)),
+        None => encode(&error(msg, ResponseCode::ServFail), msg, transport),
+    }
+}
+
+/// The response to `query` from `client`, or `None` when there is nothing to answer.
+pub async fn respond(
+    zone: &Zone,
+    query: &[u8],
+    client: SocketAddr,
+    listen: SocketAddr,
+    transport: Transport,
+) -> Option<Vec<u8>> {
+    match prepare(zone, query, client, listen, transport) {
+        Prepared::Reply(r) => Some(r),
+        Prepared::Nothing => None,
+        Prepared::Forward(msg, upstreams) => forwarded(query, &msg, &upstreams, transport).await,
+    }
 }
 
 /// A response skeleton echoing the query's id, question and RD bit.

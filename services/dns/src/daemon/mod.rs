@@ -98,6 +98,8 @@ pub fn main() -> Result<()> {
         return Ok(()); // another daemon serves this state dir
     };
     init_log(&paths.log())?;
+    // Threads' panics would go to stderr, which is /dev/null: log them.
+    std::panic::set_hook(Box::new(|info| tracing::error!("panic: {info}")));
     std::fs::write(paths.pid(), format!("{}\n", std::process::id()))?;
     let store = FileStore::open(&state_dir)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()

@@ -1,4 +1,4 @@
-//! The sockets: one UDP and one TCP listener per listen address the zone
+//! The sockets: one UDP thread and one TCP task per listen address the zone
 //! names, opened and closed as networks come and go.
 
 use std::collections::HashMap;
@@ -6,11 +6,14 @@ use std::net::SocketAddr;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream, UdpSocket};
+
+use tokio::net::{TcpListener, TcpStream};
+use tokio::runtime::Handle;
 use tokio::task::JoinHandle;
 
-use super::answer::{Transport, respond};
+use super::answer::{Prepared, Transport, forwarded, prepare, respond};
 use crate::zone::Zone;
 
 /// The zone every listener answers from; swapped whole on reload.
@@ -26,7 +29,7 @@ pub fn current(zone: &Shared) -> Arc<Zone> {
 /// The open listeners by address.
 #[derive(Default)]
 pub struct Listeners {
-    open: HashMap<SocketAddr, [JoinHandle<()>; 2]>,
+    open: HashMap<SocketAddr, Listener>,
     /// Addresses that failed to open, with why (logged once, retried each sync).
     failing: HashMap<SocketAddr, String>,
 }
@@ -35,14 +38,13 @@ impl Listeners {
     /// Opens what `wanted` adds and closes what it drops; the addresses that
     /// could not be opened, with why.
     pub async fn update(&mut self, wanted: &[SocketAddr], zone: &Shared) -> Vec<String> {
-        self.open.retain(|addr, tasks| {
-            let keep = wanted.contains(addr);
-            if !keep {
-                tasks.iter().for_each(JoinHandle::abort);
+        let gone: Vec<SocketAddr> = self.open.keys().filter(|a| !wanted.contains(a)).copied().collect();
+        for addr in gone {
+            if let Some(listener) = self.open.remove(&addr) {
+                listener.stop().await;
                 tracing::info!(%addr, "stopped listening");
             }
-            keep
-        });
+        }
         self.failing.retain(|addr, _| wanted.contains(addr));
         let mut errors = Vec::new();
         for &addr in wanted {
@@ -50,10 +52,10 @@ impl Listeners {
                 continue;
             }
             match open(addr, zone).await {
-                Ok(tasks) => {
+                Ok(listener) => {
                     tracing::info!(%addr, "listening");
                     self.failing.remove(&addr);
-                    self.open.insert(addr, tasks);
+                    self.open.insert(addr, listener);
                 }
                 Err(e) => {
                     let why = e.to_string();
@@ -69,37 +71,76 @@ impl Listeners {
     }
 }
 
-async fn open(addr: SocketAddr, zone: &Shared) -> std::io::Result<[JoinHandle<()>; 2]> {
-    let udp = Arc::new(UdpSocket::bind(addr).await?);
-    let tcp = TcpListener::bind(addr).await?;
-    let (z1, z2) = (zone.clone(), zone.clone());
-    Ok([
-        tokio::spawn(serve_udp(udp, addr, z1)),
-        tokio::spawn(serve_tcp(tcp, addr, z2)),
-    ])
+/// One listen address: a UDP thread and a TCP task.
+struct Listener {
+    udp_stop: Arc<AtomicBool>,
+    udp: std::thread::JoinHandle<()>,
+    tcp: JoinHandle<()>,
 }
 
-async fn serve_udp(sock: Arc<UdpSocket>, listen: SocketAddr, zone: Shared) {
+impl Listener {
+    /// Stops both; returns once the UDP socket is closed, so the address
+    /// can be opened again at once (a network leaving and coming back).
+    async fn stop(self) {
+        self.udp_stop.store(true, Ordering::Relaxed);
+        self.tcp.abort();
+        let _ = tokio::task::spawn_blocking(move || self.udp.join()).await;
+    }
+}
+
+/// How often the UDP thread looks up from a quiet socket to see whether it must stop.
+const UDP_STOP_CHECK: Duration = Duration::from_millis(50);
+
+async fn open(addr: SocketAddr, zone: &Shared) -> std::io::Result<Listener> {
+    let udp = std::net::UdpSocket::bind(addr)?;
+    udp.set_read_timeout(Some(UDP_STOP_CHECK))?;
+    let tcp = TcpListener::bind(addr).await?;
+    let udp_stop = Arc::new(AtomicBool::new(false));
+    let (z, stop, runtime) = (zone.clone(), udp_stop.clone(), tokio::runtime::Handle::current());
+    let udp = std::thread::Builder::new()
+        .name(format!("dnsd-udp-{addr}"))
+        .spawn(move || serve_udp(Arc::new(udp), addr, z, stop, runtime))?;
+    Ok(Listener {
+        udp_stop,
+        udp,
+        tcp: tokio::spawn(serve_tcp(tcp, addr, zone.clone())),
+    })
+}
+
+/// UDP on its own thread with a blocking socket: local names are answered
+/// inline (three syscalls a query, no task or wake-up), and only queries for
+/// upstreams go to the runtime, which answers them when the upstream does.
+fn serve_udp(sock: Arc<std::net::UdpSocket>, listen: SocketAddr, zone: Shared, stop: Arc<AtomicBool>, runtime: Handle) {
     let mut buf = vec![0u8; 65535];
-    loop {
-        let (n, client) = match sock.recv_from(&mut buf).await {
+    while !stop.load(Ordering::Relaxed) {
+        let (n, client) = match sock.recv_from(&mut buf) {
             Ok(r) => r,
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => continue,
             Err(e) => {
                 tracing::debug!(error = %e, "udp receive");
                 continue;
             }
         };
-        let query = buf[..n].to_vec();
-        let (sock, zone) = (sock.clone(), zone.clone());
-        // Each query on its own task: a forwarded one waits on its upstream
-        // without holding up the next.
-        tokio::spawn(async move {
-            let z = current(&zone);
-            if let Some(reply) = respond(&z, &query, client, listen, Transport::Udp).await {
-                let _ = sock.send_to(&reply, client).await;
+        // A query that trips a bug must not take the listener down with it.
+        let prepared = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            prepare(&current(&zone), &buf[..n], client, listen, Transport::Udp)
+        }));
+        match prepared.unwrap_or(Prepared::Nothing) {
+            Prepared::Reply(reply) => {
+                let _ = sock.send_to(&reply, client);
             }
-        });
+            Prepared::Nothing => {}
+            Prepared::Forward(msg, upstreams) => {
+                let (sock, query) = (sock.clone(), buf[..n].to_vec());
+                runtime.spawn(async move {
+                    if let Some(reply) = forwarded(&query, &msg, &upstreams, Transport::Udp).await {
+                        let _ = sock.send_to(&reply, client);
+                    }
+                });
+            }
+        }
     }
+    tracing::debug!(%listen, "udp listener stopped");
 }
 
 async fn serve_tcp(listener: TcpListener, listen: SocketAddr, zone: Shared) {
