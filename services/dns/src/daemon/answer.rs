@@ -88,12 +88,14 @@ pub async fn respond(
     }
 }
 
-/// A response skeleton echoing the query's id, question and RD bit.
+/// A response skeleton echoing the query's id, (first) question and RD bit.
 fn error(query: &Message, code: ResponseCode) -> Message {
     let mut resp = Message::error_msg(query.metadata.id, query.metadata.op_code, code);
     resp.metadata.recursion_desired = query.metadata.recursion_desired;
     resp.metadata.recursion_available = true;
-    resp.queries = query.queries.clone();
+    // Not every question: the FORMERR or NOTIMP to a query of many would be
+    // as long as it, past what a UDP client takes even once truncated.
+    resp.queries = query.queries.iter().take(1).cloned().collect();
     if query.edns.is_some() {
         let mut edns = Edns::new();
         edns.set_max_payload(EDNS_PAYLOAD);
@@ -172,6 +174,39 @@ mod tests {
             (m.metadata.id, m.metadata.response_code),
             (0xabcd, ResponseCode::FormErr)
         );
+    }
+
+    #[tokio::test]
+    async fn many_questions_get_an_error_that_fits_udp() {
+        let z = Zone::default();
+        let c: SocketAddr = "10.0.0.2:5353".parse().unwrap();
+        for (op, code) in [
+            (OpCode::Query, ResponseCode::FormErr),
+            (OpCode::Status, ResponseCode::NotImp),
+        ] {
+            let mut m = Message::query();
+            m.metadata.op_code = op;
+            for i in 0..200 {
+                m.add_query(Query::query(
+                    Name::from_str(&format!("n{i}.example.")).unwrap(),
+                    RecordType::A,
+                ));
+            }
+            let q = m.to_vec().unwrap();
+            for transport in [Transport::Udp, Transport::Tcp] {
+                let r = respond(&z, &q, c, c, transport).await.unwrap();
+                assert!(
+                    r.len() <= PLAIN_UDP,
+                    "{op:?} {transport:?}: {} bytes to {} bytes",
+                    r.len(),
+                    q.len()
+                );
+                let m = Message::from_vec(&r).unwrap();
+                assert_eq!(m.metadata.response_code, code);
+                assert!(!m.metadata.truncation);
+                assert_eq!(m.queries.len(), 1);
+            }
+        }
     }
 
     #[tokio::test]

@@ -75,6 +75,8 @@ impl State {
                 let served = u64::from(zone.serial()).max(revision);
                 *self.zone.write().map_err(|_| anyhow::anyhow!("zone lock poisoned"))? = Arc::new(zone);
                 *loaded = Some(served);
+                // The old zone and what reading the store took are free now.
+                tokio::task::spawn_blocking(release_freed_memory);
                 served
             }
         };
@@ -154,6 +156,18 @@ async fn run(store: FileStore, paths: &Paths) -> Result<()> {
     poller.abort();
     tracing::info!("netsvc-dnsd stopping");
     Ok(())
+}
+
+/// Gives the heap a reload freed back to the system. glibc keeps freed
+/// memory in its arenas unless it sits at the very top of one, and a reload
+/// frees a whole zone and everything reading the store took: after 500
+/// containers came and went the daemon kept three times its earlier RSS.
+fn release_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only walks glibc's own arenas, under their locks.
+    unsafe {
+        libc::malloc_trim(0);
+    }
 }
 
 fn parse_args() -> Result<PathBuf> {
