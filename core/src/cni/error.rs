@@ -127,6 +127,11 @@ impl CniError {
         Self::new(Code::NotAvailableLimited, msg)
     }
     /// A plugin-specific error (code 100 and up).
+    /// CHECK of `service` found what it made missing ([`CODE_STATE_MISSING`]).
+    pub fn state_missing(service: &str, what: impl std::fmt::Display) -> Self {
+        CniError::plugin(CODE_STATE_MISSING, format!("{service}: {what}"))
+    }
+
     pub fn plugin(code: u32, msg: impl Into<String>) -> Self {
         debug_assert!(code >= 100, "plugin-specific codes start at 100");
         Self::new(Code::Plugin(code.max(100)), msg)

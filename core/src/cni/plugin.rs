@@ -30,6 +30,29 @@ impl Call {
         self.conf.prev_result()
     }
 
+    /// The previous result a chained service's ADD needs: code 7 naming the
+    /// plugin when no interface plugin ran before it.
+    pub fn chained_prev_result(&self) -> Result<CniResult> {
+        self.prev_result()?.ok_or_else(|| {
+            CniError::invalid_config(
+                "prevResult",
+                format!(
+                    "{} is chained after an interface plugin (none ran before it)",
+                    self.conf.plugin_type
+                ),
+            )
+        })
+    }
+
+    /// Whether GC keeps the attachment (container id, ifname): it is in
+    /// `cni.dev/valid-attachments`.
+    pub fn gc_keeps(&self, container_id: &str, ifname: &str) -> bool {
+        self.conf
+            .gc_keep()
+            .iter()
+            .any(|a| a.container_id == container_id && a.ifname == ifname)
+    }
+
     pub fn version(&self) -> Version {
         Version::parse(&self.conf.cni_version).unwrap_or(Version::V1_1_0)
     }

@@ -2,7 +2,7 @@
 
 use crate::cni::{Call, CniError, CniResult, IpNet};
 
-use super::{Endpoint, GraphError, Network, Tx, identity};
+use super::{Endpoint, Graph, GraphError, Network, Tx, identity};
 
 /// The addresses the chain gave the container interface `ifname` (addresses
 /// bound to no interface count too, as the reference plugins read them).
@@ -76,4 +76,14 @@ pub fn record_network(tx: &mut Tx<'_>, prev: &CniResult) -> Result<(), GraphErro
         gateway,
         bridge,
     })
+}
+
+/// CHECK's first question for every service: the call's endpoint as the
+/// graph holds it for `service`; code 120 when it is not there.
+pub fn checked_endpoint(graph: &Graph<'_>, call: &Call, service: &str) -> Result<Endpoint, CniError> {
+    let (id, ifname) = (&call.env.container_id, &call.env.ifname);
+    graph
+        .endpoint(&call.conf.name, id, ifname)?
+        .filter(|e| e.held_by(service))
+        .ok_or_else(|| CniError::state_missing(service, format!("endpoint {id}/{ifname} is not in the graph")))
 }

@@ -9,7 +9,7 @@ mod tx;
 mod types;
 
 pub use error::GraphError;
-pub use from_call::{container_addresses, endpoint_from_call, host_interfaces, record_network};
+pub use from_call::{checked_endpoint, container_addresses, endpoint_from_call, host_interfaces, record_network};
 pub use identity::{Identity, identity, validate_label, validate_name};
 pub use selector::Selector;
 pub use tx::{Graph, LOCK_TIMEOUT, Tx};

@@ -18,8 +18,8 @@ use std::time::Duration;
 use config::{DnsConf, Served};
 use hickory_proto::op::{Message, Query};
 use hickory_proto::rr::{Name, RecordType};
-use netsvc_core::cni::{CODE_STATE_MISSING, Call, CniError, CniResult, Descriptor, Feature, Plugin, Result};
-use netsvc_core::graph::{Graph, Tx, endpoint_from_call, record_network};
+use netsvc_core::cni::{Call, CniError, CniResult, Descriptor, Feature, Plugin, Result};
+use netsvc_core::graph::{Graph, Tx, checked_endpoint, endpoint_from_call, record_network};
 use netsvc_core::store::{FileStore, open_for};
 use serde::{Deserialize, Serialize};
 
@@ -52,12 +52,7 @@ impl Plugin for Dns {
 
     fn add(&self, call: &Call) -> Result<CniResult> {
         let conf = DnsConf::from_netconf(&call.conf)?;
-        let mut prev = call.prev_result()?.ok_or_else(|| {
-            CniError::invalid_config(
-                "prevResult",
-                "netsvc-dns is chained after an interface plugin (none ran before it)",
-            )
-        })?;
+        let mut prev = call.chained_prev_result()?;
         let resolv = std::fs::read_to_string(RESOLV_CONF).unwrap_or_default();
         let served = conf.serve(&prev, &resolv)?;
         let ep = endpoint_from_call(call, &prev, SERVICE)?;
@@ -111,16 +106,8 @@ impl Plugin for Dns {
         let store = open_for(&call.conf)?;
         let graph = Graph::new(&store);
         let network = &call.conf.name;
-        let missing = |what: String| CniError::plugin(CODE_STATE_MISSING, format!("netsvc-dns: {what}"));
-        let ep = graph
-            .endpoint(network, &call.env.container_id, &call.env.ifname)?
-            .filter(|e| e.held_by(SERVICE))
-            .ok_or_else(|| {
-                missing(format!(
-                    "endpoint {}/{} is not in the graph",
-                    call.env.container_id, call.env.ifname
-                ))
-            })?;
+        let missing = |what: String| CniError::state_missing(SERVICE, what);
+        let ep = checked_endpoint(&graph, call, SERVICE)?;
         let settings: Settings = graph
             .record(network, SERVICE, SETTINGS)?
             .ok_or_else(|| missing(format!("network {network} has no DNS settings")))?;
@@ -150,14 +137,11 @@ impl Plugin for Dns {
 
     /// Drops the endpoints of attachments that are gone.
     fn gc(&self, call: &Call) -> Result<()> {
-        let keep = call.conf.gc_keep();
         let store = open_for(&call.conf)?;
         Graph::new(&store).transaction(&call.conf.name, |tx| -> Result<()> {
             let mut gone = 0;
             for ep in tx.endpoints()? {
-                let valid = keep
-                    .iter()
-                    .any(|a| a.container_id == ep.container_id && a.ifname == ep.ifname);
+                let valid = call.gc_keeps(&ep.container_id, &ep.ifname);
                 if !valid && tx.detach_endpoint(&ep.container_id, &ep.ifname, SERVICE)?.is_some() {
                     gone += 1;
                 }

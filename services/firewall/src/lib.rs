@@ -15,7 +15,7 @@ pub mod render;
 
 use config::FirewallConf;
 use netsvc_core::cni::{Call, CniError, CniResult, Descriptor, Feature, NetConf, Plugin, Result};
-use netsvc_core::graph::{Endpoint, Graph, Tx, endpoint_from_call, record_network};
+use netsvc_core::graph::{Endpoint, Graph, Tx, checked_endpoint, endpoint_from_call, record_network};
 use netsvc_core::naming::digest_hex;
 use netsvc_core::reconcile::{Reconcile, Summary};
 use netsvc_core::store::{Store, open_for};
@@ -93,12 +93,7 @@ impl Plugin for Firewall {
 
     fn add(&self, call: &Call) -> Result<CniResult> {
         let conf = FirewallConf::from_netconf(&call.conf)?;
-        let prev = call.prev_result()?.ok_or_else(|| {
-            CniError::invalid_config(
-                "prevResult",
-                "netsvc-firewall is chained after an interface plugin (none ran before it)",
-            )
-        })?;
+        let prev = call.chained_prev_result()?;
         let ep = endpoint_from_call(call, &prev, SERVICE)?;
         netsvc_core::bridged::pass_bridged_traffic(&prev)?;
         let store = open_for(&call.conf)?;
@@ -152,16 +147,8 @@ impl Plugin for Firewall {
         let store = open_for(&call.conf)?;
         let graph = Graph::new(&store);
         let network = &call.conf.name;
-        let missing = |what: String| CniError::plugin(CODE_STATE_MISSING, format!("netsvc-firewall: {what}"));
-        let ep = graph
-            .endpoint(network, &call.env.container_id, &call.env.ifname)?
-            .filter(|e| e.held_by(SERVICE))
-            .ok_or_else(|| {
-                missing(format!(
-                    "endpoint {}/{} is not in the graph",
-                    call.env.container_id, call.env.ifname
-                ))
-            })?;
+        let missing = |what: String| CniError::state_missing(SERVICE, what);
+        let ep = checked_endpoint(&graph, call, SERVICE)?;
         let rendered: Rendered = graph
             .record(network, SERVICE, SETTINGS)?
             .ok_or_else(|| missing(format!("network {network} was never rendered")))?;
@@ -186,16 +173,13 @@ impl Plugin for Firewall {
     /// Drops the endpoints of attachments that are gone, then re-renders the
     /// network from what remains (which also repairs drift).
     fn gc(&self, call: &Call) -> Result<()> {
-        let keep = call.conf.gc_keep();
         let store = open_for(&call.conf)?;
         Graph::new(&store).transaction(&call.conf.name, |tx| -> Result<()> {
             let Some(rendered) = tx.get_record::<Rendered>(SERVICE, SETTINGS)? else {
                 return Ok(());
             };
             for ep in tx.endpoints()? {
-                let valid = keep
-                    .iter()
-                    .any(|a| a.container_id == ep.container_id && a.ifname == ep.ifname);
+                let valid = call.gc_keeps(&ep.container_id, &ep.ifname);
                 if !valid {
                     tx.detach_endpoint(&ep.container_id, &ep.ifname, SERVICE)?;
                 }

@@ -19,8 +19,8 @@ mod full;
 
 use config::LbConf;
 use model::{Family, Rendered};
-use netsvc_core::cni::{CODE_STATE_MISSING, Call, CniError, CniResult, Descriptor, Feature, NetConf, Plugin, Result};
-use netsvc_core::graph::{Graph, Tx, endpoint_from_call, record_network};
+use netsvc_core::cni::{Call, CniError, CniResult, Descriptor, Feature, NetConf, Plugin, Result};
+use netsvc_core::graph::{Graph, Tx, checked_endpoint, endpoint_from_call, record_network};
 use netsvc_core::naming::digest_hex;
 use netsvc_core::nft::SetKind;
 use netsvc_core::reconcile::{Reconcile, Summary};
@@ -80,12 +80,7 @@ impl Plugin for Lb {
 
     fn add(&self, call: &Call) -> Result<CniResult> {
         let conf = LbConf::from_netconf(&call.conf)?;
-        let prev = call.prev_result()?.ok_or_else(|| {
-            CniError::invalid_config(
-                "prevResult",
-                "netsvc-lb is chained after an interface plugin (none ran before it)",
-            )
-        })?;
+        let prev = call.chained_prev_result()?;
         let ep = endpoint_from_call(call, &prev, SERVICE)?;
         // A backend's reply to a client on its bridge must meet conntrack to be un-NATed.
         netsvc_core::bridged::pass_bridged_traffic(&prev)?;
@@ -138,16 +133,8 @@ impl Plugin for Lb {
         let store = open_for(&call.conf)?;
         let graph = Graph::new(&store);
         let network = &call.conf.name;
-        let missing = |what: String| CniError::plugin(CODE_STATE_MISSING, format!("netsvc-lb: {what}"));
-        let ep = graph
-            .endpoint(network, &call.env.container_id, &call.env.ifname)?
-            .filter(|e| e.held_by(SERVICE))
-            .ok_or_else(|| {
-                missing(format!(
-                    "endpoint {}/{} is not in the graph",
-                    call.env.container_id, call.env.ifname
-                ))
-            })?;
+        let missing = |what: String| CniError::state_missing(SERVICE, what);
+        let ep = checked_endpoint(&graph, call, SERVICE)?;
         let conf: LbConf = graph
             .record(network, SERVICE, CONF)?
             .ok_or_else(|| missing(format!("network {network} was never rendered")))?;
@@ -185,7 +172,6 @@ impl Plugin for Lb {
     /// Drops the endpoints of attachments that are gone, then renders the
     /// network from what remains (which also repairs drift).
     fn gc(&self, call: &Call) -> Result<()> {
-        let keep = call.conf.gc_keep();
         let store = open_for(&call.conf)?;
         Graph::new(&store).transaction(&call.conf.name, |tx| -> Result<()> {
             let Some(s) = tx.get_record::<Settings>(SERVICE, SETTINGS)? else {
@@ -194,9 +180,7 @@ impl Plugin for Lb {
             let conf = rendered_conf(tx, &call.conf, &s)?;
             let mut gone = Vec::new();
             for ep in tx.endpoints()? {
-                let valid = keep
-                    .iter()
-                    .any(|a| a.container_id == ep.container_id && a.ifname == ep.ifname);
+                let valid = call.gc_keeps(&ep.container_id, &ep.ifname);
                 if !valid && let Some(ep) = tx.detach_endpoint(&ep.container_id, &ep.ifname, SERVICE)? {
                     gone.extend(Family::ALL.iter().flat_map(|f| model::addresses(&ep, *f)));
                 }
