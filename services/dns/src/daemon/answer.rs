@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 
 use hickory_proto::op::{Edns, Message, MessageType, OpCode, ResponseCode};
 
-use super::forward;
+use super::{forward, limits};
 use crate::zone::{Outcome, Zone};
 
 /// Our EDNS payload size (the DNS flag day's safe UDP size).
@@ -65,8 +65,12 @@ pub fn prepare(zone: &Zone, query: &[u8], client: SocketAddr, listen: SocketAddr
 }
 
 /// The upstreams' answer to a query [`prepare`] sent there, fitted to the
-/// client's transport; SERVFAIL when none answered.
+/// client's transport; SERVFAIL when none answered, or at once when too
+/// many forwards are already waiting on upstreams.
 pub async fn forwarded(query: &[u8], msg: &Message, upstreams: &[SocketAddr], transport: Transport) -> Option<Vec<u8>> {
+    let Some(_slot) = limits::forward_slot() else {
+        return encode(&error(msg, ResponseCode::ServFail), msg, transport);
+    };
     match forward::exchange(query, upstreams, transport).await {
         Some(reply) => Some(fit(reply, msg, transport)),
         None => encode(&error(msg, ResponseCode::ServFail), msg, transport),

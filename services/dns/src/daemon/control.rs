@@ -12,6 +12,8 @@ use anyhow::Result;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader as AsyncBufReader};
 use tokio::net::UnixListener;
 
+use super::limits::{self, ClientSlots};
+
 /// Serves `sync` requests with `reload`.
 pub async fn serve<F, Fut>(listener: UnixListener, reload: F)
 where
@@ -19,12 +21,19 @@ where
     Fut: Future<Output = Result<(u64, Vec<String>)>> + Send,
 {
     let reload = std::sync::Arc::new(reload);
+    let slots = ClientSlots::new();
     loop {
-        let Ok((conn, _)) = listener.accept().await else {
-            continue;
+        let slot = slots.wait().await;
+        let conn = match listener.accept().await {
+            Ok((conn, _)) => conn,
+            Err(e) => {
+                limits::accept_failed("control", e).await;
+                continue;
+            }
         };
         let reload = reload.clone();
         tokio::spawn(async move {
+            let _slot = slot;
             let (read, mut write) = conn.into_split();
             let mut line = String::new();
             if AsyncBufReader::new(read).read_line(&mut line).await.is_err() || line.trim() != "sync" {

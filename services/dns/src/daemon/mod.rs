@@ -8,6 +8,7 @@
 
 mod answer;
 mod forward;
+mod limits;
 mod server;
 
 pub mod control;

@@ -9,11 +9,12 @@ use std::time::Duration;
 use std::sync::atomic::{AtomicBool, Ordering};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::runtime::Handle;
 use tokio::task::JoinHandle;
 
 use super::answer::{Prepared, Transport, forwarded, prepare, respond};
+use super::limits::{self, ClientSlots};
 use crate::zone::Zone;
 
 /// The zone every listener answers from; swapped whole on reload.
@@ -21,6 +22,8 @@ pub type Shared = Arc<RwLock<Arc<Zone>>>;
 
 /// A TCP client that says nothing this long is dropped.
 const TCP_IDLE: Duration = Duration::from_secs(10);
+/// TCP clients the kernel queues for us (capped by `net.core.somaxconn`).
+const TCP_ACCEPT_QUEUE: u32 = 1024;
 
 pub fn current(zone: &Shared) -> Arc<Zone> {
     zone.read().map(|z| z.clone()).unwrap_or_default()
@@ -94,7 +97,7 @@ const UDP_STOP_CHECK: Duration = Duration::from_millis(50);
 async fn open(addr: SocketAddr, zone: &Shared) -> std::io::Result<Listener> {
     let udp = std::net::UdpSocket::bind(addr)?;
     udp.set_read_timeout(Some(UDP_STOP_CHECK))?;
-    let tcp = TcpListener::bind(addr).await?;
+    let tcp = tcp_listener(addr)?;
     let udp_stop = Arc::new(AtomicBool::new(false));
     let (z, stop, runtime) = (zone.clone(), udp_stop.clone(), tokio::runtime::Handle::current());
     let udp = std::thread::Builder::new()
@@ -105,6 +108,19 @@ async fn open(addr: SocketAddr, zone: &Shared) -> std::io::Result<Listener> {
         udp,
         tcp: tokio::spawn(serve_tcp(tcp, addr, zone.clone())),
     })
+}
+
+/// A TCP listener with a long accept queue: clients past the served ones
+/// wait there (std and tokio ask for 128, and SYNs past it are dropped).
+fn tcp_listener(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(TCP_ACCEPT_QUEUE)
 }
 
 /// UDP on its own thread with a blocking socket: local names are answered
@@ -144,15 +160,22 @@ fn serve_udp(sock: Arc<std::net::UdpSocket>, listen: SocketAddr, zone: Shared, s
 }
 
 async fn serve_tcp(listener: TcpListener, listen: SocketAddr, zone: Shared) {
+    let slots = ClientSlots::new();
     loop {
-        let Ok((conn, client)) = listener.accept().await else {
-            continue;
+        let slot = slots.wait().await;
+        let (conn, client) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(e) => {
+                limits::accept_failed("dns tcp", e).await;
+                continue;
+            }
         };
         let zone = zone.clone();
         tokio::spawn(async move {
             if let Err(e) = serve_conn(conn, client, listen, zone).await {
                 tracing::debug!(%client, error = %e, "tcp client");
             }
+            drop(slot);
         });
     }
 }
