@@ -38,6 +38,7 @@ pub mod noop;
 mod observe;
 mod ping;
 mod process;
+pub mod shaping;
 mod sysctl;
 
 pub use echo::{EchoReply, EchoServer};

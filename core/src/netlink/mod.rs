@@ -55,7 +55,7 @@ impl NetlinkError {
         NetlinkError::Request { op: op.into(), source }
     }
 
-    pub(crate) fn invalid(field: &str, why: impl std::fmt::Display) -> Self {
+    pub fn invalid(field: &str, why: impl std::fmt::Display) -> Self {
         NetlinkError::Invalid {
             field: field.to_string(),
             why: why.to_string(),

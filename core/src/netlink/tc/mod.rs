@@ -18,7 +18,7 @@
 use futures::TryStreamExt;
 use netlink_packet_core::{DefaultNla, NLM_F_CREATE, NLM_F_EXCL, NLM_F_REPLACE};
 use netlink_packet_route::RouteNetlinkMessage;
-use netlink_packet_route::tc::{TcAttribute, TcHandle, TcMessage, TcOption};
+use netlink_packet_route::tc::{TcAttribute, TcHandle, TcMessage, TcOption, TcStats2};
 use rtnetlink::Handle;
 
 use super::{NetlinkError, Result, ok_if_missing, send_ack};
@@ -208,6 +208,19 @@ pub async fn add_tbf_qdisc(
     .await
 }
 
+/// Add a `kind` qdisc with the kernel's defaults (no options: `fq_codel`,
+/// `pfifo_fast`, …) under `parent` (an HTB leaf class), handle chosen by the kernel.
+pub async fn add_default_qdisc(h: &Handle, ifindex: u32, parent: u32, kind: &str) -> Result<()> {
+    let msg = message(ifindex, parent, 0, 0, kind, Vec::new())?;
+    send_ack(
+        h,
+        &format!("add {kind} qdisc"),
+        RouteNetlinkMessage::NewQueueDiscipline(msg),
+        Mode::Add.flags(),
+    )
+    .await
+}
+
 /// Add the ingress qdisc (`ffff:`).
 pub async fn add_ingress_qdisc(h: &Handle, ifindex: u32, mode: Mode) -> Result<()> {
     let msg = message(ifindex, INGRESS_PARENT, INGRESS_HANDLE, 0, "ingress", Vec::new())?;
@@ -231,12 +244,14 @@ pub async fn delete_qdisc(h: &Handle, ifindex: u32, parent: u32) -> Result<()> {
     ok_if_missing(r)
 }
 
-/// What a qdisc or class dump tells: kind, handle, parent.
+/// What a qdisc or class dump tells: kind, handle, parent, bytes sent.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TcObject {
     pub kind: String,
     pub handle: u32,
     pub parent: u32,
+    /// Bytes it has sent (whole frames, GSO segments counted one by one).
+    pub bytes: u64,
 }
 
 fn object(msg: &TcMessage) -> TcObject {
@@ -248,10 +263,23 @@ fn object(msg: &TcMessage) -> TcObject {
             _ => None,
         })
         .unwrap_or_default();
+    let bytes = msg
+        .attributes
+        .iter()
+        .find_map(|a| match a {
+            TcAttribute::Stats2(stats) => stats.iter().find_map(|s| match s {
+                TcStats2::Basic(basic) => Some(basic.bytes),
+                _ => None,
+            }),
+            TcAttribute::Stats(stats) => Some(stats.bytes),
+            _ => None,
+        })
+        .unwrap_or_default();
     TcObject {
         kind,
         handle: u32::from(msg.header.handle),
         parent: u32::from(msg.header.parent),
+        bytes,
     }
 }
 

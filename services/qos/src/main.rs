@@ -1,0 +1,3 @@
+fn main() {
+    netsvc_core::cni::run(netsvc_qos::Qos)
+}

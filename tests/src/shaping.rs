@@ -1,0 +1,192 @@
+//! Measuring shaped traffic: iperf3 between namespaces, and the bytes the
+//! shaped device's root qdisc sent while it ran (whole frames, as tc counts
+//! them, GSO segments included — the link's own tx counter would miss their
+//! repeated headers).
+
+use std::net::IpAddr;
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use serde_json::Value;
+
+use netsvc_core::netlink::{links, tc};
+
+use crate::netns::Netns;
+use crate::process::poll_until;
+
+/// An `iperf3 -s` in a namespace; killed on drop.
+pub struct Iperf3Server {
+    child: Child,
+    pub port: u16,
+}
+
+impl Iperf3Server {
+    /// Starts a server on `port` and waits until it accepts connections.
+    pub fn start(ns: &Netns, port: u16) -> Result<Iperf3Server> {
+        let child = ns
+            .command("iperf3")
+            .args(["-s", "-p", &port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("spawn iperf3 -s")?;
+        let server = Iperf3Server { child, port };
+        let listening = poll_until(Duration::from_secs(5), || {
+            let out = ns.exec("ss", ["-Hltn", &format!("sport = :{port}")]).ok()?;
+            (!out.trim().is_empty()).then_some(())
+        });
+        if listening.is_none() {
+            bail!("iperf3 server on port {port} did not start");
+        }
+        Ok(server)
+    }
+}
+
+impl Drop for Iperf3Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// What one shaped run measured, in bits per second.
+#[derive(Debug, Clone, Copy)]
+pub struct Shaped {
+    /// Bytes the shaped device's root qdisc sent in the steady part of the
+    /// run (from 2 s in to 1 s before the end) × 8 / that window.
+    pub wire: f64,
+    /// TCP payload the receiver got over the whole run (iperf3's figure).
+    pub goodput: f64,
+}
+
+impl Shaped {
+    /// How far the wire rate is from `rate`, in percent.
+    pub fn wire_error(&self, rate: f64) -> f64 {
+        (self.wire / rate - 1.0) * 100.0
+    }
+    pub fn goodput_error(&self, rate: f64) -> f64 {
+        (self.goodput / rate - 1.0) * 100.0
+    }
+}
+
+/// Where an iperf3 run goes and which device shapes it.
+pub struct Run<'a> {
+    /// The namespace iperf3's client runs in.
+    pub client: &'a Netns,
+    pub server: IpAddr,
+    pub port: u16,
+    /// `-R`: the server sends, the client receives.
+    pub reverse: bool,
+    pub seconds: u64,
+    /// The namespace and name of the shaped device.
+    pub device_ns: &'a Netns,
+    pub device: &'a str,
+}
+
+impl Run<'_> {
+    /// Runs iperf3 (TCP) and samples the shaped device while it runs. A
+    /// server still closing the previous test answers "busy" for a moment:
+    /// that is waited out.
+    pub fn measure(&self) -> Result<Shaped> {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            match self.measure_once() {
+                Err(e) if e.to_string().contains("busy") && Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(200));
+                }
+                other => return other,
+            }
+        }
+    }
+
+    fn measure_once(&self) -> Result<Shaped> {
+        let mut args = vec![
+            "-c".to_string(),
+            self.server.to_string(),
+            "-p".into(),
+            self.port.to_string(),
+            "-t".into(),
+            self.seconds.to_string(),
+            "-J".into(),
+        ];
+        if self.reverse {
+            args.push("-R".into());
+        }
+        let child = self
+            .client
+            .command("iperf3")
+            .args(&args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .context("spawn iperf3 -c")?;
+        let started = Instant::now();
+        let window_start = Duration::from_secs(2);
+        let window_end = Duration::from_secs(self.seconds.saturating_sub(1).max(3));
+        std::thread::sleep(window_start);
+        let (t0, b0) = root_qdisc_bytes(self.device_ns, self.device)?;
+        std::thread::sleep(window_end.saturating_sub(started.elapsed()));
+        let (t1, b1) = root_qdisc_bytes(self.device_ns, self.device)?;
+        let out = child.wait_with_output()?;
+        let report: Value = serde_json::from_slice(&out.stdout)
+            .with_context(|| format!("iperf3 output: {}", String::from_utf8_lossy(&out.stderr)))?;
+        if let Some(e) = report.get("error") {
+            bail!("iperf3: {e}");
+        }
+        let goodput = report["end"]["sum_received"]["bits_per_second"]
+            .as_f64()
+            .context("no end.sum_received in iperf3's report")?;
+        Ok(Shaped {
+            wire: (b1 - b0) as f64 * 8.0 / (t1 - t0).as_secs_f64(),
+            goodput,
+        })
+    }
+}
+
+/// Bytes the root qdisc of `device` has sent, and when: read over netlink
+/// in-process, the moment taken as the dump returns (a loaded machine can
+/// take many milliseconds to start the reading thread).
+pub fn root_qdisc_bytes(ns: &Netns, device: &str) -> Result<(Instant, u64)> {
+    let device = device.to_string();
+    netsvc_core::netns::run(ns.path(), |h| async move {
+        let link = links::get_by_name(&h, &device).await?;
+        let qdiscs = tc::list_qdiscs(&h, link.index).await?;
+        let at = Instant::now();
+        qdiscs
+            .iter()
+            .find(|q| q.parent == tc::ROOT)
+            .map(|q| (at, q.bytes))
+            .with_context(|| format!("no root qdisc on {device}"))
+    })?
+}
+
+impl Netns {
+    /// The name of the peer (in `host`) of this namespace's veth `ifname`.
+    pub fn veth_peer_in(&self, ifname: &str, host: &Netns) -> Result<String> {
+        let link = self.ip_json(&["link", "show", ifname])?;
+        let peer = link[0]["link_index"]
+            .as_u64()
+            .with_context(|| format!("{ifname} is not a veth: {link}"))?;
+        let links = host.ip_json(&["link", "show"])?;
+        links
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|l| l["ifindex"].as_u64() == Some(peer))
+            .and_then(|l| l["ifname"].as_str())
+            .map(str::to_string)
+            .with_context(|| format!("no link {peer} on the host side of {ifname}"))
+    }
+
+    /// The names of this namespace's links of `kind` (`ifb`, `veth`, …).
+    pub fn links_of_kind(&self, kind: &str) -> Result<Vec<String>> {
+        let links = self.ip_json(&["link", "show", "type", kind])?;
+        Ok(links
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|l| l["ifname"].as_str().map(str::to_string))
+            .collect())
+    }
+}

@@ -1,0 +1,231 @@
+//! netsvc-qos rates on the wire, beside the reference `bandwidth` plugin at
+//! the same rate and burst in the same run: iperf3 (TCP, 10 s) between a
+//! container and the node in each direction, the wire rate read from the
+//! shaped device's root qdisc. Named `serial_…`: bandwidth runs alone.
+
+use std::net::IpAddr;
+
+use netsvc_tests::chain::{CallArgs, Chain};
+use netsvc_tests::shaping::{Iperf3Server, Run, Shaped};
+use netsvc_tests::{Container, TestNode};
+use serde_json::{Value, json};
+
+const SECONDS: u64 = 10;
+const IPERF_PORT: u16 = 5201;
+
+/// Both directions of one shaped container.
+struct Measured {
+    /// Node → container: shaped on the host veth.
+    to_container: Shaped,
+    /// Container → node: shaped on the ifb.
+    from_container: Shaped,
+}
+
+/// One container on a bridge network followed by a shaper.
+struct Attached<'n> {
+    chain: Chain<'n>,
+    container: Container,
+    gateway: IpAddr,
+    host_veth: String,
+    ifb: String,
+}
+
+fn attach<'n>(node: &'n TestNode, net: &str, subnet: &str, shaper: Value, args: &CallArgs) -> Attached<'n> {
+    let chain = node
+        .chain(&node.bridge_conflist(net, "1.0.0", subnet, vec![shaper]))
+        .unwrap();
+    let container = node.container("shaped").unwrap();
+    let r = chain.add_with(&container, "eth0", args).unwrap();
+    let gateway: IpAddr = r["ips"][0]["gateway"].as_str().unwrap().parse().unwrap();
+    let host_veth = container.veth_peer_in("eth0", node).unwrap();
+    let ifbs = node.links_of_kind("ifb").unwrap();
+    assert_eq!(ifbs.len(), 1, "one ifb for the container: {ifbs:?}");
+    Attached {
+        chain,
+        container,
+        gateway,
+        host_veth,
+        ifb: ifbs[0].clone(),
+    }
+}
+
+impl Attached<'_> {
+    /// iperf3 against the node's `server`:`port`, to the container
+    /// (`reverse`) or from it, measured on the device that shapes it.
+    fn run(&self, server: IpAddr, port: u16, reverse: bool, seconds: u64) -> Shaped {
+        Run {
+            client: self.container.ns(),
+            server,
+            port,
+            reverse,
+            seconds,
+            device_ns: self.chain.node(),
+            device: if reverse { &self.host_veth } else { &self.ifb },
+        }
+        .measure()
+        .unwrap()
+    }
+
+    fn detach(self) {
+        self.chain.del(&self.container, "eth0").unwrap();
+    }
+}
+
+/// Attaches one container, runs iperf3 both ways against the node, detaches it.
+fn measure(node: &TestNode, net: &str, subnet: &str, shaper: Value) -> Measured {
+    let shaped = attach(node, net, subnet, shaper, &CallArgs::default());
+    let server = Iperf3Server::start(node, IPERF_PORT).unwrap();
+    let measured = Measured {
+        to_container: shaped.run(shaped.gateway, server.port, true, SECONDS),
+        from_container: shaped.run(shaped.gateway, server.port, false, SECONDS),
+    };
+    shaped.detach();
+    measured
+}
+
+/// The same burst for both plugins: 10 ms at the rate, at least 100 kbit
+/// (the reference plugin's TBF drops packets larger than its burst).
+fn burst_for(rate: u64) -> u64 {
+    (rate / 100).max(100_000)
+}
+
+#[test]
+fn serial_rates_on_the_wire_within_2_percent_beside_the_reference_plugin() {
+    let node = TestNode::new().unwrap();
+    let mut table = vec![format!(
+        "| rate | direction | netsvc-qos wire | goodput | bandwidth wire | goodput |\n|---|---|---|---|---|---|"
+    )];
+    let mut failures = Vec::new();
+    for (i, mbit) in [1u64, 10, 100].into_iter().enumerate() {
+        let rate = mbit * 1_000_000;
+        let burst = burst_for(rate);
+        let rates = json!({"ingressRate": rate, "ingressBurst": burst, "egressRate": rate, "egressBurst": burst});
+        let mut ours = json!({"type": "netsvc-qos"});
+        let mut reference = json!({"type": "bandwidth"});
+        for conf in [&mut ours, &mut reference] {
+            conf.as_object_mut().unwrap().extend(rates.as_object().unwrap().clone());
+        }
+        let ours = measure(&node, &format!("qosr{i}"), &format!("10.245.{i}.0/24"), ours);
+        let theirs = measure(&node, &format!("bwr{i}"), &format!("10.245.{}.0/24", 10 + i), reference);
+        for (direction, o, t) in [
+            ("to container", ours.to_container, theirs.to_container),
+            ("from container", ours.from_container, theirs.from_container),
+        ] {
+            let r = rate as f64;
+            table.push(format!(
+                "| {mbit} Mbit/s | {direction} | {:+.2}% | {:+.2}% | {:+.2}% | {:+.2}% |",
+                o.wire_error(r),
+                o.goodput_error(r),
+                t.wire_error(r),
+                t.goodput_error(r)
+            ));
+            if o.wire_error(r).abs() > 2.0 {
+                failures.push(format!("{mbit} Mbit/s {direction}: wire {:.0} bit/s", o.wire));
+            }
+        }
+    }
+    println!("{}", table.join("\n"));
+    assert!(failures.is_empty(), "wire rate off by more than 2%: {failures:#?}");
+}
+
+fn mbit(bits: f64) -> String {
+    format!("{:.2} Mbit/s", bits / 1e6)
+}
+
+#[test]
+fn serial_interactive_lane_keeps_its_rate_while_bulk_gets_the_rest() {
+    let node = TestNode::new().unwrap();
+    let shaper = json!({"type": "netsvc-qos", "egressRate": "20mbit", "ingressRate": "20mbit",
+        "classes": [
+            {"name": "interactive", "rate": "10mbit", "ceil": "20mbit", "priority": 0,
+             "match": {"ports": [{"protocol": "tcp", "port": 5202}]}},
+            {"name": "bulk", "rate": "1mbit", "ceil": "20mbit", "priority": 7, "default": true}]});
+    let shaped = attach(&node, "qoscls", "10.245.20.0/24", shaper, &CallArgs::default());
+    let (bulk_server, interactive_server) = (
+        Iperf3Server::start(&node, 5201).unwrap(),
+        Iperf3Server::start(&node, 5202).unwrap(),
+    );
+    for reverse in [false, true] {
+        let (bulk, interactive) = std::thread::scope(|s| {
+            let bulk = s.spawn(|| shaped.run(shaped.gateway, bulk_server.port, reverse, SECONDS));
+            let interactive = s.spawn(|| shaped.run(shaped.gateway, interactive_server.port, reverse, SECONDS));
+            (bulk.join().unwrap(), interactive.join().unwrap())
+        });
+        let direction = if reverse { "to container" } else { "from container" };
+        println!(
+            "{direction}: interactive {} bulk {} (wire {})",
+            mbit(interactive.goodput),
+            mbit(bulk.goodput),
+            mbit(bulk.wire)
+        );
+        // Goodput is about 4.4% under the wire rate (headers); allow that plus 2%.
+        assert!(
+            interactive.goodput >= 10e6 * 0.934,
+            "{direction}: interactive got {}",
+            mbit(interactive.goodput)
+        );
+        assert!(
+            bulk.goodput >= 1e6 * 0.934,
+            "{direction}: bulk got {}",
+            mbit(bulk.goodput)
+        );
+        assert!(
+            interactive.goodput + bulk.goodput <= 20e6 * 1.02,
+            "{direction}: both lanes together {} over the 20 Mbit/s ceiling",
+            mbit(interactive.goodput + bulk.goodput)
+        );
+        assert!(
+            (bulk.wire / 20e6 - 1.0).abs() <= 0.02,
+            "{direction}: the device sent {}",
+            mbit(bulk.wire)
+        );
+    }
+    shaped.detach();
+}
+
+#[test]
+fn serial_the_bandwidth_capability_applies_when_the_config_sets_no_rate() {
+    let node = TestNode::new().unwrap();
+    let shaper = json!({"type": "netsvc-qos", "capabilities": {"bandwidth": true}});
+    let mut args = CallArgs::default();
+    args.cap_args.insert(
+        "bandwidth".into(),
+        json!({"ingressRate": 4_000_000, "ingressBurst": 100_000, "egressRate": 6_000_000, "egressBurst": 100_000}),
+    );
+    let shaped = attach(&node, "qoscap", "10.245.21.0/24", shaper, &args);
+    let server = Iperf3Server::start(&node, IPERF_PORT).unwrap();
+    let to = shaped.run(shaped.gateway, server.port, true, SECONDS);
+    let from = shaped.run(shaped.gateway, server.port, false, SECONDS);
+    println!("to container {} from container {}", mbit(to.wire), mbit(from.wire));
+    assert!(to.wire_error(4e6).abs() <= 2.0, "to container: {}", mbit(to.wire));
+    assert!(from.wire_error(6e6).abs() <= 2.0, "from container: {}", mbit(from.wire));
+    shaped.detach();
+}
+
+#[test]
+fn serial_traffic_to_an_unshaped_subnet_is_not_limited() {
+    let node = TestNode::new().unwrap();
+    // A second node address, in the unshaped subnet.
+    node.ip(["link", "add", "far0", "type", "veth", "peer", "name", "far1"])
+        .unwrap();
+    node.ip(["addr", "add", "198.18.0.1/24", "dev", "far0"]).unwrap();
+    node.ip(["link", "set", "far0", "up"]).unwrap();
+    node.ip(["link", "set", "far1", "up"]).unwrap();
+    let shaper = json!({"type": "netsvc-qos", "ingressRate": "2mbit", "egressRate": "2mbit",
+                        "unshapedSubnets": ["198.18.0.0/24"]});
+    let shaped = attach(&node, "qosuns", "10.245.22.0/24", shaper, &CallArgs::default());
+    let server = Iperf3Server::start(&node, IPERF_PORT).unwrap();
+    let far: IpAddr = "198.18.0.1".parse().unwrap();
+    for reverse in [false, true] {
+        let limited = shaped.run(shaped.gateway, server.port, reverse, 4);
+        let unshaped = shaped.run(far, server.port, reverse, 4);
+        println!(
+            "reverse={reverse}: to the gateway {}, to the unshaped subnet {}",
+            mbit(limited.goodput),
+            mbit(unshaped.goodput)
+        );
+        assert!(limited.goodput <= 2e6 * 1.02, "shaped: {}", mbit(limited.goodput));
+        assert!(unshaped.goodput >= 20e6, "unshaped: {}", mbit(unshaped.goodput));
+    }
+    shaped.detach();
+}
