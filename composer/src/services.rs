@@ -31,11 +31,20 @@ pub fn validate_service(i: usize, service: &Map<String, Value>) -> Result<(), Cn
         netsvc_dns::SERVICE => netsvc_dns::config::DnsConf::from_value(&Value::Object(service.clone()))
             .map(drop)
             .map_err(at),
+        netsvc_qos::SERVICE => netsvc_qos::config::QosConf::from_value(&Value::Object(service.clone()))
+            .map(drop)
+            .map_err(at),
         other => Err(CniError::invalid_config(
             &format!("services[{i}].type"),
             format!(
                 "{other:?} is not a netsvc service (known: {})",
-                [netsvc_firewall::SERVICE, netsvc_lb::SERVICE, netsvc_dns::SERVICE].join(", ")
+                [
+                    netsvc_firewall::SERVICE,
+                    netsvc_lb::SERVICE,
+                    netsvc_dns::SERVICE,
+                    netsvc_qos::SERVICE
+                ]
+                .join(", ")
             ),
         )),
     }

@@ -72,6 +72,12 @@ fn spawn(binary: &Path, command: &str, netns: &str, state: &Path, stdin: &[u8]) 
     );
 }
 
+fn clear_host_veth(node: &Netns) {
+    for parent in ["root", "ingress"] {
+        let _ = node.output("tc", ["qdisc", "del", "dev", HOST_VETH, parent], Duration::from_secs(5));
+    }
+}
+
 fn median(v: &mut [Duration]) -> Duration {
     v.sort();
     v.get(v.len() / 2).copied().unwrap_or_default()
@@ -121,6 +127,10 @@ fn main() {
                     let a = t.elapsed();
                     spawn(binary, "DEL", &netns, state.path(), &stdin);
                     let d = t.elapsed();
+                    // The reference DEL leaves the host veth's qdiscs (it
+                    // counts on the veth going with the container): clear
+                    // them, untimed, for the next ADD.
+                    clear_host_veth(&node);
                     adds.push(a);
                     dels.push(d - a);
                     samples.push(d);

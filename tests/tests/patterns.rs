@@ -181,3 +181,67 @@ fn service_discovery_by_name_and_alias() {
     chain.del(&web, "eth0").unwrap();
     assert_eq!(getent(&node, &client, &client_result, "www"), None);
 }
+
+#[test]
+fn serial_rate_limited_tenant_with_an_interactive_lane() {
+    use netsvc_tests::shaping::{Iperf3Server, Run};
+    let node = TestNode::new().unwrap();
+    // A node address outside the tenant's subnet: traffic to it is shaped.
+    node.ip(["link", "add", "far0", "type", "veth", "peer", "name", "far1"])
+        .unwrap();
+    node.ip(["addr", "add", "198.18.0.1/24", "dev", "far0"]).unwrap();
+    node.ip(["link", "set", "far0", "up"]).unwrap();
+    let chain = node
+        .chain(&on_node(&node, composed_conflist("rate-limited-tenant")))
+        .unwrap();
+    let (a, b) = (node.container("a").unwrap(), node.container("b").unwrap());
+    chain.add_with(&a, "eth0", &CallArgs::endpoint("a", None)).unwrap();
+    let r = chain.add_with(&b, "eth0", &CallArgs::endpoint("b", None)).unwrap();
+    let b_ip = container_ip(&r, "eth0").unwrap();
+    let host_a = a.veth_peer_in("eth0", &node).unwrap();
+    let (ssh, bulk) = (
+        Iperf3Server::start(&node, 22).unwrap(),
+        Iperf3Server::start(&node, 5201).unwrap(),
+    );
+    let far: std::net::IpAddr = "198.18.0.1".parse().unwrap();
+    let run = |client: &Container, server: std::net::IpAddr, port: u16| {
+        Run {
+            client: client.ns(),
+            server,
+            port,
+            reverse: false,
+            seconds: 8,
+            device_ns: &node,
+            device: &host_a,
+        }
+        .measure()
+        .unwrap()
+        .goodput
+    };
+    // Both lanes busy: SSH keeps its 10 Mbit/s, both together stay within 20.
+    let (interactive, rest) = std::thread::scope(|s| {
+        let i = s.spawn(|| run(&a, far, ssh.port));
+        let r = s.spawn(|| run(&a, far, bulk.port));
+        (i.join().unwrap(), r.join().unwrap())
+    });
+    println!("interactive {interactive:.0} bit/s, bulk {rest:.0} bit/s");
+    // Goodput is about 4.4% under the wire rate (headers); allow that plus 2%.
+    assert!(
+        interactive >= 10e6 * 0.934,
+        "interactive lane got {interactive:.0} bit/s"
+    );
+    assert!(
+        interactive + rest <= 20e6 * 1.02,
+        "together {:.0} bit/s",
+        interactive + rest
+    );
+    // Inside the tenant's subnet nothing is limited.
+    let server_b = Iperf3Server::start(b.ns(), 5201).unwrap();
+    let inside = run(&a, b_ip, server_b.port);
+    println!("container to container {inside:.0} bit/s");
+    assert!(inside >= 100e6, "container to container only {inside:.0} bit/s");
+    for c in [&a, &b] {
+        chain.del(c, "eth0").unwrap();
+    }
+    assert!(node.links_of_kind("ifb").unwrap().is_empty());
+}

@@ -152,5 +152,8 @@ fn check_sees_a_lost_tree_and_gc_removes_orphaned_ifbs() {
     assert!(before.contains(&after[0]));
     let host_b = b.veth_peer_in("eth0", &node).unwrap();
     let left = node.exec("tc", ["qdisc", "show", "dev", &host_b]).unwrap();
-    assert!(!left.contains("htb") && !left.contains("ingress"), "b's shaping is gone: {left}");
+    assert!(
+        !left.contains("htb") && !left.contains("ingress"),
+        "b's shaping is gone: {left}"
+    );
 }

@@ -40,7 +40,7 @@ pub async fn shape(h: &Handle, ifindex: u32, plan: &DevicePlan, ps: &Psched) -> 
     Ok(())
 }
 
-/// The ifb `name` (made when missing), up, its index.
+/// The ifb `name` (made when missing, left down), its index.
 pub async fn ensure_ifb(h: &Handle, name: &str) -> Result<u32> {
     let index = match links::find_by_name(h, name).await? {
         Some(link) if link.kind.as_deref() == Some("ifb") => link.index,
@@ -49,7 +49,6 @@ pub async fn ensure_ifb(h: &Handle, name: &str) -> Result<u32> {
         }
         None => links::create_ifb(h, name).await?,
     };
-    links::set_up(h, index).await?;
     Ok(index)
 }
 

@@ -266,6 +266,9 @@ fn apply(a: &Applied) -> Result<()> {
             kernel::shape(&h, index, plan, &ps).await?;
         }
         if let Some(ifb_index) = ifb_index {
+            // Up only once shaped: a qdisc grafted on a running device waits
+            // for an RCU grace period, one on a down device does not.
+            netsvc_core::netlink::links::set_up(&h, ifb_index).await?;
             kernel::redirect_to_ifb(&h, veth, ifb_index).await?;
         }
         Ok::<_, NetlinkError>(())
