@@ -9,6 +9,7 @@ pub fn reconciler(plugin_type: &str) -> Option<Box<dyn Reconcile>> {
     match plugin_type {
         netsvc_firewall::SERVICE => Some(Box::new(netsvc_firewall::Firewall)),
         netsvc_lb::SERVICE => Some(Box::new(netsvc_lb::Lb)),
+        netsvc_qos::SERVICE => Some(Box::new(netsvc_qos::Qos)),
         _ => None,
     }
 }

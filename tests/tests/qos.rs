@@ -157,3 +157,64 @@ fn check_sees_a_lost_tree_and_gc_removes_orphaned_ifbs() {
         "b's shaping is gone: {left}"
     );
 }
+
+#[test]
+fn serial_apply_reshapes_after_a_config_change_and_repairs_drift() {
+    use netsvc_tests::shaping::{Iperf3Server, Run};
+    let node = TestNode::new().unwrap();
+    let conf = |rate: &str| {
+        node.bridge_conflist(
+            "qosapp",
+            "1.0.0",
+            "10.246.4.0/24",
+            vec![qos(json!({"egressRate": rate}))],
+        )
+    };
+    let chain = node.chain(&conf("10mbit")).unwrap();
+    let c = node.container("c").unwrap();
+    let r = chain.add_with(&c, "eth0", &CallArgs::endpoint("c", None)).unwrap();
+    let gateway: std::net::IpAddr = r["ips"][0]["gateway"].as_str().unwrap().parse().unwrap();
+    let path = node.state_dir().join("qosapp.conflist");
+    let apply = || {
+        let netsvc = netsvc_tests::chain::plugin_dir().join("netsvc");
+        let out = node.command(netsvc).arg("apply").arg(&path).output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    std::fs::write(&path, serde_json::to_vec(&conf("5mbit")).unwrap()).unwrap();
+    let first = apply();
+    assert!(first.contains("1 endpoints, 1 changes"), "{first}");
+    assert!(
+        apply().contains("1 endpoints, 0 changes"),
+        "a second apply finds nothing to do"
+    );
+    // The new rate is what the wire carries.
+    let ifb = node.links_of_kind("ifb").unwrap().remove(0);
+    let server = Iperf3Server::start(&node, 5201).unwrap();
+    let shaped = Run {
+        client: c.ns(),
+        server: gateway,
+        port: server.port,
+        reverse: false,
+        seconds: 5,
+        device_ns: &node,
+        device: &ifb,
+    }
+    .measure()
+    .unwrap();
+    assert!(
+        shaped.wire_error(5e6).abs() <= 2.0,
+        "wire {:.0} bit/s after apply",
+        shaped.wire
+    );
+    // Drift: a lost redirect is put back.
+    let host = c.veth_peer_in("eth0", &node).unwrap();
+    node.exec("tc", ["qdisc", "del", "dev", &host, "ingress"]).unwrap();
+    assert!(apply().contains("1 endpoints, 1 changes"));
+    // CHECK holds against the applied config, and no longer against the old one.
+    let applied = node.chain(&conf("5mbit")).unwrap();
+    applied.check(&c, "eth0").unwrap();
+    assert_eq!(chain.check(&c, "eth0").unwrap_err().cni().code, 120);
+    applied.del(&c, "eth0").unwrap();
+    assert!(node.links_of_kind("ifb").unwrap().is_empty());
+}

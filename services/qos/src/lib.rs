@@ -17,11 +17,12 @@ use std::collections::BTreeSet;
 use std::path::Path;
 
 use config::{Direction, QosConf, QosSettings};
-use netsvc_core::cni::{Call, CniError, CniResult, Descriptor, Feature, Plugin, Result};
+use netsvc_core::cni::{Call, CniError, CniResult, Descriptor, Feature, NetConf, Plugin, Result};
 use netsvc_core::graph::{Graph, Shaping, checked_endpoint, endpoint_from_call, record_network};
 use netsvc_core::netlink::NetlinkError;
 use netsvc_core::netlink::links::{Link, host_veth_peer};
 use netsvc_core::netlink::tc::{INGRESS_PARENT, Psched, ROOT, handle};
+use netsvc_core::reconcile::{Reconcile, Summary};
 use netsvc_core::store::open_for;
 use plan::{DevicePlan, Side};
 use serde::{Deserialize, Serialize};
@@ -153,38 +154,10 @@ impl Plugin for Qos {
         if wanted != applied.qos {
             return Err(missing("the shaping applied differs from this config".into()));
         }
-        let plans = applied.plans();
-        let host_veth = applied.host_veth.clone();
-        let devices: Vec<String> = plans.iter().map(|(d, _)| d.to_string()).collect();
-        let trees = netsvc_core::netns::run(NODE_NETNS, |h| async move {
-            let mut trees = Vec::new();
-            for d in devices.iter().chain([&host_veth]) {
-                trees.push(kernel::tree(&h, d).await?);
-            }
-            Ok::<_, NetlinkError>(trees)
-        })??;
-        for ((device, plan), tree) in plans.iter().zip(&trees) {
-            let tree = tree.as_ref().ok_or_else(|| missing(format!("{device} is gone")))?;
-            let root = tree.qdiscs.iter().find(|q| q.parent == ROOT);
-            if !root.is_some_and(|q| q.kind == "htb" && q.handle == handle(plan::MAJOR, 0)) {
-                return Err(missing(format!("{device} has no HTB root qdisc")));
-            }
-            let classes: BTreeSet<u32> = tree.classes.iter().map(|c| c.handle).collect();
-            if let Some(c) = plan.classes.iter().find(|c| !classes.contains(&c.id)) {
-                return Err(missing(format!(
-                    "{device} lost class {:x}:{:x}",
-                    c.id >> 16,
-                    c.id & 0xffff
-                )));
-            }
+        match drift(&applied)? {
+            Some(what) => Err(missing(what)),
+            None => Ok(()),
         }
-        if applied.ifb.is_some() {
-            let veth = trees.last().and_then(Option::as_ref);
-            if !veth.is_some_and(|t| t.qdiscs.iter().any(|q| q.parent == INGRESS_PARENT)) {
-                return Err(missing(format!("{} no longer redirects to the ifb", applied.host_veth)));
-            }
-        }
-        Ok(())
     }
 
     /// Drops the shaping of attachments that are gone, and any ifb of ours
@@ -228,6 +201,93 @@ impl Plugin for Qos {
         Psched::from_proc()
             .map(drop)
             .map_err(|e| CniError::not_available(format!("netsvc-qos cannot shape: {e}")))
+    }
+}
+
+/// What the kernel lost of what `applied` shaped, or `None` when it all holds.
+fn drift(applied: &Applied) -> Result<Option<String>> {
+    let plans = applied.plans();
+    let host_veth = applied.host_veth.clone();
+    let devices: Vec<String> = plans.iter().map(|(d, _)| d.to_string()).collect();
+    let trees = netsvc_core::netns::run(NODE_NETNS, |h| async move {
+        let mut trees = Vec::new();
+        for d in devices.iter().chain([&host_veth]) {
+            trees.push(kernel::tree(&h, d).await?);
+        }
+        Ok::<_, NetlinkError>(trees)
+    })??;
+    for ((device, plan), tree) in plans.iter().zip(&trees) {
+        let Some(tree) = tree else {
+            return Ok(Some(format!("{device} is gone")));
+        };
+        let root = tree.qdiscs.iter().find(|q| q.parent == ROOT);
+        if !root.is_some_and(|q| q.kind == "htb" && q.handle == handle(plan::MAJOR, 0)) {
+            return Ok(Some(format!("{device} has no HTB root qdisc")));
+        }
+        let classes: BTreeSet<u32> = tree.classes.iter().map(|c| c.handle).collect();
+        if let Some(c) = plan.classes.iter().find(|c| !classes.contains(&c.id)) {
+            return Ok(Some(format!(
+                "{device} lost class {:x}:{:x}",
+                c.id >> 16,
+                c.id & 0xffff
+            )));
+        }
+    }
+    let veth = trees.last().and_then(Option::as_ref);
+    if applied.ifb.is_some() && !veth.is_some_and(|t| t.qdiscs.iter().any(|q| q.parent == INGRESS_PARENT)) {
+        return Ok(Some(format!("{} no longer redirects to the ifb", applied.host_veth)));
+    }
+    Ok(None)
+}
+
+impl Reconcile for Qos {
+    fn plugin_type(&self) -> &'static str {
+        SERVICE
+    }
+
+    /// Re-shapes every endpoint of the network whose shaping differs from
+    /// `conf` or lost something in the kernel. A conflist without static
+    /// rates keeps each endpoint's (they came from the capability).
+    fn reconcile(&self, conf: &NetConf) -> Result<Summary> {
+        let wanted = QosConf::from_netconf(conf)?;
+        let store = open_for(conf)?;
+        let graph = Graph::new(&store);
+        let (endpoints, changes) = graph.transaction(&conf.name, |tx| -> Result<(usize, usize)> {
+            let (mut endpoints, mut changes) = (0, 0);
+            for ep in tx.endpoints()?.into_iter().filter(|e| e.held_by(SERVICE)) {
+                let Some(mut applied) = tx.get_record::<Applied>(SERVICE, &ep.id())? else {
+                    continue;
+                };
+                endpoints += 1;
+                let static_rates = wanted.ingress.is_some() || wanted.egress.is_some();
+                let changed = static_rates && wanted != applied.qos;
+                if changed {
+                    applied.qos = wanted.clone();
+                    applied.ifb = applied
+                        .qos
+                        .egress
+                        .map(|_| kernel::ifb_name(&ep.container_id, &ep.ifname));
+                    tx.put_record(SERVICE, &ep.id(), &applied)?;
+                    tx.put_shaping(&shaping(&ep.id(), &applied.qos))?;
+                }
+                if changed {
+                    // A direction may have gone: start from nothing.
+                    let ifb = kernel::ifb_name(&ep.container_id, &ep.ifname);
+                    unapply(Some(&applied.host_veth), Some(&ifb))?;
+                }
+                if changed || drift(&applied)?.is_some() {
+                    apply(&applied)?;
+                    changes += 1;
+                }
+            }
+            Ok((endpoints, changes))
+        })?;
+        Ok(Summary {
+            service: SERVICE.into(),
+            network: conf.name.clone(),
+            endpoints,
+            changes,
+        })
     }
 }
 
