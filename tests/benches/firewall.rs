@@ -40,9 +40,7 @@
 
 use std::collections::HashMap;
 use std::fs::File;
-use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion};
@@ -50,6 +48,7 @@ use netsvc_core::cni::dispatch;
 use netsvc_firewall::Firewall;
 use netsvc_tests::Netns;
 use netsvc_tests::chain::{REFERENCE_PLUGIN_DIR, plugin_dir};
+use netsvc_tests::timing::{AddDel, median, ms, run_plugin};
 use nix::sched::{CloneFlags, setns};
 use serde_json::{Value, json};
 
@@ -125,39 +124,7 @@ fn call(command: &str, id: &str, netns: &str, stdin: &[u8]) {
 
 /// One whole-process call of `binary` (which inherits this thread's namespace).
 fn spawn(binary: &Path, command: &str, id: &str, netns: &str, stdin: &[u8]) {
-    let mut child = Command::new(binary)
-        .envs(env(command, id, netns))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("spawn {}: {e}", binary.display()));
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(stdin)
-        .expect("write stdin");
-    let out = child.wait_with_output().expect("wait");
-    assert!(
-        out.status.success(),
-        "{} {command} {id}: {} {}",
-        binary.display(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-fn median(v: &mut [Duration]) -> Duration {
-    if v.is_empty() {
-        return Duration::ZERO;
-    }
-    v.sort();
-    v[v.len() / 2]
-}
-
-fn ms(d: Duration) -> String {
-    format!("{:.2} ms", d.as_secs_f64() * 1e3)
+    run_plugin(binary, env(command, id, netns), stdin);
 }
 
 #[derive(Default)]
@@ -259,35 +226,21 @@ fn whole_process(c: &mut Criterion, state_dir: &Path, netns: &str, report: &mut 
     }
     let mut medians = Vec::new();
     for (name, binary, stdin) in &pairs {
-        let (mut samples, mut adds, mut dels) = (Vec::new(), Vec::new(), Vec::new());
+        let mut samples = AddDel::default();
         group.bench_function(*name, |b| {
             b.iter_custom(|iters| {
-                let mut total = Duration::ZERO;
-                for _ in 0..iters {
-                    let t = Instant::now();
-                    spawn(binary, "ADD", "exec", netns, stdin);
-                    let a = t.elapsed();
-                    spawn(binary, "DEL", "exec", netns, stdin);
-                    let d = t.elapsed();
-                    adds.push(a);
-                    dels.push(d - a);
-                    samples.push(d);
-                    total += d;
-                }
-                total
+                samples.run(
+                    iters,
+                    || spawn(binary, "ADD", "exec", netns, stdin),
+                    || spawn(binary, "DEL", "exec", netns, stdin),
+                    || {},
+                )
             })
         });
-        if samples.is_empty() {
+        let Some(m) = samples.median() else {
             continue;
-        }
-        let m = median(&mut samples);
-        report.lines.push(format!(
-            "whole process ADD+DEL {name}: median {} (n={}; ADD median {}, DEL median {})",
-            ms(m),
-            samples.len(),
-            ms(median(&mut adds)),
-            ms(median(&mut dels))
-        ));
+        };
+        report.lines.push(samples.summary(name));
         medians.push(m);
     }
     group.finish();

@@ -14,13 +14,12 @@
 //! both (a parent class and one leaf, the config below having no classes).
 
 use std::fs::File;
-use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use criterion::Criterion;
 use netsvc_tests::chain::{REFERENCE_PLUGIN_DIR, plugin_dir};
+use netsvc_tests::timing::{AddDel, run_plugin};
 use netsvc_tests::{Netns, STATE_DIR_ENV};
 use nix::sched::{CloneFlags, setns};
 use serde_json::{Value, json};
@@ -44,47 +43,21 @@ fn conf(plugin_type: &str, netns: &str) -> Value {
 
 /// One whole-process call of `binary` (which inherits this thread's namespace).
 fn spawn(binary: &Path, command: &str, netns: &str, state: &Path, stdin: &[u8]) {
-    let mut child = Command::new(binary)
-        .env("CNI_COMMAND", command)
-        .env("CNI_CONTAINERID", "qosbench")
-        .env("CNI_NETNS", netns)
-        .env("CNI_IFNAME", "eth0")
-        .env("CNI_PATH", REFERENCE_PLUGIN_DIR)
-        .env(STATE_DIR_ENV, state)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("spawn {}: {e}", binary.display()));
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(stdin)
-        .expect("write stdin");
-    let out = child.wait_with_output().expect("wait");
-    assert!(
-        out.status.success(),
-        "{} {command}: {} {}",
-        binary.display(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let env = [
+        ("CNI_COMMAND", command),
+        ("CNI_CONTAINERID", "qosbench"),
+        ("CNI_NETNS", netns),
+        ("CNI_IFNAME", "eth0"),
+        ("CNI_PATH", REFERENCE_PLUGIN_DIR),
+        (STATE_DIR_ENV, &state.display().to_string()),
+    ];
+    run_plugin(binary, env, stdin);
 }
 
 fn clear_host_veth(node: &Netns) {
     for parent in ["root", "ingress"] {
         let _ = node.output("tc", ["qdisc", "del", "dev", HOST_VETH, parent], Duration::from_secs(5));
     }
-}
-
-fn median(v: &mut [Duration]) -> Duration {
-    v.sort();
-    v.get(v.len() / 2).copied().unwrap_or_default()
-}
-
-fn ms(d: Duration) -> String {
-    format!("{:.2} ms", d.as_secs_f64() * 1e3)
 }
 
 fn main() {
@@ -117,36 +90,24 @@ fn main() {
     let mut group = c.benchmark_group("qos_exec_add_del");
     for (name, binary, conf) in &pairs {
         let stdin = serde_json::to_vec(conf).expect("json");
-        let (mut samples, mut adds, mut dels) = (Vec::new(), Vec::new(), Vec::new());
+        let mut samples = AddDel::default();
         group.bench_function(*name, |b| {
             b.iter_custom(|iters| {
-                let mut total = Duration::ZERO;
-                for _ in 0..iters {
-                    let t = Instant::now();
-                    spawn(binary, "ADD", &netns, state.path(), &stdin);
-                    let a = t.elapsed();
-                    spawn(binary, "DEL", &netns, state.path(), &stdin);
-                    let d = t.elapsed();
+                samples.run(
+                    iters,
+                    || spawn(binary, "ADD", &netns, state.path(), &stdin),
+                    || spawn(binary, "DEL", &netns, state.path(), &stdin),
                     // The reference DEL leaves the host veth's qdiscs (it
                     // counts on the veth going with the container): clear
                     // them, untimed, for the next ADD.
-                    clear_host_veth(&node);
-                    adds.push(a);
-                    dels.push(d - a);
-                    samples.push(d);
-                    total += d;
-                }
-                total
+                    || clear_host_veth(&node),
+                )
             })
         });
-        let m = median(&mut samples);
-        lines.push(format!(
-            "whole process ADD+DEL {name}: median {} (n={}; ADD median {}, DEL median {})",
-            ms(m),
-            samples.len(),
-            ms(median(&mut adds)),
-            ms(median(&mut dels))
-        ));
+        let Some(m) = samples.median() else {
+            continue;
+        };
+        lines.push(samples.summary(name));
         medians.push(m);
     }
     group.finish();

@@ -40,10 +40,11 @@ mod ping;
 mod process;
 pub mod shaping;
 mod sysctl;
+pub mod timing;
 
 pub use echo::{EchoReply, EchoServer};
 pub use names::unique_name;
 pub use netns::Netns;
-pub use node::{Container, STATE_DIR_ENV, TestNode};
+pub use node::{Container, Daemon, STATE_DIR_ENV, TestNode};
 pub use observe::{AddrInfo, LinkInfo};
 pub use process::{DEFAULT_TIMEOUT, output_with_timeout, poll_until};

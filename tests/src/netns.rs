@@ -159,6 +159,16 @@ impl Netns {
         Ok(())
     }
 
+    /// A link `ifname` (up) whose far end is a veth peer nobody listens on:
+    /// packets routed into it leave and vanish (a dead upstream, say), and an
+    /// address on it is one more of this namespace's own addresses.
+    pub fn dead_end_link(&self, ifname: &str) -> Result<()> {
+        let peer = format!("{}x", &ifname[..ifname.len().min(14)]);
+        self.ip(["link", "add", ifname, "type", "veth", "peer", "name", &peer])?;
+        self.ip(["link", "set", ifname, "up"])?;
+        self.ip(["link", "set", &peer, "up"]).map(drop)
+    }
+
     /// Adds `cidr` (e.g. `10.0.0.1/24`) to `ifname`.
     pub fn add_addr(&self, ifname: &str, cidr: &str) -> Result<()> {
         // nodad: IPv6 addresses are usable at once instead of after DAD.

@@ -68,6 +68,42 @@ impl TestNode {
     }
 }
 
+/// A process of the node's, killed on drop.
+pub struct Daemon(std::process::Child);
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl TestNode {
+    /// Where [`TestNode::upstream_resolver`] answers.
+    pub const UPSTREAM: &str = "127.0.0.53:5353";
+
+    /// An upstream resolver on the node at [`Self::UPSTREAM`]: dnsmasq
+    /// answering only from `hosts` (a hosts file's text), asking nobody else.
+    pub fn upstream_resolver(&self, hosts: &str) -> Result<Daemon> {
+        let file = self.state_dir().join("upstream.hosts");
+        std::fs::write(&file, hosts)?;
+        self.ip(["addr", "add", "127.0.0.53/8", "dev", "lo"]).ok();
+        let child = self
+            .command("dnsmasq")
+            .args([
+                "--keep-in-foreground",
+                "--no-resolv",
+                "--no-hosts",
+                "--listen-address=127.0.0.53",
+            ])
+            .args(["--bind-interfaces", "--port=5353", "--user=root"])
+            .arg(format!("--addn-hosts={}", file.display()))
+            .spawn()
+            .context("spawn dnsmasq")?;
+        Ok(Daemon(child))
+    }
+}
+
 impl Deref for TestNode {
     type Target = Netns;
     fn deref(&self) -> &Netns {

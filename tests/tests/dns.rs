@@ -166,35 +166,20 @@ fn other_names_are_forwarded_and_no_upstream_is_servfail() {
     let node = TestNode::new().unwrap();
     // A default route into a veth nobody answers on: the dead upstream's
     // packets leave and vanish, so only the daemon's timeout ends the wait.
-    node.ip(["link", "add", "uplink0", "type", "veth", "peer", "name", "uplink1"])
-        .unwrap();
-    node.ip(["link", "set", "uplink0", "up"]).unwrap();
-    node.ip(["link", "set", "uplink1", "up"]).unwrap();
+    node.dead_end_link("uplink0").unwrap();
     node.ip(["route", "add", "default", "dev", "uplink0"]).unwrap();
     // An upstream on the node: dnsmasq answering from a hosts file only.
-    let hosts = node.state_dir().join("upstream.hosts");
     // `big.example` has 80 addresses: too many for a 512-byte UDP answer.
     let big: String = (1..=80).map(|i| format!("198.51.100.{i} big.example\n")).collect();
-    std::fs::write(&hosts, format!("192.0.2.80 outside.example\n{big}")).unwrap();
-    node.ip(["addr", "add", "127.0.0.53/8", "dev", "lo"]).ok();
-    let mut dnsmasq = node
-        .command("dnsmasq")
-        .args([
-            "--keep-in-foreground",
-            "--no-resolv",
-            "--no-hosts",
-            "--listen-address=127.0.0.53",
-        ])
-        .args(["--bind-interfaces", "--port=5353", "--user=root"])
-        .arg(format!("--addn-hosts={}", hosts.display()))
-        .spawn()
+    let _upstream = node
+        .upstream_resolver(&format!("192.0.2.80 outside.example\n{big}"))
         .unwrap();
     let chain = node
         .chain(&node.bridge_conflist(
             "dnsfwd",
             "1.0.0",
             "10.242.4.0/24",
-            vec![dns("fwd.internal", json!({"upstreams": ["127.0.0.53:5353"]}))],
+            vec![dns("fwd.internal", json!({"upstreams": [TestNode::UPSTREAM]}))],
         ))
         .unwrap();
     let dead = node
@@ -240,8 +225,6 @@ fn other_names_are_forwarded_and_no_upstream_is_servfail() {
     let started = std::time::Instant::now();
     assert_eq!(status(d.ns(), "10.242.5.1", &["outside.example"]), "SERVFAIL");
     println!("SERVFAIL after {:?}", started.elapsed());
-    let _ = dnsmasq.kill();
-    let _ = dnsmasq.wait();
 }
 
 #[test]

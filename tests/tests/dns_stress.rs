@@ -167,6 +167,27 @@ fn settled_rss(pid: u32) -> u64 {
         .unwrap()
 }
 
+/// A bridge network `name` with `dns`, a client container called `client`
+/// and one called `target`; the target's address.
+fn two_containers<'n>(
+    node: &'n TestNode,
+    name: &str,
+    subnet: &str,
+    dns: Value,
+    client: &str,
+) -> (Chain<'n>, Container, Container, String) {
+    let chain = node
+        .chain(&node.bridge_conflist(name, "1.0.0", subnet, vec![dns]))
+        .unwrap();
+    let (c, target) = (node.container(client).unwrap(), node.container("target").unwrap());
+    chain.add_with(&c, "eth0", &CallArgs::endpoint(client, None)).unwrap();
+    let r = chain
+        .add_with(&target, "eth0", &CallArgs::endpoint("target", None))
+        .unwrap();
+    let target_ip = container_ip(&r, "eth0").unwrap().to_string();
+    (chain, c, target, target_ip)
+}
+
 /// A small seeded generator (xorshift64*): the fuzz run is reproducible from its seed.
 struct Rng(u64);
 
@@ -299,39 +320,9 @@ fn serial_fuzz_random_and_mutated_packets_never_stop_the_daemon() {
 
     let node = TestNode::new().unwrap();
     // The upstream is the node's dnsmasq, so forwarded names take the forward path.
-    node.ip(["addr", "add", "127.0.0.53/8", "dev", "lo"]).ok();
-    let mut upstream = node
-        .command("dnsmasq")
-        .args([
-            "--keep-in-foreground",
-            "--no-resolv",
-            "--no-hosts",
-            "--listen-address=127.0.0.53",
-        ])
-        .args([
-            "--bind-interfaces",
-            "--port=5353",
-            "--user=root",
-            "--address=/outside.example/192.0.2.80",
-        ])
-        .spawn()
-        .unwrap();
-    let chain = node
-        .chain(&node.bridge_conflist(
-            "dnsfuzz",
-            "1.0.0",
-            "10.243.8.0/24",
-            vec![dns_conf("fuzz.internal", json!(["127.0.0.53:5353"]))],
-        ))
-        .unwrap();
-    let (fuzzer, target) = (node.container("fuzzer").unwrap(), node.container("target").unwrap());
-    chain
-        .add_with(&fuzzer, "eth0", &CallArgs::endpoint("fuzzer", None))
-        .unwrap();
-    let r = chain
-        .add_with(&target, "eth0", &CallArgs::endpoint("target", None))
-        .unwrap();
-    let target_ip = container_ip(&r, "eth0").unwrap().to_string();
+    let _upstream = node.upstream_resolver("192.0.2.80 outside.example\n").unwrap();
+    let conf = dns_conf("fuzz.internal", json!([TestNode::UPSTREAM]));
+    let (_chain, fuzzer, _target, target_ip) = two_containers(&node, "dnsfuzz", "10.243.8.0/24", conf, "fuzzer");
     let pid = daemon_pid(&node);
     let server: SocketAddr = "10.243.8.1:53".parse().unwrap();
     let names = [
@@ -390,8 +381,6 @@ fn serial_fuzz_random_and_mutated_packets_never_stop_the_daemon() {
         .unwrap();
     assert!(!tcp.trim().is_empty(), "TCP still served");
     assert_no_panic_logged(&node);
-    let _ = upstream.kill();
-    let _ = upstream.wait();
 }
 
 /// One clean UDP query (retried on loss, as a resolver would) gets `want`.
@@ -419,27 +408,10 @@ fn serial_idle_tcp_clients_and_a_dead_upstream_flood_are_bounded() {
     let node = TestNode::new().unwrap();
     // A default route into a veth nobody answers on: the dead upstream's
     // packets leave and vanish, so every forward waits out its timeout.
-    node.ip(["link", "add", "uplink0", "type", "veth", "peer", "name", "uplink1"])
-        .unwrap();
-    node.ip(["link", "set", "uplink0", "up"]).unwrap();
-    node.ip(["link", "set", "uplink1", "up"]).unwrap();
+    node.dead_end_link("uplink0").unwrap();
     node.ip(["route", "add", "default", "dev", "uplink0"]).unwrap();
-    let chain = node
-        .chain(&node.bridge_conflist(
-            "dnsflood",
-            "1.0.0",
-            "10.243.9.0/24",
-            vec![dns_conf("flood.internal", json!(["192.0.2.1"]))],
-        ))
-        .unwrap();
-    let (client, target) = (node.container("client").unwrap(), node.container("target").unwrap());
-    chain
-        .add_with(&client, "eth0", &CallArgs::endpoint("client", None))
-        .unwrap();
-    let r = chain
-        .add_with(&target, "eth0", &CallArgs::endpoint("target", None))
-        .unwrap();
-    let target_ip = container_ip(&r, "eth0").unwrap().to_string();
+    let conf = dns_conf("flood.internal", json!(["192.0.2.1"]));
+    let (_chain, client, _target, target_ip) = two_containers(&node, "dnsflood", "10.243.9.0/24", conf, "client");
     let pid = daemon_pid(&node);
     // The usual default limit: without a cap, idle clients alone would exhaust it.
     node.exec("prlimit", [format!("--pid={pid}"), "--nofile=1024:1024".into()])

@@ -187,10 +187,8 @@ fn serial_rate_limited_tenant_with_an_interactive_lane() {
     use netsvc_tests::shaping::{Iperf3Server, Run};
     let node = TestNode::new().unwrap();
     // A node address outside the tenant's subnet: traffic to it is shaped.
-    node.ip(["link", "add", "far0", "type", "veth", "peer", "name", "far1"])
-        .unwrap();
+    node.dead_end_link("far0").unwrap();
     node.ip(["addr", "add", "198.18.0.1/24", "dev", "far0"]).unwrap();
-    node.ip(["link", "set", "far0", "up"]).unwrap();
     let chain = node
         .chain(&on_node(&node, composed_conflist("rate-limited-tenant")))
         .unwrap();

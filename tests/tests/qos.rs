@@ -102,9 +102,7 @@ fn bad_input_is_code_7_naming_the_field_and_nothing_is_applied() {
 fn a_chain_without_a_host_veth_is_refused_with_why() {
     let node = TestNode::new().unwrap();
     // macvlan on a node link: the container's interface has no peer on the node.
-    node.ip(["link", "add", "uplink0", "type", "veth", "peer", "name", "uplink1"])
-        .unwrap();
-    node.ip(["link", "set", "uplink0", "up"]).unwrap();
+    node.dead_end_link("uplink0").unwrap();
     let conf = json!({"cniVersion": "1.0.0", "name": "qosmv", "plugins": [
         {"type": "macvlan", "master": "uplink0", "mode": "bridge",
          "ipam": {"type": "host-local", "dataDir": node.ipam_dir(), "ranges": [[{"subnet": "10.246.2.0/24"}]]}},

@@ -206,11 +206,8 @@ fn serial_the_bandwidth_capability_applies_when_the_config_sets_no_rate() {
 fn serial_traffic_to_an_unshaped_subnet_is_not_limited() {
     let node = TestNode::new().unwrap();
     // A second node address, in the unshaped subnet.
-    node.ip(["link", "add", "far0", "type", "veth", "peer", "name", "far1"])
-        .unwrap();
+    node.dead_end_link("far0").unwrap();
     node.ip(["addr", "add", "198.18.0.1/24", "dev", "far0"]).unwrap();
-    node.ip(["link", "set", "far0", "up"]).unwrap();
-    node.ip(["link", "set", "far1", "up"]).unwrap();
     let shaper = json!({"type": "netsvc-qos", "ingressRate": "2mbit", "egressRate": "2mbit",
                         "unshapedSubnets": ["198.18.0.0/24"]});
     let shaped = attach(&node, "qosuns", "10.245.22.0/24", shaper, &CallArgs::default());

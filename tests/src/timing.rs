@@ -1,0 +1,100 @@
+//! What the benchmarks share: running a plugin binary as a runtime would,
+//! and summing up samples.
+
+use std::io::Write;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+/// One whole-process call of the plugin `binary` with the CNI environment
+/// `env` and `stdin` (it inherits the calling thread's namespace); panics
+/// with the plugin's answer when it fails.
+pub fn run_plugin<K, V>(binary: &Path, env: impl IntoIterator<Item = (K, V)>, stdin: &[u8])
+where
+    K: AsRef<std::ffi::OsStr>,
+    V: AsRef<std::ffi::OsStr>,
+{
+    let mut child = Command::new(binary)
+        .envs(env)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawn {}: {e}", binary.display()));
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(stdin)
+        .expect("write stdin");
+    let out = child.wait_with_output().expect("wait");
+    assert!(
+        out.status.success(),
+        "{}: {} {}",
+        binary.display(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The median of `samples` (zero when there are none).
+pub fn median(samples: &mut [Duration]) -> Duration {
+    samples.sort();
+    samples.get(samples.len() / 2).copied().unwrap_or_default()
+}
+
+/// A duration in milliseconds, two decimals.
+pub fn ms(d: Duration) -> String {
+    format!("{:.2} ms", d.as_secs_f64() * 1e3)
+}
+
+/// Whole-process ADD+DEL samples of one plugin, for criterion's `iter_custom`.
+#[derive(Debug, Default)]
+pub struct AddDel {
+    adds: Vec<Duration>,
+    dels: Vec<Duration>,
+    pairs: Vec<Duration>,
+}
+
+impl AddDel {
+    /// Times `iters` rounds of `add` then `del`; `between` runs after each
+    /// round, untimed. The total of the timed parts.
+    pub fn run(
+        &mut self,
+        iters: u64,
+        mut add: impl FnMut(),
+        mut del: impl FnMut(),
+        mut between: impl FnMut(),
+    ) -> Duration {
+        let mut total = Duration::ZERO;
+        for _ in 0..iters {
+            let t = std::time::Instant::now();
+            add();
+            let a = t.elapsed();
+            del();
+            let d = t.elapsed();
+            between();
+            self.adds.push(a);
+            self.dels.push(d - a);
+            self.pairs.push(d);
+            total += d;
+        }
+        total
+    }
+
+    /// The median of ADD+DEL, or `None` before any sample.
+    pub fn median(&mut self) -> Option<Duration> {
+        (!self.pairs.is_empty()).then(|| median(&mut self.pairs))
+    }
+
+    /// `whole process ADD+DEL NAME: median … (n=…; ADD median …, DEL median …)`.
+    pub fn summary(&mut self, name: &str) -> String {
+        format!(
+            "whole process ADD+DEL {name}: median {} (n={}; ADD median {}, DEL median {})",
+            ms(median(&mut self.pairs)),
+            self.pairs.len(),
+            ms(median(&mut self.adds)),
+            ms(median(&mut self.dels))
+        )
+    }
+}
