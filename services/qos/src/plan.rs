@@ -10,7 +10,7 @@
 //! ```
 //! With no classes there is one leaf, 1:10, at the direction's rate.
 //!
-//! Each leaf holds a TBF that does not shape (twice the leaf's ceil) but cuts
+//! Each leaf holds a TBF that does not shape (ten times the leaf's ceil) but cuts
 //! GSO packets into frames and bounds the queue. HTB sends a packet whole:
 //! a 64 KB GSO packet at 1 Mbit/s leaves at line rate and then silences the
 //! lane for half a second; cut into frames, the lane is smooth and exact.
@@ -74,13 +74,15 @@ pub struct DevicePlan {
     pub filters: Vec<PlannedFilter>,
 }
 
-/// The default burst for `rate_bits`: 1 ms at the rate, at least two full
+/// The default burst for `rate_bits`: 4 ms at the rate, at least two full
 /// frames. The reference plugin makes users pick one, and they pick large
 /// ones (a huge first burst) or, at low rates, ones under a frame (stalls).
-/// HTB lends no tokens beyond the burst, so 1 ms keeps the first burst
-/// invisible while a frame is never held back for tokens it cannot gather.
+/// HTB lends no tokens beyond the burst: 4 ms keeps the first burst
+/// invisible, lets a lane catch up after a timer that fired up to 4 ms late
+/// on a busy machine (with 1 ms, 100 Mbit/s lanes lost 1–2% under load), and
+/// never holds a frame back for tokens the bucket cannot gather.
 pub fn default_burst(rate_bits: u64) -> u64 {
-    (rate_bits / 8 / 1000).max(2 * FRAME)
+    (rate_bits / 8 / 250).max(2 * FRAME)
 }
 
 /// Checks what the kernel would refuse or what cannot work: classes
@@ -149,7 +151,8 @@ fn class(rate_bits: u64, ceil_bits: u64, burst: Option<u64>, prio: u8) -> HtbCla
 }
 
 /// A leaf's TBF for a lane of ceil `ceil_bits` on a link of `frame`-byte
-/// frames: twice the ceil (HTB shapes, not it); a bucket of 1 ms at the
+/// frames: ten times the ceil (HTB shapes, not it: at twice the ceil its
+/// small bucket still held HTB back now and then); a bucket of 1 ms at the
 /// ceil, at least two frames and under a GSO packet (larger packets are cut
 /// into frames); a queue of 100 ms at the ceil, at least three GSO packets
 /// (a cut packet must fit whole, or its tail is dropped).
@@ -157,7 +160,7 @@ pub fn leaf_tbf(ceil_bits: u64, frame: u64) -> Tbf {
     let ceil = ceil_bits / 8;
     let bytes = |b: u64| u32::try_from(b).unwrap_or(u32::MAX);
     Tbf {
-        rate: Rate::from_bytes_per_sec(ceil.saturating_mul(2)),
+        rate: Rate::from_bytes_per_sec(ceil.saturating_mul(10)),
         burst: bytes((ceil / 1000).clamp(2 * frame, GSO_MAX - 1)),
         limit: TbfLimit::Bytes(bytes((ceil * QUEUE_MS / 1000).max(3 * GSO_MAX))),
     }
@@ -175,13 +178,16 @@ pub fn device(qos: &QosSettings, d: Direction, side: Side, frame: u64) -> Device
         htb: class(d.rate, d.rate, d.burst, 0),
         leaf: None,
     }];
+    let direction_burst = d.burst.unwrap_or_else(|| default_burst(d.rate));
     let mut leaf = |minor: u16, c: &Class| {
         let ceil = c.ceil.unwrap_or(d.rate).min(d.rate);
         classes.push(PlannedClass {
             parent: id(PARENT),
             id: id(minor),
             name: c.name.clone(),
-            htb: class(c.rate.min(d.rate), ceil, None, c.priority),
+            // The direction's burst: a lane held back by a late timer
+            // catches up within it (a lane's own 1 ms is too little under load).
+            htb: class(c.rate.min(d.rate), ceil, Some(direction_burst), c.priority),
             leaf: Some(leaf_tbf(ceil, frame)),
         });
     };
@@ -373,7 +379,7 @@ mod tests {
         assert!(p.filters.is_empty());
         let rate = &p.classes[0].htb;
         assert_eq!(rate.rate.bits_per_sec(), 10_000_000);
-        assert_eq!(rate.burst, Some(3200), "1 ms at 10 Mbit/s is under two frames");
+        assert_eq!(rate.burst, Some(5000), "4 ms at 10 Mbit/s");
         assert_eq!(rate.quantum, Some(125_000));
     }
 
@@ -422,7 +428,7 @@ mod tests {
     #[test]
     fn leaf_tbfs_cut_gso_packets_at_every_rate_below_half_a_gigabit() {
         let slow = leaf_tbf(1_000_000, 1514);
-        assert_eq!((slow.rate.bits_per_sec(), slow.burst), (2_000_000, 3028));
+        assert_eq!((slow.rate.bits_per_sec(), slow.burst), (10_000_000, 3028));
         assert_eq!(slow.limit, TbfLimit::Bytes(196_608));
         let fast = leaf_tbf(100_000_000, 1514);
         assert_eq!((fast.burst, fast.limit), (12_500, TbfLimit::Bytes(1_250_000)));
@@ -431,8 +437,12 @@ mod tests {
 
     #[test]
     fn default_bursts() {
-        assert_eq!(default_burst(1_000_000), 3200);
-        assert_eq!(default_burst(100_000_000), 12_500);
-        assert_eq!(default_burst(10_000_000_000), 1_250_000);
+        assert_eq!(
+            default_burst(1_000_000),
+            3200,
+            "two frames: 4 ms at 1 Mbit/s is 500 bytes"
+        );
+        assert_eq!(default_burst(100_000_000), 50_000);
+        assert_eq!(default_burst(10_000_000_000), 5_000_000);
     }
 }
