@@ -226,3 +226,35 @@ fn serial_traffic_to_an_unshaped_subnet_is_not_limited() {
     }
     shaped.detach();
 }
+
+#[test]
+fn serial_guarantees_over_the_rate_still_keep_the_cap() {
+    // The issue's own example: 10 + 1 Mbit/s guaranteed under a 10 Mbit/s rate.
+    let node = TestNode::new().unwrap();
+    let shaper = json!({"type": "netsvc-qos", "egressRate": "10mbit",
+        "classes": [{"name": "interactive", "rate": "10mbit", "match": {"ports": [{"protocol": "tcp", "port": 5202}]}},
+                    {"name": "bulk", "rate": "1mbit", "default": true}]});
+    let shaped = attach(&node, "qosover", "10.245.23.0/24", shaper, &CallArgs::default());
+    let (bulk_server, interactive_server) = (
+        Iperf3Server::start(&node, 5201).unwrap(),
+        Iperf3Server::start(&node, 5202).unwrap(),
+    );
+    let (bulk, interactive) = std::thread::scope(|s| {
+        let bulk = s.spawn(|| shaped.run(shaped.gateway, bulk_server.port, false, SECONDS));
+        let interactive = s.spawn(|| shaped.run(shaped.gateway, interactive_server.port, false, SECONDS));
+        (bulk.join().unwrap(), interactive.join().unwrap())
+    });
+    println!(
+        "interactive {} bulk {} (wire {})",
+        mbit(interactive.goodput),
+        mbit(bulk.goodput),
+        mbit(bulk.wire)
+    );
+    assert!(bulk.wire_error(10e6) <= 2.0, "the device sent {}", mbit(bulk.wire));
+    assert!(
+        bulk.goodput >= 0.8e6,
+        "bulk keeps about its share: {}",
+        mbit(bulk.goodput)
+    );
+    shaped.detach();
+}

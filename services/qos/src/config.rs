@@ -133,6 +133,9 @@ pub struct QosSettings {
     pub scope: Scope,
 }
 
+/// The burst kubelet sends when a pod's annotations give none (`math.MaxInt32`).
+const KUBELET_NO_BURST: u64 = i32::MAX as u64;
+
 /// The `bandwidth` capability's `runtimeConfig` entry (bits/s and bits).
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -189,7 +192,8 @@ impl QosConf {
             && egress.is_none()
             && let Some(rt) = runtime
         {
-            let amount = |v: Option<u64>| v.filter(|v| *v > 0).map(Amount::Bits);
+            // 0 is "not set"; so is kubelet's "no burst given", i32::MAX bits.
+            let amount = |v: Option<u64>| v.filter(|v| *v > 0 && *v != KUBELET_NO_BURST).map(Amount::Bits);
             let base = "runtimeConfig.bandwidth.";
             ingress =
                 direction(&amount(rt.ingress_rate), &amount(rt.ingress_burst), "ingress").map_err(|e| CniError {
@@ -398,6 +402,16 @@ mod tests {
                 q.egress.unwrap().rate
             ),
             (4_000_000, Some(10_000), 6_000_000)
+        );
+        let kubelet = {
+            let v = json!({"cniVersion": "1.0.0", "name": "n", "type": "netsvc-qos",
+                "runtimeConfig": {"bandwidth": {"egressRate": 1000000, "egressBurst": 2147483647}}});
+            QosConf::from_netconf(&NetConf::from_value(&v).unwrap()).unwrap()
+        };
+        assert_eq!(
+            kubelet.egress.unwrap().burst,
+            None,
+            "kubelet's no-burst is the default burst"
         );
         let q = with(json!({"egressRate": "1mbit"}));
         assert_eq!((q.ingress, q.egress.unwrap().rate), (None, 1_000_000));

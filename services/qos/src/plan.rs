@@ -88,8 +88,8 @@ pub fn default_burst(rate_bits: u64) -> u64 {
 /// Checks what the kernel would refuse or what cannot work: classes
 /// without a rate to share, bursts HTB cannot hold (its buffer is a 32-bit
 /// count of 64 ns ticks). Class rates adding up to more than the direction's
-/// rate are allowed (the issue's own example does): HTB then serves the
-/// guarantees in priority order as far as the rate goes.
+/// rate are allowed (the issue's own example does): [`device`] scales them
+/// down to fit.
 pub fn check(qos: &QosSettings) -> Result<(), CniError> {
     if qos.classes.len() > MAX_CLASSES {
         return Err(CniError::invalid_config(
@@ -179,6 +179,26 @@ pub fn device(qos: &QosSettings, d: Direction, side: Side, frame: u64) -> Device
         leaf: None,
     }];
     let direction_burst = d.burst.unwrap_or_else(|| default_burst(d.rate));
+    // What no class takes shares what the classes leave (at least 1%).
+    let guaranteed: u64 = qos.classes.iter().map(|c| c.rate.min(d.rate)).sum();
+    let has_default = qos.classes.iter().any(|c| c.default);
+    let rest_rate = d.rate.saturating_sub(guaranteed).max(d.rate / 100).max(8);
+    let total = guaranteed
+        + if has_default || qos.classes.is_empty() {
+            0
+        } else {
+            rest_rate
+        };
+    // HTB lets a lane send up to its own rate whatever its parent has left,
+    // so guarantees adding up to more than the direction's rate would break
+    // the cap: they are scaled down to fit, in proportion.
+    let fit = |rate: u64| {
+        let rate = rate.min(d.rate);
+        match total > d.rate {
+            true => ((u128::from(rate) * u128::from(d.rate) / u128::from(total)) as u64).max(8),
+            false => rate,
+        }
+    };
     let mut leaf = |minor: u16, c: &Class| {
         let ceil = c.ceil.unwrap_or(d.rate).min(d.rate);
         classes.push(PlannedClass {
@@ -187,7 +207,7 @@ pub fn device(qos: &QosSettings, d: Direction, side: Side, frame: u64) -> Device
             name: c.name.clone(),
             // The direction's burst: a lane held back by a late timer
             // catches up within it (a lane's own 1 ms is too little under load).
-            htb: class(c.rate.min(d.rate), ceil, Some(direction_burst), c.priority),
+            htb: class(fit(c.rate), ceil, Some(direction_burst), c.priority),
             leaf: Some(leaf_tbf(ceil, frame)),
         });
     };
@@ -214,11 +234,9 @@ pub fn device(qos: &QosSettings, d: Direction, side: Side, frame: u64) -> Device
             FIRST_LEAF
         }
         (None, false) => {
-            // What no class takes shares what the classes leave (at least 1%).
-            let guaranteed: u64 = qos.classes.iter().map(|c| c.rate).sum();
             let rest = Class {
                 name: "default".into(),
-                rate: d.rate.saturating_sub(guaranteed).max(d.rate / 100).max(8),
+                rate: rest_rate,
                 priority: 7,
                 ..all
             };
@@ -433,6 +451,18 @@ mod tests {
         let fast = leaf_tbf(100_000_000, 1514);
         assert_eq!((fast.burst, fast.limit), (12_500, TbfLimit::Bytes(1_250_000)));
         assert_eq!(leaf_tbf(10_000_000_000, 9014).burst, 65_535);
+    }
+
+    #[test]
+    fn guarantees_over_the_rate_are_scaled_to_fit() {
+        // The example: 10 + 1 Mbit/s of guarantees under a 10 Mbit/s ingress.
+        let q = qos(json!({"ingressRate": "10mbit",
+            "classes": [{"name": "interactive", "rate": "10mbit", "match": {"ports": [{"port": 22}]}},
+                        {"name": "bulk", "rate": "1mbit", "default": true}]}));
+        let p = device(&q, q.ingress.unwrap(), Side::ToContainer, 1514);
+        let rates: Vec<u64> = p.classes[1..3].iter().map(|c| c.htb.rate.bits_per_sec()).collect();
+        assert_eq!(rates, [9_090_904, 909_088]);
+        assert!(rates.iter().sum::<u64>() <= 10_000_000);
     }
 
     #[test]
