@@ -14,7 +14,7 @@ pub fn pass_bridged_traffic(prev: &CniResult) -> Result<(), CniError> {
     if names.is_empty() {
         return Ok(());
     }
-    crate::netns::run("/proc/self/ns/net", |h| async move {
+    crate::netns::run(crate::netns::OWN, |h| async move {
         for name in names {
             if let Some(link) = links::find_by_name(&h, &name).await?
                 && link.kind.as_deref() == Some("bridge")

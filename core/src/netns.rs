@@ -104,6 +104,9 @@ impl From<NetnsError> for CniError {
     }
 }
 
+/// The calling process's own network namespace (the node's, for a plugin).
+pub const OWN: &str = "/proc/self/ns/net";
+
 /// Open a namespace file (`/var/run/netns/X`, `/proc/PID/ns/net`), e.g. to
 /// move a link into it with [`crate::netlink::links::move_to_netns`].
 pub fn open(path: impl AsRef<Path>) -> Result<File, NetnsError> {

@@ -66,6 +66,15 @@ impl Attached<'_> {
         .unwrap()
     }
 
+    /// Two iperf3 runs at once against the gateway's `ports` (a lane
+    /// each), both the same way.
+    fn both_lanes(&self, ports: [u16; 2], reverse: bool) -> (Shaped, Shaped) {
+        std::thread::scope(|s| {
+            let [a, b] = ports.map(|port| s.spawn(move || self.run(self.gateway, port, reverse, SECONDS)));
+            (a.join().unwrap(), b.join().unwrap())
+        })
+    }
+
     fn detach(self) {
         self.chain.del(&self.container, "eth0").unwrap();
     }
@@ -146,11 +155,7 @@ fn serial_interactive_lane_keeps_its_rate_while_bulk_gets_the_rest() {
         Iperf3Server::start(&node, 5202).unwrap(),
     );
     for reverse in [false, true] {
-        let (bulk, interactive) = std::thread::scope(|s| {
-            let bulk = s.spawn(|| shaped.run(shaped.gateway, bulk_server.port, reverse, SECONDS));
-            let interactive = s.spawn(|| shaped.run(shaped.gateway, interactive_server.port, reverse, SECONDS));
-            (bulk.join().unwrap(), interactive.join().unwrap())
-        });
+        let (bulk, interactive) = shaped.both_lanes([bulk_server.port, interactive_server.port], reverse);
         let direction = if reverse { "to container" } else { "from container" };
         println!(
             "{direction}: interactive {} bulk {} (wire {})",
@@ -239,11 +244,7 @@ fn serial_guarantees_over_the_rate_still_keep_the_cap() {
         Iperf3Server::start(&node, 5201).unwrap(),
         Iperf3Server::start(&node, 5202).unwrap(),
     );
-    let (bulk, interactive) = std::thread::scope(|s| {
-        let bulk = s.spawn(|| shaped.run(shaped.gateway, bulk_server.port, false, SECONDS));
-        let interactive = s.spawn(|| shaped.run(shaped.gateway, interactive_server.port, false, SECONDS));
-        (bulk.join().unwrap(), interactive.join().unwrap())
-    });
+    let (bulk, interactive) = shaped.both_lanes([bulk_server.port, interactive_server.port], false);
     println!(
         "interactive {} bulk {} (wire {})",
         mbit(interactive.goodput),

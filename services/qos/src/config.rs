@@ -3,10 +3,10 @@
 //! is applied. Every error is code 7 and names the field.
 
 use std::collections::BTreeSet;
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 
 use netsvc_core::cni::config::{decode_at, name_item};
-use netsvc_core::cni::{CniError, NetConf};
+use netsvc_core::cni::{CniError, IpNet, NetConf};
 use netsvc_core::graph::{Protocol, validate_name};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -326,26 +326,16 @@ fn criteria(
 
 /// An IPv4 `a.b.c.d/len` (the host bits must be zero).
 fn prefix(s: &str) -> Result<Prefix, String> {
-    let (addr, len) = s
-        .split_once('/')
-        .ok_or_else(|| format!("{s:?} is not a CIDR (a.b.c.d/len)"))?;
-    let addr: Ipv4Addr = addr.parse().map_err(|_| {
-        if addr.contains(':') {
-            format!("{s:?}: IPv6 subnets are not supported (u32 matches IPv4 headers)")
-        } else {
-            format!("{s:?} is not an IPv4 CIDR")
-        }
-    })?;
-    let len: u8 = len
-        .parse()
-        .ok()
-        .filter(|l| *l <= 32)
-        .ok_or_else(|| format!("{s:?}: bad prefix length"))?;
-    let mask = if len == 0 { 0 } else { u32::MAX << (32 - u32::from(len)) };
-    if u32::from(addr) & !mask != 0 {
+    let net: IpNet = s.parse().map_err(|why| format!("{s:?}: {why}"))?;
+    let IpAddr::V4(addr) = net.addr else {
+        return Err(format!(
+            "{s:?}: IPv6 subnets are not supported (u32 matches IPv4 headers)"
+        ));
+    };
+    if net != net.network() {
         return Err(format!("{s:?} has host bits set"));
     }
-    Ok((addr, len))
+    Ok((addr, net.prefix))
 }
 
 #[cfg(test)]

@@ -18,7 +18,7 @@ use std::path::Path;
 
 use config::{Direction, QosConf, QosSettings};
 use netsvc_core::cni::{Call, CniError, CniResult, Descriptor, Feature, NetConf, Plugin, Result};
-use netsvc_core::graph::{Graph, Shaping, checked_endpoint, endpoint_from_call, record_network};
+use netsvc_core::graph::{Graph, Shaping, Tx, checked_endpoint, endpoint_from_call, record_network};
 use netsvc_core::netlink::NetlinkError;
 use netsvc_core::netlink::links::{Link, host_veth_peer};
 use netsvc_core::netlink::tc::{INGRESS_PARENT, Psched, ROOT, handle};
@@ -30,7 +30,7 @@ use serde::{Deserialize, Serialize};
 /// The plugin type, and this service's name in the graph.
 pub const SERVICE: &str = "netsvc-qos";
 /// The plugin's own namespace: the node's.
-const NODE_NETNS: &str = "/proc/self/ns/net";
+const NODE_NETNS: &str = netsvc_core::netns::OWN;
 
 /// What ADD applied to one endpoint, kept under the endpoint's id.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -48,21 +48,41 @@ pub struct Applied {
 const ETHERNET_HEADER: u64 = 14;
 
 impl Applied {
-    /// The trees of the shaped devices: (device, plan).
-    fn plans(&self) -> Vec<(&str, DevicePlan)> {
+    /// The shaping of the attachment `container_id`/`ifname` on its host
+    /// veth: an ifb (always the same name) when traffic from it is shaped.
+    fn new(host_veth: String, mtu: u32, qos: QosSettings, container_id: &str, ifname: &str) -> Applied {
+        Applied {
+            host_veth,
+            ifb: qos.egress.map(|_| kernel::ifb_name(container_id, ifname)),
+            mtu,
+            qos,
+        }
+    }
+
+    /// The trees of the shaped devices: (which way, device, plan).
+    fn plans(&self) -> Vec<(Side, &str, DevicePlan)> {
         let frame = u64::from(self.mtu) + ETHERNET_HEADER;
         let mut out = Vec::new();
         if let Some(d) = self.qos.ingress {
-            out.push((
-                self.host_veth.as_str(),
-                plan::device(&self.qos, d, Side::ToContainer, frame),
-            ));
+            let side = Side::ToContainer;
+            out.push((side, self.host_veth.as_str(), plan::device(&self.qos, d, side, frame)));
         }
         if let (Some(d), Some(ifb)) = (self.qos.egress, &self.ifb) {
-            out.push((ifb.as_str(), plan::device(&self.qos, d, Side::FromContainer, frame)));
+            let side = Side::FromContainer;
+            out.push((side, ifb.as_str(), plan::device(&self.qos, d, side, frame)));
         }
         out
     }
+}
+
+/// Takes an attachment out of the graph: its endpoint, shaping and record
+/// (the record, if there was one).
+fn forget(tx: &mut Tx<'_>, container_id: &str, ifname: &str) -> Result<Option<Applied>> {
+    let Some(ep) = tx.detach_endpoint(container_id, ifname, SERVICE)? else {
+        return Ok(None);
+    };
+    tx.remove_shaping(&ep.id())?;
+    Ok(tx.remove_record(SERVICE, &ep.id())?)
 }
 
 pub struct Qos;
@@ -92,14 +112,8 @@ impl Plugin for Qos {
             .ok_or_else(|| CniError::invalid_env("CNI_NETNS", "ADD needs the container's namespace"))?;
         let host = host_side(netns, &call.env.ifname)?;
         let ep = endpoint_from_call(call, &prev, SERVICE)?;
-        let applied = Applied {
-            host_veth: host.name,
-            mtu: host.mtu.unwrap_or(1500),
-            ifb: qos
-                .egress
-                .map(|_| kernel::ifb_name(&call.env.container_id, &call.env.ifname)),
-            qos,
-        };
+        let (container_id, ifname) = (&call.env.container_id, &call.env.ifname);
+        let applied = Applied::new(host.name, host.mtu.unwrap_or(1500), qos, container_id, ifname);
         // Recorded before the kernel is touched, so a GC running meanwhile
         // never takes the new ifb for an orphan.
         let store = open_for(&call.conf)?;
@@ -114,12 +128,7 @@ impl Plugin for Qos {
         if let Err(e) = apply(&applied) {
             // Nothing half-done: what was applied and recorded goes again.
             let _ = unapply(Some(&applied.host_veth), applied.ifb.as_deref());
-            let _ = graph.transaction(&call.conf.name, |tx| -> Result<()> {
-                tx.detach_endpoint(&call.env.container_id, &call.env.ifname, SERVICE)?;
-                tx.remove_record::<Applied>(SERVICE, &ep.id())?;
-                tx.remove_shaping(&ep.id())?;
-                Ok(())
-            });
+            let _ = graph.transaction(&call.conf.name, |tx| forget(tx, container_id, ifname));
             return Err(e);
         }
         Ok(prev)
@@ -130,13 +139,7 @@ impl Plugin for Qos {
     fn del(&self, call: &Call) -> Result<()> {
         let (container_id, ifname) = (&call.env.container_id, &call.env.ifname);
         let store = open_for(&call.conf)?;
-        let applied = Graph::new(&store).transaction(&call.conf.name, |tx| -> Result<Option<Applied>> {
-            let Some(ep) = tx.detach_endpoint(container_id, ifname, SERVICE)? else {
-                return Ok(None);
-            };
-            tx.remove_shaping(&ep.id())?;
-            Ok(tx.remove_record(SERVICE, &ep.id())?)
-        })?;
+        let applied = Graph::new(&store).transaction(&call.conf.name, |tx| forget(tx, container_id, ifname))?;
         let ifb = kernel::ifb_name(container_id, ifname);
         unapply(applied.as_ref().map(|a| a.host_veth.as_str()), Some(&ifb))
     }
@@ -169,9 +172,7 @@ impl Plugin for Qos {
             let mut gone = Vec::new();
             for ep in tx.endpoints()? {
                 if ep.held_by(SERVICE) && !call.gc_keeps(&ep.container_id, &ep.ifname) {
-                    tx.detach_endpoint(&ep.container_id, &ep.ifname, SERVICE)?;
-                    tx.remove_shaping(&ep.id())?;
-                    gone.extend(tx.remove_record::<Applied>(SERVICE, &ep.id())?);
+                    gone.extend(forget(tx, &ep.container_id, &ep.ifname)?);
                 }
             }
             Ok(gone)
@@ -208,7 +209,7 @@ impl Plugin for Qos {
 fn drift(applied: &Applied) -> Result<Option<String>> {
     let plans = applied.plans();
     let host_veth = applied.host_veth.clone();
-    let devices: Vec<String> = plans.iter().map(|(d, _)| d.to_string()).collect();
+    let devices: Vec<String> = plans.iter().map(|(_, d, _)| d.to_string()).collect();
     let trees = netsvc_core::netns::run(NODE_NETNS, |h| async move {
         let mut trees = Vec::new();
         for d in devices.iter().chain([&host_veth]) {
@@ -216,7 +217,7 @@ fn drift(applied: &Applied) -> Result<Option<String>> {
         }
         Ok::<_, NetlinkError>(trees)
     })??;
-    for ((device, plan), tree) in plans.iter().zip(&trees) {
+    for ((_, device, plan), tree) in plans.iter().zip(&trees) {
         let Some(tree) = tree else {
             return Ok(Some(format!("{device} is gone")));
         };
@@ -262,18 +263,13 @@ impl Reconcile for Qos {
                 let static_rates = wanted.ingress.is_some() || wanted.egress.is_some();
                 let changed = static_rates && wanted != applied.qos;
                 if changed {
-                    applied.qos = wanted.clone();
-                    applied.ifb = applied
-                        .qos
-                        .egress
-                        .map(|_| kernel::ifb_name(&ep.container_id, &ep.ifname));
-                    tx.put_record(SERVICE, &ep.id(), &applied)?;
-                    tx.put_shaping(&shaping(&ep.id(), &applied.qos))?;
-                }
-                if changed {
                     // A direction may have gone: start from nothing.
                     let ifb = kernel::ifb_name(&ep.container_id, &ep.ifname);
                     unapply(Some(&applied.host_veth), Some(&ifb))?;
+                    let (host_veth, mtu) = (applied.host_veth, applied.mtu);
+                    applied = Applied::new(host_veth, mtu, wanted.clone(), &ep.container_id, &ep.ifname);
+                    tx.put_record(SERVICE, &ep.id(), &applied)?;
+                    tx.put_shaping(&shaping(&ep.id(), &applied.qos))?;
                 }
                 if changed || drift(&applied)?.is_some() {
                     apply(&applied)?;
@@ -317,11 +313,11 @@ fn apply(a: &Applied) -> Result<()> {
             Some(name) => Some(kernel::ensure_ifb(&h, name).await?),
             None => None,
         };
-        for (device, plan) in &plans {
-            let index = if *device == host_veth {
-                veth
-            } else {
-                ifb_index.unwrap_or(veth)
+        for (side, _, plan) in &plans {
+            // `plans` has a from-container tree only when there is an ifb.
+            let index = match (side, ifb_index) {
+                (Side::FromContainer, Some(ifb)) => ifb,
+                _ => veth,
             };
             kernel::shape(&h, index, plan, &ps).await?;
         }

@@ -15,7 +15,7 @@
 //! a 64 KB GSO packet at 1 Mbit/s leaves at line rate and then silences the
 //! lane for half a second; cut into frames, the lane is smooth and exact.
 
-use netsvc_core::cni::CniError;
+use netsvc_core::cni::{CniError, IpNet};
 use netsvc_core::netlink::tc::{HtbClass, HtbQdisc, Psched, Rate, Tbf, TbfLimit, U32Match, handle};
 
 use crate::config::{Class, Criterion, Direction, Prefix, QosSettings, Scope};
@@ -46,6 +46,16 @@ pub enum Side {
     ToContainer,
     /// Shaped on the ifb: the far end is the destination.
     FromContainer,
+}
+
+impl Side {
+    /// The match on a packet's far end being in `p`.
+    fn remote(self, p: Prefix) -> U32Match {
+        match self {
+            Side::ToContainer => U32Match::Src(p.0, p.1),
+            Side::FromContainer => U32Match::Dst(p.0, p.1),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -252,17 +262,13 @@ pub fn device(qos: &QosSettings, d: Direction, side: Side, frame: u64) -> Device
         .filter(|(_, c)| !c.criteria.is_empty())
         .map(|(i, c)| (id(FIRST_LEAF + i as u16), c))
         .collect();
-    let remote = |p: Prefix| match side {
-        Side::ToContainer => U32Match::Src(p.0, p.1),
-        Side::FromContainer => U32Match::Dst(p.0, p.1),
-    };
     let qdisc_default = match &qos.scope {
         Scope::All | Scope::AllBut(_) => {
             if let Scope::AllBut(unshaped) = &qos.scope {
                 for p in unshaped {
                     filters.push(PlannedFilter {
                         prio: 1,
-                        matches: vec![remote(*p)],
+                        matches: vec![side.remote(*p)],
                         class: id(UNLIMITED),
                     });
                 }
@@ -291,7 +297,7 @@ pub fn device(qos: &QosSettings, d: Direction, side: Side, frame: u64) -> Device
                 }
                 filters.push(PlannedFilter {
                     prio: 3,
-                    matches: vec![remote(*p)],
+                    matches: vec![side.remote(*p)],
                     class: id(default_leaf),
                 });
             }
@@ -318,18 +324,14 @@ pub fn device(qos: &QosSettings, d: Direction, side: Side, frame: u64) -> Device
 /// The u32 matches (one filter each) that take packets into class `c`; with
 /// `within`, only packets whose far end is in that subnet too.
 fn class_matches(c: &Class, within: Option<Prefix>, side: Side) -> Vec<Vec<U32Match>> {
-    let remote = |p: Prefix| match side {
-        Side::ToContainer => U32Match::Src(p.0, p.1),
-        Side::FromContainer => U32Match::Dst(p.0, p.1),
-    };
     let mut out = Vec::new();
     for criterion in &c.criteria {
         let mut base = Vec::new();
         match *criterion {
             Criterion::Remote(p) => match within {
-                None => base.push(remote(p)),
+                None => base.push(side.remote(p)),
                 Some(w) => match narrower(p, w) {
-                    Some(n) => base.push(remote(n)),
+                    Some(n) => base.push(side.remote(n)),
                     None => continue, // disjoint: never both
                 },
             },
@@ -337,7 +339,7 @@ fn class_matches(c: &Class, within: Option<Prefix>, side: Side) -> Vec<Vec<U32Ma
             Criterion::Port { .. } => {}
         }
         if let (Some(w), false) = (within, matches!(criterion, Criterion::Remote(_))) {
-            base.push(remote(w));
+            base.push(side.remote(w));
         }
         match *criterion {
             // The port at either end: a server's replies leave from it, a
@@ -358,12 +360,8 @@ fn class_matches(c: &Class, within: Option<Prefix>, side: Side) -> Vec<Vec<U32Ma
 /// The smaller of two prefixes when one holds the other; `None` when disjoint.
 fn narrower(a: Prefix, b: Prefix) -> Option<Prefix> {
     let (wide, narrow) = if a.1 <= b.1 { (a, b) } else { (b, a) };
-    let mask = if wide.1 == 0 {
-        0
-    } else {
-        u32::MAX << (32 - u32::from(wide.1))
-    };
-    (u32::from(narrow.0) & mask == u32::from(wide.0)).then_some(narrow)
+    let wide = IpNet::new(wide.0.into(), wide.1).ok()?;
+    wide.contains(narrow.0.into()).then_some(narrow)
 }
 
 #[cfg(test)]

@@ -208,19 +208,6 @@ pub async fn add_tbf_qdisc(
     .await
 }
 
-/// Add a `kind` qdisc with the kernel's defaults (no options: `fq_codel`,
-/// `pfifo_fast`, …) under `parent` (an HTB leaf class), handle chosen by the kernel.
-pub async fn add_default_qdisc(h: &Handle, ifindex: u32, parent: u32, kind: &str) -> Result<()> {
-    let msg = message(ifindex, parent, 0, 0, kind, Vec::new())?;
-    send_ack(
-        h,
-        &format!("add {kind} qdisc"),
-        RouteNetlinkMessage::NewQueueDiscipline(msg),
-        Mode::Add.flags(),
-    )
-    .await
-}
-
 /// Add the ingress qdisc (`ffff:`).
 pub async fn add_ingress_qdisc(h: &Handle, ifindex: u32, mode: Mode) -> Result<()> {
     let msg = message(ifindex, INGRESS_PARENT, INGRESS_HANDLE, 0, "ingress", Vec::new())?;
