@@ -59,6 +59,21 @@ pub struct Route {
     pub scope: Option<u32>,
 }
 
+impl Route {
+    /// A route to `dst` on the interface's link (no gateway, no extras).
+    pub fn on_link(dst: IpNet) -> Route {
+        Route {
+            dst,
+            gw: None,
+            mtu: None,
+            advmss: None,
+            priority: None,
+            table: None,
+            scope: None,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Dns {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

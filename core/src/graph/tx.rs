@@ -30,6 +30,12 @@ fn network_key(net: &str) -> Result<String, GraphError> {
     Ok(key::join(&["networks", net])?)
 }
 
+/// The store prefix under which a network's VPN peers live (what a mesh
+/// watches for new nodes and new keys).
+pub fn peers_prefix(net: &str) -> Result<String, GraphError> {
+    Ok(format!("{}/peers/", network_key(net)?))
+}
+
 fn child_key(net: &str, kind: &str, name: &str) -> Result<String, GraphError> {
     Ok(key::join(&["networks", net, kind, name])?)
 }
@@ -163,7 +169,7 @@ impl<'s> Graph<'s> {
     }
 
     pub fn peers(&self, network: &str) -> Result<Vec<Peer>, GraphError> {
-        self.list(&format!("{}/peers/", network_key(network)?))
+        self.list(&peers_prefix(network)?)
     }
 
     fn get<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>, GraphError> {
@@ -387,6 +393,11 @@ impl Tx<'_> {
         validate_name("peer.name", &p.name)?;
         let k = child_key(&self.network, "peers", &p.name)?;
         self.put(k, p)
+    }
+
+    pub fn get_peer(&mut self, name: &str) -> Result<Option<Peer>, GraphError> {
+        let k = child_key(&self.network, "peers", name)?;
+        self.get(&k)
     }
 
     pub fn remove_peer(&mut self, name: &str) -> Result<Option<Peer>, GraphError> {

@@ -1,0 +1,144 @@
+//! The mesh keeper: one small process per node and network that follows the
+//! store and re-syncs the node's device when a node joins, leaves or rotates
+//! its key. It is the plugin binary run as `netsvc-vpn keep-mesh`, detached
+//! (own session, stdio on /dev/null, log in the state dir), holds a lock for
+//! its life so one runs per device, and exits when the device is gone.
+
+use std::fs::File;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use netsvc_core::cni::{CniError, Result};
+use netsvc_core::store::{FileStore, Store, StoreError};
+use nix::fcntl::{Flock, FlockArg};
+
+use crate::mesh::{self, KEEPER_POLL};
+
+/// The subcommand the plugin binary runs a keeper with.
+pub const SUBCOMMAND: &str = "keep-mesh";
+
+fn dir(state_dir: &Path) -> PathBuf {
+    state_dir.join("vpn").join("keepers")
+}
+
+fn lock_path(state_dir: &Path, device: &str) -> PathBuf {
+    dir(state_dir).join(format!("{device}.lock"))
+}
+
+/// Where a keeper logs.
+pub fn log_path(state_dir: &Path, device: &str) -> PathBuf {
+    dir(state_dir).join(format!("{device}.log"))
+}
+
+fn try_lock(state_dir: &Path, device: &str) -> std::io::Result<Option<Flock<File>>> {
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir(state_dir))?;
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .mode(0o600)
+        .open(lock_path(state_dir, device))?;
+    match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+        Ok(lock) => Ok(Some(lock)),
+        Err((_, nix::errno::Errno::EWOULDBLOCK)) => Ok(None),
+        Err((_, e)) => Err(e.into()),
+    }
+}
+
+/// Whether the keeper of `node`'s device on `network` runs.
+pub fn is_running(state_dir: &Path, network: &str, node: &str) -> bool {
+    matches!(try_lock(state_dir, &mesh::device_name(node, network)), Ok(None))
+}
+
+/// Starts the keeper unless one runs. A second one started in a race exits
+/// at once on the lock.
+pub fn ensure_running(state_dir: &Path, network: &str, node: &str) -> Result<()> {
+    if is_running(state_dir, network, node) {
+        return Ok(());
+    }
+    let exe = std::env::current_exe().map_err(|e| CniError::not_available(format!("cannot find own binary: {e}")))?;
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(log_path(state_dir, &mesh::device_name(node, network)))
+        .map_err(|e| CniError::io(format!("cannot open the keeper's log: {e}")))?;
+    let mut cmd = Command::new(exe);
+    cmd.arg(SUBCOMMAND)
+        .arg(state_dir)
+        .arg(network)
+        .arg(node)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log);
+    // SAFETY: setsid is async-signal-safe; the keeper leaves the runtime's
+    // session, so the runtime never waits on it.
+    unsafe {
+        cmd.pre_exec(|| nix::unistd::setsid().map(drop).map_err(std::io::Error::from));
+    }
+    cmd.spawn()
+        .map_err(|e| CniError::not_available(format!("cannot start the mesh keeper: {e}")))?;
+    Ok(())
+}
+
+/// The keeper's life: sync, then re-sync on every change of the network's
+/// peers until the device is gone. Returns the process's exit code.
+pub fn run(args: &[String]) -> i32 {
+    let [state_dir, network, node] = args else {
+        eprintln!("usage: netsvc-vpn {SUBCOMMAND} STATE_DIR NETWORK NODE");
+        return 2;
+    };
+    let state_dir = Path::new(state_dir);
+    let device = mesh::device_name(node, network);
+    let _lock = match try_lock(state_dir, &device) {
+        Ok(Some(lock)) => lock,
+        Ok(None) => return 0,
+        Err(e) => {
+            tracing::error!("cannot take the keeper lock: {e}");
+            return 1;
+        }
+    };
+    match keep(state_dir, network, node) {
+        Ok(()) => 0,
+        Err(e) => {
+            tracing::error!("mesh keeper of {device} stops: {}", e.msg);
+            1
+        }
+    }
+}
+
+fn keep(state_dir: &Path, network: &str, node: &str) -> Result<()> {
+    let store = FileStore::open(state_dir)?;
+    let prefix = mesh::watched_prefix(network)?;
+    let mut seen = store.revision()?;
+    resync(&store, network, node);
+    while mesh::device_exists(network, node) {
+        match store.watch(&prefix, seen, KEEPER_POLL) {
+            Ok(events) => {
+                if let Some(last) = events.last() {
+                    seen = last.revision;
+                    resync(&store, network, node);
+                }
+            }
+            Err(StoreError::Compacted { .. }) => {
+                seen = store.revision()?;
+                resync(&store, network, node);
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    tracing::info!("the mesh device of {node} on {network} is gone; the keeper exits");
+    Ok(())
+}
+
+fn resync(store: &FileStore, network: &str, node: &str) {
+    match mesh::sync(store, network, node) {
+        Ok(()) => tracing::info!("{node} on {network}: peers synced"),
+        Err(e) => tracing::warn!("{node} on {network}: sync failed: {}", e.msg),
+    }
+}

@@ -1,0 +1,370 @@
+//! Mode `mesh`: node-to-node encryption. Each node has one key pair (kept in
+//! the state dir, 0600) and, per network, one WireGuard device. A node
+//! publishes itself in the store as a peer {public key, endpoint, pod
+//! subnet}; its device's peers are every other node there, and the routes to
+//! their pod subnets go through it. A keeper process per device follows the
+//! store, so a node that joins or rotates its key reaches the others without
+//! a plugin call on them.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::Path;
+use std::time::Duration;
+
+use netsvc_core::cni::{Call, CniError, CniResult, IpNet, Result};
+use netsvc_core::graph::{Graph, Peer, Tx, checked_endpoint, endpoint_from_call, peers_prefix, record_network};
+use netsvc_core::naming::fnv64;
+use netsvc_core::netlink::routes::{self, Route};
+use netsvc_core::netlink::{NetlinkError, addresses, links};
+use netsvc_core::store::{FileStore, open_for};
+use serde::{Deserialize, Serialize};
+
+use crate::config::{MeshConf, OVERHEAD, PeerConf, node_name};
+use crate::device::{self, Backend};
+use crate::keys::{PrivateKey, node_key_path};
+use crate::wg::DeviceConfig;
+use crate::{NODE_NETNS, SERVICE};
+
+/// Where the mesh is recorded in a network: members by endpoint id, nodes
+/// by `node@<name>`.
+pub const RECORDS: &str = "netsvc-vpn.mesh";
+/// Every mesh device starts so.
+pub const PREFIX: &str = "nsm";
+/// Names the node when the config does not (else the host name).
+pub const NODE_ENV: &str = "NETSVC_NODE_NAME";
+
+/// A node's device on one network, kept under `node@<node>`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MeshNode {
+    pub node: String,
+    pub device: String,
+    pub backend: Backend,
+    pub listen_port: u16,
+    pub mtu: u32,
+    pub persistent_keepalive: u16,
+}
+
+/// The node an endpoint of the mesh lives on, kept under the endpoint's id.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct Member {
+    node: String,
+}
+
+fn node_record(node: &str) -> String {
+    format!("node@{node}")
+}
+
+/// The mesh device of `node` on `network`: unique per host, as simulated
+/// nodes share wireguard-go's socket folder.
+pub fn device_name(node: &str, network: &str) -> String {
+    let digest = fnv64(format!("{node}/{network}").as_bytes());
+    format!("{PREFIX}{:012x}", digest >> 16)
+}
+
+/// This node's name: the config's `node`, else `NETSVC_NODE_NAME`, else the host name.
+pub fn this_node(configured: Option<&str>) -> Result<String> {
+    if let Some(n) = configured {
+        return Ok(n.to_string());
+    }
+    if let Ok(n) = std::env::var(NODE_ENV) {
+        return node_name(NODE_ENV, &n);
+    }
+    let host = nix::unistd::gethostname().map_err(|e| CniError::io(format!("cannot read the host name: {e}")))?;
+    node_name("node (from the host name)", &host.to_string_lossy())
+}
+
+pub fn add(call: &Call, conf: &MeshConf) -> Result<CniResult> {
+    let prev = call.chained_prev_result()?;
+    let ep = endpoint_from_call(call, &prev, SERVICE)?;
+    let in_subnet = ep
+        .ips
+        .iter()
+        .filter_map(|ip| ip.parse::<IpNet>().ok())
+        .any(|ip| conf.pod_subnet.contains(ip.addr));
+    if !in_subnet {
+        return Err(CniError::invalid_config(
+            "podSubnet",
+            format!(
+                "{} does not hold the container's address ({}): other nodes would not route to it",
+                conf.pod_subnet,
+                ep.ips.join(", ")
+            ),
+        ));
+    }
+    let node = this_node(conf.node.as_deref())?;
+    let store = open_for(&call.conf)?;
+    let key = node_key(store.root(), &node)?;
+    let backend = device::resolve(conf.backend)?;
+    let mtu = match conf.mtu {
+        Some(m) => m,
+        None => underlay_mtu(conf.endpoint)? - OVERHEAD,
+    };
+    let me = MeshNode {
+        node: node.clone(),
+        device: device_name(&node, &call.conf.name),
+        backend,
+        listen_port: conf.listen_port,
+        mtu,
+        persistent_keepalive: conf.persistent_keepalive,
+    };
+    let published = Peer {
+        name: node.clone(),
+        public_key: key.public().to_string(),
+        endpoint: Some(SocketAddr::new(conf.endpoint, conf.listen_port).to_string()),
+        allowed_ips: vec![conf.pod_subnet.to_string()],
+    };
+    let graph = Graph::new(&store);
+    let network = &call.conf.name;
+    graph.transaction(network, |tx| -> Result<()> {
+        record_network(tx, &prev)?;
+        tx.attach_endpoint(&ep, SERVICE)?;
+        tx.put_record(RECORDS, &ep.id(), &Member { node: node.clone() })?;
+        tx.put_record(RECORDS, &node_record(&node), &me)?;
+        tx.put_peer(&published)?;
+        Ok(())
+    })?;
+    let up = ensure_device(&me)
+        .and_then(|()| sync(&store, network, &node))
+        .and_then(|()| crate::keeper::ensure_running(store.root(), network, &node));
+    if let Err(e) = up {
+        let forgotten = graph.transaction(network, |tx| {
+            crate::forget(tx, &call.env.container_id, &call.env.ifname)
+        });
+        if let Ok(crate::Forgotten { mesh: Some(node), .. }) = forgotten {
+            let _ = remove_device(&node.device);
+        }
+        return Err(e);
+    }
+    Ok(prev)
+}
+
+/// Takes an endpoint's membership out of the graph; when it was its node's
+/// last on the network, the node's record and published peer go too and the
+/// node is returned (its device is then to be removed).
+pub fn forget_member(tx: &mut Tx<'_>, endpoint: &str) -> Result<Option<MeshNode>> {
+    let Some(member) = tx.remove_record::<Member>(RECORDS, endpoint)? else {
+        return Ok(None);
+    };
+    for other in tx.endpoints()?.into_iter().filter(|e| e.held_by(SERVICE)) {
+        if tx
+            .get_record::<Member>(RECORDS, &other.id())?
+            .is_some_and(|m| m.node == member.node)
+        {
+            return Ok(None);
+        }
+    }
+    tx.remove_peer(&member.node)?;
+    Ok(tx.remove_record(RECORDS, &node_record(&member.node))?)
+}
+
+/// Removes a node's mesh device; gone already is fine. Its keeper exits
+/// when it sees the device gone.
+pub fn remove_device(device: &str) -> Result<()> {
+    device::stop_userspace(device);
+    let name = device.to_string();
+    netsvc_core::netns::run(NODE_NETNS, |h| async move { links::delete_by_name(&h, &name).await })??;
+    Ok(())
+}
+
+/// The node's private key, made on first use.
+fn node_key(state_dir: &Path, node: &str) -> Result<PrivateKey> {
+    let path = node_key_path(state_dir, node);
+    PrivateKey::load_or_create(&path)
+        .map_err(|e| CniError::io(format!("cannot read or make the node key {}: {e}", path.display())))
+}
+
+/// The MTU of the node's link that holds `endpoint`.
+fn underlay_mtu(endpoint: IpAddr) -> Result<u32> {
+    let mtu = netsvc_core::netns::run(NODE_NETNS, |h| async move {
+        let held = addresses::list(&h, None).await?;
+        match held.iter().find(|a| a.address == endpoint) {
+            Some(a) => Ok(links::get_by_index(&h, a.index).await?.mtu),
+            None => Ok::<_, NetlinkError>(None),
+        }
+    })??;
+    mtu.ok_or_else(|| {
+        CniError::invalid_config(
+            "endpoint",
+            format!("{endpoint}: no interface of this node has that address (set mtu to skip this lookup)"),
+        )
+    })
+}
+
+/// Makes the node's device when it has none: created, MTU set, up.
+fn ensure_device(me: &MeshNode) -> Result<()> {
+    let name = me.device.clone();
+    let exists = netsvc_core::netns::run(NODE_NETNS, |h| async move { links::find_by_name(&h, &name).await })??;
+    if exists.is_none() {
+        device::create(&me.device, me.backend)?;
+    }
+    let (name, mtu) = (me.device.clone(), me.mtu);
+    netsvc_core::netns::run(NODE_NETNS, |h| async move {
+        let link = links::get_by_name(&h, &name).await?;
+        if link.mtu != Some(mtu) {
+            links::set_mtu(&h, link.index, mtu).await?;
+        }
+        links::set_up(&h, link.index).await
+    })??;
+    Ok(())
+}
+
+/// Brings `node`'s device on `network` in line with the store: its key, every
+/// other node as a peer, a route to each of their pod subnets (and none to
+/// a node that left). Nothing when the node has no device there.
+pub fn sync(store: &FileStore, network: &str, node: &str) -> Result<()> {
+    let graph = Graph::new(store);
+    let Some(me) = graph.record::<MeshNode>(network, RECORDS, &node_record(node))? else {
+        return Ok(());
+    };
+    let mut peers = Vec::new();
+    for p in graph.peers(network)?.into_iter().filter(|p| p.name != node) {
+        peers.push(peer_conf(&p, me.persistent_keepalive)?);
+    }
+    let wanted: Vec<IpNet> = peers.iter().flat_map(|p| p.allowed_ips.clone()).collect();
+    let config = DeviceConfig {
+        private_key: node_key(store.root(), node)?,
+        listen_port: Some(me.listen_port),
+        peers,
+    };
+    device::configure(&me.device, me.backend, &config)?;
+    let name = me.device.clone();
+    netsvc_core::netns::run(NODE_NETNS, |h| async move {
+        let index = links::get_by_name(&h, &name).await?.index;
+        let mut present = Vec::new();
+        for v6 in [false, true] {
+            for r in routes::list(&h, v6).await?.into_iter().filter(|r| r.oif == Some(index)) {
+                let dst = IpNet {
+                    addr: r.dst,
+                    prefix: r.dst_len,
+                };
+                if wanted.contains(&dst) {
+                    present.push(dst);
+                } else {
+                    routes::delete(&h, &r).await?;
+                }
+            }
+        }
+        for dst in wanted.iter().filter(|d| !present.contains(d)) {
+            let route = Route {
+                dst: dst.addr,
+                dst_len: dst.prefix,
+                gateway: None,
+                oif: Some(index),
+                metric: None,
+            };
+            routes::add(&h, &route).await?;
+        }
+        Ok::<_, NetlinkError>(())
+    })??;
+    Ok(())
+}
+
+/// A published node as a peer of this one.
+fn peer_conf(p: &Peer, keepalive: u16) -> Result<PeerConf> {
+    let bad = |why: String| CniError::invalid_config(&format!("peers.{}", p.name), why);
+    Ok(PeerConf {
+        public_key: p
+            .public_key
+            .parse()
+            .map_err(|e: String| bad(format!("publicKey {e}")))?,
+        endpoint: p
+            .endpoint
+            .as_deref()
+            .map(|e| e.parse::<SocketAddr>().map_err(|e| bad(format!("endpoint: {e}"))))
+            .transpose()?,
+        allowed_ips: p
+            .allowed_ips
+            .iter()
+            .map(|a| a.parse::<IpNet>().map_err(|e| bad(format!("allowedIPs: {e}"))))
+            .collect::<Result<_>>()?,
+        persistent_keepalive: Some(keepalive).filter(|&k| k != 0),
+    })
+}
+
+/// Gives `node` a new key pair: written to its key file, applied to its
+/// devices, published in every network it meshes on, where the other nodes'
+/// keepers pick it up. Returns the networks it was published in.
+pub fn rotate(store: &FileStore, node: &str) -> Result<Vec<String>> {
+    let key = PrivateKey::generate();
+    let path = node_key_path(store.root(), node);
+    key.write(&path)
+        .map_err(|e| CniError::io(format!("cannot write {}: {e}", path.display())))?;
+    let graph = Graph::new(store);
+    let mut networks = Vec::new();
+    for network in graph.networks()? {
+        let published = graph.transaction(&network.name, |tx| -> Result<bool> {
+            if tx.get_record::<MeshNode>(RECORDS, &node_record(node))?.is_none() {
+                return Ok(false);
+            }
+            let Some(mut me) = tx.get_peer(node)? else {
+                return Ok(false);
+            };
+            me.public_key = key.public().to_string();
+            tx.put_peer(&me)?;
+            Ok(true)
+        })?;
+        if published {
+            sync(store, &network.name, node)?;
+            networks.push(network.name);
+        }
+    }
+    Ok(networks)
+}
+
+/// How long a keeper waits on the store before checking its device is still there.
+pub const KEEPER_POLL: Duration = Duration::from_secs(2);
+
+/// The store prefix a keeper of `network` follows.
+pub fn watched_prefix(network: &str) -> Result<String> {
+    Ok(peers_prefix(network)?)
+}
+
+/// Whether `node`'s device on `network` still exists in this namespace.
+pub fn device_exists(network: &str, node: &str) -> bool {
+    let name = device_name(node, network);
+    netsvc_core::netns::run(NODE_NETNS, |h| async move { links::find_by_name(&h, &name).await })
+        .ok()
+        .and_then(|r| r.ok())
+        .flatten()
+        .is_some()
+}
+
+/// Fails (code 120) unless the endpoint's node is published with the key its
+/// device holds, and the device has every other node as a peer.
+pub fn check(call: &Call, conf: &MeshConf) -> Result<()> {
+    let store = open_for(&call.conf)?;
+    let graph = Graph::new(&store);
+    let network = &call.conf.name;
+    let ep = checked_endpoint(&graph, call, SERVICE)?;
+    let missing = |what: String| CniError::state_missing(SERVICE, what);
+    let member: Member = graph
+        .record(network, RECORDS, &ep.id())?
+        .ok_or_else(|| missing(format!("nothing recorded for {}", ep.id())))?;
+    let me: MeshNode = graph
+        .record(network, RECORDS, &node_record(&member.node))?
+        .ok_or_else(|| missing(format!("node {} is not in the mesh", member.node)))?;
+    if me.listen_port != conf.listen_port {
+        return Err(missing("the mesh differs from this config".into()));
+    }
+    let peers = graph.peers(network)?;
+    let published = peers
+        .iter()
+        .find(|p| p.name == me.node)
+        .ok_or_else(|| missing(format!("node {} is not published", me.node)))?;
+    let state =
+        device::state(&me.device, me.backend).map_err(|e| missing(format!("{} does not answer: {e}", me.device)))?;
+    if state.public_key.map(|k| k.to_string()).as_deref() != Some(published.public_key.as_str()) {
+        return Err(missing(format!(
+            "{} holds another key than the one published",
+            me.device
+        )));
+    }
+    let on_device: Vec<String> = state.peers.iter().map(|p| p.public_key.to_string()).collect();
+    if let Some(p) = peers
+        .iter()
+        .find(|p| p.name != me.node && !on_device.contains(&p.public_key))
+    {
+        return Err(missing(format!("{} lacks node {}", me.device, p.name)));
+    }
+    Ok(())
+}

@@ -1,0 +1,249 @@
+//! Mode `tunnel`: a per-container VPN, the WireGuard network-namespace
+//! pattern. The device is made in the node's namespace (so its encrypted UDP
+//! socket stays there, on the underlay), configured, then moved into the
+//! container, where it gets the tunnel address and the container's routes.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::os::fd::AsFd;
+use std::path::Path;
+
+use netsvc_core::cni::{Call, CniError, CniResult, Interface, IpConfig, IpNet, Result, Route};
+use netsvc_core::graph::{Graph, checked_endpoint, endpoint_from_call, record_network};
+use netsvc_core::naming::fnv64;
+use netsvc_core::netlink::routes::{self, Route as KernelRoute};
+use netsvc_core::netlink::{NetlinkError, addresses, links};
+use netsvc_core::store::open_for;
+use serde::{Deserialize, Serialize};
+
+use crate::config::{PeerConf, TunnelConf};
+use crate::device::{self, Backend};
+use crate::keys::{PrivateKey, PublicKey};
+use crate::wg::DeviceConfig;
+use crate::{NODE_NETNS, SERVICE};
+
+/// Every tunnel device starts so on the node (GC finds orphans by it).
+pub const PREFIX: &str = "nsv";
+/// The device's name in a container that already has an interface.
+const CHAINED_INTERFACE: &str = "wg0";
+
+/// Where tunnels are recorded in a network, by endpoint id.
+pub const RECORDS: &str = "netsvc-vpn.tunnel";
+
+/// A tunnel's node-side name: `nsv` + 12 hex digits of the attachment, the
+/// same on every call so DEL finds it without the store. Unique per host, as
+/// wireguard-go's sockets share one folder across namespaces.
+pub fn device_name(container_id: &str, ifname: &str) -> String {
+    let digest = fnv64(format!("{container_id}/{ifname}").as_bytes());
+    format!("{PREFIX}{:012x}", digest >> 16)
+}
+
+/// What ADD set up for one attachment, public parts only.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TunnelRecord {
+    /// The name the device was made with on the node.
+    pub device: String,
+    /// Its name in the container.
+    pub interface: String,
+    pub netns: String,
+    pub backend: Backend,
+    /// Operators give this to the remote site.
+    pub public_key: PublicKey,
+    pub address: IpNet,
+    pub routes: Vec<IpNet>,
+    pub mtu: u32,
+    pub peers: Vec<PeerConf>,
+}
+
+/// The routes through the tunnel: the configured ones, else a default route
+/// of the address's family.
+fn routes_of(conf: &TunnelConf) -> Vec<IpNet> {
+    conf.routes.clone().unwrap_or_else(|| {
+        let any = match conf.address.addr {
+            IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            IpAddr::V6(_) => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+        };
+        vec![IpNet { addr: any, prefix: 0 }]
+    })
+}
+
+pub fn add(call: &Call, conf: &TunnelConf) -> Result<CniResult> {
+    let prev = call.prev_result()?;
+    let netns = call
+        .env
+        .netns
+        .clone()
+        .ok_or_else(|| CniError::invalid_env("CNI_NETNS", "ADD needs the container's namespace"))?;
+    let interface = match (&conf.interface, &prev) {
+        (Some(name), _) => name.clone(),
+        (None, Some(_)) => CHAINED_INTERFACE.to_string(),
+        (None, None) => call.env.ifname.clone(),
+    };
+    if let Some(prev) = &prev
+        && prev.container_interface(&interface).is_some()
+    {
+        return Err(CniError::invalid_config(
+            "interface",
+            format!("{interface:?} is already the container's (from an earlier plugin); name the tunnel's device"),
+        ));
+    }
+    let private_key = match &conf.private_key_file {
+        Some(path) => PrivateKey::read(path).map_err(|why| CniError::invalid_config("privateKeyFile", why))?,
+        None => PrivateKey::generate(),
+    };
+    let backend = device::resolve(conf.backend)?;
+    let record = TunnelRecord {
+        device: device_name(&call.env.container_id, &call.env.ifname),
+        interface,
+        netns: netns.display().to_string(),
+        backend,
+        public_key: private_key.public(),
+        address: conf.address,
+        routes: routes_of(conf),
+        mtu: conf.mtu,
+        peers: conf.peers.clone(),
+    };
+    let result = with_tunnel(prev.clone(), &record);
+    let ep = endpoint_from_call(call, &result, SERVICE)?;
+    // Recorded before the kernel is touched, so a GC meanwhile never takes
+    // the new device for an orphan.
+    let store = open_for(&call.conf)?;
+    let graph = Graph::new(&store);
+    graph.transaction(&call.conf.name, |tx| -> Result<()> {
+        if let Some(prev) = &prev {
+            record_network(tx, prev)?;
+        }
+        tx.attach_endpoint(&ep, SERVICE)?;
+        tx.put_record(RECORDS, &ep.id(), &record)?;
+        Ok(())
+    })?;
+    let device_config = DeviceConfig {
+        private_key,
+        listen_port: conf.listen_port,
+        peers: conf.peers.clone(),
+    };
+    if let Err(e) = bring_up(&record, &device_config) {
+        // Nothing half-done: the device and the record go again.
+        tear_down(&record.device, Some(&record));
+        let _ = graph.transaction(&call.conf.name, |tx| {
+            crate::forget(tx, &call.env.container_id, &call.env.ifname)
+        });
+        return Err(e);
+    }
+    tracing::info!(device = %record.device, backend = %backend, public_key = %record.public_key, "tunnel up");
+    Ok(result)
+}
+
+/// `prev` (or an empty result when the tunnel is the container's only
+/// interface) with the tunnel's interface, address and routes added.
+fn with_tunnel(prev: Option<CniResult>, r: &TunnelRecord) -> CniResult {
+    let mut result = prev.unwrap_or_default();
+    result.interfaces.push(Interface {
+        name: r.interface.clone(),
+        mtu: Some(r.mtu),
+        sandbox: Some(r.netns.clone()),
+        ..Default::default()
+    });
+    result.ips.push(IpConfig {
+        version: None,
+        address: r.address,
+        gateway: None,
+        interface: Some(result.interfaces.len() - 1),
+    });
+    result.routes.extend(r.routes.iter().copied().map(Route::on_link));
+    result
+}
+
+/// Makes the device on the node, configures it, sets its MTU and moves it
+/// into the container, where it is named, addressed, brought up and routed.
+fn bring_up(r: &TunnelRecord, c: &DeviceConfig) -> Result<()> {
+    device::create(&r.device, r.backend)?;
+    device::configure(&r.device, r.backend, c)?;
+    let container = netsvc_core::netns::open(&r.netns)?;
+    let (device, mtu) = (r.device.clone(), r.mtu);
+    netsvc_core::netns::run(NODE_NETNS, |h| async move {
+        let link = links::get_by_name(&h, &device).await?;
+        // Before the move: wireguard-go does not see MTU changes made in
+        // another namespace.
+        links::set_mtu(&h, link.index, mtu).await?;
+        links::move_to_netns(&h, link.index, container.as_fd()).await
+    })??;
+    let r = r.clone();
+    netsvc_core::netns::run(&r.netns.clone(), |h| async move {
+        let link = links::get_by_name(&h, &r.device).await?;
+        if r.interface != r.device {
+            links::rename(&h, link.index, &r.interface).await?;
+        }
+        addresses::add(&h, link.index, r.address.addr, r.address.prefix).await?;
+        links::set_up(&h, link.index).await?;
+        for dst in &r.routes {
+            if dst.prefix == 0 {
+                // The tunnel takes over the default route.
+                for old in routes::list(&h, !dst.is_ipv4()).await? {
+                    if old.is_default() {
+                        routes::delete(&h, &old).await?;
+                    }
+                }
+            }
+            let route = KernelRoute {
+                dst: dst.addr,
+                dst_len: dst.prefix,
+                gateway: None,
+                oif: Some(link.index),
+                metric: None,
+            };
+            routes::add(&h, &route).await?;
+        }
+        Ok::<_, NetlinkError>(())
+    })??;
+    Ok(())
+}
+
+/// Removes a tunnel device wherever it is: the userspace one by its socket
+/// (wireguard-go then exits and its TUN device goes), a kernel one as a link
+/// in the container or, if it never got there, on the node. Best-effort.
+pub fn tear_down(device: &str, record: Option<&TunnelRecord>) {
+    device::stop_userspace(device);
+    if let Some(r) = record {
+        let interface = r.interface.clone();
+        let _ = netsvc_core::netns::run(&r.netns, |h| async move { links::delete_by_name(&h, &interface).await });
+    }
+    let device = device.to_string();
+    let _ = netsvc_core::netns::run(NODE_NETNS, |h| async move { links::delete_by_name(&h, &device).await });
+}
+
+/// Fails (code 120) unless the container's device is up with the key, the
+/// address and the peers ADD gave it.
+pub fn check(call: &Call, conf: &TunnelConf) -> Result<()> {
+    let store = open_for(&call.conf)?;
+    let graph = Graph::new(&store);
+    let ep = checked_endpoint(&graph, call, SERVICE)?;
+    let missing = |what: String| CniError::state_missing(SERVICE, what);
+    let r: TunnelRecord = graph
+        .record(&call.conf.name, RECORDS, &ep.id())?
+        .ok_or_else(|| missing(format!("nothing recorded for {}", ep.id())))?;
+    if r.peers != conf.peers || r.address != conf.address || r.routes != routes_of(conf) {
+        return Err(missing("the tunnel differs from this config".into()));
+    }
+    let interface = r.interface.clone();
+    let link = netsvc_core::netns::run(&r.netns, |h| async move { links::find_by_name(&h, &interface).await })??;
+    if !link.is_some_and(|l| l.up) {
+        return Err(missing(format!("{} is not up in the container", r.interface)));
+    }
+    let state = match r.backend {
+        Backend::Userspace => device::state(&r.device, r.backend),
+        Backend::Kernel => {
+            let interface = r.interface.clone();
+            netsvc_core::netns::run_sync(Path::new(&r.netns), move || device::state(&interface, Backend::Kernel))?
+        }
+    }
+    .map_err(|e| missing(format!("{} does not answer: {e}", r.device)))?;
+    if state.public_key.as_ref() != Some(&r.public_key) {
+        return Err(missing(format!("{} lost its key", r.device)));
+    }
+    let peers: Vec<&PublicKey> = state.peers.iter().map(|p| &p.public_key).collect();
+    if let Some(p) = r.peers.iter().find(|p| !peers.contains(&&p.public_key)) {
+        return Err(missing(format!("{} lost peer {}", r.device, p.public_key)));
+    }
+    Ok(())
+}
