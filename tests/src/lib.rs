@@ -28,6 +28,7 @@
 //! # }
 //! ```
 
+pub mod capture;
 pub mod chain;
 mod echo;
 pub mod matrix;
@@ -41,6 +42,7 @@ mod process;
 pub mod shaping;
 mod sysctl;
 pub mod timing;
+pub mod wireguard;
 
 pub use echo::{EchoReply, EchoServer};
 pub use names::unique_name;

@@ -4,7 +4,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use futures::TryStreamExt;
 use netlink_packet_route::AddressFamily;
-use netlink_packet_route::route::{RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteScope};
+use netlink_packet_route::route::{RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteProtocol, RouteScope};
 use rtnetlink::{Handle, RouteMessageBuilder};
 
 use super::{NetlinkError, Result, ok_if_missing};
@@ -118,9 +118,13 @@ pub async fn add(handle: &Handle, route: &Route) -> Result<()> {
         .map_err(|e| NetlinkError::request(format!("add route {}/{}", route.dst, route.dst_len), e))
 }
 
-/// Delete `route` from the main table; missing is `Ok`.
+/// Delete `route` from the main table; missing is `Ok`. Matches whatever
+/// protocol and scope the route was added with (as `ip route del` does):
+/// routes other programs added are often `proto unspec`.
 pub async fn delete(handle: &Handle, route: &Route) -> Result<()> {
-    let msg = build(route)?;
+    let mut msg = build(route)?;
+    msg.header.protocol = RouteProtocol::Unspec;
+    msg.header.scope = RouteScope::NoWhere;
     let r = handle
         .route()
         .del(msg)

@@ -134,9 +134,13 @@ pub fn add(call: &Call, conf: &TunnelConf) -> Result<CniResult> {
     Ok(result)
 }
 
-/// `prev` (or an empty result when the tunnel is the container's only
-/// interface) with the tunnel's interface, address and routes added.
+/// `prev` with the tunnel's interface and routes added (a default route
+/// through the tunnel replaces the chain's), or, when the tunnel is the
+/// container's only interface, a result of its own. A chained tunnel's
+/// address is not listed in `ips`: the reference interface plugins' CHECK
+/// expects every listed address on their own interface.
 fn with_tunnel(prev: Option<CniResult>, r: &TunnelRecord) -> CniResult {
+    let chained = prev.is_some();
     let mut result = prev.unwrap_or_default();
     result.interfaces.push(Interface {
         name: r.interface.clone(),
@@ -144,12 +148,18 @@ fn with_tunnel(prev: Option<CniResult>, r: &TunnelRecord) -> CniResult {
         sandbox: Some(r.netns.clone()),
         ..Default::default()
     });
-    result.ips.push(IpConfig {
-        version: None,
-        address: r.address,
-        gateway: None,
-        interface: Some(result.interfaces.len() - 1),
-    });
+    if !chained {
+        result.ips.push(IpConfig {
+            version: None,
+            address: r.address,
+            gateway: None,
+            interface: Some(result.interfaces.len() - 1),
+        });
+    }
+    let takes_default = |v4: bool| r.routes.iter().any(|d| d.prefix == 0 && d.is_ipv4() == v4);
+    result
+        .routes
+        .retain(|old| !(old.dst.prefix == 0 && takes_default(old.dst.is_ipv4())));
     result.routes.extend(r.routes.iter().copied().map(Route::on_link));
     result
 }

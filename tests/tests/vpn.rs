@@ -1,0 +1,285 @@
+//! netsvc-vpn on real namespaces with wireguard-go: a container reaches a
+//! remote site only through its tunnel and the underlay carries nothing but
+//! WireGuard's UDP; ADD/DEL cycles leave no device, process or socket;
+//! private keys appear nowhere; bad input is refused whole.
+
+use std::path::Path;
+use std::process::Stdio;
+use std::time::Duration;
+
+use netsvc_tests::capture::Capture;
+use netsvc_tests::chain::{CallArgs, plugin_dir};
+use netsvc_tests::wireguard::{HandDevice, KeyPair, uapi_sockets, wireguard_go_processes};
+use netsvc_tests::{Container, EchoServer, Netns, TestNode, unique_name};
+use netsvc_vpn::tunnel::device_name;
+use serde_json::{Value, json};
+
+const T: Duration = Duration::from_secs(10);
+const SITE_PORT: u16 = 51820;
+
+/// A "remote site": a namespace on the node's underlay (10.98.0.0/24) whose
+/// hand-configured WireGuard device serves 10.50.0.0/16.
+struct Site {
+    ns: Netns,
+    device: HandDevice,
+}
+
+impl Site {
+    fn new(node: &TestNode) -> Site {
+        let ns = Netns::create("site").unwrap();
+        node.veth("up0", &ns, "up0").unwrap();
+        node.add_addr("up0", "10.98.0.1/24").unwrap();
+        ns.add_addr("up0", "10.98.0.2/24").unwrap();
+        let name: String = unique_name("wgs").chars().take(15).collect();
+        let device = HandDevice::start(&ns, &name, SITE_PORT, "10.50.0.1/16").unwrap();
+        Site { ns, device }
+    }
+
+    /// Lets the tunnel with key `public` and address `address` in.
+    fn admit(&self, public: &str, address: &str) {
+        self.device.set_peer(&self.ns, public, None, address).unwrap();
+        self.ns
+            .ip(["route", "replace", address, "dev", &self.device.name])
+            .unwrap();
+    }
+
+    fn tunnel_conf(&self, extra: Value) -> Value {
+        let mut v = json!({"type": "netsvc-vpn", "mode": "tunnel", "address": "10.200.0.2/32",
+            "peers": [{"publicKey": self.device.keys.public, "endpoint": format!("10.98.0.2:{SITE_PORT}"),
+                       "allowedIPs": ["10.50.0.0/16"]}]});
+        v.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+        v
+    }
+}
+
+/// Nothing of the tunnel of `container`/`ifname` is left: no socket, no
+/// wireguard-go, no device in the container.
+fn assert_no_tunnel(c: &Container, ifname: &str, inner: &str) {
+    let device = device_name(c.name(), ifname);
+    assert_eq!(uapi_sockets(&device), Vec::<String>::new());
+    assert_eq!(wireguard_go_processes(&device), Vec::<String>::new());
+    let links = c.ip(["-o", "link", "show"]).unwrap();
+    assert!(!links.contains(inner) && !links.contains(&device), "{links}");
+}
+
+#[test]
+fn a_container_reaches_the_remote_site_only_through_its_tunnel() {
+    let node = TestNode::new().unwrap();
+    let site = Site::new(&node);
+    let keys = KeyPair::generate().unwrap();
+    let key_file = keys.write_private(node.state_dir(), "tunnel.key").unwrap();
+    site.admit(&keys.public, "10.200.0.2/32");
+    let conf = site.tunnel_conf(json!({"privateKeyFile": key_file, "routes": null}));
+    let chain = node
+        .chain(&node.bridge_conflist("vpnsite", "1.0.0", "10.247.0.0/24", vec![conf]))
+        .unwrap();
+    let c = node.container("c").unwrap();
+    let result = chain.add_with(&c, "eth0", &CallArgs::endpoint("c", None)).unwrap();
+
+    // The result names the tunnel's device in the container and its address.
+    let wg0 = result["interfaces"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .position(|i| i["name"] == "wg0")
+        .unwrap();
+    assert_eq!(
+        result["interfaces"][wg0]["sandbox"],
+        c.netns_path().display().to_string()
+    );
+    let routes = result["routes"].as_array().unwrap();
+    let defaults: Vec<&Value> = routes.iter().filter(|r| r["dst"] == "0.0.0.0/0").collect();
+    assert_eq!(
+        defaults.len(),
+        1,
+        "the tunnel's default route replaces the bridge's: {result}"
+    );
+    assert!(defaults[0].get("gw").is_none(), "{result}");
+    // The container's default route is the tunnel's; eth0 keeps only its subnet.
+    let routes = c.ip(["route", "show"]).unwrap();
+    assert!(routes.contains("default dev wg0"), "{routes}");
+    assert!(!routes.contains("default via"), "{routes}");
+    // The encrypted socket is on the node, not in the container.
+    let node_udp = node.exec("ss", ["-uan"]).unwrap();
+    assert!(
+        node_udp.lines().count() > 1,
+        "the node holds the tunnel's UDP socket: {node_udp}"
+    );
+    assert_eq!(
+        c.exec("ss", ["-uanH"]).unwrap().trim(),
+        "",
+        "no socket in the container"
+    );
+
+    let server = EchoServer::start(&site.ns, "10.50.0.1:7000".parse().unwrap(), "site").unwrap();
+    let capture = Capture::start(&site.ns, "up0").unwrap();
+    let marker = "PLAINTEXT-MARKER-4242";
+    let reply = c.tcp_echo(server.addr(), marker, T).unwrap();
+    assert_eq!(reply.identity, "site");
+    assert!(c.ping("10.50.0.1".parse().unwrap(), 2, T));
+    // Underlay addresses are not reachable from the container: not the
+    // site's, not the node's.
+    assert!(!c.ping("10.98.0.2".parse().unwrap(), 1, Duration::from_secs(2)));
+    assert!(!c.ping("10.98.0.1".parse().unwrap(), 1, Duration::from_secs(2)));
+    let seen = capture.stop().unwrap();
+    assert!(!seen.packets.is_empty(), "the capture saw the tunnel's traffic");
+    for p in &seen.packets {
+        let wireguard = p.contains(&format!("10.98.0.2.{SITE_PORT}")) && p.contains(": UDP");
+        // ARP and IPv6's own link chatter (neighbour discovery, MLD) are the
+        // link's, not the container's.
+        let link_chatter = p.contains(" ARP,") || p.contains("ICMP6");
+        assert!(
+            wireguard || link_chatter,
+            "only WireGuard's UDP crosses the underlay: {p}"
+        );
+    }
+    assert!(!seen.text.contains(marker), "no plaintext on the underlay");
+    assert!(!seen.text.contains("ICMP echo"), "no plaintext ping on the underlay");
+
+    chain.check(&c, "eth0").unwrap();
+    chain.del(&c, "eth0").unwrap();
+    assert_no_tunnel(&c, "eth0", "wg0");
+    chain.del(&c, "eth0").unwrap();
+}
+
+/// Runs the plugin binary once as a runtime would, in the node's namespace:
+/// (exit status, stdout, stderr).
+fn run_plugin(node: &TestNode, command: &str, c: &Container, ifname: &str, conf: &Value) -> (bool, String, String) {
+    use std::io::Write;
+    let mut child = node
+        .command(plugin_dir().join("netsvc-vpn"))
+        .env("CNI_COMMAND", command)
+        .env("CNI_CONTAINERID", c.name())
+        .env("CNI_NETNS", c.netns_path())
+        .env("CNI_IFNAME", ifname)
+        .env("CNI_PATH", plugin_dir())
+        .env("RUST_LOG", "trace")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(&serde_json::to_vec(conf).unwrap())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    (out.status.success(), text(&out.stdout), text(&out.stderr))
+}
+
+/// Every file under `dir` (but `skip`), as text.
+fn files_under(dir: &Path, skip: &str) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            out.extend(files_under(&path, skip));
+        } else if !path.to_string_lossy().ends_with(skip) {
+            let text = String::from_utf8_lossy(&std::fs::read(&path).unwrap_or_default()).into_owned();
+            out.push((path.display().to_string(), text));
+        }
+    }
+    out
+}
+
+#[test]
+fn a_hundred_add_del_cycles_leave_nothing_and_no_private_key_is_ever_shown() {
+    let node = TestNode::new().unwrap();
+    let site = Site::new(&node);
+    // The tunnel alone: the container's only interface, as in WireGuard's
+    // namespace pattern, with a key made per attachment.
+    let conf = json!({"cniVersion": "1.0.0", "name": "vpncycle",
+        "plugins": [site.tunnel_conf(json!({}))]});
+    let mut single = conf["plugins"][0].clone();
+    single["cniVersion"] = json!("1.0.0");
+    single["name"] = json!("vpncycle");
+    let chain = node.chain(&conf).unwrap();
+    let c = node.container("c").unwrap();
+    let device = device_name(c.name(), "tun0");
+    for i in 0..100 {
+        if i == 0 {
+            let (ok, stdout, stderr) = run_plugin(&node, "ADD", &c, "tun0", &single);
+            assert!(ok, "{stdout} {stderr}");
+            // The device holds a private key; it is in no output and no file
+            // of ours (only the public key is recorded).
+            let private = c
+                .exec("wg", ["show", &device, "private-key"])
+                .unwrap()
+                .trim()
+                .to_string();
+            let public = c
+                .exec("wg", ["show", &device, "public-key"])
+                .unwrap()
+                .trim()
+                .to_string();
+            assert_eq!(private.len(), 44);
+            let files = files_under(node.state_dir(), ".key");
+            assert!(
+                files.iter().any(|(_, text)| text.contains(&public)),
+                "the public key is recorded"
+            );
+            for (what, text) in [("stdout", &stdout), ("stderr", &stderr)]
+                .into_iter()
+                .chain(files.iter().map(|(p, t)| (p.as_str(), t)))
+            {
+                assert!(!text.contains(&private), "the private key is in {what}");
+            }
+            let result: Value = serde_json::from_str(&stdout).unwrap();
+            assert_eq!(result["interfaces"][0]["name"], "tun0");
+            assert!(c.ip(["route", "show"]).unwrap().contains("default dev tun0"));
+            site.admit(&public, "10.200.0.2/32");
+            assert!(c.ping("10.50.0.1".parse().unwrap(), 1, T), "the tunnel carries traffic");
+            let (ok, stdout, stderr) = run_plugin(&node, "CHECK", &c, "tun0", &with_prev(&single, &result));
+            assert!(ok, "{stdout} {stderr}");
+            let (ok, stdout, stderr) = run_plugin(&node, "DEL", &c, "tun0", &single);
+            assert!(ok, "{stdout} {stderr}");
+            assert!(!stderr.contains(&private) && !stdout.contains(&private));
+        } else {
+            chain.add(&c, "tun0").unwrap_or_else(|e| panic!("ADD {i}: {e}"));
+            chain.del(&c, "tun0").unwrap_or_else(|e| panic!("DEL {i}: {e}"));
+        }
+    }
+    assert_no_tunnel(&c, "tun0", "tun0");
+    assert!(node.links().unwrap().iter().all(|l| !l.ifname.starts_with("nsv")));
+    let recorded = files_under(node.state_dir(), ".key");
+    assert!(
+        recorded.iter().all(|(path, _)| !path.contains("netsvc-vpn")),
+        "no record is left: {recorded:?}"
+    );
+}
+
+fn with_prev(conf: &Value, result: &Value) -> Value {
+    let mut c = conf.clone();
+    c["prevResult"] = result.clone();
+    c
+}
+
+#[test]
+fn bad_input_is_code_7_naming_the_field_and_leaves_nothing() {
+    let node = TestNode::new().unwrap();
+    let site = Site::new(&node);
+    let key = site.device.keys.public.clone();
+    let peer = |extra: Value| {
+        let mut p = json!({"publicKey": key, "endpoint": "10.98.0.2:51820", "allowedIPs": ["10.50.0.0/16"]});
+        p.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+        json!({"peers": [p]})
+    };
+    for (extra, field) in [
+        (peer(json!({"publicKey": "bm90IGEga2V5"})), "peers[0].publicKey"),
+        (peer(json!({"endpoint": "10.98.0.2"})), "peers[0].endpoint"),
+        (peer(json!({"allowedIPs": ["10.50.0.0/40"]})), "peers[0].allowedIPs[0]"),
+        (json!({"address": "10.200.0.2"}), "address"),
+        (json!({"mtu": 70000}), "mtu"),
+    ] {
+        let conf = json!({"cniVersion": "1.0.0", "name": "vpnbad", "plugins": [site.tunnel_conf(extra.clone())]});
+        let chain = node.chain(&conf).unwrap();
+        let c = node.container("c").unwrap();
+        let err = chain.add(&c, "tun0").unwrap_err();
+        assert_eq!(err.cni().code, 7, "{extra}: {err}");
+        assert!(err.cni().msg.contains(field), "{extra}: {err} does not name {field}");
+        assert_no_tunnel(&c, "tun0", "tun0");
+    }
+}
