@@ -179,7 +179,7 @@ fn bring_up(r: &TunnelRecord, c: &DeviceConfig) -> Result<()> {
         links::move_to_netns(&h, link.index, container.as_fd()).await
     })??;
     let r = r.clone();
-    netsvc_core::netns::run(&r.netns.clone(), |h| async move {
+    netsvc_core::netns::run(r.netns.clone(), |h| async move {
         let link = links::get_by_name(&h, &r.device).await?;
         if r.interface != r.device {
             links::rename(&h, link.index, &r.interface).await?;
