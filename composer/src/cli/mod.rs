@@ -4,6 +4,7 @@ mod apply;
 mod compose;
 mod exec;
 mod explain;
+mod vpn;
 
 use clap::{Parser, Subcommand};
 
@@ -28,6 +29,8 @@ enum Cmd {
     Apply(apply::ApplyArgs),
     /// Say which firewall policy allows or denies a flow, and why.
     Explain(explain::ExplainArgs),
+    /// VPN operations: status (public keys, peers, handshakes) and key rotation.
+    Vpn(vpn::VpnArgs),
 }
 
 /// Runs the CLI and returns the process exit code.
@@ -39,6 +42,7 @@ pub fn main() -> i32 {
         Cmd::Exec(a) => exec::run(a),
         Cmd::Apply(a) => apply::run(a),
         Cmd::Explain(a) => explain::run(a),
+        Cmd::Vpn(a) => vpn::run(a),
     };
     match outcome {
         Ok(code) => code,

@@ -16,6 +16,7 @@ pub mod device;
 pub mod keeper;
 pub mod keys;
 pub mod mesh;
+pub mod status;
 pub mod tunnel;
 pub mod wg;
 
@@ -117,11 +118,7 @@ impl Plugin for Vpn {
             for (_, t) in graph.records::<tunnel::TunnelRecord>(&network.name, tunnel::RECORDS)? {
                 held.insert(t.device);
             }
-            for (key, value) in graph.records::<serde_json::Value>(&network.name, mesh::RECORDS)? {
-                if key.starts_with("node@") {
-                    held.extend(value["device"].as_str().map(str::to_string));
-                }
-            }
+            held.extend(mesh::nodes(&graph, &network.name)?.into_iter().map(|n| n.device));
         }
         let ours = |name: &String| name.starts_with(tunnel::PREFIX) || name.starts_with(mesh::PREFIX);
         for name in [tunnel::PREFIX, mesh::PREFIX]

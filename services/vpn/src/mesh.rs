@@ -50,8 +50,11 @@ struct Member {
     node: String,
 }
 
+/// Node records are kept as `node@<name>`, beside endpoint ids (which hold a `:`).
+pub const NODE_RECORD_PREFIX: &str = "node@";
+
 fn node_record(node: &str) -> String {
-    format!("node@{node}")
+    format!("{NODE_RECORD_PREFIX}{node}")
 }
 
 /// The mesh device of `node` on `network`: unique per host, as simulated
@@ -64,7 +67,7 @@ pub fn device_name(node: &str, network: &str) -> String {
 /// This node's name: the config's `node`, else `NETSVC_NODE_NAME`, else the host name.
 pub fn this_node(configured: Option<&str>) -> Result<String> {
     if let Some(n) = configured {
-        return Ok(n.to_string());
+        return node_name("node", n);
     }
     if let Ok(n) = std::env::var(NODE_ENV) {
         return node_name(NODE_ENV, &n);
@@ -309,6 +312,16 @@ pub fn rotate(store: &FileStore, node: &str) -> Result<Vec<String>> {
         }
     }
     Ok(networks)
+}
+
+/// The mesh devices recorded on `network`, one per node.
+pub fn nodes(graph: &Graph<'_>, network: &str) -> Result<Vec<MeshNode>> {
+    Ok(graph
+        .records::<serde_json::Value>(network, RECORDS)?
+        .into_iter()
+        .filter(|(key, _)| key.starts_with(NODE_RECORD_PREFIX))
+        .filter_map(|(_, v)| serde_json::from_value(v).ok())
+        .collect())
 }
 
 /// How long a keeper waits on the store before checking its device is still there.

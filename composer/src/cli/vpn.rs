@@ -1,0 +1,77 @@
+//! `netsvc vpn`: the VPN's operator commands. `status` shows tunnels and mesh
+//! nodes with their public keys (never a private one); `rotate` gives a node
+//! a new key pair, which the other nodes pick up from the store.
+
+use std::path::PathBuf;
+
+use clap::{Args, Subcommand, ValueEnum};
+use netsvc_core::store::open;
+
+#[derive(Debug, Args)]
+pub struct VpnArgs {
+    #[command(subcommand)]
+    command: VpnCmd,
+}
+
+#[derive(Debug, Subcommand)]
+enum VpnCmd {
+    /// Tunnels and mesh nodes: public keys, peers, handshakes, traffic.
+    ///
+    /// Example: netsvc vpn status --network site --format json
+    Status {
+        /// Only this network.
+        #[arg(long)]
+        network: Option<String>,
+        #[arg(long, value_enum, default_value_t = Format::Text)]
+        format: Format,
+        /// The state dir (default: NETSVC_STATE_DIR, else /var/lib/netsvc).
+        #[arg(long)]
+        state_dir: Option<PathBuf>,
+    },
+    /// Give this node a new mesh key pair; the other nodes pick it up from the store.
+    ///
+    /// Run it on the node (in its network namespace): the node's devices take
+    /// the new key at once. Example: netsvc vpn rotate --node node-a
+    Rotate {
+        /// The node (default: NETSVC_NODE_NAME, else the host name).
+        #[arg(long)]
+        node: Option<String>,
+        #[arg(long)]
+        state_dir: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum Format {
+    Text,
+    Json,
+}
+
+pub fn run(a: VpnArgs) -> anyhow::Result<i32> {
+    match a.command {
+        VpnCmd::Status {
+            network,
+            format,
+            state_dir,
+        } => {
+            let store = open(state_dir.as_deref().and_then(|p| p.to_str()))?;
+            let status = netsvc_vpn::status::collect(&store, network.as_deref())?;
+            match format {
+                Format::Json => println!("{}", serde_json::to_string_pretty(&status)?),
+                Format::Text => print!("{}", netsvc_vpn::status::render(&status)),
+            }
+            Ok(0)
+        }
+        VpnCmd::Rotate { node, state_dir } => {
+            let store = open(state_dir.as_deref().and_then(|p| p.to_str()))?;
+            let node = netsvc_vpn::mesh::this_node(node.as_deref())?;
+            let networks = netsvc_vpn::mesh::rotate(&store, &node)?;
+            if networks.is_empty() {
+                eprintln!("netsvc vpn rotate: {node} has a new key; it meshes on no network yet");
+            } else {
+                println!("{node}: new key published on {}", networks.join(", "));
+            }
+            Ok(0)
+        }
+    }
+}
