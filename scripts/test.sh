@@ -21,6 +21,8 @@ PACKAGES=(
     dnsmasq-base # the upstream resolver netsvc-dnsd forwards to in tests
     util-linux # unshare: a container-private resolv.conf for getent
     procps # pgrep, ps: the DNS daemon tests look for its process
+    wireguard-go # netsvc-vpn's userspace backend (this kernel has no WireGuard)
+    wireguard-tools # wg: the hand-configured peers the VPN tests talk to
 )
 
 step() { printf '\n==> %s\n' "$*"; }
