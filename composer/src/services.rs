@@ -35,6 +35,9 @@ pub fn validate_service(i: usize, service: &Map<String, Value>) -> Result<(), Cn
         netsvc_qos::SERVICE => netsvc_qos::config::QosConf::from_value(&Value::Object(service.clone()))
             .map(drop)
             .map_err(at),
+        netsvc_vpn::SERVICE => netsvc_vpn::config::VpnConf::from_value(&Value::Object(service.clone()))
+            .map(drop)
+            .map_err(at),
         other => Err(CniError::invalid_config(
             &format!("services[{i}].type"),
             format!(
@@ -43,7 +46,8 @@ pub fn validate_service(i: usize, service: &Map<String, Value>) -> Result<(), Cn
                     netsvc_firewall::SERVICE,
                     netsvc_lb::SERVICE,
                     netsvc_dns::SERVICE,
-                    netsvc_qos::SERVICE
+                    netsvc_qos::SERVICE,
+                    netsvc_vpn::SERVICE
                 ]
                 .join(", ")
             ),

@@ -283,3 +283,44 @@ fn bad_input_is_code_7_naming_the_field_and_leaves_nothing() {
         assert_no_tunnel(&c, "tun0", "tun0");
     }
 }
+
+#[test]
+fn gc_removes_tunnels_of_gone_attachments_and_orphan_devices_and_status_says_what_can_run() {
+    let node = TestNode::new().unwrap();
+    let site = Site::new(&node);
+    // GC and STATUS exist from 1.1.0: the tunnel alone speaks it.
+    let conf = |extra: Value| json!({"cniVersion": "1.1.0", "name": "vpngc", "plugins": [site.tunnel_conf(extra)]});
+    let chain = node.chain(&conf(json!({}))).unwrap();
+    chain.status().unwrap();
+    let (a, b) = (node.container("a").unwrap(), node.container("b").unwrap());
+    chain.add(&a, "tun0").unwrap();
+    chain.add(&b, "tun0").unwrap();
+    // A device of ours nobody holds (a crash between steps, say).
+    let orphan = HandDevice::start(&node, "nsv000000000000", 0, "10.201.0.1/32").unwrap();
+    assert_eq!(wireguard_go_processes(&orphan.name).len(), 1);
+
+    chain.gc(&[(&a, "tun0")]).unwrap();
+    let (dev_a, dev_b) = (device_name(a.name(), "tun0"), device_name(b.name(), "tun0"));
+    assert_eq!(uapi_sockets(&dev_a).len(), 1, "a's tunnel stays");
+    chain.check(&a, "tun0").unwrap();
+    assert_no_tunnel(&b, "tun0", "tun0");
+    assert_eq!(uapi_sockets(&orphan.name), Vec::<String>::new());
+    assert_eq!(wireguard_go_processes(&orphan.name), Vec::<String>::new());
+
+    // CHECK sees a tunnel whose device went away (code 120).
+    a.ip(["link", "del", "tun0"]).unwrap();
+    let err = chain.check(&a, "tun0").unwrap_err();
+    assert_eq!(err.cni().code, 120, "{err}");
+    chain.del(&a, "tun0").unwrap();
+    assert_no_tunnel(&a, "tun0", "tun0");
+
+    // STATUS: the kernel backend forced on a kernel without WireGuard is 50.
+    if !Path::new("/sys/module/wireguard").exists() {
+        let forced = node.chain(&conf(json!({"backend": "kernel"}))).unwrap();
+        let err = forced.status().unwrap_err();
+        assert_eq!(err.cni().code, 50, "{err}");
+        let err = forced.add(&a, "tun0").unwrap_err();
+        assert_eq!(err.cni().code, 50, "{err}");
+        assert_no_tunnel(&a, "tun0", "tun0");
+    }
+}

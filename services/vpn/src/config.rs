@@ -2,7 +2,6 @@
 //! before anything is touched. Every error is code 7 and names the field.
 
 use std::net::{IpAddr, SocketAddr};
-use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 
 use netsvc_core::cni::config::decode_at;
@@ -123,7 +122,12 @@ pub struct MeshConf {
 
 impl VpnConf {
     pub fn from_netconf(conf: &NetConf) -> Result<VpnConf> {
-        let raw: RawConf = decode_at(&conf.service_value(), "")?;
+        VpnConf::from_value(&conf.service_value())
+    }
+
+    /// From the plugin's object in a conflist (other keys pass through).
+    pub fn from_value(v: &serde_json::Value) -> Result<VpnConf> {
+        let raw: RawConf = decode_at(v, "")?;
         let backend = match raw.backend.as_deref() {
             None | Some("auto") => BackendChoice::Auto,
             Some("kernel") => BackendChoice::Kernel,
@@ -347,18 +351,11 @@ pub fn node_name(field: &str, name: &str) -> Result<String> {
     Ok(name.to_string())
 }
 
-/// A private key file must exist and be readable by its owner only.
+/// A private key file is named by an absolute path (the plugin's working
+/// folder is the runtime's); it is read, and its mode checked, at ADD.
 fn key_file(field: &str, path: String) -> Result<PathBuf> {
-    let meta = std::fs::metadata(&path).map_err(|e| invalid(field, &path, &format!("cannot be read: {e}")))?;
-    if meta.permissions().mode() & 0o077 != 0 {
-        return Err(invalid(
-            field,
-            &path,
-            &format!(
-                "is readable by others (mode {:o}); a private key file must be 0600",
-                meta.permissions().mode() & 0o777
-            ),
-        ));
+    if !path.starts_with('/') {
+        return Err(invalid(field, &path, "must be an absolute path"));
     }
     Ok(PathBuf::from(path))
 }
@@ -447,7 +444,7 @@ mod tests {
             ("interface", json!("a/b"), "interface"),
             ("backend", json!("fast"), "backend"),
             ("mode", json!("bridge"), "mode"),
-            ("privateKeyFile", json!("/nonexistent/key"), "privateKeyFile"),
+            ("privateKeyFile", json!("relative/key"), "privateKeyFile"),
             ("podSubnet", json!("10.89.1.0/24"), "podSubnet"),
         ];
         for (key, value, field) in cases {
@@ -489,17 +486,5 @@ mod tests {
         assert_eq!(field_of(with("mtu", json!(20))), "mtu");
         let e = conf(json!({"mode": "mesh", "podSubnet": "10.89.1.0/24"})).unwrap_err();
         assert_eq!(field_of(e), "endpoint");
-    }
-
-    #[test]
-    fn a_key_file_readable_by_others_is_refused() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("k");
-        std::fs::write(&path, KEY).unwrap();
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
-        let e = conf(tunnel_with("privateKeyFile", json!(path))).unwrap_err();
-        assert!(e.msg.contains("0600"), "{e:?}");
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
-        conf(tunnel_with("privateKeyFile", json!(path))).unwrap();
     }
 }

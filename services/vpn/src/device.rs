@@ -4,6 +4,7 @@
 //! Either way the device is made in the plugin's own namespace, so its UDP
 //! socket stays there even when the device moves into a container.
 
+use std::os::unix::fs::MetadataExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -232,13 +233,22 @@ pub fn wireguard_go_pids(name: &str) -> Vec<i32> {
         .collect()
 }
 
-/// The userspace devices whose names start with `prefix` (by their sockets).
-pub fn userspace_devices(prefix: &str) -> Vec<String> {
+/// The userspace devices whose names start with `prefix` and whose
+/// wireguard-go runs in this process's namespace (the socket folder is the
+/// whole host's: another node's devices are not ours to judge).
+pub fn userspace_devices_here(prefix: &str) -> Vec<String> {
     let Ok(dir) = std::fs::read_dir(wg::UAPI_DIR) else {
         return Vec::new();
     };
+    let netns_of = |pid: &str| std::fs::metadata(format!("/proc/{pid}/ns/net")).map(|m| m.ino()).ok();
+    let here = netns_of("self");
     dir.flatten()
         .filter_map(|e| e.file_name().to_str()?.strip_suffix(".sock").map(str::to_string))
         .filter(|n| n.starts_with(prefix))
+        .filter(|n| {
+            wireguard_go_pids(n)
+                .iter()
+                .any(|pid| netns_of(&pid.to_string()) == here)
+        })
         .collect()
 }

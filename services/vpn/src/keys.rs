@@ -83,8 +83,17 @@ impl PrivateKey {
         &self.0
     }
 
-    /// Reads a key file as `wg genkey` writes it (base64, one line).
+    /// Reads a key file as `wg genkey` writes it (base64, one line); one
+    /// that others than its owner may read is refused.
     pub fn read(path: &Path) -> Result<PrivateKey, String> {
+        let meta = std::fs::metadata(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        let mode = meta.permissions().mode() & 0o777;
+        if mode & 0o077 != 0 {
+            return Err(format!(
+                "{} is readable by others (mode {mode:o}); a private key file must be 0600",
+                path.display()
+            ));
+        }
         let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
         let key = Key::from_base64(text.trim())
             .map_err(|_| format!("{} does not hold a WireGuard key in base64", path.display()))?;
@@ -184,5 +193,15 @@ mod tests {
         assert_eq!(PrivateKey::load_or_create(&path).unwrap(), first);
         std::fs::write(&path, "garbage").unwrap();
         assert!(PrivateKey::load_or_create(&path).is_err());
+    }
+
+    #[test]
+    fn a_key_file_others_can_read_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("k");
+        PrivateKey::generate().write(&path).unwrap();
+        assert!(PrivateKey::read(&path).is_ok());
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        assert!(PrivateKey::read(&path).unwrap_err().contains("0600"));
     }
 }

@@ -123,7 +123,7 @@ impl Plugin for Vpn {
         let ours = |name: &String| name.starts_with(tunnel::PREFIX) || name.starts_with(mesh::PREFIX);
         for name in [tunnel::PREFIX, mesh::PREFIX]
             .into_iter()
-            .flat_map(device::userspace_devices)
+            .flat_map(device::userspace_devices_here)
         {
             if !held.contains(&name) {
                 device::stop_userspace(&name);

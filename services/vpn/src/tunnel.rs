@@ -110,9 +110,8 @@ pub fn add(call: &Call, conf: &TunnelConf) -> Result<CniResult> {
     let store = open_for(&call.conf)?;
     let graph = Graph::new(&store);
     graph.transaction(&call.conf.name, |tx| -> Result<()> {
-        if let Some(prev) = &prev {
-            record_network(tx, prev)?;
-        }
+        // Alone, the tunnel's own address is the network's.
+        record_network(tx, &result)?;
         tx.attach_endpoint(&ep, SERVICE)?;
         tx.put_record(RECORDS, &ep.id(), &record)?;
         Ok(())
