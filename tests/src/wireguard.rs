@@ -55,6 +55,24 @@ fn run_wg(args: &[&str], stdin: Option<&str>) -> Result<String> {
     Ok(String::from_utf8(out.stdout)?.trim().to_string())
 }
 
+/// Starts wireguard-go for device `name` in `ns` as a daemon runs: in a
+/// session of its own (as netsvc-vpn starts it), so the scheduler's
+/// per-session groups treat every tunnel alike.
+pub fn start_wireguard_go(ns: &Netns, name: &str) -> Result<()> {
+    let out = ns
+        .command("setsid")
+        .args(["--wait", "wireguard-go", name])
+        .env("WG_I_PREFER_BUGGY_USERSPACE_TO_POLISHED_KMOD", "1")
+        .env_remove("LOG_LEVEL")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .output()?;
+    if !out.status.success() {
+        bail!("wireguard-go {name}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(())
+}
+
 /// A wireguard-go device set up by hand in a namespace; stopped on drop.
 #[derive(Debug)]
 pub struct HandDevice {
@@ -67,18 +85,12 @@ impl HandDevice {
     /// Starts wireguard-go for `name` in `ns`, keyed, listening on `port`,
     /// with `address` on it and up.
     pub fn start(ns: &Netns, name: &str, port: u16, address: &str) -> Result<HandDevice> {
-        let out = ns
-            .command("wireguard-go")
-            .arg(name)
-            .env("WG_I_PREFER_BUGGY_USERSPACE_TO_POLISHED_KMOD", "1")
-            .env_remove("LOG_LEVEL")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .output()?;
-        if !out.status.success() {
-            bail!("wireguard-go {name}: {}", String::from_utf8_lossy(&out.stderr));
-        }
-        let keys = KeyPair::generate()?;
+        HandDevice::start_with(ns, name, port, address, KeyPair::generate()?)
+    }
+
+    /// As [`HandDevice::start`], with the given keys.
+    pub fn start_with(ns: &Netns, name: &str, port: u16, address: &str, keys: KeyPair) -> Result<HandDevice> {
+        start_wireguard_go(ns, name)?;
         let key_dir = tempfile::tempdir()?;
         let key_file = keys.write_private(key_dir.path(), "private")?;
         let port = port.to_string();

@@ -243,3 +243,105 @@ fn serial_rate_limited_tenant_with_an_interactive_lane() {
     }
     assert!(node.links_of_kind("ifb").unwrap().is_empty());
 }
+
+/// The site gateway's key pair in docs/patterns/site-vpn.yaml (an example
+/// key, used nowhere else).
+const SITE_KEYS: (&str, &str) = (
+    "WIpH5UJwvQawDsiMzNOGBHeT4bDPfxuQc25rApCxEGA=",
+    "aWIDcXV8wOt0aUZx9zx+lM3vBcDgCJwj7RJ68TB26hA=",
+);
+
+fn netsvc(node: &TestNode, args: &[&str]) -> String {
+    let out = node
+        .command(netsvc_tests::chain::plugin_dir().join("netsvc"))
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "netsvc {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn container_behind_a_site_vpn() {
+    use netsvc_tests::wireguard::{HandDevice, KeyPair};
+    let node = TestNode::new().unwrap();
+    let chain = node.chain(&on_node(&node, composed_conflist("site-vpn"))).unwrap();
+    // The remote site's gateway on the node's underlay, 192.0.2.1.
+    let site = netsvc_tests::Netns::create("site").unwrap();
+    node.veth("up0", &site, "up0").unwrap();
+    node.add_addr("up0", "192.0.2.10/24").unwrap();
+    site.add_addr("up0", "192.0.2.1/24").unwrap();
+    let keys = KeyPair {
+        private: SITE_KEYS.0.into(),
+        public: SITE_KEYS.1.into(),
+    };
+    let name: String = netsvc_tests::unique_name("wgs").chars().take(15).collect();
+    let gateway = HandDevice::start_with(&site, &name, 51820, "10.50.0.1/16", keys).unwrap();
+    let server = netsvc_tests::EchoServer::start(&site, "10.50.0.1:8080".parse().unwrap(), "site").unwrap();
+
+    let app = node.container("app").unwrap();
+    chain.add_with(&app, "eth0", &CallArgs::endpoint("app", None)).unwrap();
+    // The site's operator reads the tunnel's public key and admits it.
+    let status: Value = serde_json::from_str(&netsvc(
+        &node,
+        &["vpn", "status", "--network", "branch", "--format", "json"],
+    ))
+    .unwrap();
+    let public = status[0]["tunnels"][0]["publicKey"].as_str().unwrap().to_string();
+    gateway.set_peer(&site, &public, None, "10.200.0.2/32").unwrap();
+    site.ip(["route", "add", "10.200.0.2/32", "dev", &name]).unwrap();
+
+    let t = Duration::from_secs(10);
+    assert_eq!(app.tcp_echo(server.addr(), "hello site", t).unwrap().identity, "site");
+    // The underlay is out of reach; the node's gateway on the bridge is not.
+    assert!(!app.ping("192.0.2.1".parse().unwrap(), 1, Duration::from_secs(2)));
+    assert!(app.ping("10.94.0.1".parse().unwrap(), 1, t));
+    chain.check(&app, "eth0").unwrap();
+    chain.del(&app, "eth0").unwrap();
+    assert!(!app.ip(["link", "show"]).unwrap().contains("wg0"));
+}
+
+#[test]
+fn encrypted_node_mesh() {
+    let (a, b) = (TestNode::new().unwrap(), TestNode::new().unwrap());
+    a.veth("ul0", &b, "ul0").unwrap();
+    a.add_addr("ul0", "192.0.2.10/24").unwrap();
+    b.add_addr("ul0", "192.0.2.11/24").unwrap();
+    // Both nodes use A's state dir: it stands in for the shared store.
+    let shared = |node: &TestNode, name: &str| {
+        let mut conf = on_node(node, composed_conflist(name));
+        conf["plugins"][1]["stateDir"] = Value::String(a.state_dir().display().to_string());
+        conf
+    };
+    let chain_a = a.chain(&shared(&a, "encrypted-mesh-node-a")).unwrap();
+    let chain_b = b.chain(&shared(&b, "encrypted-mesh-node-b")).unwrap();
+    let (ca, cb) = (a.container("ca").unwrap(), b.container("cb").unwrap());
+    let ra = chain_a.add_with(&ca, "eth0", &CallArgs::endpoint("ca", None)).unwrap();
+    let rb = chain_b.add_with(&cb, "eth0", &CallArgs::endpoint("cb", None)).unwrap();
+    let (ip_a, ip_b) = (container_ip(&ra, "eth0").unwrap(), container_ip(&rb, "eth0").unwrap());
+    let server_b = netsvc_tests::EchoServer::start(&cb, "0.0.0.0:8080".parse().unwrap(), "cb").unwrap();
+    let server_a = netsvc_tests::EchoServer::start(&ca, "0.0.0.0:8080".parse().unwrap(), "ca").unwrap();
+    let reached = |from: &Container, to: std::net::SocketAddr| {
+        netsvc_tests::poll_until(Duration::from_secs(10), || {
+            from.tcp_echo(to, "across", Duration::from_secs(2)).ok()
+        })
+    };
+    let to_b = std::net::SocketAddr::new(ip_b, server_b.port());
+    let to_a = std::net::SocketAddr::new(ip_a, server_a.port());
+    assert_eq!(reached(&ca, to_b).expect("A to B").identity, "cb");
+    assert_eq!(reached(&cb, to_a).expect("B to A").identity, "ca");
+    // Through WireGuard: both devices have had a handshake.
+    let dev_a = netsvc_vpn::mesh::device_name("node-a", "mesh");
+    let handshakes = a.exec("wg", ["show", &dev_a, "latest-handshakes"]).unwrap();
+    assert!(!handshakes.trim().ends_with("\t0"), "{handshakes}");
+    chain_a.del(&ca, "eth0").unwrap();
+    chain_b.del(&cb, "eth0").unwrap();
+    assert!(
+        a.link(&dev_a).is_err(),
+        "A's mesh device leaves with its last container"
+    );
+}
