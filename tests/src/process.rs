@@ -56,6 +56,19 @@ fn drain(pipe: Option<impl Read + Send + 'static>) -> thread::JoinHandle<Vec<u8>
     })
 }
 
+/// Runs `cmd` with `stdin` written to it, capturing stdout and stderr (a
+/// plugin call, say).
+pub fn with_stdin(cmd: &mut Command, stdin: &[u8]) -> Result<Output> {
+    use std::io::Write;
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    child.stdin.take().context("stdin")?.write_all(stdin)?;
+    Ok(child.wait_with_output()?)
+}
+
 /// Calls `probe` until it returns `Some`, or gives up after `timeout`.
 ///
 /// The way to wait for readiness (a listener answers, a record resolves)

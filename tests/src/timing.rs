@@ -1,9 +1,8 @@
 //! What the benchmarks share: running a plugin binary as a runtime would,
 //! and summing up samples.
 
-use std::io::Write;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 /// One whole-process call of the plugin `binary` with the CNI environment
@@ -14,20 +13,8 @@ where
     K: AsRef<std::ffi::OsStr>,
     V: AsRef<std::ffi::OsStr>,
 {
-    let mut child = Command::new(binary)
-        .envs(env)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("spawn {}: {e}", binary.display()));
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(stdin)
-        .expect("write stdin");
-    let out = child.wait_with_output().expect("wait");
+    let out = crate::process::with_stdin(Command::new(binary).envs(env), stdin)
+        .unwrap_or_else(|e| panic!("run {}: {e}", binary.display()));
     assert!(
         out.status.success(),
         "{}: {} {}",

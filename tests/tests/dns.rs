@@ -345,22 +345,9 @@ fn status_is_50_when_the_daemon_is_not_installed() {
     let plugin = dir.path().join("netsvc-dns");
     std::fs::copy(netsvc_tests::chain::plugin_dir().join("netsvc-dns"), &plugin).unwrap();
     let conf = json!({"cniVersion": "1.1.0", "name": "dnsstatus", "type": "netsvc-dns"});
-    let mut child = node
-        .command(&plugin)
-        .env("CNI_COMMAND", "STATUS")
-        .env("CNI_PATH", dir.path())
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    use std::io::Write;
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(conf.to_string().as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
+    let mut cmd = node.command(&plugin);
+    cmd.env("CNI_COMMAND", "STATUS").env("CNI_PATH", dir.path());
+    let out = netsvc_tests::with_stdin(&mut cmd, conf.to_string().as_bytes()).unwrap();
     assert!(!out.status.success());
     let err: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(err["code"], 50, "{err}");

@@ -4,13 +4,12 @@
 //! private keys appear nowhere; bad input is refused whole.
 
 use std::path::Path;
-use std::process::Stdio;
 use std::time::Duration;
 
 use netsvc_tests::capture::Capture;
 use netsvc_tests::chain::{CallArgs, plugin_dir};
 use netsvc_tests::wireguard::{HandDevice, KeyPair, uapi_sockets, wireguard_go_processes};
-use netsvc_tests::{Container, EchoServer, Netns, TestNode, unique_name};
+use netsvc_tests::{Container, EchoServer, Netns, TestNode, unique_name, with_stdin};
 use netsvc_vpn::tunnel::device_name;
 use serde_json::{Value, json};
 
@@ -145,27 +144,14 @@ fn a_container_reaches_the_remote_site_only_through_its_tunnel() {
 /// Runs the plugin binary once as a runtime would, in the node's namespace:
 /// (exit status, stdout, stderr).
 fn run_plugin(node: &TestNode, command: &str, c: &Container, ifname: &str, conf: &Value) -> (bool, String, String) {
-    use std::io::Write;
-    let mut child = node
-        .command(plugin_dir().join("netsvc-vpn"))
-        .env("CNI_COMMAND", command)
+    let mut cmd = node.command(plugin_dir().join("netsvc-vpn"));
+    cmd.env("CNI_COMMAND", command)
         .env("CNI_CONTAINERID", c.name())
         .env("CNI_NETNS", c.netns_path())
         .env("CNI_IFNAME", ifname)
         .env("CNI_PATH", plugin_dir())
-        .env("RUST_LOG", "trace")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(&serde_json::to_vec(conf).unwrap())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
+        .env("RUST_LOG", "trace");
+    let out = with_stdin(&mut cmd, &serde_json::to_vec(conf).unwrap()).unwrap();
     let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
     (out.status.success(), text(&out.stdout), text(&out.stderr))
 }

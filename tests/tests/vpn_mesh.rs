@@ -63,6 +63,21 @@ fn keeper_logs(store: &Path) -> String {
         .join("\n")
 }
 
+/// Every file under `dir` but the node keys, as text.
+fn files_except_keys(dir: &Path) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            out.extend(files_except_keys(&path));
+        } else if path.extension().is_none_or(|x| x != "key") {
+            let body = String::from_utf8_lossy(&std::fs::read(&path).unwrap_or_default()).into_owned();
+            out.push((path.display().to_string(), body));
+        }
+    }
+    out
+}
+
 #[test]
 fn containers_on_two_nodes_talk_through_the_mesh_and_survive_a_key_rotation() {
     let (a, b) = (TestNode::new().unwrap(), TestNode::new().unwrap());
@@ -80,7 +95,7 @@ fn containers_on_two_nodes_talk_through_the_mesh_and_survive_a_key_rotation() {
         .chain(&mesh_conflist(&b, store.path(), "node-b", "10.89.2.0/24", "10.97.0.2"))
         .unwrap();
     let (ca, cb) = (a.container("ca").unwrap(), b.container("cb").unwrap());
-    chain_a.add_with(&ca, "eth0", &CallArgs::endpoint("ca", None)).unwrap();
+    let ra = chain_a.add_with(&ca, "eth0", &CallArgs::endpoint("ca", None)).unwrap();
     let rb = chain_b.add_with(&cb, "eth0", &CallArgs::endpoint("cb", None)).unwrap();
     let ip_b = container_ip(&rb, "eth0").unwrap();
 
@@ -160,9 +175,21 @@ fn containers_on_two_nodes_talk_through_the_mesh_and_survive_a_key_rotation() {
     eprintln!("traffic resumed {:?} after the rotation", started.elapsed());
     let peers_on_b = b.exec("wg", ["show", &dev_b, "peers"]).unwrap();
     assert_eq!(peers_on_b.trim(), after, "B holds A's new key only");
-    // Status shows public keys and never a private one.
+    // Status shows public keys and never a private one; neither do the
+    // keepers' logs, the ADD results or any other file of the store.
     let text = netsvc(&a, &["vpn", "status", "--state-dir", state]);
-    assert!(text.contains(&after) && !text.contains(private_after.trim()), "{text}");
+    assert!(text.contains(&after), "{text}");
+    for private in [private_before.trim(), private_after.trim()] {
+        assert!(!text.contains(private), "a private key in the status");
+        assert!(
+            !keeper_logs(store.path()).contains(private),
+            "a private key in a keeper's log"
+        );
+        assert!(!ra.to_string().contains(private) && !rb.to_string().contains(private));
+        for (path, body) in files_except_keys(store.path()) {
+            assert!(!body.contains(private), "a private key in {path}");
+        }
+    }
     chain_a.check(&ca, "eth0").unwrap();
 
     // The last container of A leaves: A's device, process, socket and
