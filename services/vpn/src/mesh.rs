@@ -372,6 +372,9 @@ pub fn check(call: &Call, conf: &MeshConf) -> Result<()> {
             me.device
         )));
     }
+    if !crate::keeper::is_running(store.root(), network, &me.node) {
+        return Err(missing(format!("the keeper of {} is not running", me.device)));
+    }
     let on_device: Vec<String> = state.peers.iter().map(|p| p.public_key.to_string()).collect();
     if let Some(p) = peers
         .iter()
