@@ -1,7 +1,9 @@
 //! netsvc-composer: turns network specs into ordered conflists, and runs
 //! conflists the way a CNI runtime does (`netsvc exec`).
 
+pub mod catalog;
 pub mod cli;
+pub mod order;
 pub mod runtime;
 pub mod services;
 pub mod spec;

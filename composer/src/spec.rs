@@ -3,6 +3,8 @@
 
 use std::net::IpAddr;
 
+use crate::catalog::Catalog;
+use crate::order::{explain, order};
 use netsvc_core::cni::{CniError, IpNet, NetConfList, config::decode_at, env::validate_ifname};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
@@ -122,8 +124,22 @@ impl Spec {
             .unwrap_or_else(|| format!("ns-{}", self.name).chars().take(15).collect())
     }
 
-    /// The ordered conflist this spec describes.
-    pub fn to_conflist(&self) -> NetConfList {
+    /// The ordered conflist this spec describes, the built-in catalog
+    /// ordering its plugins.
+    pub fn to_conflist(&self) -> Result<NetConfList, CniError> {
+        self.to_conflist_with(&Catalog::builtin())
+    }
+
+    /// The ordered conflist this spec describes: the interface plugin, the
+    /// services and portmap, sorted by `catalog`'s descriptors so every
+    /// plugin's requirements are met earlier in the chain (declaration order
+    /// where nothing else decides). Code 7 for an unmet requirement or a cycle.
+    pub fn to_conflist_with(&self, catalog: &Catalog) -> Result<NetConfList, CniError> {
+        self.compose(catalog).map(|(list, _)| list)
+    }
+
+    /// The conflist and, one line per plugin, why it stands where it does.
+    pub fn compose(&self, catalog: &Catalog) -> Result<(NetConfList, Vec<String>), CniError> {
         let ranges: Vec<Value> = self
             .subnets
             .iter()
@@ -157,16 +173,24 @@ impl Spec {
         if self.port_mappings {
             plugins.push(json!({"type": "portmap", "capabilities": {"portMappings": true}}));
         }
-        NetConfList {
+        let plugins: Vec<Map<String, Value>> = plugins.into_iter().filter_map(|p| p.as_object().cloned()).collect();
+        let descriptors: Vec<_> = plugins
+            .iter()
+            .map(|p| catalog.get(p.get("type").and_then(Value::as_str).unwrap_or_default()))
+            .collect();
+        let ordered = order(&descriptors)?;
+        let explained = explain(&descriptors, &ordered);
+        let list = NetConfList {
             cni_version: self.cni_version.clone(),
             cni_versions: None,
             name: self.name.clone(),
             disable_check: false,
             disable_gc: false,
             load_only_inlined_plugins: false,
-            plugins: plugins.into_iter().filter_map(|p| p.as_object().cloned()).collect(),
+            plugins: ordered.order.iter().map(|&i| plugins[i].clone()).collect(),
             extra: Map::new(),
-        }
+        };
+        Ok((list, explained))
     }
 }
 
@@ -177,12 +201,35 @@ mod tests {
     #[test]
     fn yaml_spec_becomes_bridge_conflist() {
         let spec = Spec::parse("name: web\nsubnets: [10.89.0.0/24]\ngateway: 10.89.0.1\n").unwrap();
-        let list = spec.to_conflist();
+        let list = spec.to_conflist().unwrap();
         let v = serde_json::to_value(&list).unwrap();
         assert_eq!(v["plugins"][0]["type"], "bridge");
         assert_eq!(v["plugins"][0]["bridge"], "ns-web");
         assert_eq!(v["plugins"][0]["ipam"]["ranges"][0][0]["gateway"], "10.89.0.1");
         list.validate().unwrap();
+    }
+
+    #[test]
+    fn services_are_ordered_after_what_they_need() {
+        let spec = Spec::parse(
+            "name: web\nsubnets: [10.89.0.0/24]\nportMappings: true\n\
+             services:\n  - {type: netsvc-qos, egressRate: 10mbit}\n  - {type: netsvc-firewall}\n",
+        )
+        .unwrap();
+        let v = serde_json::to_value(spec.to_conflist().unwrap()).unwrap();
+        let types: Vec<&str> = v["plugins"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["type"].as_str().unwrap())
+            .collect();
+        assert_eq!(types, ["bridge", "netsvc-qos", "netsvc-firewall", "portmap"]);
+        // On ptp too; qos needs the host veth ptp leaves.
+        let spec = Spec::parse(
+            "name: p\ninterface: ptp\nsubnets: [10.89.0.0/24]\nservices: [{type: netsvc-qos, egressRate: 1mbit}]\n",
+        )
+        .unwrap();
+        assert!(spec.to_conflist().is_ok());
     }
 
     #[test]

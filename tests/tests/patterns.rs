@@ -20,7 +20,7 @@ fn pattern(name: &str) -> PathBuf {
 fn composed_conflist(name: &str) -> Value {
     let spec = std::fs::read_to_string(pattern(&format!("{name}.yaml"))).unwrap();
     let shown = std::fs::read_to_string(pattern(&format!("{name}.conflist"))).unwrap();
-    let composed = serde_json::to_string_pretty(&Spec::parse(&spec).unwrap().to_conflist()).unwrap() + "\n";
+    let composed = serde_json::to_string_pretty(&Spec::parse(&spec).unwrap().to_conflist().unwrap()).unwrap() + "\n";
     assert_eq!(
         composed, shown,
         "docs/patterns/{name}.conflist is not what `netsvc compose` makes of its spec"

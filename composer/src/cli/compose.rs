@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::Args;
 
+use crate::catalog::Catalog;
 use crate::spec::Spec;
 
 #[derive(Debug, Args)]
@@ -14,6 +15,12 @@ pub struct ComposeArgs {
     /// Write the conflist here instead of stdout.
     #[arg(short, long)]
     output: Option<PathBuf>,
+    /// Say on stderr why each plugin stands where it does.
+    #[arg(long)]
+    explain: bool,
+    /// Also read plugin descriptors (JSON, one per file) from this folder.
+    #[arg(long, default_value = crate::catalog::DEFAULT_DIR)]
+    catalog: PathBuf,
 }
 
 pub fn run(args: ComposeArgs) -> anyhow::Result<i32> {
@@ -29,7 +36,26 @@ pub fn run(args: ComposeArgs) -> anyhow::Result<i32> {
             return Ok(1);
         }
     };
-    let mut out = serde_json::to_string_pretty(&spec.to_conflist())?;
+    let catalog = match Catalog::builtin().with_dir(&args.catalog) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("netsvc compose: catalog {}: {e}", args.catalog.display());
+            return Ok(1);
+        }
+    };
+    let list = match spec.compose(&catalog) {
+        Ok((list, why)) => {
+            if args.explain {
+                eprintln!("{}", why.join("\n"));
+            }
+            list
+        }
+        Err(e) => {
+            eprintln!("netsvc compose: {}: {e}", args.spec.display());
+            return Ok(1);
+        }
+    };
+    let mut out = serde_json::to_string_pretty(&list)?;
     out.push('\n');
     match args.output {
         Some(path) => std::fs::write(&path, out).with_context(|| format!("writing {}", path.display()))?,

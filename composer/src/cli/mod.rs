@@ -4,6 +4,7 @@ mod apply;
 mod compose;
 mod exec;
 mod explain;
+mod plugins;
 mod vpn;
 
 use clap::{Parser, Subcommand};
@@ -29,6 +30,8 @@ enum Cmd {
     Apply(apply::ApplyArgs),
     /// Say which firewall policy allows or denies a flow, and why.
     Explain(explain::ExplainArgs),
+    /// The plugin catalog: what each plugin type provides, requires and conflicts with.
+    Plugins(plugins::PluginsArgs),
     /// VPN operations: status (public keys, peers, handshakes) and key rotation.
     Vpn(vpn::VpnArgs),
 }
@@ -42,6 +45,7 @@ pub fn main() -> i32 {
         Cmd::Exec(a) => exec::run(a),
         Cmd::Apply(a) => apply::run(a),
         Cmd::Explain(a) => explain::run(a),
+        Cmd::Plugins(a) => plugins::run(a),
         Cmd::Vpn(a) => vpn::run(a),
     };
     match outcome {
