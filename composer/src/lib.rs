@@ -7,3 +7,4 @@ pub mod order;
 pub mod runtime;
 pub mod services;
 pub mod spec;
+pub mod validate;

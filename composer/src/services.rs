@@ -18,39 +18,37 @@ pub fn reconciler(plugin_type: &str) -> Option<Box<dyn Reconcile>> {
 /// typo is caught before any container starts. Errors name `services[i]`.
 pub fn validate_service(i: usize, service: &Map<String, Value>) -> Result<(), CniError> {
     let kind = service.get("type").and_then(Value::as_str).unwrap_or("");
-    let at = |e: CniError| CniError {
+    if !KNOWN.contains(&kind) {
+        return Err(CniError::invalid_config(
+            &format!("services[{i}].type"),
+            format!("{kind:?} is not a netsvc service (known: {})", KNOWN.join(", ")),
+        ));
+    }
+    check_service(service).map_err(|e| CniError {
         msg: e.msg.replacen("field ", &format!("field services[{i}]."), 1),
         ..e
-    };
-    match kind {
-        netsvc_firewall::SERVICE => netsvc_firewall::config::FirewallConf::from_value(&Value::Object(service.clone()))
-            .map(drop)
-            .map_err(at),
-        netsvc_lb::SERVICE => netsvc_lb::config::LbConf::from_value(&Value::Object(service.clone()))
-            .map(drop)
-            .map_err(at),
-        netsvc_dns::SERVICE => netsvc_dns::config::DnsConf::from_value(&Value::Object(service.clone()))
-            .map(drop)
-            .map_err(at),
-        netsvc_qos::SERVICE => netsvc_qos::config::QosConf::from_value(&Value::Object(service.clone()))
-            .map(drop)
-            .map_err(at),
-        netsvc_vpn::SERVICE => netsvc_vpn::config::VpnConf::from_value(&Value::Object(service.clone()))
-            .map(drop)
-            .map_err(at),
-        other => Err(CniError::invalid_config(
-            &format!("services[{i}].type"),
-            format!(
-                "{other:?} is not a netsvc service (known: {})",
-                [
-                    netsvc_firewall::SERVICE,
-                    netsvc_lb::SERVICE,
-                    netsvc_dns::SERVICE,
-                    netsvc_qos::SERVICE,
-                    netsvc_vpn::SERVICE
-                ]
-                .join(", ")
-            ),
-        )),
+    })
+}
+
+/// netsvc's plugin types.
+pub const KNOWN: [&str; 5] = [
+    netsvc_firewall::SERVICE,
+    netsvc_lb::SERVICE,
+    netsvc_dns::SERVICE,
+    netsvc_qos::SERVICE,
+    netsvc_vpn::SERVICE,
+];
+
+/// Checks a plugin's config with its service's own type; any other plugin
+/// type passes (it is not ours to judge).
+pub fn check_service(plugin: &Map<String, Value>) -> Result<(), CniError> {
+    let v = Value::Object(plugin.clone());
+    match plugin.get("type").and_then(Value::as_str).unwrap_or("") {
+        netsvc_firewall::SERVICE => netsvc_firewall::config::FirewallConf::from_value(&v).map(drop),
+        netsvc_lb::SERVICE => netsvc_lb::config::LbConf::from_value(&v).map(drop),
+        netsvc_dns::SERVICE => netsvc_dns::config::DnsConf::from_value(&v).map(drop),
+        netsvc_qos::SERVICE => netsvc_qos::config::QosConf::from_value(&v).map(drop),
+        netsvc_vpn::SERVICE => netsvc_vpn::config::VpnConf::from_value(&v).map(drop),
+        _ => Ok(()),
     }
 }

@@ -5,6 +5,7 @@ mod compose;
 mod exec;
 mod explain;
 mod plugins;
+mod validate;
 mod vpn;
 
 use clap::{Parser, Subcommand};
@@ -30,6 +31,8 @@ enum Cmd {
     Apply(apply::ApplyArgs),
     /// Say which firewall policy allows or denies a flow, and why.
     Explain(explain::ExplainArgs),
+    /// Check conflists: libcni's rules, each service's config, chain order, conflicts.
+    Validate(validate::ValidateArgs),
     /// The plugin catalog: what each plugin type provides, requires and conflicts with.
     Plugins(plugins::PluginsArgs),
     /// VPN operations: status (public keys, peers, handshakes) and key rotation.
@@ -46,6 +49,7 @@ pub fn main() -> i32 {
         Cmd::Apply(a) => apply::run(a),
         Cmd::Explain(a) => explain::run(a),
         Cmd::Plugins(a) => plugins::run(a),
+        Cmd::Validate(a) => validate::run(a),
         Cmd::Vpn(a) => vpn::run(a),
     };
     match outcome {
