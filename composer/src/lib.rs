@@ -2,6 +2,7 @@
 //! conflists the way a CNI runtime does (`netsvc exec`).
 
 pub mod catalog;
+pub mod chart;
 pub mod cli;
 pub mod order;
 pub mod runtime;

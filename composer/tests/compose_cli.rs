@@ -57,3 +57,28 @@ fn a_broken_catalog_file_is_named() {
     assert_eq!(code, 1);
     assert!(stderr.contains("acme.json"), "{stderr}");
 }
+
+#[test]
+fn graph_draws_a_spec_in_chain_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = spec_file(dir.path());
+    let catalog = dir.path().join("none").display().to_string();
+    let (code, dot, stderr) = netsvc(&["graph", &spec, "--format", "dot", "--catalog", &catalog]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(dot.starts_with("digraph chain {"), "{dot}");
+    assert!(
+        dot.contains("p0 [label=\"0: bridge\"]") && dot.contains("p3 [label=\"3: portmap\"]"),
+        "{dot}"
+    );
+    assert!(dot.contains("p0 -> p1 [label=\"interface, host-veth\"]"), "{dot}");
+    let (_, text, _) = netsvc(&["graph", &spec, "--catalog", &catalog]);
+    assert!(
+        text.contains("2: netsvc-firewall  <- interface, ip from 0: bridge"),
+        "{text}"
+    );
+    let (_, mermaid, _) = netsvc(&["graph", &spec, "--format", "mermaid", "--catalog", &catalog]);
+    assert!(
+        mermaid.starts_with("flowchart LR") && mermaid.contains("p0 -->|interface, ip| p3"),
+        "{mermaid}"
+    );
+}

@@ -4,6 +4,7 @@ mod apply;
 mod compose;
 mod exec;
 mod explain;
+mod graph;
 mod plugins;
 mod validate;
 mod vpn;
@@ -33,6 +34,8 @@ enum Cmd {
     Explain(explain::ExplainArgs),
     /// Check conflists: libcni's rules, each service's config, chain order, conflicts.
     Validate(validate::ValidateArgs),
+    /// Draw a chain as its dependency graph (dot, mermaid or text).
+    Graph(graph::GraphArgs),
     /// The plugin catalog: what each plugin type provides, requires and conflicts with.
     Plugins(plugins::PluginsArgs),
     /// VPN operations: status (public keys, peers, handshakes) and key rotation.
@@ -48,6 +51,7 @@ pub fn main() -> i32 {
         Cmd::Exec(a) => exec::run(a),
         Cmd::Apply(a) => apply::run(a),
         Cmd::Explain(a) => explain::run(a),
+        Cmd::Graph(a) => graph::run(a),
         Cmd::Plugins(a) => plugins::run(a),
         Cmd::Validate(a) => validate::run(a),
         Cmd::Vpn(a) => vpn::run(a),
