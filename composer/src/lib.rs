@@ -8,4 +8,5 @@ pub mod order;
 pub mod runtime;
 pub mod services;
 pub mod spec;
+pub mod status;
 pub mod validate;

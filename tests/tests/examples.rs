@@ -99,6 +99,21 @@ fn tiered_web_app() {
     };
     assert_eq!(dig("api.shop.internal"), "10.96.10.10");
     assert_eq!(dig("api-1.shop.internal"), api_ip.to_string());
+    // `netsvc status` shows the service with its backend, and the policies.
+    let status = ok(netsvc(&node, &["status", "--network", "shop"]), "status");
+    let api_id = format!("{}:eth0", api.name());
+    assert!(
+        status.contains(&format!(
+            "service api  vip 10.96.10.10  ports 80->8080/tcp  backends {api_id}"
+        )),
+        "{status}"
+    );
+    assert!(
+        status.contains("firewall  default ingress deny  policies web-from-anywhere, api-from-web, db-from-api"),
+        "{status}"
+    );
+    let json: Value = serde_json::from_str(&ok(netsvc(&node, &["status", "--format", "json"]), "status")).unwrap();
+    assert_eq!(json[0]["endpoints"].as_array().unwrap().len(), 3);
     for c in [&web, &api, &db] {
         check_and_del(&node, &list, c);
     }
@@ -114,6 +129,11 @@ fn rate_limited_tenant() {
     let classes = node.exec("tc", ["class", "show", "dev", &host]).unwrap();
     assert!(classes.contains("rate 50Mbit"), "{classes}");
     assert_eq!(node.links_of_kind("ifb").unwrap().len(), 1);
+    let status = ok(netsvc(&node, &["status"]), "status");
+    assert!(
+        status.contains("to it 50.000 Mbit/s  from it 50.000 Mbit/s"),
+        "{status}"
+    );
     check_and_del(&node, &list, &c);
     assert_eq!(node.links_of_kind("ifb").unwrap().len(), 0);
 }

@@ -6,6 +6,7 @@ mod exec;
 mod explain;
 mod graph;
 mod plugins;
+mod status;
 mod validate;
 mod vpn;
 
@@ -36,6 +37,8 @@ enum Cmd {
     Validate(validate::ValidateArgs),
     /// Draw a chain as its dependency graph (dot, mermaid or text).
     Graph(graph::GraphArgs),
+    /// Networks, endpoints, services and backends, policies, shaping, VPN peers.
+    Status(status::StatusArgs),
     /// The plugin catalog: what each plugin type provides, requires and conflicts with.
     Plugins(plugins::PluginsArgs),
     /// VPN operations: status (public keys, peers, handshakes) and key rotation.
@@ -53,6 +56,7 @@ pub fn main() -> i32 {
         Cmd::Explain(a) => explain::run(a),
         Cmd::Graph(a) => graph::run(a),
         Cmd::Plugins(a) => plugins::run(a),
+        Cmd::Status(a) => status::run(a),
         Cmd::Validate(a) => validate::run(a),
         Cmd::Vpn(a) => vpn::run(a),
     };

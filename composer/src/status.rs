@@ -1,0 +1,174 @@
+//! `netsvc status`: what the store holds, network by network. Endpoints,
+//! services and their backends, firewall policies, shaping, and the VPN's
+//! tunnels and mesh nodes. Public material only: the VPN part never holds a
+//! private key.
+
+use std::fmt::Write;
+
+use netsvc_core::graph::{Endpoint, Graph, Network, Shaping};
+use netsvc_core::store::FileStore;
+use serde::Serialize;
+use serde_json::Value;
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NetworkStatus {
+    #[serde(flatten)]
+    pub network: Network,
+    pub endpoints: Vec<Endpoint>,
+    pub services: Vec<ServiceStatus>,
+    /// The firewall's policies as configured (`defaultIngress`, `policies`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub firewall: Option<Value>,
+    pub shaping: Vec<Shaping>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub vpn: Option<netsvc_vpn::status::NetworkStatus>,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ServiceStatus {
+    #[serde(flatten)]
+    pub service: netsvc_core::graph::Service,
+    /// The endpoints it selects (`<container id>:<ifname>`).
+    pub backends: Vec<String>,
+}
+
+/// Every network (or only `network`) as the store holds it.
+pub fn collect(store: &FileStore, only: Option<&str>) -> anyhow::Result<Vec<NetworkStatus>> {
+    let graph = Graph::new(store);
+    let mut vpn = netsvc_vpn::status::collect(store, only)?;
+    let mut out = Vec::new();
+    for network in graph.networks()? {
+        if only.is_some_and(|n| n != network.name) {
+            continue;
+        }
+        let endpoints = graph.endpoints(&network.name)?;
+        let services = graph
+            .services(&network.name)?
+            .into_iter()
+            .map(|service| ServiceStatus {
+                backends: endpoints
+                    .iter()
+                    .filter(|e| !service.selector.is_empty() && service.selector.matches(e))
+                    .map(Endpoint::id)
+                    .collect(),
+                service,
+            })
+            .collect();
+        let firewall = graph
+            .record::<Value>(&network.name, netsvc_firewall::SERVICE, "settings")?
+            .map(|r| r["conf"].clone());
+        let vpn_index = vpn.iter().position(|v| v.network == network.name);
+        out.push(NetworkStatus {
+            shaping: graph.shapings(&network.name)?,
+            endpoints,
+            services,
+            firewall,
+            vpn: vpn_index.map(|i| vpn.remove(i)),
+            network,
+        });
+    }
+    Ok(out)
+}
+
+fn rate(bits: Option<u64>) -> String {
+    bits.map_or("-".into(), |b| format!("{:.3} Mbit/s", b as f64 / 1e6))
+}
+
+/// The status as text.
+pub fn render(networks: &[NetworkStatus]) -> String {
+    let mut s = String::new();
+    for n in networks {
+        let net = &n.network;
+        let _ = writeln!(
+            s,
+            "network {}  subnets {}  gateway {}  on {}",
+            net.name,
+            net.subnets.join(", "),
+            net.gateway.as_deref().unwrap_or("-"),
+            net.bridge.as_deref().unwrap_or("-")
+        );
+        let _ = writeln!(s, "  endpoints ({}):", n.endpoints.len());
+        for e in &n.endpoints {
+            let labels: Vec<String> = e.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            let _ = writeln!(
+                s,
+                "    {}  {}  names {}  labels {}  held by {}",
+                e.id(),
+                e.ips.join(", "),
+                if e.names.is_empty() {
+                    "-".into()
+                } else {
+                    e.names.join(",")
+                },
+                if labels.is_empty() {
+                    "-".into()
+                } else {
+                    labels.join(",")
+                },
+                e.services.join(",")
+            );
+        }
+        for svc in &n.services {
+            let ports: Vec<String> = svc
+                .service
+                .ports
+                .iter()
+                .map(|p| {
+                    format!(
+                        "{}->{}/{}",
+                        p.port,
+                        p.target_port.unwrap_or(p.port),
+                        p.protocol.as_str()
+                    )
+                })
+                .collect();
+            let _ = writeln!(
+                s,
+                "  service {}  vip {}  ports {}  backends {}",
+                svc.service.name,
+                svc.service.vip.as_deref().unwrap_or("-"),
+                ports.join(" "),
+                if svc.backends.is_empty() {
+                    "none".into()
+                } else {
+                    svc.backends.join(", ")
+                }
+            );
+        }
+        if let Some(fw) = &n.firewall {
+            let names: Vec<&str> = fw["policies"]
+                .as_array()
+                .map(|ps| ps.iter().filter_map(|p| p["name"].as_str()).collect())
+                .unwrap_or_default();
+            let _ = writeln!(
+                s,
+                "  firewall  default ingress {}  policies {}",
+                fw["defaultIngress"].as_str().unwrap_or("allow"),
+                if names.is_empty() {
+                    "none".into()
+                } else {
+                    names.join(", ")
+                }
+            );
+        }
+        for sh in &n.shaping {
+            let _ = writeln!(
+                s,
+                "  shaping {}  to it {}  from it {}",
+                sh.endpoint,
+                rate(sh.ingress_rate),
+                rate(sh.egress_rate)
+            );
+        }
+        if let Some(vpn) = &n.vpn {
+            let text = netsvc_vpn::status::render(std::slice::from_ref(vpn));
+            // The VPN's own block, without its network line.
+            for line in text.lines().skip(1) {
+                let _ = writeln!(s, "{line}");
+            }
+        }
+    }
+    s
+}
