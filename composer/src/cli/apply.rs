@@ -11,6 +11,7 @@ use crate::runtime::{RuntimeConf, plugin_conf};
 use crate::services::reconciler;
 
 #[derive(Debug, Args)]
+#[command(after_help = "Example: netsvc apply /etc/cni/net.d/shop.conflist")]
 pub struct ApplyArgs {
     /// The conflist, as changed.
     conflist: PathBuf,

@@ -9,6 +9,7 @@ use crate::catalog::Catalog;
 use crate::spec::Spec;
 
 #[derive(Debug, Args)]
+#[command(after_help = "Example: netsvc compose examples/tiered-web.yaml -o /etc/cni/net.d/shop.conflist --explain")]
 pub struct ComposeArgs {
     /// The spec file (YAML or JSON); `-` reads stdin.
     spec: PathBuf,

@@ -20,6 +20,9 @@ enum Op {
 }
 
 #[derive(Debug, Args)]
+#[command(
+    after_help = "Example: netsvc exec add /etc/cni/net.d/shop.conflist /var/run/netns/web --args 'IgnoreUnknown=1;NETSVC_NAME=web;NETSVC_LABELS=tier:web'"
+)]
 pub struct ExecArgs {
     #[arg(value_enum)]
     op: Op,

@@ -16,6 +16,7 @@ enum Format {
 }
 
 #[derive(Debug, Args)]
+#[command(after_help = "Example: netsvc explain shop web api 8080/tcp")]
 pub struct ExplainArgs {
     /// The network the endpoints are named in.
     network: String,

@@ -10,7 +10,7 @@ mod status;
 mod validate;
 mod vpn;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -41,6 +41,15 @@ enum Cmd {
     Status(status::StatusArgs),
     /// The plugin catalog: what each plugin type provides, requires and conflicts with.
     Plugins(plugins::PluginsArgs),
+    /// Print a shell completion script.
+    #[command(after_help = "Example: netsvc completions bash > /etc/bash_completion.d/netsvc")]
+    Completions { shell: clap_complete::Shell },
+    /// Write man pages (netsvc.1 and one per subcommand) into a folder.
+    #[command(after_help = "Example: netsvc man --out /usr/local/share/man/man1")]
+    Man {
+        #[arg(long, default_value = ".")]
+        out: std::path::PathBuf,
+    },
     /// VPN operations: status (public keys, peers, handshakes) and key rotation.
     Vpn(vpn::VpnArgs),
 }
@@ -59,6 +68,11 @@ pub fn main() -> i32 {
         Cmd::Status(a) => status::run(a),
         Cmd::Validate(a) => validate::run(a),
         Cmd::Vpn(a) => vpn::run(a),
+        Cmd::Completions { shell } => {
+            clap_complete::generate(shell, &mut Cli::command(), "netsvc", &mut std::io::stdout());
+            Ok(0)
+        }
+        Cmd::Man { out } => write_man_pages(&out).map(|()| 0),
     };
     match outcome {
         Ok(code) => code,
@@ -66,5 +80,69 @@ pub fn main() -> i32 {
             eprintln!("netsvc: {e:#}");
             1
         }
+    }
+}
+
+/// netsvc.1 and netsvc-<subcommand>.1 (and their own subcommands') in `dir`.
+fn write_man_pages(dir: &std::path::Path) -> anyhow::Result<()> {
+    fn write(dir: &std::path::Path, name: &str, cmd: clap::Command) -> anyhow::Result<()> {
+        let mut page = Vec::new();
+        clap_mangen::Man::new(cmd.clone()).title(name).render(&mut page)?;
+        std::fs::write(dir.join(format!("{name}.1")), page)?;
+        for sub in cmd.get_subcommands().filter(|s| s.get_name() != "help") {
+            write(dir, &format!("{name}-{}", sub.get_name()), sub.clone())?;
+        }
+        Ok(())
+    }
+    std::fs::create_dir_all(dir)?;
+    let mut cmd = Cli::command();
+    cmd.build();
+    write(dir, "netsvc", cmd)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every subcommand, at every depth, with its path.
+    fn all(cmd: &clap::Command, path: String, out: &mut Vec<(String, clap::Command)>) {
+        for sub in cmd.get_subcommands() {
+            let p = format!("{path} {}", sub.get_name());
+            out.push((p.clone(), sub.clone()));
+            all(sub, p, out);
+        }
+    }
+
+    #[test]
+    fn every_subcommand_shows_an_example() {
+        let mut subs = Vec::new();
+        all(&Cli::command(), "netsvc".into(), &mut subs);
+        assert!(subs.len() >= 12, "{}", subs.len());
+        for (path, sub) in subs.iter().filter(|(_, s)| s.get_subcommands().next().is_none()) {
+            let help = sub.get_after_help().map(|h| h.to_string()).unwrap_or_default();
+            assert!(
+                help.starts_with("Example: netsvc "),
+                "{path} has no example in its --help"
+            );
+        }
+    }
+
+    #[test]
+    fn man_pages_and_completions_are_generated() {
+        let dir = tempfile::tempdir().unwrap();
+        write_man_pages(dir.path()).unwrap();
+        for page in [
+            "netsvc.1",
+            "netsvc-compose.1",
+            "netsvc-validate.1",
+            "netsvc-vpn-rotate.1",
+        ] {
+            let text = std::fs::read_to_string(dir.path().join(page)).unwrap();
+            assert!(text.contains(".TH"), "{page}");
+        }
+        let mut script = Vec::new();
+        clap_complete::generate(clap_complete::Shell::Bash, &mut Cli::command(), "netsvc", &mut script);
+        let script = String::from_utf8(script).unwrap();
+        assert!(script.contains("validate") && script.contains("compose"));
     }
 }

@@ -10,6 +10,7 @@ use crate::catalog::{Catalog, DEFAULT_DIR};
 use crate::order::feature_name;
 
 #[derive(Debug, Args)]
+#[command(after_help = "Example: netsvc plugins --json")]
 pub struct PluginsArgs {
     /// Also read plugin descriptors (JSON, one per file) from this folder.
     #[arg(long, default_value = DEFAULT_DIR)]

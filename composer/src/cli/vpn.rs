@@ -8,6 +8,7 @@ use clap::{Args, Subcommand, ValueEnum};
 use netsvc_core::store::open;
 
 #[derive(Debug, Args)]
+#[command(after_help = "Example: netsvc vpn status --format json")]
 pub struct VpnArgs {
     #[command(subcommand)]
     command: VpnCmd,
@@ -16,8 +17,7 @@ pub struct VpnArgs {
 #[derive(Debug, Subcommand)]
 enum VpnCmd {
     /// Tunnels and mesh nodes: public keys, peers, handshakes, traffic.
-    ///
-    /// Example: netsvc vpn status --network site --format json
+    #[command(after_help = "Example: netsvc vpn status --network branch --format json")]
     Status {
         /// Only this network.
         #[arg(long)]
@@ -31,7 +31,8 @@ enum VpnCmd {
     /// Give this node a new mesh key pair; the other nodes pick it up from the store.
     ///
     /// Run it on the node (in its network namespace): the node's devices take
-    /// the new key at once. Example: netsvc vpn rotate --node node-a
+    /// the new key at once.
+    #[command(after_help = "Example: netsvc vpn rotate --node node-a")]
     Rotate {
         /// The node (default: NETSVC_NODE_NAME, else the host name).
         #[arg(long)]
