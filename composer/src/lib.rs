@@ -6,6 +6,7 @@ pub mod chart;
 pub mod cli;
 pub mod order;
 pub mod runtime;
+pub mod schema;
 pub mod services;
 pub mod spec;
 pub mod status;

@@ -41,6 +41,12 @@ enum Cmd {
     Status(status::StatusArgs),
     /// The plugin catalog: what each plugin type provides, requires and conflicts with.
     Plugins(plugins::PluginsArgs),
+    /// Write the JSON Schema of every service's config into a folder.
+    #[command(after_help = "Example: netsvc schema --out docs/schema")]
+    Schema {
+        #[arg(long, default_value = ".")]
+        out: std::path::PathBuf,
+    },
     /// Print a shell completion script.
     #[command(after_help = "Example: netsvc completions bash > /etc/bash_completion.d/netsvc")]
     Completions { shell: clap_complete::Shell },
@@ -73,6 +79,7 @@ pub fn main() -> i32 {
             Ok(0)
         }
         Cmd::Man { out } => write_man_pages(&out).map(|()| 0),
+        Cmd::Schema { out } => write_schemas(&out).map(|()| 0),
     };
     match outcome {
         Ok(code) => code,
@@ -81,6 +88,16 @@ pub fn main() -> i32 {
             1
         }
     }
+}
+
+/// `<type>.schema.json` for every service in `dir`.
+fn write_schemas(dir: &std::path::Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    for (t, schema) in crate::schema::service_schemas() {
+        let (name, body) = crate::schema::file(t, &schema);
+        std::fs::write(dir.join(name), body)?;
+    }
+    Ok(())
 }
 
 /// netsvc.1 and netsvc-<subcommand>.1 (and their own subcommands') in `dir`.

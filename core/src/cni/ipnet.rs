@@ -114,3 +114,17 @@ mod tests {
         assert_eq!("0.0.0.0/0".parse::<IpNet>().unwrap().network().prefix, 0);
     }
 }
+
+impl schemars::JsonSchema for IpNet {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "IpNet".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "type": "string",
+            "description": "an address with its prefix length, IPv4 or IPv6 (\"10.88.0.5/16\", \"fd00::/64\")",
+            "pattern": "^[0-9A-Fa-f:.]+/[0-9]{1,3}$"
+        })
+    }
+}

@@ -8,7 +8,7 @@ use super::{Endpoint, GraphError, validate_label, validate_name};
 
 /// `{"names": [...], "labels": {...}}`. Empty matches every endpoint; `names`
 /// matches when any of them is one of the endpoint's names; every label must match.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Selector {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

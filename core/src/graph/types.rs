@@ -64,7 +64,9 @@ pub(crate) fn endpoint_id(container_id: &str, ifname: &str) -> String {
 }
 
 /// A transport protocol of a port.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Protocol {
     #[default]

@@ -17,7 +17,7 @@ pub const DEFAULT_TTL: u32 = 5;
 const MAX_TTL: u32 = 86400;
 
 /// The plugin's own top-level keys; every other key passes through.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct DnsConf {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -36,7 +36,7 @@ pub struct DnsConf {
 
 /// What a network's resolver serves, resolved from the config and the call:
 /// the store record the daemon reads.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Served {
     pub domain: String,

@@ -13,7 +13,7 @@ use serde_json::Value;
 use crate::maglev;
 
 /// The plugin's own top-level keys; every other key passes through.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct LbConf {
     #[serde(default)]
@@ -21,7 +21,7 @@ pub struct LbConf {
 }
 
 /// How a new connection picks its backend.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Algorithm {
     /// Uniformly at random (`numgen random`).
@@ -31,7 +31,7 @@ pub enum Algorithm {
     Maglev,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ServiceConf {
     pub name: String,
@@ -50,7 +50,7 @@ pub struct ServiceConf {
     pub maglev_table_size: Option<u32>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct PortConf {
     /// The port on the VIP. Read as u32 so 0 and >65535 get a clear error.
@@ -73,7 +73,7 @@ impl PortConf {
 }
 
 /// ClientIP session affinity, as Kubernetes' `sessionAffinity: ClientIP`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Affinity {
     /// Connections from one client address go to the backend it last reached.

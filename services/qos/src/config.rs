@@ -14,7 +14,7 @@ use serde_json::Value;
 use crate::units::{Amount, rate_bits, size_bytes};
 
 /// The plugin's own top-level keys; every other key passes through.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct QosConf {
     /// Traffic to the container.
@@ -35,7 +35,7 @@ pub struct QosConf {
     pub unshaped_subnets: Option<Vec<String>>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ClassConf {
     pub name: String,
@@ -55,7 +55,7 @@ pub struct ClassConf {
 }
 
 /// What a class takes: a packet matching any entry.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct MatchConf {
     #[serde(default)]
@@ -66,7 +66,7 @@ pub struct MatchConf {
     pub cidr: Option<String>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct PortMatchConf {
     #[serde(default)]

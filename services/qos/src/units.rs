@@ -7,7 +7,7 @@ use netsvc_core::cni::CniError;
 use serde::{Deserialize, Serialize};
 
 /// A rate or a size field: a number, or a string with a unit.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(untagged)]
 pub enum Amount {
     Bits(u64),

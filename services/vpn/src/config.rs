@@ -23,7 +23,7 @@ pub const DEFAULT_KEEPALIVE: u16 = 25;
 const MTU_RANGE: std::ops::RangeInclusive<u32> = 1280..=9000;
 
 /// The plugin's own top-level keys, as written; every other key passes through.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 struct RawConf {
     mode: Option<String>,
@@ -42,7 +42,7 @@ struct RawConf {
     persistent_keepalive: Option<u32>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct RawPeer {
     public_key: String,
@@ -50,6 +50,11 @@ struct RawPeer {
     #[serde(rename = "allowedIPs")]
     allowed_ips: Vec<String>,
     persistent_keepalive: Option<u32>,
+}
+
+/// The JSON Schema of the plugin's own keys (both modes), as users write them.
+pub fn json_schema() -> schemars::Schema {
+    schemars::schema_for!(RawConf)
 }
 
 /// Which WireGuard implementation drives the device.
