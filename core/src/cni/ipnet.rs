@@ -97,6 +97,20 @@ impl<'de> Deserialize<'de> for IpNet {
     }
 }
 
+impl schemars::JsonSchema for IpNet {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "IpNet".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "type": "string",
+            "description": "an address with its prefix length, IPv4 or IPv6 (\"10.88.0.5/16\", \"fd00::/64\")",
+            "pattern": "^[0-9A-Fa-f:.]+/[0-9]{1,3}$"
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -112,19 +126,5 @@ mod tests {
         assert!("10.0.0.1/33".parse::<IpNet>().is_err());
         assert!("10.0.0.1".parse::<IpNet>().is_err());
         assert_eq!("0.0.0.0/0".parse::<IpNet>().unwrap().network().prefix, 0);
-    }
-}
-
-impl schemars::JsonSchema for IpNet {
-    fn schema_name() -> std::borrow::Cow<'static, str> {
-        "IpNet".into()
-    }
-
-    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
-        schemars::json_schema!({
-            "type": "string",
-            "description": "an address with its prefix length, IPv4 or IPv6 (\"10.88.0.5/16\", \"fd00::/64\")",
-            "pattern": "^[0-9A-Fa-f:.]+/[0-9]{1,3}$"
-        })
     }
 }
