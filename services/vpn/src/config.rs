@@ -26,29 +26,47 @@ const MTU_RANGE: std::ops::RangeInclusive<u32> = 1280..=9000;
 #[derive(Debug, Clone, Default, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 struct RawConf {
+    /// `tunnel` (a per-container VPN, the default) or `mesh` (node-to-node encryption).
     mode: Option<String>,
+    /// `auto` (the kernel's WireGuard where it exists, else wireguard-go), `kernel` or `userspace`.
     backend: Option<String>,
+    /// tunnel: the container's address on the tunnel, with its prefix (`10.200.0.2/32`).
     address: Option<String>,
+    /// tunnel: prefixes reached through the tunnel; default: a default route replacing the chain's.
     routes: Option<Vec<String>>,
+    /// The device's MTU, 1280 to 9000; default 1420 (tunnel) or the underlay's less 80 (mesh).
     mtu: Option<u32>,
+    /// tunnel: the remote peers, at least one.
     #[serde(default)]
     peers: Vec<RawPeer>,
+    /// tunnel: absolute path of a 0600 private key file; default: a key made per attachment.
     private_key_file: Option<String>,
+    /// The UDP port on the node; tunnel default: any free port, mesh default: 51871.
     listen_port: Option<u32>,
+    /// tunnel: the device's name in the container; default `wg0` when chained, else CNI_IFNAME.
     interface: Option<String>,
+    /// mesh: this node's underlay IP address, where the other nodes send to.
     endpoint: Option<String>,
+    /// mesh: the containers' subnet on this node, routed here by every other node.
     pod_subnet: Option<String>,
+    /// mesh: this node's name; default NETSVC_NODE_NAME, else the host name.
     node: Option<String>,
+    /// mesh: seconds between keepalives to every other node (0: off); default 25.
     persistent_keepalive: Option<u32>,
 }
 
+/// A remote peer of a tunnel.
 #[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct RawPeer {
+    /// The peer's public key, base64 as `wg pubkey` prints it.
     public_key: String,
+    /// `IP:port` (`[v6]:port`); default: none, the peer reaches us first.
     endpoint: Option<String>,
+    /// What the peer may send from and is sent to; not empty.
     #[serde(rename = "allowedIPs")]
     allowed_ips: Vec<String>,
+    /// Seconds between keepalives, 0 (off) to 65535.
     persistent_keepalive: Option<u32>,
 }
 
