@@ -49,7 +49,7 @@ fn open_lock_file(path: &Path) -> Result<File, StoreError> {
         .map_err(|e| StoreError::io(path, e))
 }
 
-pub(super) fn create_dirs(path: &Path) -> Result<(), StoreError> {
+pub fn create_dirs(path: &Path) -> Result<(), StoreError> {
     DirBuilder::new()
         .recursive(true)
         .mode(0o700)
@@ -65,7 +65,7 @@ pub(super) fn sync_dir(dir: &Path) -> Result<(), StoreError> {
 
 /// Temp file in the same dir + fsync + rename + fsync dir: readers see the
 /// old or the new content, never a mix, even if we are killed mid-write.
-pub(super) fn atomic_write(path: &Path, body: &[u8]) -> Result<(), StoreError> {
+pub fn atomic_write(path: &Path, body: &[u8]) -> Result<(), StoreError> {
     let dir = path
         .parent()
         .ok_or_else(|| StoreError::io(path, std::io::Error::other("no parent dir")))?;

@@ -14,6 +14,8 @@ use std::time::{Duration, Instant};
 
 pub use error::StoreError;
 pub use file::{DEFAULT_STATE_DIR, FileStore, STATE_DIR_ENV, resolve_state_dir};
+/// Private folders (0700) and atomic private files (0600), for state kept beside the store.
+pub use fsutil::{atomic_write, create_dirs};
 
 /// A store-wide, monotonically increasing revision. 0 means "never written".
 pub type Revision = u64;

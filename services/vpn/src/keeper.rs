@@ -5,7 +5,7 @@
 //! its life so one runs per device, and exits when the device is gone.
 
 use std::fs::File;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -33,10 +33,7 @@ pub fn log_path(state_dir: &Path, device: &str) -> PathBuf {
 }
 
 fn try_lock(state_dir: &Path, device: &str) -> std::io::Result<Option<Flock<File>>> {
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir(state_dir))?;
+    netsvc_core::store::create_dirs(&dir(state_dir)).map_err(std::io::Error::other)?;
     let file = std::fs::OpenOptions::new()
         .create(true)
         .truncate(false)

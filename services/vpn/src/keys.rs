@@ -3,11 +3,11 @@
 //! result or a log by accident, and lives on disk only in 0600 files.
 
 use std::fmt;
-use std::io::Write;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
+use netsvc_core::store::{atomic_write, create_dirs};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use wireguard_control::Key;
 
@@ -104,18 +104,9 @@ impl PrivateKey {
     /// + rename), creating its folder 0700.
     pub fn write(&self, path: &Path) -> std::io::Result<()> {
         let dir = path.parent().unwrap_or(Path::new("."));
-        std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
-        let tmp = dir.join(format!(".{}.tmp", std::process::id()));
-        let _ = std::fs::remove_file(&tmp);
-        let mut f = std::fs::OpenOptions::new()
-            .create_new(true)
-            .write(true)
-            .mode(0o600)
-            .open(&tmp)?;
-        f.write_all(format!("{}\n", self.0.to_base64()).as_bytes())?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)?;
-        std::fs::File::open(dir)?.sync_all()
+        create_dirs(dir)
+            .and_then(|()| atomic_write(path, format!("{}\n", self.0.to_base64()).as_bytes()))
+            .map_err(std::io::Error::other)
     }
 
     /// The key in `path`, made and written there first when there is none.
