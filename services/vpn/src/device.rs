@@ -215,6 +215,17 @@ pub fn stop_userspace(name: &str) {
     }
 }
 
+/// Removes device `name` from the node, by either backend: a userspace one
+/// is stopped, a kernel one deleted as a link. Gone already is fine.
+pub fn remove(name: &str) -> Result<(), CniError> {
+    stop_userspace(name);
+    let name = name.to_string();
+    netsvc_core::netns::run(crate::NODE_NETNS, |h| async move {
+        netsvc_core::netlink::links::delete_by_name(&h, &name).await
+    })??;
+    Ok(())
+}
+
 /// The wireguard-go processes serving device `name`.
 pub fn wireguard_go_pids(name: &str) -> Vec<i32> {
     let Ok(dir) = std::fs::read_dir("/proc") else {

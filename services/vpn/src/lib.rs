@@ -56,7 +56,8 @@ pub fn forget(tx: &mut Tx<'_>, container_id: &str, ifname: &str) -> Result<Forgo
 fn tear_down(container_id: &str, ifname: &str, f: &Forgotten) -> Result<()> {
     tunnel::tear_down(&tunnel::device_name(container_id, ifname), f.tunnel.as_ref());
     if let Some(node) = &f.mesh {
-        mesh::remove_device(&node.device)?;
+        // Its keeper exits when it sees the device gone.
+        device::remove(&node.device)?;
     }
     Ok(())
 }

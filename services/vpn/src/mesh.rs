@@ -134,7 +134,7 @@ pub fn add(call: &Call, conf: &MeshConf) -> Result<CniResult> {
             crate::forget(tx, &call.env.container_id, &call.env.ifname)
         });
         if let Ok(crate::Forgotten { mesh: Some(node), .. }) = forgotten {
-            let _ = remove_device(&node.device);
+            let _ = device::remove(&node.device);
         }
         return Err(e);
     }
@@ -158,15 +158,6 @@ pub fn forget_member(tx: &mut Tx<'_>, endpoint: &str) -> Result<Option<MeshNode>
     }
     tx.remove_peer(&member.node)?;
     Ok(tx.remove_record(RECORDS, &node_record(&member.node))?)
-}
-
-/// Removes a node's mesh device; gone already is fine. Its keeper exits
-/// when it sees the device gone.
-pub fn remove_device(device: &str) -> Result<()> {
-    device::stop_userspace(device);
-    let name = device.to_string();
-    netsvc_core::netns::run(NODE_NETNS, |h| async move { links::delete_by_name(&h, &name).await })??;
-    Ok(())
 }
 
 /// The node's private key, made on first use.

@@ -212,13 +212,11 @@ fn bring_up(r: &TunnelRecord, c: &DeviceConfig) -> Result<()> {
 /// (wireguard-go then exits and its TUN device goes), a kernel one as a link
 /// in the container or, if it never got there, on the node. Best-effort.
 pub fn tear_down(device: &str, record: Option<&TunnelRecord>) {
-    device::stop_userspace(device);
+    let _ = device::remove(device);
     if let Some(r) = record {
         let interface = r.interface.clone();
         let _ = netsvc_core::netns::run(&r.netns, |h| async move { links::delete_by_name(&h, &interface).await });
     }
-    let device = device.to_string();
-    let _ = netsvc_core::netns::run(NODE_NETNS, |h| async move { links::delete_by_name(&h, &device).await });
 }
 
 /// Fails (code 120) unless the container's device is up with the key, the
