@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::Args;
 
-use crate::catalog::Catalog;
+use super::common::CatalogArg;
 use crate::spec::Spec;
 
 #[derive(Debug, Args)]
@@ -19,9 +19,8 @@ pub struct ComposeArgs {
     /// Say on stderr why each plugin stands where it does.
     #[arg(long)]
     explain: bool,
-    /// Also read plugin descriptors (JSON, one per file) from this folder.
-    #[arg(long, default_value = crate::catalog::DEFAULT_DIR)]
-    catalog: PathBuf,
+    #[command(flatten)]
+    catalog: CatalogArg,
 }
 
 pub fn run(args: ComposeArgs) -> anyhow::Result<i32> {
@@ -37,10 +36,10 @@ pub fn run(args: ComposeArgs) -> anyhow::Result<i32> {
             return Ok(1);
         }
     };
-    let catalog = match Catalog::builtin().with_dir(&args.catalog) {
+    let catalog = match args.catalog.load() {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("netsvc compose: catalog {}: {e}", args.catalog.display());
+            eprintln!("netsvc compose: catalog {}: {e}", args.catalog.catalog.display());
             return Ok(1);
         }
     };

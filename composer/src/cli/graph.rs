@@ -7,7 +7,7 @@ use anyhow::Context;
 use clap::{Args, ValueEnum};
 use serde_json::Value;
 
-use crate::catalog::{Catalog, DEFAULT_DIR};
+use super::common::CatalogArg;
 use crate::chart;
 use crate::order::edges;
 use crate::spec::Spec;
@@ -19,9 +19,8 @@ pub struct GraphArgs {
     input: PathBuf,
     #[arg(long, value_enum, default_value_t = Format::Text)]
     format: Format,
-    /// Also read plugin descriptors (JSON, one per file) from this folder.
-    #[arg(long, default_value = DEFAULT_DIR)]
-    catalog: PathBuf,
+    #[command(flatten)]
+    catalog: CatalogArg,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -37,7 +36,7 @@ pub fn run(a: GraphArgs) -> anyhow::Result<i32> {
     } else {
         std::fs::read_to_string(&a.input).with_context(|| format!("reading {}", a.input.display()))?
     };
-    let catalog = Catalog::builtin().with_dir(&a.catalog)?;
+    let catalog = a.catalog.load()?;
     let value: Value = serde_norway::from_str(&text).context("the input is neither JSON nor YAML")?;
     // A spec has subnets; a conflist has plugins. A spec is composed first.
     let plugins: Vec<Value> = if value.get("subnets").is_some() {

@@ -1,6 +1,7 @@
 //! The `netsvc` command line.
 
 mod apply;
+mod common;
 mod compose;
 mod exec;
 mod explain;

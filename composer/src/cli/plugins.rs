@@ -1,27 +1,24 @@
 //! `netsvc plugins`: the catalog the composer orders chains with.
 
-use std::path::PathBuf;
-
 use std::io::Write;
 
 use clap::Args;
 
-use crate::catalog::{Catalog, DEFAULT_DIR};
+use super::common::CatalogArg;
 use crate::order::feature_name;
 
 #[derive(Debug, Args)]
 #[command(after_help = "Example: netsvc plugins --json")]
 pub struct PluginsArgs {
-    /// Also read plugin descriptors (JSON, one per file) from this folder.
-    #[arg(long, default_value = DEFAULT_DIR)]
-    catalog: PathBuf,
+    #[command(flatten)]
+    catalog: CatalogArg,
     /// Print the descriptors as JSON.
     #[arg(long)]
     json: bool,
 }
 
 pub fn run(a: PluginsArgs) -> anyhow::Result<i32> {
-    let catalog = Catalog::builtin().with_dir(&a.catalog)?;
+    let catalog = a.catalog.load()?;
     if a.json {
         let all: Vec<_> = catalog.descriptors().collect();
         println!("{}", serde_json::to_string_pretty(&all)?);

@@ -3,9 +3,9 @@
 use std::path::PathBuf;
 
 use anyhow::Context;
-use clap::{Args, ValueEnum};
+use clap::Args;
 
-use crate::catalog::{Catalog, DEFAULT_DIR};
+use super::common::{CatalogArg, Format};
 use crate::validate::{has_errors, validate};
 
 #[derive(Debug, Args)]
@@ -16,20 +16,13 @@ pub struct ValidateArgs {
     conflists: Vec<PathBuf>,
     #[arg(long, value_enum, default_value_t = Format::Text)]
     format: Format,
-    /// Also read plugin descriptors (JSON, one per file) from this folder.
-    #[arg(long, default_value = DEFAULT_DIR)]
-    catalog: PathBuf,
-}
-
-#[derive(Debug, Clone, Copy, ValueEnum)]
-enum Format {
-    Text,
-    Json,
+    #[command(flatten)]
+    catalog: CatalogArg,
 }
 
 /// Exit 1 when any conflist has an error; 0 with warnings only.
 pub fn run(a: ValidateArgs) -> anyhow::Result<i32> {
-    let catalog = Catalog::builtin().with_dir(&a.catalog)?;
+    let catalog = a.catalog.load()?;
     let mut failed = false;
     let mut report = Vec::new();
     for path in &a.conflists {

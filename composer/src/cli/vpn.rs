@@ -2,10 +2,9 @@
 //! nodes with their public keys (never a private one); `rotate` gives a node
 //! a new key pair, which the other nodes pick up from the store.
 
-use std::path::PathBuf;
+use clap::{Args, Subcommand};
 
-use clap::{Args, Subcommand, ValueEnum};
-use netsvc_core::store::open;
+use super::common::{Format, StateDirArg};
 
 #[derive(Debug, Args)]
 #[command(after_help = "Example: netsvc vpn status --format json")]
@@ -24,9 +23,8 @@ enum VpnCmd {
         network: Option<String>,
         #[arg(long, value_enum, default_value_t = Format::Text)]
         format: Format,
-        /// The state dir (default: NETSVC_STATE_DIR, else /var/lib/netsvc).
-        #[arg(long)]
-        state_dir: Option<PathBuf>,
+        #[command(flatten)]
+        store: StateDirArg,
     },
     /// Give this node a new mesh key pair; the other nodes pick it up from the store.
     ///
@@ -37,25 +35,15 @@ enum VpnCmd {
         /// The node (default: NETSVC_NODE_NAME, else the host name).
         #[arg(long)]
         node: Option<String>,
-        #[arg(long)]
-        state_dir: Option<PathBuf>,
+        #[command(flatten)]
+        store: StateDirArg,
     },
-}
-
-#[derive(Debug, Clone, Copy, ValueEnum)]
-enum Format {
-    Text,
-    Json,
 }
 
 pub fn run(a: VpnArgs) -> anyhow::Result<i32> {
     match a.command {
-        VpnCmd::Status {
-            network,
-            format,
-            state_dir,
-        } => {
-            let store = open(state_dir.as_deref().and_then(|p| p.to_str()))?;
+        VpnCmd::Status { network, format, store } => {
+            let store = store.open()?;
             let status = netsvc_vpn::status::collect(&store, network.as_deref())?;
             match format {
                 Format::Json => println!("{}", serde_json::to_string_pretty(&status)?),
@@ -63,8 +51,8 @@ pub fn run(a: VpnArgs) -> anyhow::Result<i32> {
             }
             Ok(0)
         }
-        VpnCmd::Rotate { node, state_dir } => {
-            let store = open(state_dir.as_deref().and_then(|p| p.to_str()))?;
+        VpnCmd::Rotate { node, store } => {
+            let store = store.open()?;
             let node = netsvc_vpn::mesh::this_node(node.as_deref())?;
             let networks = netsvc_vpn::mesh::rotate(&store, &node)?;
             if networks.is_empty() {
