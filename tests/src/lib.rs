@@ -49,4 +49,4 @@ pub use names::unique_name;
 pub use netns::Netns;
 pub use node::{Container, Daemon, STATE_DIR_ENV, TestNode};
 pub use observe::{AddrInfo, LinkInfo};
-pub use process::{DEFAULT_TIMEOUT, output_with_timeout, poll_until, with_stdin};
+pub use process::{DEFAULT_TIMEOUT, files_under, output_with_timeout, poll_until, with_stdin};

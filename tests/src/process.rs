@@ -69,6 +69,22 @@ pub fn with_stdin(cmd: &mut Command, stdin: &[u8]) -> Result<Output> {
     Ok(child.wait_with_output()?)
 }
 
+/// Every file under `dir` (recursively) but those whose name ends with
+/// `skip`, as (path, text): for searching state for what must not be there.
+pub fn files_under(dir: &std::path::Path, skip: &str) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            out.extend(files_under(&path, skip));
+        } else if !path.to_string_lossy().ends_with(skip) {
+            let text = String::from_utf8_lossy(&std::fs::read(&path).unwrap_or_default()).into_owned();
+            out.push((path.display().to_string(), text));
+        }
+    }
+    out
+}
+
 /// Calls `probe` until it returns `Some`, or gives up after `timeout`.
 ///
 /// The way to wait for readiness (a listener answers, a record resolves)

@@ -9,7 +9,7 @@ use std::time::Duration;
 use netsvc_tests::capture::Capture;
 use netsvc_tests::chain::{CallArgs, plugin_dir};
 use netsvc_tests::wireguard::{HandDevice, KeyPair, uapi_sockets, wireguard_go_processes};
-use netsvc_tests::{Container, EchoServer, Netns, TestNode, unique_name, with_stdin};
+use netsvc_tests::{Container, EchoServer, Netns, TestNode, files_under, unique_name, with_stdin};
 use netsvc_vpn::tunnel::device_name;
 use serde_json::{Value, json};
 
@@ -154,21 +154,6 @@ fn run_plugin(node: &TestNode, command: &str, c: &Container, ifname: &str, conf:
     let out = with_stdin(&mut cmd, &serde_json::to_vec(conf).unwrap()).unwrap();
     let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
     (out.status.success(), text(&out.stdout), text(&out.stderr))
-}
-
-/// Every file under `dir` (but `skip`), as text.
-fn files_under(dir: &Path, skip: &str) -> Vec<(String, String)> {
-    let mut out = Vec::new();
-    for entry in std::fs::read_dir(dir).unwrap().flatten() {
-        let path = entry.path();
-        if path.is_dir() {
-            out.extend(files_under(&path, skip));
-        } else if !path.to_string_lossy().ends_with(skip) {
-            let text = String::from_utf8_lossy(&std::fs::read(&path).unwrap_or_default()).into_owned();
-            out.push((path.display().to_string(), text));
-        }
-    }
-    out
 }
 
 #[test]

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use netsvc_tests::capture::Capture;
 use netsvc_tests::chain::{CallArgs, container_ip, plugin_dir};
 use netsvc_tests::wireguard::{uapi_sockets, wireguard_go_processes};
-use netsvc_tests::{EchoServer, TestNode, poll_until};
+use netsvc_tests::{EchoServer, TestNode, files_under, poll_until};
 use netsvc_vpn::mesh::device_name;
 use serde_json::{Value, json};
 
@@ -61,21 +61,6 @@ fn keeper_logs(store: &Path) -> String {
         .map(|e| std::fs::read_to_string(e.path()).unwrap_or_default())
         .collect::<Vec<_>>()
         .join("\n")
-}
-
-/// Every file under `dir` but the node keys, as text.
-fn files_except_keys(dir: &Path) -> Vec<(String, String)> {
-    let mut out = Vec::new();
-    for entry in std::fs::read_dir(dir).unwrap().flatten() {
-        let path = entry.path();
-        if path.is_dir() {
-            out.extend(files_except_keys(&path));
-        } else if path.extension().is_none_or(|x| x != "key") {
-            let body = String::from_utf8_lossy(&std::fs::read(&path).unwrap_or_default()).into_owned();
-            out.push((path.display().to_string(), body));
-        }
-    }
-    out
 }
 
 #[test]
@@ -186,7 +171,7 @@ fn containers_on_two_nodes_talk_through_the_mesh_and_survive_a_key_rotation() {
             "a private key in a keeper's log"
         );
         assert!(!ra.to_string().contains(private) && !rb.to_string().contains(private));
-        for (path, body) in files_except_keys(store.path()) {
+        for (path, body) in files_under(store.path(), ".key") {
             assert!(!body.contains(private), "a private key in {path}");
         }
     }
