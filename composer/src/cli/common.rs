@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use clap::{Args, ValueEnum};
 use netsvc_core::store::{FileStore, open};
+use serde::Serialize;
 
 use crate::catalog::{Catalog, DEFAULT_DIR};
 
@@ -41,4 +42,33 @@ impl StateDirArg {
 pub enum Format {
     Text,
     Json,
+}
+
+/// What a status report reads and how it prints: `[--network N] [--format
+/// text|json] [--state-dir DIR]`.
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    /// Only this network.
+    #[arg(long)]
+    pub network: Option<String>,
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    pub format: Format,
+    #[command(flatten)]
+    pub store: StateDirArg,
+}
+
+impl ReportArgs {
+    /// Collects the report from the store and prints it as asked.
+    pub fn print<T: Serialize>(
+        &self,
+        collect: impl FnOnce(&FileStore, Option<&str>) -> anyhow::Result<T>,
+        render: impl FnOnce(&T) -> String,
+    ) -> anyhow::Result<i32> {
+        let report = collect(&self.store.open()?, self.network.as_deref())?;
+        match self.format {
+            Format::Json => println!("{}", serde_json::to_string_pretty(&report)?),
+            Format::Text => print!("{}", render(&report)),
+        }
+        Ok(0)
+    }
 }

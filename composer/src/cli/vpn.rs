@@ -4,7 +4,7 @@
 
 use clap::{Args, Subcommand};
 
-use super::common::{Format, StateDirArg};
+use super::common::{ReportArgs, StateDirArg};
 
 #[derive(Debug, Args)]
 #[command(after_help = "Example: netsvc vpn status --format json")]
@@ -18,13 +18,8 @@ enum VpnCmd {
     /// Tunnels and mesh nodes: public keys, peers, handshakes, traffic.
     #[command(after_help = "Example: netsvc vpn status --network branch --format json")]
     Status {
-        /// Only this network.
-        #[arg(long)]
-        network: Option<String>,
-        #[arg(long, value_enum, default_value_t = Format::Text)]
-        format: Format,
         #[command(flatten)]
-        store: StateDirArg,
+        report: ReportArgs,
     },
     /// Give this node a new mesh key pair; the other nodes pick it up from the store.
     ///
@@ -42,15 +37,10 @@ enum VpnCmd {
 
 pub fn run(a: VpnArgs) -> anyhow::Result<i32> {
     match a.command {
-        VpnCmd::Status { network, format, store } => {
-            let store = store.open()?;
-            let status = netsvc_vpn::status::collect(&store, network.as_deref())?;
-            match format {
-                Format::Json => println!("{}", serde_json::to_string_pretty(&status)?),
-                Format::Text => print!("{}", netsvc_vpn::status::render(&status)),
-            }
-            Ok(0)
-        }
+        VpnCmd::Status { report } => report.print(
+            |store, network| Ok(netsvc_vpn::status::collect(store, network)?),
+            |status| netsvc_vpn::status::render(status),
+        ),
         VpnCmd::Rotate { node, store } => {
             let store = store.open()?;
             let node = netsvc_vpn::mesh::this_node(node.as_deref())?;
