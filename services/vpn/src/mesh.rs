@@ -324,13 +324,20 @@ pub fn watched_prefix(network: &str) -> Result<String> {
 }
 
 /// Whether `node`'s device on `network` still exists in this namespace.
+/// Only a lookup that answers "no such link" says it is gone: a failed
+/// lookup (a netlink error on a busy node) must not end the keeper.
 pub fn device_exists(network: &str, node: &str) -> bool {
     let name = device_name(node, network);
-    netsvc_core::netns::run(NODE_NETNS, |h| async move { links::find_by_name(&h, &name).await })
-        .ok()
-        .and_then(|r| r.ok())
-        .flatten()
-        .is_some()
+    let looked = netsvc_core::netns::run(NODE_NETNS, |h| async move { links::find_by_name(&h, &name).await })
+        .map_err(|e| e.to_string())
+        .and_then(|found| found.map_err(|e| e.to_string()));
+    match looked {
+        Ok(found) => found.is_some(),
+        Err(e) => {
+            tracing::warn!("cannot look for the mesh device of {node} on {network}: {e}");
+            true
+        }
+    }
 }
 
 /// Fails (code 120) unless the endpoint's node is published with the key its
