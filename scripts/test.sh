@@ -23,6 +23,10 @@ PACKAGES=(
     procps # pgrep, ps: the DNS daemon tests look for its process
     wireguard-go # netsvc-vpn's userspace backend (this kernel has no WireGuard)
     wireguard-tools # wg: the hand-configured peers the VPN tests talk to
+    etcd-server # the cluster store the etcd backend and multi-node tests run against
+    etcd-client # etcdctl: inspecting that store by hand
+    protobuf-compiler # protoc: etcd-client builds its gRPC protocol with it
+    libprotobuf-dev # the protobuf well-known types etcd's protocol imports
 )
 
 step() { printf '\n==> %s\n' "$*"; }

@@ -1,6 +1,7 @@
 //! netsvc-composer: turns network specs into ordered conflists, and runs
 //! conflists the way a CNI runtime does (`netsvc exec`).
 
+pub mod agent;
 pub mod catalog;
 pub mod chart;
 pub mod cli;

@@ -6,7 +6,7 @@
 use std::fmt::Write;
 
 use netsvc_core::graph::{Endpoint, Graph, Network, Shaping};
-use netsvc_core::store::FileStore;
+use netsvc_core::store::StoreHandle;
 use serde::Serialize;
 use serde_json::Value;
 
@@ -35,7 +35,7 @@ pub struct ServiceStatus {
 }
 
 /// Every network (or only `network`) as the store holds it.
-pub fn collect(store: &FileStore, only: Option<&str>) -> anyhow::Result<Vec<NetworkStatus>> {
+pub fn collect(store: &StoreHandle, only: Option<&str>) -> anyhow::Result<Vec<NetworkStatus>> {
     let graph = Graph::new(store);
     let mut vpn = netsvc_vpn::status::collect(store, only)?;
     let mut out = Vec::new();

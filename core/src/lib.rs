@@ -8,5 +8,6 @@ pub mod naming;
 pub mod netlink;
 pub mod netns;
 pub mod nft;
+pub mod node;
 pub mod reconcile;
 pub mod store;

@@ -31,6 +31,7 @@
 pub mod capture;
 pub mod chain;
 mod echo;
+pub mod etcd;
 pub mod matrix;
 mod names;
 mod netns;

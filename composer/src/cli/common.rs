@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use clap::{Args, ValueEnum};
-use netsvc_core::store::{FileStore, open};
+use netsvc_core::store::{StoreHandle, open_with};
 use serde::Serialize;
 
 use crate::catalog::{Catalog, DEFAULT_DIR};
@@ -23,17 +23,31 @@ impl CatalogArg {
     }
 }
 
-/// `--state-dir DIR`: the store to read.
+/// `--state-dir DIR [--store JSON]`: the store to read.
 #[derive(Debug, Args)]
 pub struct StateDirArg {
     /// The state dir (default: NETSVC_STATE_DIR, else /var/lib/netsvc).
     #[arg(long)]
     pub state_dir: Option<PathBuf>,
+    /// The store, as a conflist's `store` object, e.g.
+    /// '{"type":"etcd","endpoints":["http://10.0.0.1:2379"]}' (default:
+    /// NETSVC_STORE, else the file store in the state dir).
+    #[arg(long)]
+    pub store: Option<String>,
 }
 
 impl StateDirArg {
-    pub fn open(&self) -> anyhow::Result<FileStore> {
-        Ok(open(self.state_dir.as_deref().and_then(|p| p.to_str()))?)
+    pub fn open(&self) -> anyhow::Result<StoreHandle> {
+        let store = match &self.store {
+            Some(text) => {
+                Some(serde_json::from_str::<serde_json::Value>(text).map_err(|e| anyhow::anyhow!("--store: {e}"))?)
+            }
+            None => None,
+        };
+        Ok(open_with(
+            self.state_dir.as_deref().and_then(|p| p.to_str()),
+            store.as_ref(),
+        )?)
     }
 }
 
@@ -61,7 +75,7 @@ impl ReportArgs {
     /// Collects the report from the store and prints it as asked.
     pub fn print<T: Serialize>(
         &self,
-        collect: impl FnOnce(&FileStore, Option<&str>) -> anyhow::Result<T>,
+        collect: impl FnOnce(&StoreHandle, Option<&str>) -> anyhow::Result<T>,
         render: impl FnOnce(&T) -> String,
     ) -> anyhow::Result<i32> {
         let report = collect(&self.store.open()?, self.network.as_deref())?;

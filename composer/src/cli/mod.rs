@@ -1,5 +1,6 @@
 //! The `netsvc` command line.
 
+mod agent;
 mod apply;
 mod common;
 mod compose;
@@ -59,6 +60,8 @@ enum Cmd {
     },
     /// VPN operations: status (public keys, peers, handshakes) and key rotation.
     Vpn(vpn::VpnArgs),
+    /// The node agent: follows a shared store and re-renders this node's services.
+    Agent(agent::AgentArgs),
 }
 
 /// Runs the CLI and returns the process exit code.
@@ -75,6 +78,7 @@ pub fn main() -> i32 {
         Cmd::Status(a) => status::run(a),
         Cmd::Validate(a) => validate::run(a),
         Cmd::Vpn(a) => vpn::run(a),
+        Cmd::Agent(a) => agent::run(a),
         Cmd::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "netsvc", &mut std::io::stdout());
             Ok(0)

@@ -24,6 +24,7 @@ pub const LOCK_TIMEOUT: Duration = Duration::from_secs(30);
 pub struct Graph<'s> {
     store: &'s dyn Store,
     lock_timeout: Duration,
+    node: String,
 }
 
 fn network_key(net: &str) -> Result<String, GraphError> {
@@ -40,8 +41,9 @@ fn child_key(net: &str, kind: &str, name: &str) -> Result<String, GraphError> {
     Ok(key::join(&["networks", net, kind, name])?)
 }
 
-fn record_key(net: &str, service: &str, name: &str) -> Result<String, GraphError> {
-    Ok(key::join(&["networks", net, "svc", service, name])?)
+/// A service's record is what it rendered on one node: scoped by network and node.
+fn record_key(net: &str, node: &str, service: &str, name: &str) -> Result<String, GraphError> {
+    Ok(key::join(&["networks", net, "nodes", node, service, name])?)
 }
 
 fn decode<T: DeserializeOwned>(key: &str, v: Value) -> Result<T, GraphError> {
@@ -56,7 +58,19 @@ impl<'s> Graph<'s> {
         Graph {
             store,
             lock_timeout: LOCK_TIMEOUT,
+            node: crate::node::current(),
         }
+    }
+
+    /// The graph as `node` sees it (its records; its endpoints are the local ones).
+    pub fn on_node(mut self, node: &str) -> Self {
+        self.node = node.to_string();
+        self
+    }
+
+    /// The node whose records this graph reads and writes.
+    pub fn node(&self) -> &str {
+        &self.node
     }
 
     pub fn with_lock_timeout(mut self, timeout: Duration) -> Self {
@@ -80,6 +94,7 @@ impl<'s> Graph<'s> {
         let mut tx = Tx {
             store: self.store,
             network: network.to_string(),
+            node: self.node.clone(),
             seen: HashMap::new(),
             staged: BTreeMap::new(),
         };
@@ -129,7 +144,7 @@ impl<'s> Graph<'s> {
 
     /// Every record of `service` in `network`, by name.
     pub fn records<T: DeserializeOwned>(&self, network: &str, service: &str) -> Result<Vec<(String, T)>, GraphError> {
-        let prefix = format!("{}/", key::join(&["networks", network, "svc", service])?);
+        let prefix = format!("{}/", key::join(&["networks", network, "nodes", &self.node, service])?);
         self.store
             .list(&prefix)?
             .into_iter()
@@ -147,7 +162,7 @@ impl<'s> Graph<'s> {
         service: &str,
         name: &str,
     ) -> Result<Option<T>, GraphError> {
-        self.get(&record_key(network, service, name)?)
+        self.get(&record_key(network, &self.node, service, name)?)
     }
 
     /// Every network that has a network document.
@@ -192,6 +207,7 @@ type Applied = (String, Option<Value>, Option<Revision>);
 pub struct Tx<'s> {
     store: &'s dyn Store,
     network: String,
+    node: String,
     /// Revision and value of each key as first read (None: absent).
     seen: HashMap<String, (Option<Revision>, Option<Value>)>,
     /// Staged writes (None: delete), applied in key order at commit.
@@ -201,6 +217,21 @@ pub struct Tx<'s> {
 impl Tx<'_> {
     pub fn network_name(&self) -> &str {
         &self.network
+    }
+
+    /// The node this transaction runs on (whose records it reads and writes).
+    pub fn node(&self) -> &str {
+        &self.node
+    }
+
+    /// The endpoints `service` holds on this node (its kernel state to render).
+    pub fn local_endpoints(&mut self, service: &str) -> Result<Vec<Endpoint>, GraphError> {
+        let node = self.node.clone();
+        Ok(self
+            .endpoints()?
+            .into_iter()
+            .filter(|e| e.held_by(service) && e.is_on(&node))
+            .collect())
     }
 
     /// Reads a key as this transaction sees it (staged writes first).
@@ -405,21 +436,22 @@ impl Tx<'_> {
         self.remove(k)
     }
 
-    /// A service's own record in this network (what it rendered for an
-    /// endpoint, its settings, …): `networks/<net>/svc/<service>/<name>`.
+    /// A service's own record in this network on this node (what it
+    /// rendered for an endpoint, its settings, …):
+    /// `networks/<net>/nodes/<node>/<service>/<name>`.
     pub fn get_record<T: DeserializeOwned>(&mut self, service: &str, name: &str) -> Result<Option<T>, GraphError> {
-        let k = record_key(&self.network, service, name)?;
+        let k = record_key(&self.network, &self.node, service, name)?;
         self.get(&k)
     }
 
     pub fn put_record<T: Serialize>(&mut self, service: &str, name: &str, value: &T) -> Result<(), GraphError> {
-        let k = record_key(&self.network, service, name)?;
+        let k = record_key(&self.network, &self.node, service, name)?;
         self.put(k, value)
     }
 
     /// Removes a service record; absent is not an error.
     pub fn remove_record<T: DeserializeOwned>(&mut self, service: &str, name: &str) -> Result<Option<T>, GraphError> {
-        let k = record_key(&self.network, service, name)?;
+        let k = record_key(&self.network, &self.node, service, name)?;
         self.remove(k)
     }
 

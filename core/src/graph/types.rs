@@ -45,12 +45,21 @@ pub struct Endpoint {
     /// when the last of them detaches it.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub services: Vec<String>,
+    /// The node the container runs on; `None` (an endpoint recorded before
+    /// nodes were) counts as on every node that reads it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
 }
 
 impl Endpoint {
     /// Whether `service` (a plugin type) holds this endpoint.
     pub fn held_by(&self, service: &str) -> bool {
         self.services.iter().any(|s| s == service)
+    }
+
+    /// Whether the container runs on `node` (its kernel state is that node's to render).
+    pub fn is_on(&self, node: &str) -> bool {
+        self.node.as_deref().is_none_or(|n| n == node)
     }
 
     /// The attachment id used in keys: `<containerId>:<ifname>` (neither may hold `:`).

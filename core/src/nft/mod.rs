@@ -254,8 +254,20 @@ fn is_missing(stderr: &str) -> bool {
     stderr.contains("No such file or directory") || stderr.contains("does not exist")
 }
 
+/// Batches (`nft -f`) this process applied: what the agent reports, so a
+/// restart that re-renders nothing can be told from one that re-renders all.
+static BATCHES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// How many nft batches this process has applied.
+pub fn batches_applied() -> u64 {
+    BATCHES.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 /// Runs nft with `args`, feeding `stdin`; returns stdout or an error with stderr.
 fn run_nft(args: &[&str], stdin: Option<&[u8]>) -> Result<Vec<u8>, NftError> {
+    if stdin.is_some() {
+        BATCHES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
     let mut child = Command::new(NFT)
         .args(args)
         .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })

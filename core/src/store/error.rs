@@ -28,6 +28,12 @@ pub enum StoreError {
     Compacted { requested: u64, oldest: u64 },
     #[error("{0}")]
     Serde(#[from] serde_json::Error),
+    /// The store's server cannot be reached or did not answer in time.
+    #[error("store unavailable: {what}")]
+    Unavailable { what: String },
+    /// A store setting (`store` in a config, or `NETSVC_STORE`) is wrong.
+    #[error("invalid store setting {field}: {why}")]
+    InvalidConfig { field: String, why: String },
 }
 
 impl StoreError {
@@ -45,17 +51,34 @@ impl StoreError {
         }
     }
 
-    /// True for errors a caller may retry (lost a race, lock busy).
+    pub fn unavailable(what: impl std::fmt::Display) -> Self {
+        StoreError::Unavailable { what: what.to_string() }
+    }
+
+    pub fn invalid_config(field: &str, why: impl Into<String>) -> Self {
+        StoreError::InvalidConfig {
+            field: field.to_string(),
+            why: why.into(),
+        }
+    }
+
+    /// True for errors a caller may retry (lost a race, lock busy, server away).
     pub fn is_retryable(&self) -> bool {
-        matches!(self, StoreError::Conflict { .. } | StoreError::Timeout { .. })
+        matches!(
+            self,
+            StoreError::Conflict { .. } | StoreError::Timeout { .. } | StoreError::Unavailable { .. }
+        )
     }
 }
 
 impl From<StoreError> for CniError {
     fn from(e: StoreError) -> Self {
         match &e {
-            // Contention: the runtime may retry the whole call.
-            StoreError::Conflict { .. } | StoreError::Timeout { .. } => CniError::try_again(e.to_string()),
+            // Contention or an unreachable server: the runtime may retry the whole call.
+            StoreError::Conflict { .. } | StoreError::Timeout { .. } | StoreError::Unavailable { .. } => {
+                CniError::try_again(e.to_string())
+            }
+            StoreError::InvalidConfig { field, why } => CniError::invalid_config(field, why.clone()),
             StoreError::InvalidKey { key, why } => CniError::invalid_config("store key", format!("{key:?}: {why}")),
             StoreError::InvalidStateDir { path, why } => {
                 CniError::invalid_config("stateDir", format!("{path:?}: {why}"))

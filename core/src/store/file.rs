@@ -21,7 +21,7 @@ use serde_json::Value;
 
 use super::fsutil::{atomic_write, create_dirs, flock_with_timeout, sync_dir};
 use super::key::{validate_key, validate_segment};
-use super::{Entry, Event, EventKind, LockGuard, Revision, Store, StoreError};
+use super::{Entry, Event, EventKind, Lease, LeaseHolder, LockGuard, Revision, Store, StoreError};
 
 /// Where state lives when neither the config nor the environment says.
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/netsvc";
@@ -449,5 +449,29 @@ impl Store for FileStore {
         let path = self.root.join("locks").join(format!("{network}.lock"));
         let lock = flock_with_timeout(&path, timeout, &format!("network {network}"))?;
         Ok(LockGuard::new(network, Box::new(lock)))
+    }
+
+    fn put_leased(&self, key: &str, value: &Value, _ttl: Duration) -> Result<Lease, StoreError> {
+        self.put(key, value)?;
+        Ok(Lease::new(Box::new(FileLease {
+            store: self.clone(),
+            key: key.to_string(),
+        })))
+    }
+}
+
+/// A file-store lease: one machine, so its holder's death is the store's too.
+struct FileLease {
+    store: FileStore,
+    key: String,
+}
+
+impl LeaseHolder for FileLease {
+    fn renew(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    fn revoke(&self) -> Result<(), StoreError> {
+        self.store.delete(&self.key).map(drop)
     }
 }

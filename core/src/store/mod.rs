@@ -1,21 +1,29 @@
 //! The store: a small key/value space of JSON documents with store-wide
-//! revisions, compare-and-swap, change events and per-network locks.
+//! revisions, compare-and-swap, change events, per-network locks and leased
+//! keys.
 //!
 //! The [`Store`] trait is shaped after etcd (string keys, `u64` revisions,
-//! prefix listing, watch from a revision) so that an etcd backend can be added
-//! without any service changing. [`FileStore`] is the embedded default.
+//! prefix listing, watch from a revision, leases). [`FileStore`] is the
+//! embedded default; `EtcdStore` (feature `etcd`) serves a cluster. Which one
+//! a call opens is its `store` setting ([`StoreSpec`]); no service changes.
 
 mod error;
+#[cfg(feature = "etcd")]
+mod etcd;
 mod file;
 mod fsutil;
 pub mod key;
+mod spec;
 
 use std::time::{Duration, Instant};
 
 pub use error::StoreError;
+#[cfg(feature = "etcd")]
+pub use etcd::EtcdStore;
 pub use file::{DEFAULT_STATE_DIR, FileStore, STATE_DIR_ENV, resolve_state_dir};
 /// Private folders (0700) and atomic private files (0600), for state kept beside the store.
 pub use fsutil::{atomic_write, create_dirs};
+pub use spec::{DEFAULT_PREFIX, EtcdSpec, STORE_ENV, StoreHandle, StoreSpec, TlsSpec, open_with};
 
 /// A store-wide, monotonically increasing revision. 0 means "never written".
 pub type Revision = u64;
@@ -125,16 +133,62 @@ pub trait Store: Send + Sync {
     /// Takes the exclusive lock of `network` (across processes), waiting at
     /// most `timeout`; [`StoreError::Timeout`] otherwise.
     fn lock_network(&self, network: &str, timeout: Duration) -> Result<LockGuard, StoreError>;
+
+    /// Writes `key` for as long as its holder lives: the holder renews the
+    /// returned [`Lease`] well within `ttl`; when it stops (it died), the store
+    /// deletes the key after `ttl`. Revoking deletes it at once. A node's
+    /// registration is such a key. (The file store serves one machine, whose
+    /// holders share its fate: its key lives until revoked.)
+    fn put_leased(&self, key: &str, value: &serde_json::Value, ttl: Duration) -> Result<Lease, StoreError>;
 }
 
-/// Opens the store in the state dir `configured` names, else
-/// `NETSVC_STATE_DIR`, else the default state dir.
-pub fn open(configured: Option<&str>) -> Result<FileStore, StoreError> {
-    let env = std::env::var(STATE_DIR_ENV).ok();
-    FileStore::open(resolve_state_dir(configured, env.as_deref())?)
+/// What keeps a leased key alive, per backend.
+pub trait LeaseHolder: Send + Sync {
+    fn renew(&self) -> Result<(), StoreError>;
+    fn revoke(&self) -> Result<(), StoreError>;
 }
 
-/// Opens the store a plugin call names: its `stateDir` key, then as [`open`].
-pub fn open_for(conf: &crate::cni::NetConf) -> Result<FileStore, StoreError> {
-    open(conf.extra.get("stateDir").and_then(serde_json::Value::as_str))
+/// A leased key's keep-alive. Dropping it neither renews nor revokes: the
+/// key then lives out its TTL (so a restarting holder can take it over).
+#[must_use = "a lease not renewed expires"]
+pub struct Lease {
+    holder: Box<dyn LeaseHolder>,
+}
+
+impl Lease {
+    pub fn new(holder: Box<dyn LeaseHolder>) -> Self {
+        Lease { holder }
+    }
+
+    /// Restarts the TTL.
+    pub fn renew(&self) -> Result<(), StoreError> {
+        self.holder.renew()
+    }
+
+    /// Deletes the key now.
+    pub fn revoke(self) -> Result<(), StoreError> {
+        self.holder.revoke()
+    }
+}
+
+impl std::fmt::Debug for Lease {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Lease")
+    }
+}
+
+/// Opens the store the environment names (`NETSVC_STORE`, else the file
+/// store) with the state dir `configured` names, else `NETSVC_STATE_DIR`,
+/// else the default state dir.
+pub fn open(configured: Option<&str>) -> Result<StoreHandle, StoreError> {
+    open_with(configured, None)
+}
+
+/// Opens the store a plugin call names: its `store` and `stateDir` keys,
+/// then as [`open`].
+pub fn open_for(conf: &crate::cni::NetConf) -> Result<StoreHandle, StoreError> {
+    open_with(
+        conf.extra.get("stateDir").and_then(serde_json::Value::as_str),
+        conf.extra.get("store"),
+    )
 }

@@ -20,7 +20,7 @@ use hickory_proto::op::{Message, Query};
 use hickory_proto::rr::{Name, RecordType};
 use netsvc_core::cni::{Call, CniError, CniResult, Descriptor, Feature, Plugin, Result};
 use netsvc_core::graph::{Graph, Tx, checked_endpoint, endpoint_from_call, record_network};
-use netsvc_core::store::{FileStore, open_for};
+use netsvc_core::store::open_for;
 use serde::{Deserialize, Serialize};
 
 /// The plugin type, and this service's name in the graph.
@@ -74,7 +74,7 @@ impl Plugin for Dns {
             Ok(())
         })?;
         // The container may resolve as soon as ADD returns: wait for the daemon.
-        supervise::ensure_synced(store.root())?;
+        supervise::ensure_synced(&store)?;
         let dns = &mut prev.dns;
         let ns = served.listen.ip().to_string();
         if !dns.nameservers.contains(&ns) {
@@ -96,7 +96,7 @@ impl Plugin for Dns {
             Ok(true)
         })?;
         if changed {
-            supervise::poke(store.root());
+            supervise::poke(store.state_dir());
         }
         Ok(())
     }
@@ -140,7 +140,8 @@ impl Plugin for Dns {
         let store = open_for(&call.conf)?;
         Graph::new(&store).transaction(&call.conf.name, |tx| -> Result<()> {
             let mut gone = 0;
-            for ep in tx.endpoints()? {
+            // The runtime lists this node's containers only.
+            for ep in tx.local_endpoints(SERVICE)? {
                 let valid = call.gc_keeps(&ep.container_id, &ep.ifname);
                 if !valid && tx.detach_endpoint(&ep.container_id, &ep.ifname, SERVICE)?.is_some() {
                     gone += 1;
@@ -148,15 +149,15 @@ impl Plugin for Dns {
             }
             release(tx, gone)
         })?;
-        supervise::poke(store.root());
+        supervise::poke(store.state_dir());
         Ok(())
     }
 
     /// 50 when the daemon cannot run: not installed, or it runs and fails to serve.
     fn status(&self, call: &Call) -> Result<()> {
         supervise::daemon_binary()?;
-        let store: FileStore = open_for(&call.conf)?;
-        let control = daemon::Paths::new(store.root()).control();
+        let store = open_for(&call.conf)?;
+        let control = daemon::Paths::new(store.state_dir()).control();
         match daemon::control::sync(&control, Duration::from_secs(2)) {
             Ok(Err(why)) => Err(CniError::not_available(format!("netsvc-dnsd: {why}"))),
             // Not running is fine: the next ADD starts it.
@@ -172,7 +173,8 @@ fn release(tx: &mut Tx<'_>, gone: u64) -> Result<()> {
         return Ok(());
     };
     s.endpoints = s.endpoints.saturating_sub(gone);
-    if s.endpoints == 0 || !tx.endpoints()?.iter().any(|e| e.held_by(SERVICE)) {
+    // The node serves a network while a container of it runs here.
+    if s.endpoints == 0 || tx.local_endpoints(SERVICE)?.is_empty() {
         tx.remove_record::<Settings>(SERVICE, SETTINGS)?;
         if tx.endpoints()?.is_empty() {
             tx.remove_network()?;

@@ -8,6 +8,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use netsvc_core::cni::CniError;
+use netsvc_core::store::StoreHandle;
 
 use crate::daemon::{Paths, control};
 
@@ -27,10 +28,10 @@ pub fn daemon_binary() -> Result<PathBuf, CniError> {
     Ok(daemon)
 }
 
-/// Makes sure the daemon of `state_dir` runs and serves the store as it is
-/// now (every listen address open); starts it when needed.
-pub fn ensure_synced(state_dir: &Path) -> Result<u64, CniError> {
-    let paths = Paths::new(state_dir);
+/// Makes sure the daemon of the store's state dir runs and serves the store
+/// as it is now (every listen address open); starts it when needed.
+pub fn ensure_synced(store: &StoreHandle) -> Result<u64, CniError> {
+    let paths = Paths::new(store.state_dir());
     let deadline = Instant::now() + START_TIMEOUT;
     let mut started = false;
     loop {
@@ -38,7 +39,7 @@ pub fn ensure_synced(state_dir: &Path) -> Result<u64, CniError> {
             Ok(Ok(revision)) => return Ok(revision),
             Ok(Err(why)) => return Err(CniError::try_again(format!("netsvc-dnsd: {why}"))),
             Err(_) if !started => {
-                start(state_dir)?;
+                start(store)?;
                 started = true;
             }
             Err(e) if Instant::now() >= deadline => {
@@ -57,13 +58,15 @@ pub fn poke(state_dir: &Path) {
     let _ = control::sync(&Paths::new(state_dir).control(), Duration::from_secs(2));
 }
 
-/// Starts the daemon detached. A second daemon for the same state dir exits
-/// at once (it holds a lock for its life), so racing starts are harmless.
-fn start(state_dir: &Path) -> Result<(), CniError> {
+/// Starts the daemon detached, on the same store. A second daemon for the
+/// same state dir exits at once (it holds a lock for its life), so racing
+/// starts are harmless.
+fn start(store: &StoreHandle) -> Result<(), CniError> {
     let daemon = daemon_binary()?;
     let mut cmd = Command::new(&daemon);
     cmd.arg("--state-dir")
-        .arg(state_dir)
+        .arg(store.state_dir())
+        .envs(store.child_env())
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null());

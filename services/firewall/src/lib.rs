@@ -53,10 +53,13 @@ impl Firewall {
         // base chain: one at a time (element-only fast paths need no lock).
         let _table = store.lock_network(TABLE_LOCK, netsvc_core::graph::LOCK_TIMEOUT)?;
         let network = tx.network_name().to_string();
+        // Sets hold the network's endpoints on every node; the chains live
+        // on this node while it holds one of them.
         let endpoints: Vec<Endpoint> = tx.endpoints()?.into_iter().filter(|e| e.held_by(SERVICE)).collect();
+        let local = endpoints.iter().filter(|e| e.is_on(tx.node())).count();
         let plan = model::plan(&network, conf);
         let current = kernel::read()?;
-        let cmds = if endpoints.is_empty() {
+        let cmds = if local == 0 {
             tx.remove_record::<Rendered>(SERVICE, SETTINGS)?;
             if tx.endpoints()?.is_empty() {
                 tx.remove_network()?;
@@ -68,7 +71,7 @@ impl Firewall {
             let rendered = Rendered {
                 conf: conf.clone(),
                 digest: digest(conf),
-                endpoints: endpoints.len() as u64,
+                endpoints: local as u64,
             };
             tx.put_record(SERVICE, SETTINGS, &rendered)?;
             render::reconcile(&plan.prefix, Some(&desired), &current)
@@ -178,7 +181,8 @@ impl Plugin for Firewall {
             let Some(rendered) = tx.get_record::<Rendered>(SERVICE, SETTINGS)? else {
                 return Ok(());
             };
-            for ep in tx.endpoints()? {
+            // The runtime lists this node's containers only.
+            for ep in tx.local_endpoints(SERVICE)? {
                 let valid = call.gc_keeps(&ep.container_id, &ep.ifname);
                 if !valid {
                     tx.detach_endpoint(&ep.container_id, &ep.ifname, SERVICE)?;

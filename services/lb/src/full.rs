@@ -20,7 +20,9 @@ use crate::{CONF, SERVICE, SETTINGS, Settings, TABLE_LOCK, digest, kernel, servi
 pub fn render(store: &dyn Store, tx: &mut Tx<'_>, conf: &LbConf, gone: &[IpAddr]) -> Result<(usize, usize)> {
     let _table = store.lock_network(TABLE_LOCK, LOCK_TIMEOUT)?;
     let network = tx.network_name().to_string();
+    // Backends on every node; the services live on this node while it holds one of them.
     let endpoints: Vec<Endpoint> = tx.endpoints()?.into_iter().filter(|e| e.held_by(SERVICE)).collect();
+    let local = endpoints.iter().filter(|e| e.is_on(tx.node())).count();
     let before: Option<LbConf> = tx.get_record(SERVICE, CONF)?;
 
     let mut names: BTreeSet<String> = conf.services.iter().map(|s| s.name.clone()).collect();
@@ -31,7 +33,7 @@ pub fn render(store: &dyn Store, tx: &mut Tx<'_>, conf: &LbConf, gone: &[IpAddr]
             old.insert(name.clone(), r);
         }
     }
-    let desired: Vec<Rendered> = if endpoints.is_empty() {
+    let desired: Vec<Rendered> = if local == 0 {
         Vec::new()
     } else {
         conf.services
@@ -79,13 +81,17 @@ pub fn render(store: &dyn Store, tx: &mut Tx<'_>, conf: &LbConf, gone: &[IpAddr]
 
     for o in &removed {
         tx.remove_record::<Rendered>(SERVICE, &service_record(&o.conf.name))?;
-        tx.remove_service(&o.conf.name)?;
+        // The graph's service is the network's: it stays while other nodes serve it.
+        let configured = conf.services.iter().any(|s| s.name == o.conf.name);
+        if endpoints.is_empty() || !configured {
+            tx.remove_service(&o.conf.name)?;
+        }
     }
     for d in &desired {
         tx.put_record(SERVICE, &service_record(&d.conf.name), d)?;
         tx.put_service(&graph_service(d))?;
     }
-    if endpoints.is_empty() {
+    if local == 0 {
         tx.remove_record::<Settings>(SERVICE, SETTINGS)?;
         tx.remove_record::<LbConf>(SERVICE, CONF)?;
         if tx.endpoints()?.is_empty() {
@@ -94,7 +100,7 @@ pub fn render(store: &dyn Store, tx: &mut Tx<'_>, conf: &LbConf, gone: &[IpAddr]
     } else {
         let s = Settings {
             digest: digest(conf),
-            endpoints: endpoints.len() as u64,
+            endpoints: local as u64,
         };
         tx.put_record(SERVICE, SETTINGS, &s)?;
         if before.as_ref() != Some(conf) {

@@ -179,7 +179,8 @@ impl Plugin for Lb {
             };
             let conf = rendered_conf(tx, &call.conf, &s)?;
             let mut gone = Vec::new();
-            for ep in tx.endpoints()? {
+            // The runtime lists this node's containers only.
+            for ep in tx.local_endpoints(SERVICE)? {
                 let valid = call.gc_keeps(&ep.container_id, &ep.ifname);
                 if !valid && let Some(ep) = tx.detach_endpoint(&ep.container_id, &ep.ifname, SERVICE)? {
                     gone.extend(Family::ALL.iter().flat_map(|f| model::addresses(&ep, *f)));

@@ -170,7 +170,8 @@ impl Plugin for Qos {
         let graph = Graph::new(&store);
         let gone = graph.transaction(&call.conf.name, |tx| -> Result<Vec<Applied>> {
             let mut gone = Vec::new();
-            for ep in tx.endpoints()? {
+            // The runtime lists this node's containers only.
+            for ep in tx.local_endpoints(SERVICE)? {
                 if ep.held_by(SERVICE) && !call.gc_keeps(&ep.container_id, &ep.ifname) {
                     gone.extend(forget(tx, &ep.container_id, &ep.ifname)?);
                 }

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use netsvc_core::cni::{CniError, Result};
-use netsvc_core::store::{FileStore, Store, StoreError};
+use netsvc_core::store::{Store, StoreError, StoreHandle, open_with};
 use nix::fcntl::{Flock, FlockArg};
 
 use crate::mesh::{self, KEEPER_POLL};
@@ -54,7 +54,8 @@ pub fn is_running(state_dir: &Path, network: &str, node: &str) -> bool {
 
 /// Starts the keeper unless one runs. A second one started in a race exits
 /// at once on the lock.
-pub fn ensure_running(state_dir: &Path, network: &str, node: &str) -> Result<()> {
+pub fn ensure_running(store: &StoreHandle, network: &str, node: &str) -> Result<()> {
+    let state_dir = store.state_dir();
     if is_running(state_dir, network, node) {
         return Ok(());
     }
@@ -70,6 +71,7 @@ pub fn ensure_running(state_dir: &Path, network: &str, node: &str) -> Result<()>
         .arg(state_dir)
         .arg(network)
         .arg(node)
+        .envs(store.child_env())
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(log);
@@ -110,7 +112,8 @@ pub fn run(args: &[String]) -> i32 {
 }
 
 fn keep(state_dir: &Path, network: &str, node: &str) -> Result<()> {
-    let store = FileStore::open(state_dir)?;
+    // The store the plugin named (NETSVC_STORE), beside this state dir.
+    let store = open_with(state_dir.to_str(), None)?;
     let prefix = mesh::watched_prefix(network)?;
     let mut seen = store.revision()?;
     resync(&store, network, node);
@@ -133,7 +136,7 @@ fn keep(state_dir: &Path, network: &str, node: &str) -> Result<()> {
     Ok(())
 }
 
-fn resync(store: &FileStore, network: &str, node: &str) {
+fn resync(store: &StoreHandle, network: &str, node: &str) {
     match mesh::sync(store, network, node) {
         Ok(()) => tracing::info!("{node} on {network}: peers synced"),
         Err(e) => tracing::warn!("{node} on {network}: sync failed: {}", e.msg),

@@ -103,7 +103,8 @@ impl Plugin for Vpn {
         let graph = Graph::new(&store);
         let gone = graph.transaction(&call.conf.name, |tx| -> Result<Vec<(String, String, Forgotten)>> {
             let mut gone = Vec::new();
-            for ep in tx.endpoints()? {
+            // The runtime lists this node's containers only.
+            for ep in tx.local_endpoints(SERVICE)? {
                 if ep.held_by(SERVICE) && !call.gc_keeps(&ep.container_id, &ep.ifname) {
                     let f = forget(tx, &ep.container_id, &ep.ifname)?;
                     gone.push((ep.container_id, ep.ifname, f));

@@ -15,10 +15,10 @@ use netsvc_core::graph::{Graph, Peer, Tx, checked_endpoint, endpoint_from_call, 
 use netsvc_core::naming::fnv64;
 use netsvc_core::netlink::routes::{self, Route};
 use netsvc_core::netlink::{NetlinkError, addresses, links};
-use netsvc_core::store::{FileStore, open_for};
+use netsvc_core::store::{StoreHandle, open_for};
 use serde::{Deserialize, Serialize};
 
-use crate::config::{MeshConf, OVERHEAD, PeerConf, node_name};
+use crate::config::{MeshConf, OVERHEAD, PeerConf};
 use crate::device::{self, Backend};
 use crate::keys::{PrivateKey, node_key_path};
 use crate::wg::DeviceConfig;
@@ -30,7 +30,7 @@ pub const RECORDS: &str = "netsvc-vpn.mesh";
 /// Every mesh device starts so.
 pub const PREFIX: &str = "nsm";
 /// Names the node when the config does not (else the host name).
-pub const NODE_ENV: &str = "NETSVC_NODE_NAME";
+pub use netsvc_core::node::NODE_ENV;
 
 /// A node's device on one network, kept under `node@<node>`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -66,14 +66,7 @@ pub fn device_name(node: &str, network: &str) -> String {
 
 /// This node's name: the config's `node`, else `NETSVC_NODE_NAME`, else the host name.
 pub fn this_node(configured: Option<&str>) -> Result<String> {
-    if let Some(n) = configured {
-        return node_name("node", n);
-    }
-    if let Ok(n) = std::env::var(NODE_ENV) {
-        return node_name(NODE_ENV, &n);
-    }
-    let host = nix::unistd::gethostname().map_err(|e| CniError::io(format!("cannot read the host name: {e}")))?;
-    node_name("node (from the host name)", &host.to_string_lossy())
+    netsvc_core::node::name(configured)
 }
 
 pub fn add(call: &Call, conf: &MeshConf) -> Result<CniResult> {
@@ -96,7 +89,7 @@ pub fn add(call: &Call, conf: &MeshConf) -> Result<CniResult> {
     }
     let node = this_node(conf.node.as_deref())?;
     let store = open_for(&call.conf)?;
-    let key = node_key(store.root(), &node)?;
+    let key = node_key(store.state_dir(), &node)?;
     let backend = device::resolve(conf.backend)?;
     let mtu = match conf.mtu {
         Some(m) => m,
@@ -128,7 +121,7 @@ pub fn add(call: &Call, conf: &MeshConf) -> Result<CniResult> {
     })?;
     let up = ensure_device(&me)
         .and_then(|()| sync(&store, network, &node))
-        .and_then(|()| crate::keeper::ensure_running(store.root(), network, &node));
+        .and_then(|()| crate::keeper::ensure_running(&store, network, &node));
     if let Err(e) = up {
         let forgotten = graph.transaction(network, |tx| {
             crate::forget(tx, &call.env.container_id, &call.env.ifname)
@@ -205,7 +198,7 @@ fn ensure_device(me: &MeshNode) -> Result<()> {
 /// Brings `node`'s device on `network` in line with the store: its key, every
 /// other node as a peer, a route to each of their pod subnets (and none to
 /// a node that left). Nothing when the node has no device there.
-pub fn sync(store: &FileStore, network: &str, node: &str) -> Result<()> {
+pub fn sync(store: &StoreHandle, network: &str, node: &str) -> Result<()> {
     let graph = Graph::new(store);
     let Some(me) = graph.record::<MeshNode>(network, RECORDS, &node_record(node))? else {
         return Ok(());
@@ -216,7 +209,7 @@ pub fn sync(store: &FileStore, network: &str, node: &str) -> Result<()> {
     }
     let wanted: Vec<IpNet> = peers.iter().flat_map(|p| p.allowed_ips.clone()).collect();
     let config = DeviceConfig {
-        private_key: node_key(store.root(), node)?,
+        private_key: node_key(store.state_dir(), node)?,
         listen_port: Some(me.listen_port),
         peers,
     };
@@ -278,9 +271,9 @@ fn peer_conf(p: &Peer, keepalive: u16) -> Result<PeerConf> {
 /// Gives `node` a new key pair: written to its key file, applied to its
 /// devices, published in every network it meshes on, where the other nodes'
 /// keepers pick it up. Returns the networks it was published in.
-pub fn rotate(store: &FileStore, node: &str) -> Result<Vec<String>> {
+pub fn rotate(store: &StoreHandle, node: &str) -> Result<Vec<String>> {
     let key = PrivateKey::generate();
-    let path = node_key_path(store.root(), node);
+    let path = node_key_path(store.state_dir(), node);
     key.write(&path)
         .map_err(|e| CniError::io(format!("cannot write {}: {e}", path.display())))?;
     let graph = Graph::new(store);
@@ -370,7 +363,7 @@ pub fn check(call: &Call, conf: &MeshConf) -> Result<()> {
             me.device
         )));
     }
-    if !crate::keeper::is_running(store.root(), network, &me.node) {
+    if !crate::keeper::is_running(store.state_dir(), network, &me.node) {
         return Err(missing(format!("the keeper of {} is not running", me.device)));
     }
     let on_device: Vec<String> = state.peers.iter().map(|p| p.public_key.to_string()).collect();

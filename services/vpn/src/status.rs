@@ -4,7 +4,7 @@
 
 use netsvc_core::cni::Result;
 use netsvc_core::graph::Graph;
-use netsvc_core::store::FileStore;
+use netsvc_core::store::Store;
 use serde::Serialize;
 
 use crate::device::{self, Backend};
@@ -87,7 +87,7 @@ fn live(name: &str, backend: Backend) -> Option<Live> {
 }
 
 /// The VPN of every network (or of `only`).
-pub fn collect(store: &FileStore, only: Option<&str>) -> Result<Vec<NetworkStatus>> {
+pub fn collect(store: &dyn Store, only: Option<&str>) -> Result<Vec<NetworkStatus>> {
     let graph = Graph::new(store);
     let mut out = Vec::new();
     for network in graph.networks()? {

@@ -18,7 +18,7 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use netsvc_core::store::{FileStore, Store};
+use netsvc_core::store::{Store, StoreHandle};
 use tokio::net::UnixListener;
 use tokio::sync::Mutex;
 
@@ -55,7 +55,7 @@ impl Paths {
 
 /// What reloads share: the store, the zone in use and the open listeners.
 struct State {
-    store: FileStore,
+    store: Arc<StoreHandle>,
     zone: Shared,
     listeners: Mutex<Listeners>,
     /// The revision served; `None` before the first load.
@@ -72,7 +72,7 @@ impl State {
             Some(r) if r == revision => r,
             _ => {
                 let store = self.store.clone();
-                let zone = tokio::task::spawn_blocking(move || snapshot::load(&store)).await??;
+                let zone = tokio::task::spawn_blocking(move || snapshot::load(&*store)).await??;
                 let served = u64::from(zone.serial()).max(revision);
                 *self.zone.write().map_err(|_| anyhow::anyhow!("zone lock poisoned"))? = Arc::new(zone);
                 *loaded = Some(served);
@@ -104,7 +104,8 @@ pub fn main() -> Result<()> {
     // Threads' panics would go to stderr, which is /dev/null: log them.
     std::panic::set_hook(Box::new(|info| tracing::error!("panic: {info}")));
     std::fs::write(paths.pid(), format!("{}\n", std::process::id()))?;
-    let store = FileStore::open(&state_dir)?;
+    // The store the plugin that started us named (NETSVC_STORE), beside our state dir.
+    let store = Arc::new(netsvc_core::store::open_with(state_dir.to_str(), None)?);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -118,7 +119,7 @@ pub fn main() -> Result<()> {
     result
 }
 
-async fn run(store: FileStore, paths: &Paths) -> Result<()> {
+async fn run(store: Arc<StoreHandle>, paths: &Paths) -> Result<()> {
     let state = Arc::new(State {
         store,
         zone: Arc::new(RwLock::new(Arc::default())),

@@ -1,0 +1,324 @@
+//! One network spanning three simulated nodes that share a real etcd: node
+//! namespaces on a switched underlay (a bridge in a hub namespace, which
+//! also runs etcd), each with its own bridge, pod subnet, containers and
+//! `netsvc agent`. Names resolve across nodes, a VIP spreads over backends
+//! on two other nodes, a default-deny policy holds across nodes, and
+//! cross-node traffic is WireGuard on the underlay. A node that dies leaves
+//! the others' state within its lease; an agent restart replays only what
+//! changed; an etcd outage makes ADD fail with 11 and leave nothing.
+
+use std::collections::BTreeSet;
+use std::net::{IpAddr, SocketAddr};
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+use netsvc_core::node::NODE_ENV;
+use netsvc_core::store::STORE_ENV;
+use netsvc_tests::capture::Capture;
+use netsvc_tests::chain::{CallArgs, Chain, container_ip, plugin_dir};
+use netsvc_tests::etcd::Etcd;
+use netsvc_tests::{Container, EchoServer, TestNode, poll_until};
+use serde_json::{Value, json};
+
+const NETWORK: &str = "span";
+const VIP: &str = "10.96.0.10";
+const LEASE_TTL: u64 = 3;
+
+/// One simulated node: its namespace, underlay address and pod subnet.
+struct Node {
+    name: String,
+    ns: TestNode,
+    index: u8,
+}
+
+impl Node {
+    fn underlay_ip(&self) -> String {
+        format!("10.97.0.{}", self.index)
+    }
+
+    fn gateway(&self) -> String {
+        format!("10.90.{}.1", self.index)
+    }
+
+    fn conflist(&self, store: &Value) -> Value {
+        let subnet = format!("10.90.{}.0/24", self.index);
+        let services = vec![
+            json!({"type": "netsvc-vpn", "mode": "mesh", "endpoint": self.underlay_ip(), "podSubnet": subnet,
+                   "persistentKeepalive": 25}),
+            json!({"type": "netsvc-firewall", "capabilities": {"aliases": true}, "defaultIngress": "deny",
+                   "policies": [{"name": "api-from-web", "select": {"labels": {"tier": "api"}},
+                                 "ingress": [{"from": [{"labels": {"tier": "web"}}],
+                                              "ports": [{"protocol": "tcp", "port": 8080}]}]}]}),
+            json!({"type": "netsvc-lb", "capabilities": {"aliases": true},
+                   "services": [{"name": "api", "vip": VIP, "select": {"labels": {"tier": "api"}},
+                                 "ports": [{"port": 80, "targetPort": 8080, "protocol": "tcp"}]}]}),
+            json!({"type": "netsvc-dns", "capabilities": {"aliases": true}, "domain": "span.internal",
+                   "listen": "gateway"}),
+        ];
+        let mut conf = self.ns.bridge_conflist(NETWORK, "1.0.0", &subnet, services);
+        for p in conf["plugins"].as_array_mut().unwrap().iter_mut().skip(1) {
+            p["store"] = store.clone();
+        }
+        conf
+    }
+
+    fn chain(&self, store: &Value) -> Chain<'_> {
+        let mut chain = self.ns.chain(&self.conflist(store)).unwrap();
+        chain.runtime.invoker.env.push((NODE_ENV.into(), self.name.clone()));
+        chain
+    }
+
+    /// Starts this node's agent on its conflist.
+    fn agent(&self, store: &Value) -> Agent {
+        let path = self.ns.state_dir().join("span.conflist");
+        std::fs::write(&path, serde_json::to_vec(&self.conflist(store)).unwrap()).unwrap();
+        let child = self
+            .ns
+            .command(plugin_dir().join("netsvc"))
+            .args([
+                "agent",
+                "--node",
+                &self.name,
+                "--lease-ttl",
+                &LEASE_TTL.to_string(),
+                "--conflist",
+            ])
+            .arg(&path)
+            .env(STORE_ENV, store.to_string())
+            .env(NODE_ENV, &self.name)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(self.ns.state_dir().join("agent.log")).unwrap())
+            .spawn()
+            .unwrap();
+        Agent(Some(child))
+    }
+
+    /// What the agent reports of its last run.
+    fn agent_state(&self) -> Value {
+        let path = self.ns.state_dir().join("agent").join(format!("{}.json", self.name));
+        serde_json::from_slice(&std::fs::read(path).unwrap_or_default()).unwrap_or(Value::Null)
+    }
+}
+
+struct Agent(Option<Child>);
+
+impl Agent {
+    fn kill(&mut self) {
+        if let Some(mut c) = self.0.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn dig(c: &Container, server: &str, name: &str) -> Vec<String> {
+    let args = [
+        format!("@{server}"),
+        "+short".into(),
+        "+time=2".into(),
+        "+tries=1".into(),
+        name.into(),
+    ];
+    let out = c.ns().exec("dig", &args).unwrap_or_default();
+    out.lines().map(str::to_string).filter(|l| !l.is_empty()).collect()
+}
+
+fn attach(chain: &Chain<'_>, c: &Container, name: &str, tier: &str) -> IpAddr {
+    let labels = format!("tier={tier}");
+    let result = chain
+        .add_with(c, "eth0", &CallArgs::endpoint(name, Some(&labels)))
+        .unwrap();
+    container_ip(&result, "eth0").unwrap()
+}
+
+/// The identities that answered `n` connections to the VIP from `c`.
+fn vip_answers(c: &Container, n: usize) -> Vec<String> {
+    let vip: SocketAddr = format!("{VIP}:80").parse().unwrap();
+    (0..n)
+        .filter_map(|i| c.tcp_echo(vip, &format!("q{i}"), Duration::from_secs(2)).ok())
+        .map(|r| r.identity)
+        .collect()
+}
+
+#[test]
+fn a_network_spans_three_nodes_through_etcd() {
+    let hub = TestNode::new().unwrap();
+    hub.ip(["link", "add", "ul", "type", "bridge"]).unwrap();
+    hub.ip(["addr", "add", "10.97.0.254/24", "dev", "ul"]).unwrap();
+    hub.ip(["link", "set", "ul", "up"]).unwrap();
+    let nodes: Vec<Node> = ["node-a", "node-b", "node-c"]
+        .iter()
+        .zip(1u8..)
+        .map(|(name, index)| {
+            let ns = TestNode::new().unwrap();
+            let port = format!("ul-{index}");
+            ns.veth("ul0", &hub, &port).unwrap();
+            hub.ip(["link", "set", &port, "master", "ul", "up"]).unwrap();
+            ns.add_addr("ul0", &format!("10.97.0.{index}/24")).unwrap();
+            Node {
+                name: name.to_string(),
+                ns,
+                index,
+            }
+        })
+        .collect();
+    let mut etcd = Etcd::start(&hub, "10.97.0.254").unwrap();
+    let store = etcd.store_spec();
+    let (a, b, c) = (&nodes[0], &nodes[1], &nodes[2]);
+    let mut agents: Vec<Agent> = nodes.iter().map(|n| n.agent(&store)).collect();
+    let chains: Vec<Chain<'_>> = nodes.iter().map(|n| n.chain(&store)).collect();
+
+    let web = a.ns.container("web").unwrap();
+    let (api_b, api_c, db_c) = (
+        b.ns.container("api-b").unwrap(),
+        c.ns.container("api-c").unwrap(),
+        c.ns.container("db").unwrap(),
+    );
+    let ip_web = attach(&chains[0], &web, "web", "web");
+    let ip_b = attach(&chains[1], &api_b, "api-b", "api");
+    let ip_c = attach(&chains[2], &api_c, "api-c", "api");
+    let ip_db = attach(&chains[2], &db_c, "db", "db");
+    let servers: Vec<EchoServer> = [(&api_b, "api-b"), (&api_c, "api-c"), (&db_c, "db"), (&web, "web")]
+        .iter()
+        .map(|(ct, id)| EchoServer::start(ct, "0.0.0.0:8080".parse().unwrap(), id).unwrap())
+        .collect();
+    let _ = &servers;
+
+    // A container on A resolves containers on B and C by name.
+    let resolved = poll_until(Duration::from_secs(10), || {
+        let both = dig(&web, &a.gateway(), "api-c.span.internal") == [ip_c.to_string()]
+            && dig(&web, &a.gateway(), "api-b.span.internal") == [ip_b.to_string()];
+        both.then_some(())
+    });
+    assert!(
+        resolved.is_some(),
+        "A's resolver answers the names of B's and C's containers"
+    );
+
+    // The VIP on A is served by the backends on B and C, both.
+    let spread = poll_until(Duration::from_secs(15), || {
+        let seen: BTreeSet<String> = vip_answers(&web, 12).into_iter().collect();
+        (seen == BTreeSet::from(["api-b".to_string(), "api-c".to_string()])).then_some(())
+    });
+    assert!(
+        spread.is_some(),
+        "A's VIP spreads over B's and C's backends: {:?}",
+        vip_answers(&web, 12)
+    );
+
+    // Default deny with an allow by label, across nodes: web may reach the
+    // api replicas; nothing else reaches anything.
+    let probe = |from: &Container, to: IpAddr| {
+        from.tcp_echo(SocketAddr::new(to, 8080), "p", Duration::from_secs(1))
+            .is_ok()
+    };
+    let table = [
+        ("web→api-b", &web, ip_b, true),
+        ("web→api-c", &web, ip_c, true),
+        ("web→db", &web, ip_db, false),
+        ("api-b→web", &api_b, ip_web, false),
+        ("api-b→api-c", &api_b, ip_c, false),
+        ("db→api-b", &db_c, ip_b, false),
+        ("api-c→web", &api_c, ip_web, false),
+    ];
+    for (what, from, to, allowed) in table {
+        assert_eq!(probe(from, to), allowed, "{what}");
+    }
+
+    // Cross-node traffic is WireGuard on the underlay: no plaintext.
+    let capture = Capture::start(&a.ns, "ul0").unwrap();
+    let marker = "SPAN-PLAINTEXT-4242";
+    web.tcp_echo(SocketAddr::new(ip_c, 8080), marker, Duration::from_secs(2))
+        .unwrap();
+    let seen = capture.stop().unwrap();
+    assert!(!seen.text.contains(marker), "no plaintext between nodes");
+    assert!(
+        seen.packets
+            .iter()
+            .filter(|p| p.contains(" IP ") && p.contains("10.90."))
+            .count()
+            == 0,
+        "pod addresses never appear on the underlay: {:?}",
+        seen.packets
+    );
+
+    // An agent restart replays what changed while it was down, no more.
+    let first = c.agent_state();
+    assert_eq!(first["fullResync"], true, "a first start renders everything: {first}");
+    agents[2].kill();
+    let restarted = Instant::now();
+    agents[2] = c.agent(&store);
+    let caught_up = poll_until(Duration::from_secs(10), || {
+        let s = c.agent_state();
+        (s["fullResync"] == false && s["revision"].as_u64() >= first["revision"].as_u64()).then_some(s)
+    })
+    .expect("C's agent resumed from its revision");
+    assert_eq!(caught_up["nftBatches"], 0, "nothing changed: no render ({caught_up})");
+    assert!(
+        restarted.elapsed() < Duration::from_secs(LEASE_TTL),
+        "restarted within the lease"
+    );
+
+    // Node B dies: its agent and its containers go. Within the lease TTL
+    // and 2 s, A and C drop B's backends and peer, and no connection goes to B.
+    agents[1].kill();
+    drop(servers);
+    drop(api_b);
+    let died = Instant::now();
+    let gone = poll_until(Duration::from_secs(LEASE_TTL + 2), || {
+        let routes = a.ns.ip(["route", "show", "10.90.2.0/24"]).ok()?;
+        let answers = vip_answers(&web, 1);
+        (routes.trim().is_empty() && answers == ["api-c"]).then_some(())
+    });
+    assert!(
+        gone.is_some(),
+        "B left A's mesh routes and VIP within {}s (took {:?})",
+        LEASE_TTL + 2,
+        died.elapsed()
+    );
+    let answers = vip_answers(&web, 20);
+    assert_eq!(answers.len(), 20, "every connection is answered");
+    assert!(
+        answers.iter().all(|a| a == "api-c"),
+        "no connection is sent to B: {answers:?}"
+    );
+    assert!(
+        c.ns.ip(["route", "show", "10.90.2.0/24"]).unwrap().trim().is_empty(),
+        "C forgot B too"
+    );
+
+    // etcd goes away: ADD fails with 11 and leaves nothing; when it is
+    // back, the same ADD succeeds.
+    etcd.stop();
+    let late = a.ns.container("late").unwrap();
+    let err = chains[0]
+        .add_with(&late, "eth0", &CallArgs::endpoint("late", Some("tier=web")))
+        .expect_err("no store, no ADD");
+    assert!(
+        err.to_string().contains("\"code\": 11") || err.to_string().contains("code 11"),
+        "{err}"
+    );
+    assert!(
+        late.ns().ip(["-o", "link", "show", "eth0"]).is_err(),
+        "the container keeps no interface"
+    );
+    etcd.resume().unwrap();
+    let ip_late = attach(&chains[0], &late, "late", "web");
+    assert!(
+        poll_until(Duration::from_secs(10), || (dig(
+            &web,
+            &a.gateway(),
+            "late.span.internal"
+        ) == [ip_late.to_string()])
+        .then_some(()))
+        .is_some(),
+        "after etcd returns the new container is served"
+    );
+    let _ = (&agents, &ip_late);
+}
