@@ -30,7 +30,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use crate::runtime::{RuntimeConf, plugin_conf};
-use crate::services::reconciler;
+use crate::services::{plugin, reconciler};
 
 /// Where node registrations live.
 pub const NODES_PREFIX: &str = "nodes/";
@@ -50,6 +50,8 @@ pub struct AgentState {
     pub nft_batches: u64,
     /// Nodes whose state this run removed after their registration expired.
     pub nodes_removed: Vec<String>,
+    /// DELs queued while the store was away, replayed by this run.
+    pub dels_replayed: u64,
 }
 
 pub fn state_path(store: &StoreHandle, node: &str) -> PathBuf {
@@ -102,7 +104,10 @@ impl Agent {
                 .store
                 .watch("", self.state.revision, renew_every.min(Duration::from_secs(1)))
             {
-                Ok(events) => self.handle(&events)?,
+                Ok(events) => {
+                    self.replay_queued_dels();
+                    self.handle(&events)?;
+                }
                 Err(StoreError::Compacted { .. }) => self.full_sync()?,
                 Err(e) => {
                     tracing::warn!(error = %e, "watching the store");
@@ -211,6 +216,23 @@ impl Agent {
         }
         if !self.state.nodes_removed.iter().any(|n| n == dead) {
             self.state.nodes_removed.push(dead.to_string());
+        }
+    }
+
+    /// DELs plugins queued while the store was away, now that it answers.
+    fn replay_queued_dels(&mut self) {
+        for (file, pending) in netsvc_core::cni::pending::queued(self.store.state_dir()) {
+            let Some(plugin) = plugin(pending.plugin_type()) else {
+                let _ = std::fs::remove_file(&file);
+                continue;
+            };
+            match pending.call().and_then(|call| plugin.del(&call)) {
+                Ok(()) => {
+                    let _ = std::fs::remove_file(&file);
+                    self.state.dels_replayed += 1;
+                }
+                Err(e) => tracing::warn!(container = %pending.container_id, "queued DEL failed again: {e}"),
+            }
         }
     }
 

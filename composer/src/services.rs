@@ -14,6 +14,19 @@ pub fn reconciler(plugin_type: &str) -> Option<Box<dyn Reconcile>> {
     }
 }
 
+/// The plugin of a netsvc plugin type (`None`: not one of ours), for calls
+/// the agent replays.
+pub fn plugin(plugin_type: &str) -> Option<Box<dyn netsvc_core::cni::Plugin>> {
+    match plugin_type {
+        netsvc_firewall::SERVICE => Some(Box::new(netsvc_firewall::Firewall)),
+        netsvc_lb::SERVICE => Some(Box::new(netsvc_lb::Lb)),
+        netsvc_qos::SERVICE => Some(Box::new(netsvc_qos::Qos)),
+        netsvc_dns::SERVICE => Some(Box::new(netsvc_dns::Dns)),
+        netsvc_vpn::SERVICE => Some(Box::new(netsvc_vpn::Vpn)),
+        _ => None,
+    }
+}
+
 /// Checks service `i` of a spec with the service's own config type, so a
 /// typo is caught before any container starts. Errors name `services[i]`.
 pub fn validate_service(i: usize, service: &Map<String, Value>) -> Result<(), CniError> {

@@ -130,7 +130,7 @@ fn dig(c: &Container, server: &str, name: &str) -> Vec<String> {
 }
 
 fn attach(chain: &Chain<'_>, c: &Container, name: &str, tier: &str) -> IpAddr {
-    let labels = format!("tier={tier}");
+    let labels = format!("tier:{tier}");
     let result = chain
         .add_with(c, "eth0", &CallArgs::endpoint(name, Some(&labels)))
         .unwrap();
@@ -184,11 +184,10 @@ fn a_network_spans_three_nodes_through_etcd() {
     let ip_b = attach(&chains[1], &api_b, "api-b", "api");
     let ip_c = attach(&chains[2], &api_c, "api-c", "api");
     let ip_db = attach(&chains[2], &db_c, "db", "db");
-    let servers: Vec<EchoServer> = [(&api_b, "api-b"), (&api_c, "api-c"), (&db_c, "db"), (&web, "web")]
+    let mut servers: Vec<EchoServer> = [(&api_b, "api-b"), (&api_c, "api-c"), (&db_c, "db"), (&web, "web")]
         .iter()
         .map(|(ct, id)| EchoServer::start(ct, "0.0.0.0:8080".parse().unwrap(), id).unwrap())
         .collect();
-    let _ = &servers;
 
     // A container on A resolves containers on B and C by name.
     let resolved = poll_until(Duration::from_secs(10), || {
@@ -268,7 +267,7 @@ fn a_network_spans_three_nodes_through_etcd() {
     // Node B dies: its agent and its containers go. Within the lease TTL
     // and 2 s, A and C drop B's backends and peer, and no connection goes to B.
     agents[1].kill();
-    drop(servers);
+    drop(servers.remove(0)); // api-b's
     drop(api_b);
     let died = Instant::now();
     let gone = poll_until(Duration::from_secs(LEASE_TTL + 2), || {
@@ -293,32 +292,42 @@ fn a_network_spans_three_nodes_through_etcd() {
         "C forgot B too"
     );
 
-    // etcd goes away: ADD fails with 11 and leaves nothing; when it is
-    // back, the same ADD succeeds.
+    // etcd goes away: ADD fails with 11; DEL (which a runtime sends after
+    // a failed ADD) still succeeds, and nothing is left. When etcd is back
+    // the agent replays the queued DELs and the same ADD succeeds.
     etcd.stop();
     let late = a.ns.container("late").unwrap();
     let err = chains[0]
-        .add_with(&late, "eth0", &CallArgs::endpoint("late", Some("tier=web")))
+        .add_with(&late, "eth0", &CallArgs::endpoint("late", Some("tier:web")))
         .expect_err("no store, no ADD");
     assert!(
         err.to_string().contains("\"code\": 11") || err.to_string().contains("code 11"),
         "{err}"
     );
+    chains[0].del(&late, "eth0").expect("DEL succeeds without the store");
     assert!(
         late.ns().ip(["-o", "link", "show", "eth0"]).is_err(),
         "the container keeps no interface"
     );
-    etcd.resume().unwrap();
-    let ip_late = attach(&chains[0], &late, "late", "web");
+    let queued = a.ns.state_dir().join("pending");
     assert!(
-        poll_until(Duration::from_secs(10), || (dig(
-            &web,
-            &a.gateway(),
-            "late.span.internal"
-        ) == [ip_late.to_string()])
-        .then_some(()))
-        .is_some(),
-        "after etcd returns the new container is served"
+        std::fs::read_dir(&queued).map(|d| d.count()).unwrap_or(0) > 0,
+        "the DELs wait for the store"
     );
-    let _ = (&agents, &ip_late);
+    etcd.resume().unwrap();
+    let replayed = poll_until(Duration::from_secs(15), || {
+        let empty = std::fs::read_dir(&queued).map(|d| d.count() == 0).unwrap_or(true);
+        (empty && a.agent_state()["delsReplayed"].as_u64() > Some(0)).then_some(())
+    });
+    assert!(
+        replayed.is_some(),
+        "A's agent replayed the queued DELs: {}",
+        a.agent_state()
+    );
+    let ip_late = attach(&chains[0], &late, "late", "web");
+    let served = poll_until(Duration::from_secs(10), || {
+        (dig(&web, &a.gateway(), "late.span.internal") == [ip_late.to_string()]).then_some(())
+    });
+    assert!(served.is_some(), "after etcd returns the new container is served");
+    drop(agents);
 }

@@ -6,6 +6,7 @@ pub mod descriptor;
 pub mod env;
 pub mod error;
 pub mod ipnet;
+pub mod pending;
 pub mod plugin;
 pub mod result;
 pub mod version;

@@ -162,7 +162,11 @@ fn handle<P: Plugin + ?Sized>(
             let result = plugin.add(&call)?;
             Ok(Some(result.to_value(&call.conf.cni_version)?))
         }
-        Command::Del => plugin.del(&call).map(|_| None),
+        // DEL must succeed: with the store away it is queued for the agent.
+        Command::Del => match plugin.del(&call) {
+            Err(e) if e.details == super::pending::STORE_UNAVAILABLE => super::pending::queue(&call).map(|()| None),
+            other => other.map(|()| None),
+        },
         Command::Check => plugin.check(&call).map(|_| None),
         Command::Gc => plugin.gc(&call).map(|_| None),
         Command::Status => plugin.status(&call).map(|_| None),

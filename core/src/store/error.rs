@@ -75,8 +75,9 @@ impl From<StoreError> for CniError {
     fn from(e: StoreError) -> Self {
         match &e {
             // Contention or an unreachable server: the runtime may retry the whole call.
-            StoreError::Conflict { .. } | StoreError::Timeout { .. } | StoreError::Unavailable { .. } => {
-                CniError::try_again(e.to_string())
+            StoreError::Conflict { .. } | StoreError::Timeout { .. } => CniError::try_again(e.to_string()),
+            StoreError::Unavailable { .. } => {
+                CniError::try_again(e.to_string()).with_details(crate::cni::pending::STORE_UNAVAILABLE)
             }
             StoreError::InvalidConfig { field, why } => CniError::invalid_config(field, why.clone()),
             StoreError::InvalidKey { key, why } => CniError::invalid_config("store key", format!("{key:?}: {why}")),
