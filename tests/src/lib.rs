@@ -30,6 +30,7 @@
 
 pub mod capture;
 pub mod chain;
+pub mod cluster;
 mod echo;
 pub mod etcd;
 pub mod matrix;

@@ -9,113 +9,16 @@
 
 use std::collections::BTreeSet;
 use std::net::{IpAddr, SocketAddr};
-use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
-use netsvc_core::node::NODE_ENV;
-use netsvc_core::store::STORE_ENV;
 use netsvc_tests::capture::Capture;
-use netsvc_tests::chain::{CallArgs, Chain, container_ip, plugin_dir};
+use netsvc_tests::chain::{CallArgs, Chain, container_ip};
+use netsvc_tests::cluster::{self, Agent, ETCD_IP, SimNode, store_of_the_pattern};
 use netsvc_tests::etcd::Etcd;
-use netsvc_tests::{Container, EchoServer, TestNode, poll_until};
-use serde_json::{Value, json};
+use netsvc_tests::{Container, EchoServer, poll_until};
 
-const NETWORK: &str = "span";
 const VIP: &str = "10.96.0.10";
 const LEASE_TTL: u64 = 3;
-
-/// One simulated node: its namespace, underlay address and pod subnet.
-struct Node {
-    name: String,
-    ns: TestNode,
-    index: u8,
-}
-
-impl Node {
-    fn underlay_ip(&self) -> String {
-        format!("10.97.0.{}", self.index)
-    }
-
-    fn gateway(&self) -> String {
-        format!("10.90.{}.1", self.index)
-    }
-
-    fn conflist(&self, store: &Value) -> Value {
-        let subnet = format!("10.90.{}.0/24", self.index);
-        let services = vec![
-            json!({"type": "netsvc-vpn", "mode": "mesh", "endpoint": self.underlay_ip(), "podSubnet": subnet,
-                   "persistentKeepalive": 25}),
-            json!({"type": "netsvc-firewall", "capabilities": {"aliases": true}, "defaultIngress": "deny",
-                   "policies": [{"name": "api-from-web", "select": {"labels": {"tier": "api"}},
-                                 "ingress": [{"from": [{"labels": {"tier": "web"}}],
-                                              "ports": [{"protocol": "tcp", "port": 8080}]}]}]}),
-            json!({"type": "netsvc-lb", "capabilities": {"aliases": true},
-                   "services": [{"name": "api", "vip": VIP, "select": {"labels": {"tier": "api"}},
-                                 "ports": [{"port": 80, "targetPort": 8080, "protocol": "tcp"}]}]}),
-            json!({"type": "netsvc-dns", "capabilities": {"aliases": true}, "domain": "span.internal",
-                   "listen": "gateway"}),
-        ];
-        let mut conf = self.ns.bridge_conflist(NETWORK, "1.0.0", &subnet, services);
-        for p in conf["plugins"].as_array_mut().unwrap().iter_mut().skip(1) {
-            p["store"] = store.clone();
-        }
-        conf
-    }
-
-    fn chain(&self, store: &Value) -> Chain<'_> {
-        let mut chain = self.ns.chain(&self.conflist(store)).unwrap();
-        chain.runtime.invoker.env.push((NODE_ENV.into(), self.name.clone()));
-        chain
-    }
-
-    /// Starts this node's agent on its conflist.
-    fn agent(&self, store: &Value) -> Agent {
-        let path = self.ns.state_dir().join("span.conflist");
-        std::fs::write(&path, serde_json::to_vec(&self.conflist(store)).unwrap()).unwrap();
-        let child = self
-            .ns
-            .command(plugin_dir().join("netsvc"))
-            .args([
-                "agent",
-                "--node",
-                &self.name,
-                "--lease-ttl",
-                &LEASE_TTL.to_string(),
-                "--conflist",
-            ])
-            .arg(&path)
-            .env(STORE_ENV, store.to_string())
-            .env(NODE_ENV, &self.name)
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(self.ns.state_dir().join("agent.log")).unwrap())
-            .spawn()
-            .unwrap();
-        Agent(Some(child))
-    }
-
-    /// What the agent reports of its last run.
-    fn agent_state(&self) -> Value {
-        let path = self.ns.state_dir().join("agent").join(format!("{}.json", self.name));
-        serde_json::from_slice(&std::fs::read(path).unwrap_or_default()).unwrap_or(Value::Null)
-    }
-}
-
-struct Agent(Option<Child>);
-
-impl Agent {
-    fn kill(&mut self) {
-        if let Some(mut c) = self.0.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
 
 fn dig(c: &Container, server: &str, name: &str) -> Vec<String> {
     let args = [
@@ -148,31 +51,14 @@ fn vip_answers(c: &Container, n: usize) -> Vec<String> {
 
 #[test]
 fn a_network_spans_three_nodes_through_etcd() {
-    let hub = TestNode::new().unwrap();
-    hub.ip(["link", "add", "ul", "type", "bridge"]).unwrap();
-    hub.ip(["addr", "add", "10.97.0.254/24", "dev", "ul"]).unwrap();
-    hub.ip(["link", "set", "ul", "up"]).unwrap();
-    let nodes: Vec<Node> = ["node-a", "node-b", "node-c"]
-        .iter()
-        .zip(1u8..)
-        .map(|(name, index)| {
-            let ns = TestNode::new().unwrap();
-            let port = format!("ul-{index}");
-            ns.veth("ul0", &hub, &port).unwrap();
-            hub.ip(["link", "set", &port, "master", "ul", "up"]).unwrap();
-            ns.add_addr("ul0", &format!("10.97.0.{index}/24")).unwrap();
-            Node {
-                name: name.to_string(),
-                ns,
-                index,
-            }
-        })
-        .collect();
-    let mut etcd = Etcd::start(&hub, "10.97.0.254").unwrap();
+    let hub = cluster::hub().unwrap();
+    let nodes = cluster::join(&hub, &["node-a", "node-b", "node-c"]).unwrap();
+    let mut etcd = Etcd::start(&hub, ETCD_IP).unwrap();
     let store = etcd.store_spec();
+    assert_eq!(store_of_the_pattern(), store, "the pattern points at this etcd");
     let (a, b, c) = (&nodes[0], &nodes[1], &nodes[2]);
-    let mut agents: Vec<Agent> = nodes.iter().map(|n| n.agent(&store)).collect();
-    let chains: Vec<Chain<'_>> = nodes.iter().map(|n| n.chain(&store)).collect();
+    let mut agents: Vec<Agent> = nodes.iter().map(|n| n.agent(&store, LEASE_TTL)).collect();
+    let chains: Vec<Chain<'_>> = nodes.iter().map(SimNode::chain).collect();
 
     let web = a.ns.container("web").unwrap();
     let (api_b, api_c, db_c) = (
@@ -252,7 +138,7 @@ fn a_network_spans_three_nodes_through_etcd() {
     assert_eq!(first["fullResync"], true, "a first start renders everything: {first}");
     agents[2].kill();
     let restarted = Instant::now();
-    agents[2] = c.agent(&store);
+    agents[2] = c.agent(&store, LEASE_TTL);
     let caught_up = poll_until(Duration::from_secs(10), || {
         let s = c.agent_state();
         (s["fullResync"] == false && s["revision"].as_u64() >= first["revision"].as_u64()).then_some(s)

@@ -12,8 +12,8 @@ use crate::agent::Agent;
 
 #[derive(Debug, Args)]
 #[command(
-    after_help = "Example: NETSVC_STORE='{\"type\":\"etcd\",\"endpoints\":[\"http://10.0.0.1:2379\"]}' \
-                  netsvc agent --node node-a --conflist /etc/cni/net.d/span.conflist"
+    after_help = "Example: netsvc agent --node node-a --conflist /etc/cni/net.d/span.conflist \
+                  --store '{\"type\":\"etcd\",\"endpoints\":[\"http://10.0.0.1:2379\"]}'"
 )]
 pub struct AgentArgs {
     /// A conflist whose netsvc services this node renders (repeatable).
