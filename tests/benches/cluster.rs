@@ -7,7 +7,7 @@
 //! Run (root; everything happens in throwaway namespaces it creates and deletes):
 //!
 //! ```text
-//! NETSVC_BENCH_ADDS=200 cargo bench -p netsvc-tests --bench cluster
+//! scripts/bench-cluster.sh [ADDS]
 //! ```
 
 use std::time::{Duration, Instant};
