@@ -23,14 +23,13 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use netsvc_core::cni::{NetConf, NetConfList};
+use netsvc_core::cni::NetConfList;
 use netsvc_core::graph::Graph;
 use netsvc_core::store::{EventKind, Revision, Store, StoreError, StoreHandle};
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
+use serde_json::json;
 
-use crate::runtime::{RuntimeConf, plugin_conf};
-use crate::services::{plugin, reconciler};
+use crate::services::{plugin, reconcile_all};
 
 /// Where node registrations live.
 pub const NODES_PREFIX: &str = "nodes/";
@@ -171,17 +170,13 @@ impl Agent {
             if !here {
                 continue;
             }
-            for i in 0..list.plugins.len() {
-                let Some(service) = reconciler(list.plugin_type(i)) else {
-                    continue;
-                };
-                let raw = plugin_conf(list, i, &list.cni_version, &RuntimeConf::default(), None);
-                match NetConf::from_value(&Value::Object(raw)).and_then(|c| service.reconcile(&c)) {
+            for (_, plugin_type, outcome) in reconcile_all(list) {
+                match outcome {
                     Ok(s) => {
                         self.state.renders += 1;
                         tracing::debug!(service = %s.service, network = %s.network, changes = s.changes, "rendered");
                     }
-                    Err(e) => tracing::warn!(network = %list.name, service = list.plugin_type(i), "render failed: {e}"),
+                    Err(e) => tracing::warn!(network = %list.name, service = plugin_type, "render failed: {e}"),
                 }
             }
         }

@@ -1,7 +1,7 @@
 //! The netsvc services this build knows, by plugin type.
 
-use netsvc_core::cni::CniError;
-use netsvc_core::reconcile::Reconcile;
+use netsvc_core::cni::{CniError, NetConf, NetConfList};
+use netsvc_core::reconcile::{Reconcile, Summary};
 use serde_json::{Map, Value};
 
 /// The reconcile hook of a netsvc plugin type (`None`: not one of ours).
@@ -12,6 +12,19 @@ pub fn reconciler(plugin_type: &str) -> Option<Box<dyn Reconcile>> {
         netsvc_qos::SERVICE => Some(Box::new(netsvc_qos::Qos)),
         _ => None,
     }
+}
+
+/// Re-renders every netsvc service of `list` that has a reconcile hook, in
+/// chain order: each plugin's index, type and outcome.
+pub fn reconcile_all(list: &NetConfList) -> Vec<(usize, &str, Result<Summary, CniError>)> {
+    (0..list.plugins.len())
+        .filter_map(|i| {
+            let service = reconciler(list.plugin_type(i))?;
+            let raw = crate::runtime::plugin_conf(list, i, &list.cni_version, &Default::default(), None);
+            let outcome = NetConf::from_value(&Value::Object(raw)).and_then(|conf| service.reconcile(&conf));
+            Some((i, list.plugin_type(i), outcome))
+        })
+        .collect()
 }
 
 /// The plugin of a netsvc plugin type (`None`: not one of ours), for calls

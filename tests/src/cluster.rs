@@ -19,6 +19,11 @@ pub const PATTERN: &str = concat!(
 /// Where the hub's etcd listens (the pattern's `store`).
 pub const ETCD_IP: &str = "10.97.0.254";
 
+/// The pattern's conflist as written.
+fn pattern() -> Value {
+    serde_json::from_slice(&std::fs::read(PATTERN).expect("the pattern's conflist")).expect("the pattern is JSON")
+}
+
 /// The hub: the underlay switch (bridge `ul`) and the etcd host.
 pub fn hub() -> anyhow::Result<TestNode> {
     let hub = TestNode::new()?;
@@ -65,7 +70,7 @@ impl SimNode {
     /// The pattern's conflist (node A's, docs/patterns/network-spanning-nodes.conflist)
     /// with this node's pod subnet and underlay address.
     pub fn conflist(&self) -> Value {
-        let mut conf: Value = serde_json::from_slice(&std::fs::read(PATTERN).unwrap()).unwrap();
+        let mut conf = pattern();
         let subnet = format!("10.90.{}.0/24", self.index);
         conf["plugins"][0]["ipam"]["ranges"] = json!([[{"subnet": subnet}]]);
         conf["plugins"][0]["ipam"]["dataDir"] = json!(self.ns.ipam_dir());
@@ -114,7 +119,7 @@ impl SimNode {
 
 /// The `store` the pattern's plugins name.
 pub fn store_of_the_pattern() -> Value {
-    let conf: Value = serde_json::from_slice(&std::fs::read(PATTERN).unwrap()).unwrap();
+    let conf = pattern();
     conf["plugins"][1]["store"].clone()
 }
 

@@ -5,10 +5,9 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::Args;
-use netsvc_core::cni::{NetConf, NetConfList};
+use netsvc_core::cni::NetConfList;
 
-use crate::runtime::{RuntimeConf, plugin_conf};
-use crate::services::reconciler;
+use crate::services::reconcile_all;
 
 #[derive(Debug, Args)]
 #[command(after_help = "Example: netsvc apply /etc/cni/net.d/shop.conflist")]
@@ -27,19 +26,14 @@ pub fn run(a: ApplyArgs) -> anyhow::Result<i32> {
         }
     };
     let mut failed = false;
-    for i in 0..list.plugins.len() {
-        let Some(service) = reconciler(list.plugin_type(i)) else {
-            continue;
-        };
-        let raw = plugin_conf(&list, i, &list.cni_version, &RuntimeConf::default(), None);
-        let outcome = NetConf::from_value(&serde_json::Value::Object(raw)).and_then(|conf| service.reconcile(&conf));
+    for (i, plugin_type, outcome) in reconcile_all(&list) {
         match outcome {
             Ok(s) => println!(
                 "{} {}: {} endpoints, {} changes",
                 s.service, s.network, s.endpoints, s.changes
             ),
             Err(e) => {
-                eprintln!("netsvc apply: plugin #{i} ({}): {e}", list.plugin_type(i));
+                eprintln!("netsvc apply: plugin #{i} ({plugin_type}): {e}");
                 failed = true;
             }
         }

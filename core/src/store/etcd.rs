@@ -65,6 +65,11 @@ fn rev(r: i64) -> Revision {
     u64::try_from(r).unwrap_or(0)
 }
 
+/// The store revision an etcd answer was made at.
+fn revision_of(header: Option<&etcd_client::ResponseHeader>) -> Revision {
+    header.map(|h| rev(h.revision())).unwrap_or(0)
+}
+
 fn read_file(field: &str, path: &std::path::Path) -> Result<Vec<u8>, StoreError> {
     std::fs::read(path).map_err(|e| StoreError::invalid_config(field, format!("{}: {e}", path.display())))
 }
@@ -165,7 +170,7 @@ impl EtcdStore {
             .or_else(vec![TxnOp::get(full.clone(), None)]);
         let resp = self.run(async move { client.txn(txn).await }).map_err(unavailable)?;
         if resp.succeeded() {
-            return Ok(resp.header().map(|h| rev(h.revision())).unwrap_or(0));
+            return Ok(revision_of(resp.header()));
         }
         let actual = resp.op_responses().into_iter().find_map(|r| match r {
             etcd_client::TxnOpResponse::Get(g) => g.kvs().first().map(|kv| rev(kv.mod_revision())),
@@ -225,7 +230,7 @@ impl Store for EtcdStore {
         let resp = self
             .run(async move { client.put(full, body, None).await })
             .map_err(unavailable)?;
-        Ok(resp.header().map(|h| rev(h.revision())).unwrap_or(0))
+        Ok(revision_of(resp.header()))
     }
 
     fn compare_and_swap(&self, key: &str, expected: Option<Revision>, value: &Value) -> Result<Revision, StoreError> {
@@ -247,7 +252,7 @@ impl Store for EtcdStore {
         let resp = self
             .run(async move { client.delete(full, None).await })
             .map_err(unavailable)?;
-        Ok((resp.deleted() > 0).then(|| resp.header().map(|h| rev(h.revision())).unwrap_or(0)))
+        Ok((resp.deleted() > 0).then(|| revision_of(resp.header())))
     }
 
     fn compare_and_delete(&self, key: &str, expected: Revision) -> Result<Revision, StoreError> {
@@ -279,7 +284,7 @@ impl Store for EtcdStore {
         let resp = self
             .run(async move { client.get(probe, Some(GetOptions::new().with_count_only())).await })
             .map_err(unavailable)?;
-        Ok(resp.header().map(|h| rev(h.revision())).unwrap_or(0))
+        Ok(revision_of(resp.header()))
     }
 
     /// Replays history from `since + 1` up to the revision the store had
