@@ -20,14 +20,16 @@
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use netsvc_core::cni::NetConfList;
 use netsvc_core::graph::Graph;
-use netsvc_core::store::{EventKind, Revision, Store, StoreError, StoreHandle};
+use netsvc_core::store::{EventKind, Lease, Revision, Store, StoreError, StoreHandle, Subscription};
 use serde::{Deserialize, Serialize};
-use serde_json::json;
+use serde_json::{Value, json};
 
 use crate::services::{plugin, reconcile_all};
 
@@ -64,7 +66,7 @@ pub fn read_state(store: &StoreHandle, node: &str) -> Option<AgentState> {
 }
 
 pub struct Agent {
-    store: StoreHandle,
+    store: Arc<StoreHandle>,
     node: String,
     lists: Vec<NetConfList>,
     ttl: Duration,
@@ -74,7 +76,7 @@ pub struct Agent {
 impl Agent {
     pub fn new(store: StoreHandle, node: String, lists: Vec<NetConfList>, ttl: Duration) -> Self {
         Agent {
-            store,
+            store: Arc::new(store),
             node,
             lists,
             ttl,
@@ -85,36 +87,59 @@ impl Agent {
     /// Runs until `stop` says so, or the store fails for good.
     pub fn run(mut self, stop: &dyn Fn() -> bool) -> anyhow::Result<()> {
         let registration = json!({"name": self.node, "pid": std::process::id()});
+        let key = format!("{NODES_PREFIX}{}", self.node);
         let lease = self
             .store
-            .put_leased(&format!("{NODES_PREFIX}{}", self.node), &registration, self.ttl)
+            .put_leased(&key, &registration, self.ttl)
             .context("registering the node")?;
+        // Renewed on a thread of its own: a render that waits on a busy
+        // node must not let the node pass for dead.
+        let stopping = Arc::new(AtomicBool::new(false));
+        let registrar = {
+            let (store, ttl, stopping) = (self.store.clone(), self.ttl, stopping.clone());
+            std::thread::Builder::new()
+                .name("registration".into())
+                .spawn(move || keep_registered(&store, &key, &registration, lease, ttl, &stopping))?
+        };
+        let outcome = self.follow(stop);
+        stopping.store(true, Ordering::Relaxed);
+        let _ = registrar.join();
+        tracing::info!(node = %self.node, "agent stops; its registration lives out its lease");
+        outcome
+    }
+
+    fn follow(&mut self, stop: &dyn Fn() -> bool) -> anyhow::Result<()> {
         self.catch_up()?;
-        let renew_every = self.ttl / 3;
-        let mut renewed = Instant::now();
+        // One standing watch: a change arrives as soon as it is made.
+        let store = self.store.clone();
+        let mut changes: Option<Box<dyn Subscription + '_>> = None;
         while !stop() {
-            if renewed.elapsed() >= renew_every {
-                if let Err(e) = lease.renew() {
-                    tracing::warn!(error = %e, "could not renew the node's lease");
-                }
-                renewed = Instant::now();
-            }
-            match self
-                .store
-                .watch("", self.state.revision, renew_every.min(Duration::from_secs(1)))
-            {
+            let next = match &mut changes {
+                Some(sub) => sub.next(Duration::from_secs(1)),
+                None => store.subscribe("", self.state.revision).map(|sub| {
+                    tracing::debug!(revision = self.state.revision, "watching the store");
+                    changes = Some(sub);
+                    Vec::new()
+                }),
+            };
+            match next {
                 Ok(events) => {
-                    self.replay_queued_dels();
+                    if self.replay_queued_dels() > 0 {
+                        self.save()?;
+                    }
                     self.handle(&events)?;
                 }
-                Err(StoreError::Compacted { .. }) => self.full_sync()?,
+                Err(StoreError::Compacted { .. }) => {
+                    changes = None;
+                    self.full_sync()?;
+                }
                 Err(e) => {
                     tracing::warn!(error = %e, "watching the store");
+                    changes = None;
                     std::thread::sleep(Duration::from_millis(500));
                 }
             }
         }
-        tracing::info!(node = %self.node, "agent stops; its registration lives out its lease");
         Ok(())
     }
 
@@ -146,14 +171,16 @@ impl Agent {
         let Some(last) = events.last() else {
             return Ok(());
         };
+        tracing::debug!(keys = ?events.iter().map(|e| e.key.as_str()).collect::<Vec<_>>(), "changes");
+        let mut networks: BTreeSet<String> = events.iter().filter_map(|e| changed_network(&e.key)).collect();
         for e in events.iter().filter(|e| e.kind == EventKind::Delete) {
             if let Some(node) = e.key.strip_prefix(NODES_PREFIX)
                 && node != self.node
             {
-                self.remove_node(node);
+                // Rendered now, not when the removal's own events come back.
+                networks.extend(self.remove_node(node));
             }
         }
-        let networks: BTreeSet<String> = events.iter().filter_map(|e| changed_network(&e.key)).collect();
         self.render(&networks);
         self.state.revision = last.revision;
         self.save()
@@ -161,7 +188,7 @@ impl Agent {
 
     /// Re-renders each network (of ours) that holds a container of this node.
     fn render(&mut self, networks: &BTreeSet<String>) {
-        let graph = Graph::new(&self.store).on_node(&self.node);
+        let graph = Graph::new(&*self.store).on_node(&self.node);
         for list in self.lists.iter().filter(|l| networks.contains(&l.name)) {
             let here = graph
                 .endpoints(&list.name)
@@ -170,6 +197,7 @@ impl Agent {
             if !here {
                 continue;
             }
+            let started = Instant::now();
             for (_, plugin_type, outcome) in reconcile_all(list) {
                 match outcome {
                     Ok(s) => {
@@ -179,17 +207,19 @@ impl Agent {
                     Err(e) => tracing::warn!(network = %list.name, service = plugin_type, "render failed: {e}"),
                 }
             }
+            tracing::debug!(network = %list.name, took = ?started.elapsed(), "network rendered");
         }
         self.state.nft_batches = netsvc_core::nft::batches_applied();
     }
 
     /// A node whose registration expired: its endpoints, VPN peer and
-    /// records leave every network (the delete events re-render the rest).
-    fn remove_node(&mut self, dead: &str) {
-        let graph = Graph::new(&self.store).on_node(&self.node);
+    /// records leave every network. Returns the networks it was in.
+    fn remove_node(&mut self, dead: &str) -> Vec<String> {
+        let graph = Graph::new(&*self.store).on_node(&self.node);
         let Ok(networks) = graph.networks() else {
-            return;
+            return Vec::new();
         };
+        let names = networks.iter().map(|n| n.name.clone()).collect();
         for net in networks {
             let removed = graph.transaction(&net.name, |tx| -> Result<usize, netsvc_core::graph::GraphError> {
                 let mut n = 0;
@@ -212,23 +242,29 @@ impl Agent {
         if !self.state.nodes_removed.iter().any(|n| n == dead) {
             self.state.nodes_removed.push(dead.to_string());
         }
+        names
     }
 
-    /// DELs plugins queued while the store was away, now that it answers.
-    fn replay_queued_dels(&mut self) {
+    /// DELs plugins queued while the store was away, now that it answers;
+    /// how many were replayed.
+    fn replay_queued_dels(&mut self) -> u64 {
+        let before = self.state.dels_replayed;
         for (file, pending) in netsvc_core::cni::pending::queued(self.store.state_dir()) {
+            tracing::debug!(container = %pending.container_id, plugin = pending.plugin_type(), "replaying a queued DEL");
             let Some(plugin) = plugin(pending.plugin_type()) else {
                 let _ = std::fs::remove_file(&file);
                 continue;
             };
             match pending.call().and_then(|call| plugin.del(&call)) {
                 Ok(()) => {
+                    tracing::debug!(container = %pending.container_id, "queued DEL replayed");
                     let _ = std::fs::remove_file(&file);
                     self.state.dels_replayed += 1;
                 }
                 Err(e) => tracing::warn!(container = %pending.container_id, "queued DEL failed again: {e}"),
             }
         }
+        self.state.dels_replayed - before
     }
 
     fn save(&self) -> anyhow::Result<()> {
@@ -238,6 +274,33 @@ impl Agent {
         }
         netsvc_core::store::atomic_write(&path, &serde_json::to_vec_pretty(&self.state)?)?;
         Ok(())
+    }
+}
+
+/// Renews the node's registration every third of its TTL until `stopping`;
+/// when the store is back but the lease ran out (the store stalled longer
+/// than the TTL), registers the node anew.
+fn keep_registered(
+    store: &StoreHandle,
+    key: &str,
+    registration: &Value,
+    mut lease: Lease,
+    ttl: Duration,
+    stopping: &AtomicBool,
+) {
+    while !stopping.load(Ordering::Relaxed) {
+        std::thread::sleep(ttl / 3);
+        let Err(e) = lease.renew() else { continue };
+        tracing::warn!(error = %e, "could not renew the node's lease");
+        if matches!(store.get(key), Ok(None)) {
+            match store.put_leased(key, registration, ttl) {
+                Ok(fresh) => {
+                    tracing::warn!(%key, "the registration had expired: registered again");
+                    lease = fresh;
+                }
+                Err(e) => tracing::warn!(error = %e, "could not register the node again"),
+            }
+        }
     }
 }
 

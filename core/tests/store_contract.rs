@@ -105,6 +105,45 @@ mod contract {
         });
     }
 
+    pub fn a_subscription_replays_then_follows(s: &dyn Store) {
+        let start = s.revision().expect("rev");
+        s.put("networks/n1/endpoints/a", &json!(1)).expect("put");
+        s.put("networks/n2/endpoints/b", &json!(1)).expect("put other");
+        let mut sub = s.subscribe("networks/n1/", start).expect("subscribe");
+        let replayed = sub.next(Duration::from_secs(2)).expect("replay");
+        assert_eq!(
+            replayed.iter().map(|e| e.key.as_str()).collect::<Vec<_>>(),
+            ["networks/n1/endpoints/a"]
+        );
+        assert!(sub.next(Duration::from_millis(50)).expect("quiet").is_empty());
+        // Changes made while nobody waits are kept for the next call, in order.
+        s.put("networks/n1/endpoints/c", &json!(1)).expect("put");
+        s.delete("networks/n1/endpoints/a").expect("delete");
+        let mut followed = Vec::new();
+        while followed.len() < 2 {
+            let batch = sub.next(Duration::from_secs(2)).expect("follow");
+            assert!(!batch.is_empty(), "both changes arrive: {followed:?}");
+            followed.extend(batch.into_iter().map(|e| (e.kind, e.key)));
+        }
+        assert_eq!(
+            followed,
+            [
+                (EventKind::Put, "networks/n1/endpoints/c".to_string()),
+                (EventKind::Delete, "networks/n1/endpoints/a".to_string())
+            ]
+        );
+        // A writer in another thread wakes a blocked subscriber.
+        std::thread::scope(|sc| {
+            sc.spawn(|| {
+                std::thread::sleep(Duration::from_millis(100));
+                s.put("networks/n1/x", &json!(2)).expect("put");
+            });
+            let ev = sub.next(Duration::from_secs(5)).expect("next");
+            assert_eq!(ev.len(), 1);
+            assert_eq!(ev[0].key, "networks/n1/x");
+        });
+    }
+
     pub fn network_lock_is_exclusive_and_times_out(s: &dyn Store) {
         let g = s.lock_network("n1", Duration::from_secs(1)).expect("lock");
         let err = s.lock_network("n1", Duration::from_millis(50)).expect_err("held");
@@ -180,6 +219,7 @@ macro_rules! suite {
             case!(list_by_prefix);
             case!(delete_is_idempotent);
             case!(watch_sees_put_and_delete);
+            case!(a_subscription_replays_then_follows);
             case!(changes_since_replays_history_in_order);
             case!(network_lock_is_exclusive_and_times_out);
             case!(rejects_bad_keys);

@@ -10,9 +10,11 @@
 //! scripts/bench-cluster.sh [ADDS]
 //! ```
 
+use std::net::{SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
+use netsvc_dns::{RecordType, ask_on};
 use netsvc_tests::Container;
 use netsvc_tests::chain::{CallArgs, container_ip};
 use netsvc_tests::cluster::{self, ETCD_IP};
@@ -34,6 +36,11 @@ fn main() -> Result<()> {
     let resident = c.ns.container("resident")?;
     chain_c.add_with(&resident, "eth0", &CallArgs::endpoint("resident", Some("tier:web")))?;
 
+    // The probes cost little beside what they time: a DNS question from a
+    // socket made once inside C's container, one `nft` listing per look.
+    let asker = resident.ns().run(|| UdpSocket::bind("0.0.0.0:0"))??;
+    asker.set_read_timeout(Some(Duration::from_millis(200)))?;
+    let server = SocketAddr::new(c.gateway().parse()?, 53);
     let mut dns = Vec::new();
     let mut all = Vec::new();
     for i in 0..adds {
@@ -41,15 +48,14 @@ fn main() -> Result<()> {
         let ct: Container = a.ns.container(&name)?;
         let result = chain_a.add_with(&ct, "eth0", &CallArgs::endpoint(&name, Some("tier:api")))?;
         let added = Instant::now();
-        let ip = container_ip(&result, "eth0")?.to_string();
+        let ip = container_ip(&result, "eth0")?;
         let fqdn = format!("{name}.span.internal");
         let mut dns_at = None;
         loop {
-            if dns_at.is_none() && answers(&resident, &c.gateway(), &fqdn)? == ip {
+            if dns_at.is_none() && ask_on(&asker, server, &fqdn, RecordType::A).unwrap_or_default() == [ip] {
                 dns_at = Some(added.elapsed());
             }
-            if dns_at.is_some() && in_table(c, "inet", "netsvc_firewall", &ip)? && in_table(c, "ip", "netsvc_lb", &ip)?
-            {
+            if dns_at.is_some() && in_firewall_and_lb(c, &ip.to_string()) {
                 break;
             }
             if added.elapsed() > Duration::from_secs(10) {
@@ -65,21 +71,16 @@ fn main() -> Result<()> {
     Ok(())
 }
 
-fn answers(from: &Container, server: &str, name: &str) -> Result<String> {
-    let out = from
-        .ns()
-        .exec("dig", [&format!("@{server}"), "+short", "+time=1", "+tries=1", name])
-        .unwrap_or_default();
-    Ok(out.trim().to_string())
-}
-
-fn in_table(node: &netsvc_tests::cluster::SimNode, family: &str, table: &str, ip: &str) -> Result<bool> {
-    let out = node
-        .ns
-        .ns()
-        .exec("nft", ["list", "table", family, table])
-        .unwrap_or_default();
-    Ok(out.contains(ip))
+/// Whether C's firewall and LB tables both hold `ip`.
+fn in_firewall_and_lb(node: &netsvc_tests::cluster::SimNode, ip: &str) -> bool {
+    let ruleset = "\n".to_string() + &node.ns.ns().exec("nft", ["list", "ruleset"]).unwrap_or_default();
+    let table = |name: &str| {
+        ruleset
+            .split("\ntable ")
+            .find(|t| t.starts_with(name))
+            .is_some_and(|t| t.contains(ip))
+    };
+    table("inet netsvc_firewall") && table("ip netsvc_lb")
 }
 
 fn report(what: &str, samples: &mut [Duration]) {

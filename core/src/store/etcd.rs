@@ -9,18 +9,18 @@
 
 use std::future::Future;
 use std::sync::Arc;
+use std::sync::mpsc;
 use std::time::Duration;
 
 use etcd_client::{
-    Certificate, Client, Compare, CompareOp, ConnectOptions, EventType, GetOptions, Identity, LeaseKeepAliveStream,
-    LeaseKeeper, LockOptions, PutOptions, TlsOptions, Txn, TxnOp, WatchOptions, WatchResponse,
+    Certificate, Client, Compare, CompareOp, ConnectOptions, EventType, GetOptions, Identity, LeaseKeeper, LockOptions,
+    PutOptions, TlsOptions, Txn, TxnOp, WatchOptions, WatchResponse,
 };
 use serde_json::Value;
-use tokio::sync::Mutex;
 
 use super::key::{validate_key, validate_segment};
 use super::spec::EtcdSpec;
-use super::{Entry, Event, EventKind, Lease, LeaseHolder, LockGuard, Revision, Store, StoreError};
+use super::{Entry, Event, EventKind, Lease, LeaseHolder, LockGuard, Revision, Store, StoreError, Subscription};
 
 /// How long one request may take before the server counts as unreachable.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(3);
@@ -123,15 +123,24 @@ impl EtcdStore {
         futures::executor::block_on(task).expect("an etcd call panicked")
     }
 
+    /// One request to etcd, bounded: a server that accepts connections but
+    /// does not answer (restarting, electing a leader) is unavailable after
+    /// [`REQUEST_TIMEOUT`], never a hang.
+    fn call<T: Send + 'static>(
+        &self,
+        f: impl Future<Output = Result<T, etcd_client::Error>> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        self.run(async move { tokio::time::timeout(REQUEST_TIMEOUT, f).await })
+            .map_err(|_| StoreError::unavailable(format!("etcd did not answer within {REQUEST_TIMEOUT:?}")))?
+            .map_err(unavailable)
+    }
+
     fn full(&self, key: &str) -> String {
         format!("{}/{key}", self.prefix)
     }
 
     fn short(&self, full: &str) -> String {
-        full.strip_prefix(&self.prefix)
-            .and_then(|k| k.strip_prefix('/'))
-            .unwrap_or(full)
-            .to_string()
+        short_key(&self.prefix, full)
     }
 
     fn entry(&self, kv: &etcd_client::KeyValue) -> Result<Entry, StoreError> {
@@ -147,18 +156,6 @@ impl EtcdStore {
         })
     }
 
-    fn event(&self, e: &etcd_client::Event) -> Option<Event> {
-        let kv = e.kv()?;
-        Some(Event {
-            kind: match e.event_type() {
-                EventType::Put => EventKind::Put,
-                EventType::Delete => EventKind::Delete,
-            },
-            key: self.short(kv.key_str().ok()?),
-            revision: rev(kv.mod_revision()),
-        })
-    }
-
     /// A conditional write or delete: `compare` must hold, else a conflict
     /// naming the revision found.
     fn txn(&self, key: &str, compare: Compare, op: TxnOp, expected: Option<Revision>) -> Result<Revision, StoreError> {
@@ -168,7 +165,7 @@ impl EtcdStore {
             .when(vec![compare])
             .and_then(vec![op])
             .or_else(vec![TxnOp::get(full.clone(), None)]);
-        let resp = self.run(async move { client.txn(txn).await }).map_err(unavailable)?;
+        let resp = self.call(async move { client.txn(txn).await })?;
         if resp.succeeded() {
             return Ok(revision_of(resp.header()));
         }
@@ -193,22 +190,107 @@ impl EtcdStore {
         let opts = WatchOptions::new().with_prefix().with_start_revision(start);
         client.watch(full_prefix, Some(opts)).await
     }
+}
 
-    /// The events of one watch response, or the compaction that ended it.
-    fn events_of(&self, resp: &WatchResponse, since: Revision) -> Result<Vec<Event>, StoreError> {
-        if resp.compact_revision() > 0 {
-            return Err(StoreError::Compacted {
-                requested: since,
-                oldest: rev(resp.compact_revision()),
-            });
+/// A key without the store's prefix.
+fn short_key(prefix: &str, full: &str) -> String {
+    full.strip_prefix(prefix)
+        .and_then(|k| k.strip_prefix('/'))
+        .unwrap_or(full)
+        .to_string()
+}
+
+fn event(prefix: &str, e: &etcd_client::Event) -> Option<Event> {
+    let kv = e.kv()?;
+    Some(Event {
+        kind: match e.event_type() {
+            EventType::Put => EventKind::Put,
+            EventType::Delete => EventKind::Delete,
+        },
+        key: short_key(prefix, kv.key_str().ok()?),
+        revision: rev(kv.mod_revision()),
+    })
+}
+
+/// The events of one watch response, or the compaction that ended it.
+fn events_of(prefix: &str, resp: &WatchResponse, since: Revision) -> Result<Vec<Event>, StoreError> {
+    if resp.compact_revision() > 0 {
+        return Err(StoreError::Compacted {
+            requested: since,
+            oldest: rev(resp.compact_revision()),
+        });
+    }
+    if resp.canceled() {
+        return Err(StoreError::unavailable(format!(
+            "etcd watch canceled: {}",
+            resp.cancel_reason()
+        )));
+    }
+    Ok(resp.events().iter().filter_map(|e| event(prefix, e)).collect())
+}
+
+type Batch = Result<Vec<Event>, StoreError>;
+
+/// Sends each batch of a watch's events (or the error that ended it) on.
+async fn forward_watch(
+    mut stream: etcd_client::WatchStream,
+    prefix: String,
+    mut since: Revision,
+    to: mpsc::Sender<Batch>,
+) {
+    loop {
+        let batch = match stream.message().await {
+            // Progress notices and the creation answer carry no change.
+            Ok(Some(resp)) if resp.events().is_empty() && resp.compact_revision() == 0 && !resp.canceled() => continue,
+            Ok(Some(resp)) => events_of(&prefix, &resp, since),
+            Ok(None) => Err(StoreError::unavailable("etcd closed the watch")),
+            Err(e) => Err(unavailable(e)),
+        };
+        let ended = batch.is_err();
+        if let Some(last) = batch.as_ref().ok().and_then(|b| b.last()) {
+            since = last.revision;
         }
-        if resp.canceled() {
-            return Err(StoreError::unavailable(format!(
-                "etcd watch canceled: {}",
-                resp.cancel_reason()
-            )));
+        if to.send(batch).is_err() || ended {
+            return;
         }
-        Ok(resp.events().iter().filter_map(|e| self.event(e)).collect())
+    }
+}
+
+struct EtcdSubscription {
+    receiver: mpsc::Receiver<Batch>,
+    task: tokio::task::JoinHandle<()>,
+    /// An error that came after events already returned: the next call's.
+    failed: Option<StoreError>,
+}
+
+impl Subscription for EtcdSubscription {
+    fn next(&mut self, timeout: Duration) -> Result<Vec<Event>, StoreError> {
+        if let Some(e) = self.failed.take() {
+            return Err(e);
+        }
+        let mut events = match self.receiver.recv_timeout(timeout) {
+            Ok(batch) => batch?,
+            Err(mpsc::RecvTimeoutError::Timeout) => return Ok(Vec::new()),
+            Err(mpsc::RecvTimeoutError::Disconnected) => return Err(StoreError::unavailable("the etcd watch ended")),
+        };
+        // What else already came is handled with it.
+        while let Ok(batch) = self.receiver.try_recv() {
+            match batch {
+                Ok(more) => events.extend(more),
+                Err(e) => {
+                    self.failed = Some(e);
+                    break;
+                }
+            }
+        }
+        Ok(events)
+    }
+}
+
+impl Drop for EtcdSubscription {
+    fn drop(&mut self) {
+        // Dropping the stream cancels the watch on the server.
+        self.task.abort();
     }
 }
 
@@ -217,9 +299,7 @@ impl Store for EtcdStore {
         validate_key(key)?;
         let mut client = self.client.clone();
         let full = self.full(key);
-        let resp = self
-            .run(async move { client.get(full, None).await })
-            .map_err(unavailable)?;
+        let resp = self.call(async move { client.get(full, None).await })?;
         resp.kvs().first().map(|kv| self.entry(kv)).transpose()
     }
 
@@ -227,9 +307,7 @@ impl Store for EtcdStore {
         validate_key(key)?;
         let mut client = self.client.clone();
         let (full, body) = (self.full(key), serde_json::to_vec(value)?);
-        let resp = self
-            .run(async move { client.put(full, body, None).await })
-            .map_err(unavailable)?;
+        let resp = self.call(async move { client.put(full, body, None).await })?;
         Ok(revision_of(resp.header()))
     }
 
@@ -249,9 +327,7 @@ impl Store for EtcdStore {
         validate_key(key)?;
         let mut client = self.client.clone();
         let full = self.full(key);
-        let resp = self
-            .run(async move { client.delete(full, None).await })
-            .map_err(unavailable)?;
+        let resp = self.call(async move { client.delete(full, None).await })?;
         Ok((resp.deleted() > 0).then(|| revision_of(resp.header())))
     }
 
@@ -271,9 +347,7 @@ impl Store for EtcdStore {
         }
         let mut client = self.client.clone();
         let full = self.full(prefix);
-        let resp = self
-            .run(async move { client.get(full, Some(GetOptions::new().with_prefix())).await })
-            .map_err(unavailable)?;
+        let resp = self.call(async move { client.get(full, Some(GetOptions::new().with_prefix())).await })?;
         // etcd sorts by key bytes, as the file store does.
         resp.kvs().iter().map(|kv| self.entry(kv)).collect()
     }
@@ -281,9 +355,7 @@ impl Store for EtcdStore {
     fn revision(&self) -> Result<Revision, StoreError> {
         let mut client = self.client.clone();
         let probe = self.full("");
-        let resp = self
-            .run(async move { client.get(probe, Some(GetOptions::new().with_count_only())).await })
-            .map_err(unavailable)?;
+        let resp = self.call(async move { client.get(probe, Some(GetOptions::new().with_count_only())).await })?;
         Ok(revision_of(resp.header()))
     }
 
@@ -325,7 +397,7 @@ impl Store for EtcdStore {
             .map_err(unavailable)?;
         let mut events = Vec::new();
         for resp in &responses {
-            events.extend(self.events_of(resp, since)?);
+            events.extend(events_of(&self.prefix, resp, since)?);
         }
         events.retain(|e| e.revision <= now);
         Ok(events)
@@ -348,9 +420,27 @@ impl Store for EtcdStore {
             }
         });
         match outcome.map_err(unavailable)? {
-            Some(resp) => self.events_of(&resp, since),
+            Some(resp) => events_of(&self.prefix, &resp, since),
             None => Ok(Vec::new()),
         }
+    }
+
+    /// One etcd watch kept open: changes arrive as etcd commits them.
+    fn subscribe<'a>(&'a self, prefix: &str, since: Revision) -> Result<Box<dyn Subscription + 'a>, StoreError> {
+        let (client, full) = (self.client.clone(), self.full(prefix));
+        // Opened here, so an unreachable server is this call's error.
+        let stream = self
+            .run(async move { tokio::time::timeout(REQUEST_TIMEOUT, Self::open_watch(client, full, since)).await })
+            .map_err(|_| StoreError::unavailable("etcd did not open a watch in time"))?
+            .map_err(unavailable)?;
+        let (sender, receiver) = mpsc::channel();
+        let rt = self.rt.0.as_ref().expect("runtime lives as long as the store");
+        let task = rt.spawn(forward_watch(stream, self.prefix.clone(), since, sender));
+        Ok(Box::new(EtcdSubscription {
+            receiver,
+            task,
+            failed: None,
+        }))
     }
 
     fn lock_network(&self, network: &str, timeout: Duration) -> Result<LockGuard, StoreError> {
@@ -387,20 +477,16 @@ impl Store for EtcdStore {
         let ttl = i64::try_from(ttl.as_secs().max(1)).unwrap_or(i64::MAX);
         let (full, body) = (self.full(key), serde_json::to_vec(value)?);
         let mut client = self.client.clone();
-        let (lease, keeper, stream) = self
-            .run(async move {
-                let lease = client.lease_grant(ttl, None).await?.id();
-                client
-                    .put(full, body, Some(PutOptions::new().with_lease(lease)))
-                    .await?;
-                let (keeper, stream) = client.lease_keep_alive(lease).await?;
-                Ok::<_, etcd_client::Error>((lease, keeper, stream))
-            })
-            .map_err(unavailable)?;
+        let lease = self.call(async move {
+            let lease = client.lease_grant(ttl, None).await?.id();
+            client
+                .put(full, body, Some(PutOptions::new().with_lease(lease)))
+                .await?;
+            Ok::<_, etcd_client::Error>(lease)
+        })?;
         Ok(Lease::new(Box::new(EtcdLease {
             store: self.clone(),
             lease,
-            keep_alive: Arc::new(Mutex::new((keeper, stream))),
         })))
     }
 }
@@ -443,28 +529,17 @@ impl Drop for HeldLock {
 struct EtcdLease {
     store: EtcdStore,
     lease: i64,
-    keep_alive: Arc<Mutex<(LeaseKeeper, LeaseKeepAliveStream)>>,
 }
 
 impl LeaseHolder for EtcdLease {
+    /// A keep-alive on a stream of its own: one that broke when the server
+    /// restarted cannot swallow the renewal.
     fn renew(&self) -> Result<(), StoreError> {
-        let keep_alive = self.keep_alive.clone();
-        let lease = self.lease;
-        let ttl = self.store.run(async move {
-            let mut guard = keep_alive.lock().await;
-            let (keeper, stream) = &mut *guard;
-            tokio::time::timeout(REQUEST_TIMEOUT, async {
-                keeper.keep_alive().await?;
-                Ok::<_, etcd_client::Error>(stream.message().await?.map(|r| r.ttl()))
-            })
-            .await
-        });
-        match ttl {
-            Err(_) => Err(StoreError::unavailable("etcd did not renew the lease in time")),
-            Ok(Err(e)) => Err(unavailable(e)),
-            Ok(Ok(Some(t))) if t > 0 => Ok(()),
-            Ok(Ok(_)) => Err(StoreError::unavailable(format!("etcd lease {lease:x} expired"))),
-        }
+        let (mut client, lease) = (self.store.client.clone(), self.lease);
+        // etcd answers a lease it no longer holds with "lease not found".
+        self.store
+            .call(async move { client.lease_keep_alive(lease).await })
+            .map(drop)
     }
 
     fn revoke(&self) -> Result<(), StoreError> {

@@ -15,11 +15,13 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use super::fsutil::{atomic_write, create_dirs, flock_with_timeout, sync_dir};
+use super::fsutil::{
+    atomic_write, create_dirs, flock_with_timeout, network_flock, shared_flock_with_timeout, sync_dir,
+};
 use super::key::{validate_key, validate_segment};
 use super::{Entry, Event, EventKind, Lease, LeaseHolder, LockGuard, Revision, Store, StoreError};
 
@@ -33,6 +35,8 @@ const MAX_LOG_EVENTS: usize = 20_000;
 const KEEP_LOG_EVENTS: usize = 10_000;
 /// How long a mutation waits for the store-wide lock before giving up.
 const STORE_LOCK_TIMEOUT: Duration = Duration::from_secs(30);
+/// How often a watch looks at the log's tail.
+const WATCH_POLL: Duration = Duration::from_millis(20);
 
 /// The state dir: the config's `stateDir` if given, else `$NETSVC_STATE_DIR`
 /// if set and non-empty, else [`DEFAULT_STATE_DIR`]. Must be absolute.
@@ -133,14 +137,25 @@ impl FileStore {
 
     /// Runs one mutation under the store-wide lock with the next revision.
     fn mutate<T>(&self, f: impl FnOnce(Revision) -> Result<(T, Option<Event>), StoreError>) -> Result<T, StoreError> {
-        let lock_path = self.root.join(".store.lock");
-        let _guard = flock_with_timeout(&lock_path, STORE_LOCK_TIMEOUT, "store")?;
+        let _guard = flock_with_timeout(&self.store_lock_path(), STORE_LOCK_TIMEOUT, "store")?;
         let current = self.current_revision()?;
         let (out, event) = f(current + 1)?;
         if let Some(event) = event {
             debug_assert_eq!(event.revision, current + 1);
         }
         Ok(out)
+    }
+
+    fn store_lock_path(&self) -> PathBuf {
+        self.root.join(".store.lock")
+    }
+
+    /// The log with no write in progress. A write logs its event before it
+    /// writes the document, so a reader that saw revision R unlocked could
+    /// read the documents as they were before R.
+    fn settled_log<T>(&self, read: impl FnOnce() -> Result<T, StoreError>) -> Result<T, StoreError> {
+        let _guard = shared_flock_with_timeout(&self.store_lock_path(), STORE_LOCK_TIMEOUT, "store")?;
+        read()
     }
 
     /// Appends an event (fsync'd) and compacts the log when it grows too long.
@@ -424,7 +439,7 @@ impl Store for FileStore {
     }
 
     fn revision(&self) -> Result<Revision, StoreError> {
-        self.current_revision()
+        self.settled_log(|| self.current_revision())
     }
 
     fn changes_since(&self, prefix: &str, since: Revision) -> Result<Vec<Event>, StoreError> {
@@ -436,7 +451,7 @@ impl Store for FileStore {
             });
         }
         let mut events: Vec<Event> = self
-            .read_log()?
+            .settled_log(|| self.read_log())?
             .into_iter()
             .filter(|e| e.revision > since && e.key.starts_with(prefix))
             .collect();
@@ -444,11 +459,28 @@ impl Store for FileStore {
         Ok(events)
     }
 
+    /// Polls the log's tail (cheap) and reads the whole log only once it moved.
+    fn watch(&self, prefix: &str, since: Revision, timeout: Duration) -> Result<Vec<Event>, StoreError> {
+        let deadline = Instant::now() + timeout;
+        let mut read_up_to = since;
+        loop {
+            let now = self.current_revision()?;
+            if now > read_up_to {
+                let events = self.changes_since(prefix, since)?;
+                if !events.is_empty() {
+                    return Ok(events);
+                }
+                read_up_to = now;
+            }
+            if Instant::now() >= deadline {
+                return Ok(Vec::new());
+            }
+            std::thread::sleep(WATCH_POLL);
+        }
+    }
+
     fn lock_network(&self, network: &str, timeout: Duration) -> Result<LockGuard, StoreError> {
-        validate_segment(network).map_err(|why| StoreError::invalid_key(network, why))?;
-        let path = self.root.join("locks").join(format!("{network}.lock"));
-        let lock = flock_with_timeout(&path, timeout, &format!("network {network}"))?;
-        Ok(LockGuard::new(network, Box::new(lock)))
+        network_flock(&self.root, network, timeout)
     }
 
     fn put_leased(&self, key: &str, value: &Value, _ttl: Duration) -> Result<Lease, StoreError> {

@@ -18,11 +18,20 @@ static TMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 
 /// Takes an exclusive flock on `path` (created 0600), polling until `timeout`.
 pub(super) fn flock_with_timeout(path: &Path, timeout: Duration, what: &str) -> Result<Flock<File>, StoreError> {
+    flock_as(path, timeout, what, FlockArg::LockExclusiveNonblock)
+}
+
+/// A shared flock on `path`: readers that must not see a writer's work half-done.
+pub(super) fn shared_flock_with_timeout(path: &Path, timeout: Duration, what: &str) -> Result<Flock<File>, StoreError> {
+    flock_as(path, timeout, what, FlockArg::LockSharedNonblock)
+}
+
+fn flock_as(path: &Path, timeout: Duration, what: &str, how: FlockArg) -> Result<Flock<File>, StoreError> {
     let deadline = Instant::now() + timeout;
     let mut file = open_lock_file(path)?;
     let mut pause = Duration::from_micros(200);
     loop {
-        match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+        match Flock::lock(file, how) {
             Ok(lock) => return Ok(lock),
             Err((f, Errno::EWOULDBLOCK)) => {
                 if Instant::now() >= deadline {
@@ -36,6 +45,20 @@ pub(super) fn flock_with_timeout(path: &Path, timeout: Duration, what: &str) -> 
             Err((_, errno)) => return Err(StoreError::io(path, errno.into())),
         }
     }
+}
+
+/// `network`'s lock among this machine's processes: a flock under
+/// `<dir>/locks/` (released by the kernel when its holder dies).
+pub(super) fn network_flock(dir: &Path, network: &str, timeout: Duration) -> Result<super::LockGuard, StoreError> {
+    super::key::validate_segment(network).map_err(|why| StoreError::invalid_key(network, why))?;
+    let locks = dir.join("locks");
+    create_dirs(&locks)?;
+    let lock = flock_with_timeout(
+        &locks.join(format!("{network}.lock")),
+        timeout,
+        &format!("network {network}"),
+    )?;
+    Ok(super::LockGuard::new(network, Box::new(lock)))
 }
 
 fn open_lock_file(path: &Path) -> Result<File, StoreError> {

@@ -130,6 +130,19 @@ pub trait Store: Send + Sync {
         }
     }
 
+    /// A standing watch on `prefix` from `since`: each
+    /// [`Subscription::next`] returns the next changes as soon as they are
+    /// made. The default re-watches from the last revision seen; etcd keeps
+    /// one watch open (a watch reopened at a past revision waits for etcd's
+    /// catch-up round, up to 100 ms).
+    fn subscribe<'a>(&'a self, prefix: &str, since: Revision) -> Result<Box<dyn Subscription + 'a>, StoreError> {
+        Ok(Box::new(Rewatch {
+            store: self,
+            prefix: prefix.to_string(),
+            since,
+        }))
+    }
+
     /// Takes the exclusive lock of `network` (across processes), waiting at
     /// most `timeout`; [`StoreError::Timeout`] otherwise.
     fn lock_network(&self, network: &str, timeout: Duration) -> Result<LockGuard, StoreError>;
@@ -140,6 +153,31 @@ pub trait Store: Send + Sync {
     /// registration is such a key. (The file store serves one machine, whose
     /// holders share its fate: its key lives until revoked.)
     fn put_leased(&self, key: &str, value: &serde_json::Value, ttl: Duration) -> Result<Lease, StoreError>;
+}
+
+/// Changes as they come, from a [`Store::subscribe`].
+pub trait Subscription: Send {
+    /// Waits up to `timeout` for the next changes; empty on timeout.
+    /// [`StoreError::Compacted`] when the history to resume from is gone:
+    /// re-list and subscribe again.
+    fn next(&mut self, timeout: Duration) -> Result<Vec<Event>, StoreError>;
+}
+
+/// A subscription made of one [`Store::watch`] after another.
+struct Rewatch<'a, S: ?Sized> {
+    store: &'a S,
+    prefix: String,
+    since: Revision,
+}
+
+impl<S: Store + ?Sized> Subscription for Rewatch<'_, S> {
+    fn next(&mut self, timeout: Duration) -> Result<Vec<Event>, StoreError> {
+        let events = self.store.watch(&self.prefix, self.since, timeout)?;
+        if let Some(last) = events.last() {
+            self.since = last.revision;
+        }
+        Ok(events)
+    }
 }
 
 /// What keeps a leased key alive, per backend.

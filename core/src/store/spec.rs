@@ -13,7 +13,10 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::{Entry, Event, FileStore, Lease, LockGuard, Revision, STATE_DIR_ENV, Store, StoreError, resolve_state_dir};
+use super::{
+    Entry, Event, FileStore, Lease, LockGuard, Revision, STATE_DIR_ENV, Store, StoreError, Subscription,
+    resolve_state_dir,
+};
 
 /// Names the store when no config does: the JSON of a `store` object.
 pub const STORE_ENV: &str = "NETSVC_STORE";
@@ -204,8 +207,16 @@ impl Store for StoreHandle {
         self.store.watch(prefix, since, timeout)
     }
 
+    fn subscribe<'a>(&'a self, prefix: &str, since: Revision) -> Result<Box<dyn Subscription + 'a>, StoreError> {
+        self.store.subscribe(prefix, since)
+    }
+
+    /// A network's lock is this node's, whatever the store: it keeps this
+    /// node's processes from rendering the same kernel state at once. Nodes
+    /// never wait on each other: their commits are compare-and-swap, and what
+    /// they render (their records, their endpoints) is keyed by node.
     fn lock_network(&self, network: &str, timeout: Duration) -> Result<LockGuard, StoreError> {
-        self.store.lock_network(network, timeout)
+        super::fsutil::network_flock(&self.state_dir, network, timeout)
     }
 
     fn put_leased(&self, key: &str, value: &Value, ttl: Duration) -> Result<Lease, StoreError> {

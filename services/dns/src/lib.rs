@@ -17,7 +17,8 @@ use std::time::Duration;
 
 use config::{DnsConf, Served};
 use hickory_proto::op::{Message, Query};
-use hickory_proto::rr::{Name, RecordType};
+use hickory_proto::rr::Name;
+pub use hickory_proto::rr::RecordType;
 use netsvc_core::cni::{Call, CniError, CniResult, Descriptor, Feature, Plugin, Result};
 use netsvc_core::graph::{Graph, Tx, checked_endpoint, endpoint_from_call, record_network};
 use netsvc_core::store::open_for;
@@ -194,12 +195,25 @@ fn ask(server: SocketAddr, name: &str, t: RecordType) -> std::io::Result<Vec<IpA
     };
     let sock = UdpSocket::bind(any)?;
     sock.set_read_timeout(Some(Duration::from_secs(1)))?;
+    ask_on(&sock, server, name, t)
+}
+
+/// One question on `sock` (its read timeout bounds the wait); the addresses
+/// in the answer. A socket bound inside a namespace asks from there.
+pub fn ask_on(sock: &UdpSocket, server: SocketAddr, name: &str, t: RecordType) -> std::io::Result<Vec<IpAddr>> {
+    static NEXT_ID: std::sync::atomic::AtomicU16 = std::sync::atomic::AtomicU16::new(1);
     let mut q = Message::query();
+    q.metadata.id = NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let qname: Name = name.parse().map_err(|_| std::io::ErrorKind::InvalidInput)?;
     q.add_query(Query::query(qname, t));
     sock.send_to(&q.to_vec().map_err(std::io::Error::other)?, server)?;
     let mut buf = [0u8; 4096];
-    let n = sock.recv(&mut buf)?;
-    let reply = Message::from_vec(&buf[..n]).map_err(std::io::Error::other)?;
-    Ok(reply.answers.iter().filter_map(|r| r.data.ip_addr()).collect())
+    loop {
+        let n = sock.recv(&mut buf)?;
+        let reply = Message::from_vec(&buf[..n]).map_err(std::io::Error::other)?;
+        // A late answer to an earlier question is not this one's.
+        if reply.metadata.id == q.metadata.id {
+            return Ok(reply.answers.iter().filter_map(|r| r.data.ip_addr()).collect());
+        }
+    }
 }

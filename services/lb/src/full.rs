@@ -22,7 +22,10 @@ pub fn render(store: &dyn Store, tx: &mut Tx<'_>, conf: &LbConf, gone: &[IpAddr]
     let network = tx.network_name().to_string();
     // Backends on every node; the services live on this node while it holds one of them.
     let endpoints: Vec<Endpoint> = tx.endpoints()?.into_iter().filter(|e| e.held_by(SERVICE)).collect();
-    let local = endpoints.iter().filter(|e| e.is_on(tx.node())).count();
+    // Only this node's containers reach a VIP through this node's NAT: the
+    // hairpin set holds theirs alone.
+    let residents: Vec<&Endpoint> = endpoints.iter().filter(|e| e.is_on(tx.node())).collect();
+    let local = residents.len();
     let before: Option<LbConf> = tx.get_record(SERVICE, CONF)?;
 
     let mut names: BTreeSet<String> = conf.services.iter().map(|s| s.name.clone()).collect();
@@ -72,7 +75,7 @@ pub fn render(store: &dyn Store, tx: &mut Tx<'_>, conf: &LbConf, gone: &[IpAddr]
         let mine: Vec<&Rendered> = desired.iter().filter(|d| d.family() == f).collect();
         let theirs_gone: Vec<&Rendered> = removed.iter().copied().filter(|o| o.family() == f).collect();
         let current = currents.remove(&f).flatten();
-        let Some(script) = family_script(f, &mine, &theirs_gone, current.as_ref(), &endpoints, gone)? else {
+        let Some(script) = family_script(f, &mine, &theirs_gone, current.as_ref(), &residents, gone)? else {
             continue;
         };
         script.apply()?;
@@ -151,7 +154,7 @@ fn family_script(
     mine: &[&Rendered],
     removed: &[&Rendered],
     current: Option<&kernel::Current>,
-    endpoints: &[Endpoint],
+    residents: &[&Endpoint],
     gone: &[IpAddr],
 ) -> Result<Option<NftScript>> {
     let table = render::table(f);
@@ -175,7 +178,7 @@ fn family_script(
         let slots = current.and_then(|c| c.slots(&r.slots_map()));
         render::ensure_service(&mut s, r, slots.as_ref())?;
     }
-    let pairs: Vec<String> = endpoints
+    let pairs: Vec<String> = residents
         .iter()
         .flat_map(|e| render::hairpin_elements(&model::addresses(e, f)))
         .collect();

@@ -155,10 +155,19 @@ fn start_wireguard_go(name: &str) -> Result<(), CniError> {
 
 /// Applies `c` to device `name` (which must be in this namespace for the
 /// kernel backend; a userspace device is reached by its socket wherever it is).
+/// Only what differs is changed; a device it cannot read is told all of `c`.
 pub fn configure(name: &str, backend: Backend, c: &DeviceConfig) -> Result<(), CniError> {
+    let current = state(name, backend).ok();
+    let change = match &current {
+        Some(now) => wg::Change::between(c, now),
+        None => wg::Change::replace(c),
+    };
+    if change.is_empty() {
+        return Ok(());
+    }
     let r = match backend {
-        Backend::Kernel => wg::kernel_update(c).apply(&iface(name)?, wireguard_control::Backend::Kernel),
-        Backend::Userspace => wg::uapi_apply(name, c),
+        Backend::Kernel => wg::kernel_update(&change).apply(&iface(name)?, wireguard_control::Backend::Kernel),
+        Backend::Userspace => wg::uapi_apply(name, &change),
     };
     r.map_err(|e| CniError::io(format!("cannot configure WireGuard device {name}: {e}")))
 }
@@ -187,6 +196,7 @@ pub fn state(name: &str, backend: Backend) -> std::io::Result<DeviceState> {
                             .iter()
                             .filter_map(|a| netsvc_core::cni::IpNet::new(a.address, a.cidr).ok())
                             .collect(),
+                        persistent_keepalive: p.config.persistent_keepalive_interval.unwrap_or(0),
                         last_handshake: p
                             .stats
                             .last_handshake_time

@@ -115,18 +115,14 @@ fn keep(state_dir: &Path, network: &str, node: &str) -> Result<()> {
     // The store the plugin named (NETSVC_STORE), beside this state dir.
     let store = open_with(state_dir.to_str(), None)?;
     let prefix = mesh::watched_prefix(network)?;
-    let mut seen = store.revision()?;
+    let mut changes = store.subscribe(&prefix, store.revision()?)?;
     resync(&store, network, node);
     while mesh::device_exists(network, node) {
-        match store.watch(&prefix, seen, KEEPER_POLL) {
-            Ok(events) => {
-                if let Some(last) = events.last() {
-                    seen = last.revision;
-                    resync(&store, network, node);
-                }
-            }
+        match changes.next(KEEPER_POLL) {
+            Ok(events) if events.is_empty() => {}
+            Ok(_) => resync(&store, network, node),
             Err(StoreError::Compacted { .. }) => {
-                seen = store.revision()?;
+                changes = store.subscribe(&prefix, store.revision()?)?;
                 resync(&store, network, node);
             }
             Err(e) => return Err(e.into()),

@@ -1,5 +1,5 @@
 //! `netsvc-dnsd`: one resolver for every network of a node. It serves the
-//! names the store holds, reloads when the store changes (polled, and at
+//! names the store holds, reloads when the store changes (watched, and at
 //! once when a plugin asks over the control socket), and forwards the rest.
 //!
 //! Run as `netsvc-dnsd --state-dir DIR`. It keeps its pid, log and control
@@ -25,7 +25,7 @@ use tokio::sync::Mutex;
 use crate::snapshot;
 use server::{Listeners, Shared};
 
-/// How often the store's revision is checked for changes nobody announced.
+/// The longest wait between checks of the store's revision.
 const POLL: Duration = Duration::from_millis(100);
 
 /// The daemon's files under a state dir.
@@ -74,6 +74,7 @@ impl State {
                 let store = self.store.clone();
                 let zone = tokio::task::spawn_blocking(move || snapshot::load(&*store)).await??;
                 let served = u64::from(zone.serial()).max(revision);
+                tracing::debug!(revision = served, "zone reloaded");
                 *self.zone.write().map_err(|_| anyhow::anyhow!("zone lock poisoned"))? = Arc::new(zone);
                 *loaded = Some(served);
                 // The old zone and what reading the store took are free now.
@@ -138,26 +139,50 @@ async fn run(store: Arc<StoreHandle>, paths: &Paths) -> Result<()> {
             async move { state.sync().await }
         }
     }));
-    let poller = {
+    {
         let state = state.clone();
-        tokio::spawn(async move {
-            loop {
-                tokio::time::sleep(POLL).await;
-                if let Err(e) = state.sync().await {
-                    tracing::warn!(error = %e, "reload");
-                }
-            }
-        })
-    };
+        let rt = tokio::runtime::Handle::current();
+        // A plain thread: the runtime's shutdown does not wait for it.
+        std::thread::Builder::new()
+            .name("store-follower".into())
+            .spawn(move || follow_store(&state, &rt))?;
+    }
     tracing::info!(pid = std::process::id(), "netsvc-dnsd started");
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {
         _ = term.recv() => {}
         _ = tokio::signal::ctrl_c() => {}
     }
-    poller.abort();
     tracing::info!("netsvc-dnsd stopping");
     Ok(())
+}
+
+/// Reloads as soon as the store changes (a standing watch), and at least
+/// every [`POLL`]: each turn also retries listen addresses that could not
+/// be opened, and the revision check catches what a broken watch missed.
+fn follow_store(state: &State, rt: &tokio::runtime::Handle) {
+    let store = state.store.clone();
+    let mut changes = None;
+    loop {
+        if changes.is_none() {
+            changes = store.revision().and_then(|r| store.subscribe("", r)).ok();
+        }
+        let waited = match &mut changes {
+            Some(sub) => sub.next(POLL).map(|_| ()),
+            None => {
+                std::thread::sleep(POLL);
+                Ok(())
+            }
+        };
+        if let Err(e) = waited {
+            tracing::warn!(error = %e, "watching the store");
+            changes = None;
+            std::thread::sleep(POLL);
+        }
+        if let Err(e) = rt.block_on(state.sync()) {
+            tracing::warn!(error = %e, "reload");
+        }
+    }
 }
 
 /// Gives the heap a reload freed back to the system. glibc keeps freed
