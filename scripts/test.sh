@@ -27,6 +27,7 @@ PACKAGES=(
     etcd-client # etcdctl: inspecting that store by hand
     protobuf-compiler # protoc: etcd-client builds its gRPC protocol with it
     libprotobuf-dev # the protobuf well-known types etcd's protocol imports
+    openssl # the throwaway CA and certificates of the etcd TLS tests
 )
 
 step() { printf '\n==> %s\n' "$*"; }

@@ -243,7 +243,7 @@ mod server;
 #[cfg(feature = "etcd")]
 mod etcd_backend {
     use super::*;
-    use netsvc_core::store::{EtcdSpec, EtcdStore};
+    use netsvc_core::store::{EtcdSpec, EtcdStore, TlsSpec};
 
     use super::server;
 
@@ -259,6 +259,44 @@ mod etcd_backend {
     }
 
     suite!(etcd, etcd_store());
+
+    /// The same contract over client-certificate TLS.
+    pub fn etcd_tls_store() -> (server::Etcd, Box<dyn Store>) {
+        let certs = server::Certs::new();
+        let etcd = server::Etcd::start_tls(&certs);
+        let s = EtcdStore::connect(&tls_spec(&etcd, &certs, true)).expect("connect to etcd over TLS");
+        // The certificates may go: etcd and the client read them at start.
+        drop(certs);
+        (etcd, Box::new(s))
+    }
+
+    fn tls_spec(etcd: &server::Etcd, certs: &server::Certs, with_client_cert: bool) -> EtcdSpec {
+        EtcdSpec {
+            endpoints: vec![etcd.url()],
+            prefix: "/netsvc-test".into(),
+            tls: Some(TlsSpec {
+                ca: certs.path("ca.crt"),
+                cert: with_client_cert.then(|| certs.path("client.crt")),
+                key: with_client_cert.then(|| certs.path("client.key")),
+                server_name: None,
+            }),
+        }
+    }
+
+    suite!(etcd_tls, etcd_tls_store());
+
+    /// etcd asks for a client certificate: a client without one is refused,
+    /// as "try again later" like any unreachable store.
+    #[test]
+    fn etcd_refuses_a_client_without_a_certificate() {
+        let certs = server::Certs::new();
+        let etcd = server::Etcd::start_tls(&certs);
+        let err = EtcdStore::connect(&tls_spec(&etcd, &certs, false)).expect_err("no client certificate");
+        assert!(matches!(err, StoreError::Unavailable { .. }), "{err:?}");
+        // And with it, the same server answers.
+        let s = EtcdStore::connect(&tls_spec(&etcd, &certs, true)).expect("with the certificate");
+        s.put("networks/n1", &json!(1)).expect("put over TLS");
+    }
 
     /// A leased key whose holder stops renewing it is gone after its TTL.
     #[test]

@@ -67,6 +67,32 @@ impl<'a> Etcd<'a> {
         }
     }
 
+    /// Writes outside netsvc's prefix (the revision moves on) and compacts
+    /// the history up to now: a watcher behind it must re-list.
+    pub fn compact_past_now(&self) -> Result<()> {
+        let etcdctl = |args: &[&str]| -> Result<String> {
+            let out = self
+                .host
+                .command("etcdctl")
+                .args(["--endpoints", &self.url(), "-w", "json"])
+                .args(args)
+                .output()?;
+            if !out.status.success() {
+                bail!("etcdctl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+            }
+            Ok(String::from_utf8_lossy(&out.stdout).to_string())
+        };
+        // Two writes: compacting at the second drops the first, so history
+        // right after any revision a watcher holds is gone.
+        etcdctl(&["put", "/elsewhere", "x"])?;
+        let put: serde_json::Value = serde_json::from_str(&etcdctl(&["put", "/elsewhere", "y"])?)?;
+        let revision = put["header"]["revision"]
+            .as_u64()
+            .ok_or_else(|| anyhow::anyhow!("no revision in {put}"))?;
+        etcdctl(&["compact", &revision.to_string()])?;
+        Ok(())
+    }
+
     /// Kills the server (an outage); [`Etcd::resume`] brings it back.
     pub fn stop(&mut self) {
         if let Some(mut c) = self.child.take() {

@@ -149,6 +149,17 @@ fn a_network_spans_three_nodes_through_etcd() {
         restarted.elapsed() < Duration::from_secs(LEASE_TTL),
         "restarted within the lease"
     );
+    // Down again while etcd compacts past its revision: the history to
+    // replay is gone, so it renders everything.
+    agents[2].kill();
+    let stopped_at = c.agent_state()["revision"].as_u64();
+    etcd.compact_past_now().unwrap();
+    agents[2] = c.agent(&store, LEASE_TTL);
+    poll_until(Duration::from_secs(10), || {
+        let s = c.agent_state();
+        (s["fullResync"] == true && s["revision"].as_u64() > stopped_at).then_some(())
+    })
+    .expect("C's agent re-synced in full after the compaction");
 
     // Node B dies: its agent and its containers go. Within the lease TTL
     // and 2 s, A and C drop B's backends and peer, and no connection goes to B.
