@@ -116,11 +116,14 @@ pub fn add(call: &Call, conf: &MeshConf) -> Result<CniResult> {
         tx.attach_endpoint(&ep, SERVICE)?;
         tx.put_record(RECORDS, &ep.id(), &Member { node: node.clone() })?;
         tx.put_record(RECORDS, &node_record(&node), &me)?;
-        tx.put_peer(&published)?;
         Ok(())
     })?;
+    // Published once the device listens with its key: a node that learnt of
+    // us earlier would start a handshake nobody answers, and retry only
+    // after WireGuard's 5 s rekey timeout.
     let up = ensure_device(&me)
         .and_then(|()| sync(&store, network, &node))
+        .and_then(|()| graph.transaction(network, |tx| tx.put_peer(&published).map_err(CniError::from)))
         .and_then(|()| crate::keeper::ensure_running(&store, network, &node));
     if let Err(e) = up {
         let forgotten = graph.transaction(network, |tx| {
