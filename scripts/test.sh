@@ -15,7 +15,9 @@ PACKAGES=(
     dnsutils
     iperf3
     containernetworking-plugins # reference plugins in /usr/lib/cni
-    busybox-static
+    busybox-static # the root filesystem of the podman tests' containers
+    podman # the runtime of the end-to-end tests (its CNI backend)
+    runc # podman's OCI runtime on hosts with hybrid cgroups
     iptables # the reference portmap and firewall plugins program it
     tcpdump # reads nflog: the firewall's denied-packet log
     dnsmasq-base # the upstream resolver netsvc-dnsd forwards to in tests

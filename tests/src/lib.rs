@@ -40,6 +40,7 @@ mod node;
 pub mod noop;
 mod observe;
 mod ping;
+pub mod podman;
 mod process;
 pub mod shaping;
 mod sysctl;

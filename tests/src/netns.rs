@@ -22,10 +22,12 @@ pub(crate) const NETNS_DIR: &str = "/var/run/netns";
 ///
 /// Dropping it also kills every process still inside it (a daemon a plugin
 /// detached, say), so nothing outlives the test. lo is up from the start.
+/// A namespace someone else made ([`Netns::adopt`]) is only looked into.
 #[derive(Debug)]
 pub struct Netns {
     name: String,
     path: PathBuf,
+    owned: bool,
 }
 
 impl Netns {
@@ -43,9 +45,24 @@ impl Netns {
         let ns = Netns {
             path: Path::new(NETNS_DIR).join(&name),
             name,
+            owned: true,
         };
         ns.ip(["link", "set", "lo", "up"])?;
         Ok(ns)
+    }
+
+    /// A namespace another program made and bind-mounted in [`NETNS_DIR`]
+    /// (a podman container's): probes work in it, drop leaves it alone.
+    pub fn adopt(path: &Path) -> Result<Netns> {
+        let name = path
+            .strip_prefix(NETNS_DIR)
+            .or_else(|_| path.strip_prefix("/run/netns"))
+            .with_context(|| format!("{} is not under {NETNS_DIR}", path.display()))?;
+        Ok(Netns {
+            name: name.display().to_string(),
+            path: Path::new(NETNS_DIR).join(name),
+            owned: false,
+        })
     }
 
     /// The namespace's name, as `ip netns` knows it.
@@ -199,6 +216,9 @@ impl Netns {
 
 impl Drop for Netns {
     fn drop(&mut self) {
+        if !self.owned {
+            return;
+        }
         self.kill_processes();
         let res = output_with_timeout(
             Command::new("ip").args(["netns", "delete", &self.name]),

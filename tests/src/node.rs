@@ -71,6 +71,13 @@ impl TestNode {
 /// A process of the node's, killed on drop.
 pub struct Daemon(std::process::Child);
 
+impl Daemon {
+    /// Spawns `cmd`; the process lives as long as the returned value.
+    pub fn spawn(cmd: &mut Command) -> Result<Daemon> {
+        Ok(Daemon(cmd.spawn().with_context(|| format!("spawn {cmd:?}"))?))
+    }
+}
+
 impl Drop for Daemon {
     fn drop(&mut self) {
         let _ = self.0.kill();

@@ -85,42 +85,13 @@ pub struct Run<'a> {
 }
 
 impl Run<'_> {
-    /// Runs iperf3 (TCP) and samples the shaped device while it runs. A
-    /// server still closing the previous test answers "busy" for a moment:
-    /// that is waited out.
+    /// Runs iperf3 (TCP) and samples the shaped device while it runs.
     pub fn measure(&self) -> Result<Shaped> {
-        let deadline = Instant::now() + Duration::from_secs(5);
-        loop {
-            match self.measure_once() {
-                Err(e) if e.to_string().contains("busy") && Instant::now() < deadline => {
-                    std::thread::sleep(Duration::from_millis(200));
-                }
-                other => return other,
-            }
-        }
+        waiting_out_busy(|| self.measure_once())
     }
 
     fn measure_once(&self) -> Result<Shaped> {
-        let mut args = vec![
-            "-c".to_string(),
-            self.server.to_string(),
-            "-p".into(),
-            self.port.to_string(),
-            "-t".into(),
-            self.seconds.to_string(),
-            "-J".into(),
-        ];
-        if self.reverse {
-            args.push("-R".into());
-        }
-        let child = self
-            .client
-            .command("iperf3")
-            .args(&args)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .context("spawn iperf3 -c")?;
+        let child = iperf3_client(self.client, self.server, self.port, self.seconds, self.reverse)?;
         let started = Instant::now();
         let window_start = Duration::from_secs(2);
         let window_end = Duration::from_secs(self.seconds.saturating_sub(1).max(3));
@@ -128,20 +99,57 @@ impl Run<'_> {
         let (t0, b0) = root_qdisc_bytes(self.device_ns, self.device)?;
         std::thread::sleep(window_end.saturating_sub(started.elapsed()));
         let (t1, b1) = root_qdisc_bytes(self.device_ns, self.device)?;
-        let out = child.wait_with_output()?;
-        let report: Value = serde_json::from_slice(&out.stdout)
-            .with_context(|| format!("iperf3 output: {}", String::from_utf8_lossy(&out.stderr)))?;
-        if let Some(e) = report.get("error") {
-            bail!("iperf3: {e}");
-        }
-        let goodput = report["end"]["sum_received"]["bits_per_second"]
-            .as_f64()
-            .context("no end.sum_received in iperf3's report")?;
         Ok(Shaped {
             wire: (b1 - b0) as f64 * 8.0 / (t1 - t0).as_secs_f64(),
-            goodput,
+            goodput: received_rate(child)?,
         })
     }
+}
+
+/// What iperf3 (TCP, `seconds` long) from `client` to `server:port`
+/// delivered, in bits per second: for when no one device carries the run.
+pub fn goodput(client: &Netns, server: IpAddr, port: u16, seconds: u64) -> Result<f64> {
+    waiting_out_busy(|| received_rate(iperf3_client(client, server, port, seconds, false)?))
+}
+
+/// A server still closing the previous test answers "busy" for a moment:
+/// that is waited out.
+fn waiting_out_busy<T>(mut run: impl FnMut() -> Result<T>) -> Result<T> {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        match run() {
+            Err(e) if e.to_string().contains("busy") && Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            other => return other,
+        }
+    }
+}
+
+fn iperf3_client(client: &Netns, server: IpAddr, port: u16, seconds: u64, reverse: bool) -> Result<Child> {
+    let mut cmd = client.command("iperf3");
+    cmd.args(["-c", &server.to_string(), "-p", &port.to_string()])
+        .args(["-t", &seconds.to_string(), "-J"]);
+    if reverse {
+        cmd.arg("-R");
+    }
+    cmd.stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .context("spawn iperf3 -c")
+}
+
+/// The receiver's rate in an iperf3 client's JSON report.
+fn received_rate(child: Child) -> Result<f64> {
+    let out = child.wait_with_output()?;
+    let report: Value = serde_json::from_slice(&out.stdout)
+        .with_context(|| format!("iperf3 output: {}", String::from_utf8_lossy(&out.stderr)))?;
+    if let Some(e) = report.get("error") {
+        bail!("iperf3: {e}");
+    }
+    report["end"]["sum_received"]["bits_per_second"]
+        .as_f64()
+        .context("no end.sum_received in iperf3's report")
 }
 
 /// Bytes the root qdisc of `device` has sent, and when: read over netlink

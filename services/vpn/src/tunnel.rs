@@ -26,6 +26,11 @@ pub const PREFIX: &str = "nsv";
 /// The device's name in a container that already has an interface.
 const CHAINED_INTERFACE: &str = "wg0";
 
+/// The mac a WireGuard device reports: it has no hardware address, and
+/// this is how the kernel shows one of none (as on lo). Podman's CNI
+/// backend rejects a container interface with no mac at all.
+const NO_HARDWARE_ADDRESS: &str = "00:00:00:00:00:00";
+
 /// Where tunnels are recorded in a network, by endpoint id.
 pub const RECORDS: &str = "netsvc-vpn.tunnel";
 
@@ -143,6 +148,7 @@ fn with_tunnel(prev: Option<CniResult>, r: &TunnelRecord) -> CniResult {
     let mut result = prev.unwrap_or_default();
     result.interfaces.push(Interface {
         name: r.interface.clone(),
+        mac: NO_HARDWARE_ADDRESS.to_string(),
         mtu: Some(r.mtu),
         sandbox: Some(r.netns.clone()),
         ..Default::default()
