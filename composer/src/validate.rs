@@ -350,6 +350,31 @@ fn check_chain(chain: &[Descriptor], plugins: &[&Map<String, Value>], out: &mut 
             }
         }
     }
+    for (i, d) in chain.iter().enumerate() {
+        let interface = (0..i).find(|&j| is_interface(&chain[j]));
+        for &f in &d.prefers {
+            let Some(j) = interface.filter(|_| !(0..i).any(|j| provides(j, f))) else {
+                continue;
+            };
+            out.push(diag(
+                Warning,
+                "no-node-path",
+                Some(i),
+                format!("plugins[{i}]"),
+                format!(
+                    "{} serves traffic that passes through the node, but {} (plugins[{j}]) leaves no {}: \
+                     containers reach each other and the outside by the parent link, not through the node",
+                    types[i],
+                    types[j],
+                    match f {
+                        Feature::HostVeth => "veth peer on the node".to_string(),
+                        other => feature_name(other),
+                    }
+                ),
+                "use bridge or ptp as the interface plugin; otherwise only traffic routed through the node is covered",
+            ));
+        }
+    }
     if let Ok(all) = edges(chain) {
         let declared = all
             .iter()

@@ -79,6 +79,15 @@ fn cases() -> Vec<(&'static str, Value, bool)> {
             true,
         ),
         (
+            "no_node_path",
+            list(vec![
+                json!({"type": "macvlan", "master": "eth0",
+            "ipam": {"type": "host-local", "ranges": [[{"subnet": "10.89.0.0/24"}]]}}),
+                json!({"type": "netsvc-firewall"}),
+            ]),
+            false,
+        ),
+        (
             "unmet_requirement",
             list(vec![json!({"type": "netsvc-firewall"})]),
             true,

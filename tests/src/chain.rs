@@ -36,6 +36,19 @@ pub fn cni_path() -> OsString {
     std::env::join_paths([plugin_dir(), PathBuf::from(REFERENCE_PLUGIN_DIR)]).expect("plugin dirs hold no ':'")
 }
 
+/// Runs `netsvc exec args…` inside `node`'s namespace with its state dir,
+/// results cached there, plugins found on [`cni_path`]: as a user would.
+pub fn netsvc_exec(node: &TestNode, args: &[&str]) -> std::process::Output {
+    let mut cmd = node.command(plugin_dir().join("netsvc"));
+    cmd.arg("exec")
+        .args(args)
+        .arg("--cache-dir")
+        .arg(node.state_dir().join("cli-cache"))
+        .arg("--cni-path")
+        .arg(cni_path());
+    crate::process::output_with_timeout(&mut cmd, std::time::Duration::from_secs(30)).expect("netsvc exec runs")
+}
+
 /// A conflist bound to a node.
 pub struct Chain<'a> {
     node: &'a TestNode,

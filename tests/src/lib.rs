@@ -33,6 +33,7 @@ pub mod chain;
 pub mod cluster;
 mod echo;
 pub mod etcd;
+pub mod leftovers;
 pub mod matrix;
 mod names;
 mod netns;

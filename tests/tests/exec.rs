@@ -6,26 +6,14 @@ use std::process::Output;
 use std::time::Duration;
 
 use netsvc_tests::chain::{self, container_ip};
-use netsvc_tests::{Container, TestNode, output_with_timeout};
+use netsvc_tests::{Container, TestNode};
 use serde_json::{Value, json};
 
 const T: Duration = Duration::from_secs(10);
 
-fn netsvc() -> PathBuf {
-    chain::plugin_dir().join("netsvc")
-}
-
 /// Runs `netsvc exec ...` inside the node namespace, as a user would with nsenter.
 fn exec(node: &TestNode, args: &[&str]) -> Output {
-    let cache = node.state_dir().join("cli-cache");
-    let mut cmd = node.command(netsvc());
-    cmd.arg("exec")
-        .args(args)
-        .arg("--cache-dir")
-        .arg(&cache)
-        .arg("--cni-path")
-        .arg(chain::cni_path());
-    output_with_timeout(&mut cmd, Duration::from_secs(30)).expect("netsvc exec runs")
+    chain::netsvc_exec(node, args)
 }
 
 fn write_conflist(node: &TestNode, v: &Value) -> PathBuf {

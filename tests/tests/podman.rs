@@ -8,7 +8,8 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use netsvc_tests::podman::{Podman, Run, compose, leftovers};
+use netsvc_tests::leftovers::leftovers;
+use netsvc_tests::podman::{Podman, Run, compose};
 use netsvc_tests::{TestNode, poll_until};
 
 fn pattern(file: &str) -> PathBuf {

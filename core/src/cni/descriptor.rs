@@ -34,6 +34,10 @@ pub struct Descriptor {
     /// Features some earlier plugin of the chain must provide.
     #[serde(default)]
     pub requires: Vec<Feature>,
+    /// Features it does its whole job only with: when the chain's interface
+    /// plugin does not provide one, the composer warns instead of refusing.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub prefers: Vec<Feature>,
     /// Plugin types this one must come after when both are present.
     #[serde(default)]
     pub after: Vec<String>,

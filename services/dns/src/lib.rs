@@ -46,6 +46,8 @@ impl Plugin for Dns {
             plugin_type: SERVICE.into(),
             provides: vec![Feature::Dns],
             requires: vec![Feature::Interface, Feature::Ip],
+            // It acts on traffic that passes through the node.
+            prefers: vec![Feature::HostVeth],
             capabilities: vec!["aliases".into()],
             ..Default::default()
         }

@@ -89,6 +89,8 @@ impl Plugin for Firewall {
             plugin_type: SERVICE.into(),
             provides: vec![Feature::Policy],
             requires: vec![Feature::Interface, Feature::Ip],
+            // It acts on traffic that passes through the node.
+            prefers: vec![Feature::HostVeth],
             capabilities: vec!["aliases".into()],
             ..Default::default()
         }

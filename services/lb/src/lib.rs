@@ -73,6 +73,8 @@ impl Plugin for Lb {
             plugin_type: SERVICE.into(),
             provides: vec![Feature::Lb],
             requires: vec![Feature::Interface, Feature::Ip],
+            // It acts on traffic that passes through the node.
+            prefers: vec![Feature::HostVeth],
             capabilities: vec!["aliases".into()],
             ..Default::default()
         }
