@@ -63,8 +63,31 @@ ensure_nextest() {
     fi
 }
 
+# The reference patterns book's builder, from crates.io (no search index,
+# no live server: only what `mdbook build` needs).
+MDBOOK_VERSION=0.5.4
+
+ensure_mdbook() {
+    if ! mdbook --version 2>/dev/null | grep -qx "mdbook v$MDBOOK_VERSION"; then
+        step "installing mdbook $MDBOOK_VERSION"
+        cargo install mdbook --locked --no-default-features --version "$MDBOOK_VERSION"
+    fi
+}
+
+# mdbook only warns about a file an {{#include}} cannot find: any warning fails.
+build_book() {
+    local log
+    log=$(mdbook build docs 2>&1) || { echo "$log"; return 1; }
+    echo "$log"
+    if grep -qE 'WARN|ERROR' <<<"$log"; then
+        echo "the book built with warnings" >&2
+        return 1
+    fi
+}
+
 install_missing_packages
 ensure_nextest
+ensure_mdbook
 
 step "cargo fmt --check"
 cargo fmt --all --check
@@ -81,5 +104,8 @@ cargo nextest run --workspace
 
 step "doc tests"
 cargo test --workspace --doc
+
+step "mdbook build docs"
+build_book
 
 step "all tests passed"
