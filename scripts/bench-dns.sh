@@ -364,6 +364,22 @@ report() {
     fi
 }
 
+# The medians as JSON in $NETSVC_BENCH_OUT/dns.json, for bench/run's report.
+record() {
+    [[ -n ${NETSVC_BENCH_OUT:-} ]] || return 0
+    {
+        echo '{"names": '"$((NAMES + 1))"', "seconds": '"$SECONDS_PER_RUN"', "rounds": '"$ROUNDS"', "rate": '"$RATE"','
+        echo '"throughput": ['
+        medians max | awk '{printf "%s{\"server\": \"%s\", \"qps\": %s, \"meanLatencyMs\": %s, \"cpuUsPerQuery\": %s, \"lostPercent\": %s}",
+            NR > 1 ? ",\n" : "", $1, $2, $3, $6, $4}'
+        echo '],'
+        echo '"latency": ['
+        medians rate | awk '{printf "%s{\"server\": \"%s\", \"meanLatencyMs\": %s, \"p50Ms\": %s, \"p99Ms\": %s}",
+            NR > 1 ? ",\n" : "", $1, $3, ($7 == "-" ? "null" : $7), ($8 == "-" ? "null" : $8)}'
+        echo ']}'
+    } >"$NETSVC_BENCH_OUT/dns.json"
+}
+
 main() {
     ((EUID == 0)) || die "run as root (namespaces, packages)"
     ((NAMES >= 1 && NAMES <= 1000)) || die "BENCH_NAMES must be 1..1000 (one bridge takes 1024 ports)"
@@ -383,6 +399,7 @@ main() {
     write_queries
     measure
     report
+    record
     if [[ -n ${BENCH_KEEP_LOG:-} ]]; then
         cp "$WORK/dnsperf.log" "$BENCH_KEEP_LOG"
         echo "dnsperf's own reports: $BENCH_KEEP_LOG"

@@ -30,6 +30,7 @@ PACKAGES=(
     protobuf-compiler # protoc: etcd-client builds its gRPC protocol with it
     libprotobuf-dev # the protobuf well-known types etcd's protocol imports
     openssl # the throwaway CA and certificates of the etcd TLS tests
+    fonts-dejavu-core # the font the benchmark report's charts are drawn with
 )
 
 step() { printf '\n==> %s\n' "$*"; }

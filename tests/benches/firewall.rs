@@ -48,7 +48,7 @@ use netsvc_core::cni::dispatch;
 use netsvc_firewall::Firewall;
 use netsvc_tests::Netns;
 use netsvc_tests::chain::{REFERENCE_PLUGIN_DIR, plugin_dir};
-use netsvc_tests::timing::{AddDel, median, ms, run_plugin};
+use netsvc_tests::timing::{AddDel, as_ms, median, ms, record, run_plugin};
 use nix::sched::{CloneFlags, setns};
 use serde_json::{Value, json};
 
@@ -131,6 +131,9 @@ fn spawn(binary: &Path, command: &str, id: &str, netns: &str, stdin: &[u8]) {
 struct Report {
     lines: Vec<String>,
     add_medians: Vec<(usize, Duration)>,
+    /// For the benchmark report: the ADD curve and the whole-process pair.
+    scale: Vec<Value>,
+    whole_process: Value,
 }
 
 fn sizes() -> Vec<usize> {
@@ -192,6 +195,9 @@ fn in_process(c: &mut Criterion, state_dir: &Path, netns: &str, report: &mut Rep
             ms(d)
         ));
         report.add_medians.push((size, a));
+        report
+            .scale
+            .push(json!({"endpoints": size, "add_median_ms": as_ms(a), "del_median_ms": as_ms(d)}));
     }
     group.finish();
 }
@@ -245,6 +251,7 @@ fn whole_process(c: &mut Criterion, state_dir: &Path, netns: &str, report: &mut 
     }
     group.finish();
     if let [ours, reference] = medians[..] {
+        report.whole_process = json!({"netsvc_ms": as_ms(ours), "reference_ms": as_ms(reference)});
         report.lines.push(format!(
             "whole process ratio ours/reference: {:.2} (target <= 0.25)",
             ours.as_secs_f64() / reference.as_secs_f64()
@@ -277,6 +284,10 @@ fn main() {
             b.as_secs_f64() / a.as_secs_f64()
         ));
     }
+    record(
+        "firewall",
+        &json!({"scale": report.scale, "wholeProcess": report.whole_process}),
+    );
     println!("\n== netsvc-firewall bench summary ==");
     for l in &report.lines {
         println!("{l}");

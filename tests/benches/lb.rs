@@ -65,6 +65,7 @@ use criterion::{BenchmarkGroup, BenchmarkId, Criterion};
 use netsvc_core::cni::{CniArgs, dispatch};
 use netsvc_lb::Lb;
 use netsvc_tests::chain::{CallArgs, plugin_dir};
+use netsvc_tests::timing::{as_ms, record};
 use netsvc_tests::{Container, EchoServer, Netns, TestNode};
 use nix::sched::{CloneFlags, setns};
 use serde_json::{Value, json};
@@ -144,6 +145,9 @@ fn counts(var: &str, default: &[usize]) -> Vec<usize> {
 #[derive(Default)]
 struct Report {
     lines: Vec<String>,
+    /// For the benchmark report: the ADD curve and the connection times.
+    scale: Vec<Value>,
+    connect: Vec<Value>,
 }
 
 impl Report {
@@ -345,6 +349,9 @@ fn add_latency(c: &mut Criterion, report: &mut Report) {
             ms(d)
         ));
         medians.push((size, a));
+        report
+            .scale
+            .push(json!({"backends": size, "add_median_ms": as_ms(a), "del_median_ms": as_ms(d)}));
     }
     group.finish();
     if let (Some((small, a)), Some((large, b))) = (medians.first(), medians.last()) {
@@ -460,6 +467,10 @@ fn connect_latency(report: &mut Report) {
             us(rounds[rounds.len() - 1])
         ));
         medians.push((node.services, m));
+        report
+            .connect
+            .push(json!({"services": node.services, "median_us": as_ms(m) * 1e3,
+                                   "p90_us": as_ms(percentile(s, 90)) * 1e3}));
     }
     if let [(small, a), (large, b)] = medians[..] {
         report.line(format!(
@@ -480,6 +491,7 @@ fn main() {
     connect_latency(&mut report);
     c.final_summary();
 
+    record("lb", &json!({"scale": report.scale, "connect": report.connect}));
     println!("\n== netsvc-lb bench summary ==");
     for l in &report.lines {
         println!("{l}");

@@ -75,6 +75,10 @@ fn main() -> Result<()> {
     println!("  netsvc-vpn tunnel   {:>9.1} Mbit/s", o / 1e6);
     println!("  hand-made tunnel    {:>9.1} Mbit/s", h / 1e6);
     println!("  ratio ours/hand     {:>9.3}  (target >= 0.90)", o / h);
+    netsvc_tests::timing::record(
+        "vpn",
+        &json!({"netsvcMbit": o / 1e6, "handMbit": h / 1e6, "rounds": rounds, "seconds": seconds}),
+    );
     let _ = std::fs::remove_file(format!("/var/run/wireguard/wgh{}.sock", std::process::id() % 100_000));
     Ok(())
 }

@@ -12,7 +12,9 @@ use serde_json::Value;
 
 use netsvc_core::netlink::{links, tc};
 
+use crate::chain::{CallArgs, Chain};
 use crate::netns::Netns;
+use crate::node::{Container, TestNode};
 use crate::process::poll_until;
 
 /// An `iperf3 -s` in a namespace; killed on drop.
@@ -197,4 +199,92 @@ impl Netns {
             .filter_map(|l| l["ifname"].as_str().map(str::to_string))
             .collect())
     }
+}
+
+/// Both directions of one shaped container.
+#[derive(Debug, Clone, Copy)]
+pub struct Measured {
+    /// Node → container: shaped on the host veth.
+    pub to_container: Shaped,
+    /// Container → node: shaped on the ifb.
+    pub from_container: Shaped,
+}
+
+/// One container on a bridge network followed by a shaper.
+pub struct Attached<'n> {
+    pub chain: Chain<'n>,
+    pub container: Container,
+    pub gateway: IpAddr,
+    pub host_veth: String,
+    pub ifb: String,
+}
+
+/// Attaches a container to `net` (bridge + host-local on `subnet`, then
+/// `shaper`), with `args` for its calls.
+pub fn attach<'n>(node: &'n TestNode, net: &str, subnet: &str, shaper: Value, args: &CallArgs) -> Attached<'n> {
+    let chain = node
+        .chain(&node.bridge_conflist(net, "1.0.0", subnet, vec![shaper]))
+        .unwrap();
+    let container = node.container("shaped").unwrap();
+    let r = chain.add_with(&container, "eth0", args).unwrap();
+    let gateway: IpAddr = r["ips"][0]["gateway"].as_str().unwrap().parse().unwrap();
+    let host_veth = container.veth_peer_in("eth0", node).unwrap();
+    let ifbs = node.links_of_kind("ifb").unwrap();
+    assert_eq!(ifbs.len(), 1, "one ifb for the container: {ifbs:?}");
+    Attached {
+        chain,
+        container,
+        gateway,
+        host_veth,
+        ifb: ifbs[0].clone(),
+    }
+}
+
+impl Attached<'_> {
+    /// iperf3 against the node's `server`:`port`, to the container
+    /// (`reverse`) or from it, measured on the device that shapes it.
+    pub fn run(&self, server: IpAddr, port: u16, reverse: bool, seconds: u64) -> Shaped {
+        Run {
+            client: self.container.ns(),
+            server,
+            port,
+            reverse,
+            seconds,
+            device_ns: self.chain.node(),
+            device: if reverse { &self.host_veth } else { &self.ifb },
+        }
+        .measure()
+        .unwrap()
+    }
+
+    /// Two iperf3 runs at once against the gateway's `ports` (a lane
+    /// each), both the same way.
+    pub fn both_lanes(&self, ports: [u16; 2], reverse: bool, seconds: u64) -> (Shaped, Shaped) {
+        std::thread::scope(|s| {
+            let [a, b] = ports.map(|port| s.spawn(move || self.run(self.gateway, port, reverse, seconds)));
+            (a.join().unwrap(), b.join().unwrap())
+        })
+    }
+
+    pub fn detach(self) {
+        self.chain.del(&self.container, "eth0").unwrap();
+    }
+}
+
+/// Attaches one container, runs iperf3 both ways against the node, detaches it.
+pub fn measure(node: &TestNode, net: &str, subnet: &str, shaper: Value, seconds: u64) -> Measured {
+    let shaped = attach(node, net, subnet, shaper, &CallArgs::default());
+    let server = Iperf3Server::start(node, 5201).unwrap();
+    let measured = Measured {
+        to_container: shaped.run(shaped.gateway, server.port, true, seconds),
+        from_container: shaped.run(shaped.gateway, server.port, false, seconds),
+    };
+    shaped.detach();
+    measured
+}
+
+/// The same burst for both plugins: 10 ms at the rate, at least 100 kbit
+/// (the reference plugin's TBF drops packets larger than its burst).
+pub fn burst_for(rate: u64) -> u64 {
+    (rate / 100).max(100_000)
 }

@@ -85,3 +85,22 @@ impl AddDel {
         )
     }
 }
+
+/// The directory `bench/run` collects figures in: each bench that finds it
+/// set writes `<dir>/<section>.json` for the report.
+pub const BENCH_OUT_ENV: &str = "NETSVC_BENCH_OUT";
+
+/// Writes `figures` as `$NETSVC_BENCH_OUT/<section>.json`, when set.
+pub fn record(section: &str, figures: &serde_json::Value) {
+    let Some(dir) = std::env::var_os(BENCH_OUT_ENV) else {
+        return;
+    };
+    let path = Path::new(&dir).join(format!("{section}.json"));
+    let text = serde_json::to_string_pretty(figures).expect("figures are JSON");
+    std::fs::write(&path, text).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
+}
+
+/// A duration as milliseconds, for figures.
+pub fn as_ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}

@@ -5,98 +5,13 @@
 
 use std::net::IpAddr;
 
-use netsvc_tests::chain::{CallArgs, Chain};
-use netsvc_tests::shaping::{Iperf3Server, Run, Shaped};
-use netsvc_tests::{Container, TestNode};
-use serde_json::{Value, json};
+use netsvc_tests::TestNode;
+use netsvc_tests::chain::CallArgs;
+use netsvc_tests::shaping::{Iperf3Server, attach, burst_for, measure};
+use serde_json::json;
 
 const SECONDS: u64 = 10;
 const IPERF_PORT: u16 = 5201;
-
-/// Both directions of one shaped container.
-struct Measured {
-    /// Node → container: shaped on the host veth.
-    to_container: Shaped,
-    /// Container → node: shaped on the ifb.
-    from_container: Shaped,
-}
-
-/// One container on a bridge network followed by a shaper.
-struct Attached<'n> {
-    chain: Chain<'n>,
-    container: Container,
-    gateway: IpAddr,
-    host_veth: String,
-    ifb: String,
-}
-
-fn attach<'n>(node: &'n TestNode, net: &str, subnet: &str, shaper: Value, args: &CallArgs) -> Attached<'n> {
-    let chain = node
-        .chain(&node.bridge_conflist(net, "1.0.0", subnet, vec![shaper]))
-        .unwrap();
-    let container = node.container("shaped").unwrap();
-    let r = chain.add_with(&container, "eth0", args).unwrap();
-    let gateway: IpAddr = r["ips"][0]["gateway"].as_str().unwrap().parse().unwrap();
-    let host_veth = container.veth_peer_in("eth0", node).unwrap();
-    let ifbs = node.links_of_kind("ifb").unwrap();
-    assert_eq!(ifbs.len(), 1, "one ifb for the container: {ifbs:?}");
-    Attached {
-        chain,
-        container,
-        gateway,
-        host_veth,
-        ifb: ifbs[0].clone(),
-    }
-}
-
-impl Attached<'_> {
-    /// iperf3 against the node's `server`:`port`, to the container
-    /// (`reverse`) or from it, measured on the device that shapes it.
-    fn run(&self, server: IpAddr, port: u16, reverse: bool, seconds: u64) -> Shaped {
-        Run {
-            client: self.container.ns(),
-            server,
-            port,
-            reverse,
-            seconds,
-            device_ns: self.chain.node(),
-            device: if reverse { &self.host_veth } else { &self.ifb },
-        }
-        .measure()
-        .unwrap()
-    }
-
-    /// Two iperf3 runs at once against the gateway's `ports` (a lane
-    /// each), both the same way.
-    fn both_lanes(&self, ports: [u16; 2], reverse: bool) -> (Shaped, Shaped) {
-        std::thread::scope(|s| {
-            let [a, b] = ports.map(|port| s.spawn(move || self.run(self.gateway, port, reverse, SECONDS)));
-            (a.join().unwrap(), b.join().unwrap())
-        })
-    }
-
-    fn detach(self) {
-        self.chain.del(&self.container, "eth0").unwrap();
-    }
-}
-
-/// Attaches one container, runs iperf3 both ways against the node, detaches it.
-fn measure(node: &TestNode, net: &str, subnet: &str, shaper: Value) -> Measured {
-    let shaped = attach(node, net, subnet, shaper, &CallArgs::default());
-    let server = Iperf3Server::start(node, IPERF_PORT).unwrap();
-    let measured = Measured {
-        to_container: shaped.run(shaped.gateway, server.port, true, SECONDS),
-        from_container: shaped.run(shaped.gateway, server.port, false, SECONDS),
-    };
-    shaped.detach();
-    measured
-}
-
-/// The same burst for both plugins: 10 ms at the rate, at least 100 kbit
-/// (the reference plugin's TBF drops packets larger than its burst).
-fn burst_for(rate: u64) -> u64 {
-    (rate / 100).max(100_000)
-}
 
 #[test]
 fn serial_rates_on_the_wire_within_2_percent_beside_the_reference_plugin() {
@@ -114,8 +29,14 @@ fn serial_rates_on_the_wire_within_2_percent_beside_the_reference_plugin() {
         for conf in [&mut ours, &mut reference] {
             conf.as_object_mut().unwrap().extend(rates.as_object().unwrap().clone());
         }
-        let ours = measure(&node, &format!("qosr{i}"), &format!("10.245.{i}.0/24"), ours);
-        let theirs = measure(&node, &format!("bwr{i}"), &format!("10.245.{}.0/24", 10 + i), reference);
+        let ours = measure(&node, &format!("qosr{i}"), &format!("10.245.{i}.0/24"), ours, SECONDS);
+        let theirs = measure(
+            &node,
+            &format!("bwr{i}"),
+            &format!("10.245.{}.0/24", 10 + i),
+            reference,
+            SECONDS,
+        );
         for (direction, o, t) in [
             ("to container", ours.to_container, theirs.to_container),
             ("from container", ours.from_container, theirs.from_container),
@@ -155,7 +76,7 @@ fn serial_interactive_lane_keeps_its_rate_while_bulk_gets_the_rest() {
         Iperf3Server::start(&node, 5202).unwrap(),
     );
     for reverse in [false, true] {
-        let (bulk, interactive) = shaped.both_lanes([bulk_server.port, interactive_server.port], reverse);
+        let (bulk, interactive) = shaped.both_lanes([bulk_server.port, interactive_server.port], reverse, SECONDS);
         let direction = if reverse { "to container" } else { "from container" };
         println!(
             "{direction}: interactive {} bulk {} (wire {})",
@@ -244,7 +165,7 @@ fn serial_guarantees_over_the_rate_still_keep_the_cap() {
         Iperf3Server::start(&node, 5201).unwrap(),
         Iperf3Server::start(&node, 5202).unwrap(),
     );
-    let (bulk, interactive) = shaped.both_lanes([bulk_server.port, interactive_server.port], false);
+    let (bulk, interactive) = shaped.both_lanes([bulk_server.port, interactive_server.port], false, SECONDS);
     println!(
         "interactive {} bulk {} (wire {})",
         mbit(interactive.goodput),

@@ -1,0 +1,42 @@
+//! Samples summed up the same way in every section.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// Median and 90th percentile of a set of durations, in milliseconds.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub struct Stats {
+    pub median_ms: f64,
+    pub p90_ms: f64,
+    pub n: usize,
+}
+
+impl Stats {
+    pub fn of(samples: &[Duration]) -> Stats {
+        let mut ms: Vec<f64> = samples.iter().map(|d| d.as_secs_f64() * 1e3).collect();
+        ms.sort_by(f64::total_cmp);
+        let at = |q: f64| {
+            ms.get(((ms.len() as f64 - 1.0) * q).round() as usize)
+                .copied()
+                .unwrap_or(0.0)
+        };
+        Stats {
+            median_ms: at(0.5),
+            p90_ms: at(0.9),
+            n: ms.len(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn median_and_p90_of_ten() {
+        let samples: Vec<Duration> = (1..=10).map(Duration::from_millis).collect();
+        let s = Stats::of(&samples);
+        assert_eq!((s.median_ms, s.p90_ms, s.n), (6.0, 9.0, 10));
+    }
+}
