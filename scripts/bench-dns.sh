@@ -371,11 +371,11 @@ record() {
         echo '{"names": '"$((NAMES + 1))"', "seconds": '"$SECONDS_PER_RUN"', "rounds": '"$ROUNDS"', "rate": '"$RATE"','
         echo '"throughput": ['
         medians max | awk '{printf "%s{\"server\": \"%s\", \"qps\": %s, \"meanLatencyMs\": %s, \"cpuUsPerQuery\": %s, \"lostPercent\": %s}",
-            NR > 1 ? ",\n" : "", $1, $2, $3, $6, $4}'
+            (NR > 1 ? ",\n" : ""), $1, $2, $3, $6, $4}'
         echo '],'
         echo '"latency": ['
         medians rate | awk '{printf "%s{\"server\": \"%s\", \"meanLatencyMs\": %s, \"p50Ms\": %s, \"p99Ms\": %s}",
-            NR > 1 ? ",\n" : "", $1, $3, ($7 == "-" ? "null" : $7), ($8 == "-" ? "null" : $8)}'
+            (NR > 1 ? ",\n" : ""), $1, $3, ($7 == "-" ? "null" : $7), ($8 == "-" ? "null" : $8)}'
         echo ']}'
     } >"$NETSVC_BENCH_OUT/dns.json"
 }

@@ -41,7 +41,7 @@ pub fn write(dir: &Path) -> Result<()> {
     match read::<Value>(&raw, "machine")? {
         Some(m) => writeln!(
             md,
-            "Taken {} on {} ({} cores, {} memory, kernel {}, {}), commit {}, in one run of `bench/run`.\n",
+            "Taken {} on {} ({} cores, {} memory, kernel {}, {}), commit {}, by `bench/run`.\n",
             m["date"].as_str().unwrap_or("?"),
             m["cpu"].as_str().unwrap_or("?"),
             m["cores"],
