@@ -194,6 +194,20 @@ impl<'n> Podman<'n> {
         inside.parse().ok()
     }
 
+    /// What `name` resolves to inside `from` once that is `want`, or what it
+    /// last resolved to after five seconds: the DNS daemon follows the store
+    /// within moments of a runtime's call, not during it.
+    pub fn resolve_settled(&self, from: &str, name: &str, want: Option<IpAddr>) -> Option<IpAddr> {
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            let got = self.resolve(from, name);
+            if got == want || std::time::Instant::now() >= deadline {
+                return got;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
     /// The container's address on `network`.
     pub fn ip(&self, name: &str, network: &str) -> Result<IpAddr> {
         let inspect = self.inspect(name)?;

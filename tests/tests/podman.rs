@@ -125,22 +125,24 @@ fn service_vip_and_names_in_real_containers() {
     assert!(resolv.contains("search app.internal"), "{resolv}");
     assert!(resolv.contains("nameserver 10.92.0.1"), "{resolv}");
     let api_1 = podman.ip("api-1", &net).unwrap();
-    assert_eq!(podman.resolve("client", "api-1"), Some(api_1));
-    let vip = podman.resolve("client", "api").expect("the service's name");
-    assert_eq!(vip.to_string(), "10.96.0.20");
+    assert_eq!(podman.resolve_settled("client", "api-1", Some(api_1)), Some(api_1));
+    let vip: IpAddr = "10.96.0.20".parse().unwrap();
+    assert_eq!(
+        podman.resolve_settled("client", "api", Some(vip)),
+        Some(vip),
+        "the service's name"
+    );
     let both: std::collections::BTreeSet<String> = ["api-1", "api-2"].map(String::from).into();
     assert_eq!(answers(&podman, "client", vip, 30), both);
 
     // A replica stops: its name and its share of the VIP go with it.
     podman.stop("api-1").unwrap();
-    assert_eq!(podman.resolve("client", "api-1"), None);
+    assert_eq!(podman.resolve_settled("client", "api-1", None), None);
     assert_eq!(answers(&podman, "client", vip, 20), ["api-2".to_string()].into());
     // And come back when it starts again.
     podman.start("api-1", Some("app:api")).unwrap();
-    assert_eq!(
-        podman.resolve("client", "api-1"),
-        Some(podman.ip("api-1", &net).unwrap())
-    );
+    let api_1 = Some(podman.ip("api-1", &net).unwrap());
+    assert_eq!(podman.resolve_settled("client", "api-1", api_1), api_1);
     assert_eq!(answers(&podman, "client", vip, 30), both);
     assert_nothing_left(&node, &podman, &[]);
 }
@@ -255,7 +257,7 @@ fn serial_a_container_joins_and_leaves_a_second_network() {
     let app_ns = podman.netns("app").unwrap();
     let rate_to_back = || goodput(&app_ns, back_gateway, server.port, 4).unwrap();
     let on_back = |joined: bool| {
-        let name = podman.resolve("app", "db.back.internal");
+        let name = podman.resolve_settled("app", "db.back.internal", joined.then_some(db));
         assert_eq!(name, joined.then_some(db), "db's name, app on back: {joined}");
         let reply = podman.fetch("app", db, 5432);
         assert_eq!(
@@ -273,7 +275,8 @@ fn serial_a_container_joins_and_leaves_a_second_network() {
         // Its own ifb (egress shaping) comes and goes; db has one all along.
         assert_eq!(node.links_of_kind("ifb").unwrap().len(), 1 + joined as usize);
         // On front all along: its peers find it by name.
-        assert_eq!(podman.resolve("peer", "app"), Some(podman.ip("app", &front).unwrap()));
+        let app = Some(podman.ip("app", &front).unwrap());
+        assert_eq!(podman.resolve_settled("peer", "app", app), app);
     };
 
     // Routed from front, app is neither a member of back nor allowed in.
