@@ -2,15 +2,14 @@
 //!
 //! An [`NftTable`] is bound to one (family, table) pair: every command of a
 //! batch is checked to stay inside it, a batch is applied with a single
-//! `nft -j -f -` run (nft applies a file as one transaction: all or nothing),
-//! and read-back lists only this table. Objects are the `nftables` crate's
-//! schema types. We spawn `nft` ourselves rather than through
-//! `nftables::helper::apply_ruleset` because that helper does not capture
-//! nft's stderr, and the stderr is what tells a user what went wrong.
+//! nft run (nft applies a file as one transaction: all or nothing), and
+//! read-back lists only this table. Objects are the `nftables` crate's
+//! schema types. We run nft ourselves ([`run`]: libnftables in process, else
+//! the `nft` binary) rather than through `nftables::helper::apply_ruleset`,
+//! which spawns `nft` and drops its error text, the text that tells a user
+//! what went wrong.
 
 use std::borrow::Cow;
-use std::io::Write;
-use std::process::{Command, Stdio};
 
 use nftables::expr::Expression;
 use nftables::schema::{
@@ -21,8 +20,6 @@ use nftables::types::NfFamily;
 
 use crate::cni::CniError;
 
-/// The `nft` executable (found in PATH, as the `nftables` crate does).
-const NFT: &str = "nft";
 /// Longest table/chain/set name we accept (nft allows 256; ours are short).
 const MAX_NAME_LEN: usize = 64;
 
@@ -196,13 +193,13 @@ impl NftTable {
         if batch.objects.is_empty() {
             return Ok(());
         }
-        run_nft(&["-j", "-f", "-"], Some(&serde_json::to_vec(&batch.to_nftables())?)).map(drop)
+        run_nft(NftInput::Json(&serde_json::to_vec(&batch.to_nftables())?)).map(drop)
     }
 
     /// Reads back this table only; `None` when it does not exist.
     pub fn list(&self) -> Result<Option<Nftables<'static>>, NftError> {
         let family = family_str(self.family);
-        match run_nft(&["-j", "list", "table", &family, &self.name], None) {
+        match run_nft(NftInput::List(&["table", &family, &self.name])) {
             Ok(out) => Ok(Some(serde_json::from_slice(&out)?)),
             Err(NftError::Failed { stderr, .. }) if is_missing(&stderr) => Ok(None),
             Err(e) => Err(e),
@@ -223,8 +220,7 @@ impl NftTable {
     }
 
     fn list_raw(&self, what: &[&str]) -> Result<Option<serde_json::Value>, NftError> {
-        let args: Vec<&str> = ["-j", "list"].into_iter().chain(what.iter().copied()).collect();
-        match run_nft(&args, None) {
+        match run_nft(NftInput::List(what)) {
             Ok(out) => Ok(Some(serde_json::from_slice(&out)?)),
             Err(NftError::Failed { stderr, .. }) if is_missing(&stderr) => Ok(None),
             Err(e) => Err(e),
@@ -252,42 +248,6 @@ impl NftTable {
 
 fn is_missing(stderr: &str) -> bool {
     stderr.contains("No such file or directory") || stderr.contains("does not exist")
-}
-
-/// Batches (`nft -f`) this process applied: what the agent reports, so a
-/// restart that re-renders nothing can be told from one that re-renders all.
-static BATCHES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-
-/// How many nft batches this process has applied.
-pub fn batches_applied() -> u64 {
-    BATCHES.load(std::sync::atomic::Ordering::Relaxed)
-}
-
-/// Runs nft with `args`, feeding `stdin`; returns stdout or an error with stderr.
-fn run_nft(args: &[&str], stdin: Option<&[u8]>) -> Result<Vec<u8>, NftError> {
-    if stdin.is_some() {
-        BATCHES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    }
-    let mut child = Command::new(NFT)
-        .args(args)
-        .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(NftError::Exec)?;
-    if let (Some(input), Some(mut pipe)) = (stdin, child.stdin.take()) {
-        // nft reads its whole input before writing, so this cannot deadlock.
-        pipe.write_all(input).map_err(NftError::Exec)?;
-    }
-    let out = child.wait_with_output().map_err(NftError::Exec)?;
-    if out.status.success() {
-        Ok(out.stdout)
-    } else {
-        Err(NftError::Failed {
-            status: out.status.to_string(),
-            stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
-        })
-    }
 }
 
 /// Commands for one table, applied together by [`NftTable::apply`].
@@ -421,5 +381,9 @@ fn flush_scope<'b>(f: &'b FlushObject<'_>) -> Option<(NfFamily, &'b str)> {
     }
 }
 
+mod run;
 mod script;
+
+pub use run::batches_applied;
+use run::{NftInput, run_nft};
 pub use script::{NftScript, SetKind};

@@ -12,7 +12,8 @@
 
 use std::fmt::Write;
 
-use super::{NftError, NftTable, family_str, run_nft, validate_name};
+use super::run::{NftInput, run_nft};
+use super::{NftError, NftTable, family_str, validate_name};
 
 /// Commands for one table in native syntax, applied together by [`NftScript::apply`].
 #[derive(Debug, Clone)]
@@ -176,12 +177,12 @@ impl NftScript {
         Ok(self)
     }
 
-    /// Applies the script with one `nft -f -` run: all of it or none of it.
+    /// Applies the script in one nft run: all of it or none of it.
     pub fn apply(&self) -> Result<(), NftError> {
         if self.is_empty() {
             return Ok(());
         }
-        run_nft(&["-f", "-"], Some(self.text.as_bytes())).map(drop)
+        run_nft(NftInput::Script(self.text.as_bytes())).map(drop)
     }
 }
 
