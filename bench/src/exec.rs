@@ -11,9 +11,11 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use netsvc_tests::chain::{REFERENCE_PLUGIN_DIR, plugin_dir};
-use netsvc_tests::{Container, TestNode, with_stdin};
+use netsvc_tests::timing::plugin_output;
+use netsvc_tests::wireguard::SITE_KEYS;
+use netsvc_tests::{Container, TestNode};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
@@ -83,7 +85,7 @@ fn netsvc_vpn() -> Plugin {
     ours(
         "netsvc-vpn",
         json!({"mode": "tunnel", "address": "10.200.0.2/32", "routes": ["10.50.0.0/16"],
-               "peers": [{"publicKey": "aWIDcXV8wOt0aUZx9zx+lM3vBcDgCJwj7RJ68TB26hA=",
+               "peers": [{"publicKey": SITE_KEYS.1,
                           "endpoint": "192.0.2.1:51820", "allowedIPs": ["10.50.0.0/16"]}]}),
     )
 }
@@ -127,19 +129,11 @@ fn call(node: &TestNode, c: &Container, id: &str, p: &Plugin, command: &str, pre
             &format!("IgnoreUnknown=1;K8S_POD_NAME={id};NETSVC_LABELS=tier:web"),
         ),
     ]);
-    let out = with_stdin(&mut cmd, &serde_json::to_vec(&conf)?)?;
-    if !out.status.success() {
-        bail!(
-            "{} {command}: {}{}",
-            p.name,
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
+    let out = plugin_output(&mut cmd, &serde_json::to_vec(&conf)?);
     if command != "ADD" {
         return Ok(Value::Null);
     }
-    serde_json::from_slice(&out.stdout).with_context(|| format!("{} printed no result", p.name))
+    serde_json::from_slice(&out).with_context(|| format!("{} printed no result", p.name))
 }
 
 /// ADD through `chain` in order, each given the result so far.

@@ -36,17 +36,36 @@ pub fn cni_path() -> OsString {
     std::env::join_paths([plugin_dir(), PathBuf::from(REFERENCE_PLUGIN_DIR)]).expect("plugin dirs hold no ':'")
 }
 
-/// Runs `netsvc exec args…` inside `node`'s namespace with its state dir,
-/// results cached there, plugins found on [`cni_path`]: as a user would.
-pub fn netsvc_exec(node: &TestNode, args: &[&str]) -> std::process::Output {
+/// Runs the `netsvc` command line inside `node`'s namespace with its state
+/// dir, as a user on the node would.
+pub fn netsvc(node: &TestNode, args: &[&str]) -> std::process::Output {
     let mut cmd = node.command(plugin_dir().join("netsvc"));
-    cmd.arg("exec")
-        .args(args)
-        .arg("--cache-dir")
-        .arg(node.state_dir().join("cli-cache"))
-        .arg("--cni-path")
-        .arg(cni_path());
-    crate::process::output_with_timeout(&mut cmd, std::time::Duration::from_secs(30)).expect("netsvc exec runs")
+    cmd.args(args);
+    crate::process::output_with_timeout(&mut cmd, std::time::Duration::from_secs(30)).expect("netsvc runs")
+}
+
+/// `netsvc exec args…` on `node`, results cached in its state dir, plugins
+/// found on [`cni_path`].
+pub fn netsvc_exec(node: &TestNode, args: &[&str]) -> std::process::Output {
+    let cache = node.state_dir().join("cli-cache");
+    let cni_path = cni_path();
+    let mut all = vec!["exec"];
+    all.extend(args);
+    all.extend(["--cache-dir", cache.to_str().expect("utf-8 path"), "--cni-path"]);
+    all.push(cni_path.to_str().expect("utf-8 path"));
+    netsvc(node, &all)
+}
+
+/// The JSON a successful `netsvc` run printed (`Null` for none); panics
+/// with its output, naming `what`, when it failed.
+pub fn json_of(out: &std::process::Output, what: &str) -> Value {
+    assert!(
+        out.status.success(),
+        "{what}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap_or(Value::Null)
 }
 
 /// A conflist bound to a node.

@@ -40,6 +40,7 @@ mod netns;
 mod node;
 pub mod noop;
 mod observe;
+pub mod patterns;
 mod ping;
 pub mod podman;
 mod process;

@@ -23,7 +23,7 @@ use tempfile::TempDir;
 use crate::chain::{REFERENCE_PLUGIN_DIR, plugin_dir};
 use crate::netns::Netns;
 use crate::node::{STATE_DIR_ENV, TestNode};
-use crate::process::output_with_timeout;
+use crate::process::{output_with_timeout, poll_until};
 
 /// Podman's own commands (run, network connect, rm) take a while on two
 /// cores; a plugin chain is part of each.
@@ -198,14 +198,11 @@ impl<'n> Podman<'n> {
     /// last resolved to after five seconds: the DNS daemon follows the store
     /// within moments of a runtime's call, not during it.
     pub fn resolve_settled(&self, from: &str, name: &str, want: Option<IpAddr>) -> Option<IpAddr> {
-        let deadline = std::time::Instant::now() + Duration::from_secs(5);
-        loop {
+        poll_until(Duration::from_secs(5), || {
             let got = self.resolve(from, name);
-            if got == want || std::time::Instant::now() >= deadline {
-                return got;
-            }
-            std::thread::sleep(Duration::from_millis(200));
-        }
+            (got == want).then_some(got)
+        })
+        .unwrap_or_else(|| self.resolve(from, name))
     }
 
     /// The container's address on `network`.
@@ -228,7 +225,16 @@ impl<'n> Podman<'n> {
         Netns::adopt(Path::new(key))
     }
 
-    fn inspect(&self, name: &str) -> Result<Value> {
+    /// The container's full id.
+    pub fn id(&self, name: &str) -> Result<String> {
+        Ok(self
+            .podman(&["inspect", "--format", "{{.Id}}", name])?
+            .trim()
+            .to_string())
+    }
+
+    /// `podman inspect name`: what podman made of the container (and of our results).
+    pub fn inspect(&self, name: &str) -> Result<Value> {
         let out = self.podman(&["inspect", name])?;
         let mut all: Value = serde_json::from_str(&out).context("podman inspect")?;
         Ok(all[0].take())
@@ -281,21 +287,4 @@ fn busybox_rootfs(root: &Path) -> Result<()> {
         }
     }
     Ok(())
-}
-
-/// The conflist `netsvc compose` makes of the spec at `spec`, through the
-/// command line a user runs.
-pub fn compose(spec: &Path) -> Result<Value> {
-    let out = output_with_timeout(
-        Command::new(plugin_dir().join("netsvc")).arg("compose").arg(spec),
-        Duration::from_secs(30),
-    )?;
-    if !out.status.success() {
-        bail!(
-            "netsvc compose {}: {}",
-            spec.display(),
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    serde_json::from_slice(&out.stdout).context("netsvc compose printed no JSON")
 }

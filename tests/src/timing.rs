@@ -13,15 +13,21 @@ where
     K: AsRef<std::ffi::OsStr>,
     V: AsRef<std::ffi::OsStr>,
 {
-    let out = crate::process::with_stdin(Command::new(binary).envs(env), stdin)
-        .unwrap_or_else(|e| panic!("run {}: {e}", binary.display()));
+    plugin_output(Command::new(binary).envs(env), stdin);
+}
+
+/// Runs the plugin call `cmd` (binary, environment, namespace set) with
+/// `stdin`; what it printed, or a panic with its answer when it failed.
+pub fn plugin_output(cmd: &mut Command, stdin: &[u8]) -> Vec<u8> {
+    let out = crate::process::with_stdin(cmd, stdin).unwrap_or_else(|e| panic!("run {cmd:?}: {e}"));
     assert!(
         out.status.success(),
-        "{}: {} {}",
-        binary.display(),
+        "{:?}: {} {}",
+        cmd.get_program(),
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
+    out.stdout
 }
 
 /// The median of `samples` (zero when there are none).

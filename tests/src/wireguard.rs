@@ -161,3 +161,43 @@ pub fn uapi_sockets(prefix: &str) -> Vec<String> {
         .filter(|n| n.starts_with(prefix))
         .collect()
 }
+
+/// The remote site's key pair in docs/patterns/site-vpn.yaml (an example
+/// key, used nowhere else): (private, public).
+pub const SITE_KEYS: (&str, &str) = (
+    "WIpH5UJwvQawDsiMzNOGBHeT4bDPfxuQc25rApCxEGA=",
+    "aWIDcXV8wOt0aUZx9zx+lM3vBcDgCJwj7RJ68TB26hA=",
+);
+
+/// The site-vpn pattern's remote site: a namespace behind the node's
+/// underlay (`up0`, the site at 192.0.2.1, the node at 192.0.2.10) whose
+/// WireGuard gateway holds 10.50.0.1/16 with [`SITE_KEYS`].
+pub struct Site {
+    pub ns: Netns,
+    pub gateway: HandDevice,
+}
+
+impl Site {
+    pub fn start(node: &Netns) -> Result<Site> {
+        let ns = Netns::create("site")?;
+        node.veth("up0", &ns, "up0")?;
+        node.add_addr("up0", "192.0.2.10/24")?;
+        ns.add_addr("up0", "192.0.2.1/24")?;
+        let keys = KeyPair {
+            private: SITE_KEYS.0.into(),
+            public: SITE_KEYS.1.into(),
+        };
+        let name: String = crate::unique_name("wgs").chars().take(15).collect();
+        let gateway = HandDevice::start_with(&ns, &name, 51820, "10.50.0.1/16", keys)?;
+        Ok(Site { ns, gateway })
+    }
+
+    /// Lets the tunnel with key `public` and address `address` in, as the
+    /// site's operator does.
+    pub fn admit(&self, public: &str, address: &str) -> Result<()> {
+        self.gateway.set_peer(&self.ns, public, None, address)?;
+        self.ns
+            .ip(["route", "add", address, "dev", &self.gateway.name])
+            .map(drop)
+    }
+}

@@ -11,9 +11,10 @@ use std::time::Duration;
 
 use netsvc_composer::catalog::Catalog;
 use netsvc_composer::validate::{has_errors, validate};
-use netsvc_tests::chain::{container_ip, netsvc_exec};
+use netsvc_tests::chain::{container_ip, json_of, netsvc_exec};
 use netsvc_tests::leftovers::leftovers;
 use netsvc_tests::podman::{Podman, Run};
+use netsvc_tests::wireguard::SITE_KEYS;
 use netsvc_tests::{Container, EchoServer, Netns, TestNode};
 use serde_json::{Value, json};
 
@@ -73,7 +74,7 @@ fn conflist(node: &TestNode, link: Link, shaper: Shaper, version: &str) -> Value
         plugins.push(
             json!({"type": "netsvc-vpn", "mode": "tunnel", "address": "10.200.0.2/32",
             "routes": ["10.50.0.0/16"], "peers": [{
-                "publicKey": "aWIDcXV8wOt0aUZx9zx+lM3vBcDgCJwj7RJ68TB26hA=",
+                "publicKey": SITE_KEYS.1,
                 "endpoint": "192.0.2.1:51820", "allowedIPs": ["10.50.0.0/16"]}]}),
         );
     }
@@ -128,16 +129,6 @@ fn assert_intact(result: &Value, version: &str, container: &Netns, link: Link) {
     }
 }
 
-fn ok_json(out: &std::process::Output, what: &str) -> Value {
-    assert!(
-        out.status.success(),
-        "{what}: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap_or(Value::Null)
-}
-
 fn p(path: &Path) -> &str {
     path.to_str().unwrap()
 }
@@ -175,7 +166,7 @@ fn via_exec(link: Link, shaper: Shaper) {
                     &cap_args,
                 ],
             );
-            ok_json(&out, &format!("{version}: ADD {name}"))
+            json_of(&out, &format!("{version}: ADD {name}"))
         };
         let mappings = json!({"portMappings": [
             {"hostPort": HOST_PORT, "containerPort": 8080, "protocol": "tcp"}]});
@@ -198,22 +189,22 @@ fn via_exec(link: Link, shaper: Shaper) {
 
         if version != "0.3.0" && version != "0.3.1" {
             for c in [&a, &b] {
-                ok_json(
+                json_of(
                     &netsvc_exec(&node, &["check", p(&file), p(c.netns_path())]),
                     &format!("{version}: CHECK"),
                 );
             }
         }
         let keep = format!("{}/eth0", a.name());
-        ok_json(&netsvc_exec(&node, &["gc", p(&file), "--valid", &keep]), "GC");
-        ok_json(&netsvc_exec(&node, &["del", p(&file), p(a.netns_path())]), "DEL");
-        ok_json(&netsvc_exec(&node, &["del", p(&file), p(a.netns_path())]), "DEL again");
+        json_of(&netsvc_exec(&node, &["gc", p(&file), "--valid", &keep]), "GC");
+        json_of(&netsvc_exec(&node, &["del", p(&file), p(a.netns_path())]), "DEL");
+        json_of(&netsvc_exec(&node, &["del", p(&file), p(a.netns_path())]), "DEL again");
         // b's container dies first, its namespace (and veth) with it: the DEL
         // a runtime then sends has no netns.
         let (a_id, b_id) = (a.name().to_string(), b.name().to_string());
         drop((server, b));
         let del = netsvc_exec(&node, &["del", p(&file), "--container-id", &b_id]);
-        ok_json(&del, &format!("{version}: DEL without netns"));
+        json_of(&del, &format!("{version}: DEL without netns"));
         let left = leftovers(&node, &vpn_devices(link, &[&a_id, &b_id])).unwrap();
         assert!(left.is_empty(), "{version}: after DEL: {left:#?}");
     }
@@ -236,8 +227,8 @@ fn via_podman(link: Link, shaper: Shaper) {
                 .unwrap_or_else(|e| panic!("{version}: {e:#}"));
         }
         // What podman made of our result is what the container has.
-        let inspect: Value = serde_json::from_str(&podman.podman(&["inspect", "b"]).unwrap()).unwrap();
-        let seen = &inspect[0]["NetworkSettings"]["Networks"][&net];
+        let inspect = podman.inspect("b").unwrap();
+        let seen = &inspect["NetworkSettings"]["Networks"][&net];
         let eth0 = podman.netns("b").unwrap().link("eth0").unwrap();
         assert_eq!(seen["MacAddress"].as_str(), eth0.address.as_deref(), "{version}");
         assert_eq!(
@@ -253,16 +244,7 @@ fn via_podman(link: Link, shaper: Shaper) {
             let vip = VIP.parse().unwrap();
             assert_eq!(podman.fetch("a", vip, 80).as_deref(), Some("b"), "{version}: VIP");
         }
-        let ids: Vec<String> = ["a", "b"]
-            .iter()
-            .map(|n| {
-                podman
-                    .podman(&["inspect", "--format", "{{.Id}}", n])
-                    .unwrap()
-                    .trim()
-                    .to_string()
-            })
-            .collect();
+        let ids: Vec<String> = ["a", "b"].iter().map(|n| podman.id(n).unwrap()).collect();
         podman.remove_all().unwrap();
         let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
         let left = leftovers(&node, &vpn_devices(link, &ids)).unwrap();
@@ -319,13 +301,13 @@ fn a_conflist_listing_versions_runs_at_the_highest_the_chain_speaks() {
     conf["cniVersions"] = json!(["0.3.1", "0.4.0", "1.0.0", "1.1.0"]);
     let file = node.state_dir().join("versions.conflist");
     std::fs::write(&file, conf.to_string()).unwrap();
-    let version = ok_json(&netsvc_exec(&node, &["version", p(&file)]), "VERSION");
+    let version = json_of(&netsvc_exec(&node, &["version", p(&file)]), "VERSION");
     assert_eq!(version["cniVersion"], "1.0.0", "{version}");
     let a = node.container("a").unwrap();
-    let result = ok_json(&netsvc_exec(&node, &["add", p(&file), p(a.netns_path())]), "ADD");
+    let result = json_of(&netsvc_exec(&node, &["add", p(&file), p(a.netns_path())]), "ADD");
     assert_intact(&result, "1.0.0", a.ns(), Link::Bridge);
-    ok_json(&netsvc_exec(&node, &["check", p(&file), p(a.netns_path())]), "CHECK");
-    ok_json(&netsvc_exec(&node, &["del", p(&file), p(a.netns_path())]), "DEL");
+    json_of(&netsvc_exec(&node, &["check", p(&file), p(a.netns_path())]), "CHECK");
+    json_of(&netsvc_exec(&node, &["del", p(&file), p(a.netns_path())]), "DEL");
 }
 
 /// A chain of netsvc plugins alone (a tunnel as the only interface) speaks
@@ -336,7 +318,7 @@ fn a_netsvc_only_chain_runs_at_1_1_0_and_gc_collects() {
     let conf = json!({"cniVersion": "1.1.0", "cniVersions": ["1.0.0", "1.1.0"], "name": "tunnels",
         "plugins": [
             {"type": "netsvc-vpn", "mode": "tunnel", "address": "10.200.0.2/32", "peers": [{
-                "publicKey": "aWIDcXV8wOt0aUZx9zx+lM3vBcDgCJwj7RJ68TB26hA=",
+                "publicKey": SITE_KEYS.1,
                 "endpoint": "192.0.2.1:51820", "allowedIPs": ["10.50.0.0/16"]}]},
             {"type": "netsvc-firewall", "defaultIngress": "deny"}]});
     assert!(!has_errors(&validate(&conf, &Catalog::builtin())));
@@ -344,7 +326,7 @@ fn a_netsvc_only_chain_runs_at_1_1_0_and_gc_collects() {
     std::fs::write(&file, conf.to_string()).unwrap();
     let (a, b) = (node.container("a").unwrap(), node.container("b").unwrap());
     for c in [&a, &b] {
-        let result = ok_json(&netsvc_exec(&node, &["add", p(&file), p(c.netns_path())]), "ADD");
+        let result = json_of(&netsvc_exec(&node, &["add", p(&file), p(c.netns_path())]), "ADD");
         assert_eq!(result["cniVersion"], "1.1.0");
         assert!(c.link("eth0").is_ok(), "the tunnel is the container's eth0");
     }
@@ -353,11 +335,11 @@ fn a_netsvc_only_chain_runs_at_1_1_0_and_gc_collects() {
     let held = |left: &[String]| left.iter().any(|l| l.contains(b.name()) || l.contains(&devices[1]));
     assert!(held(&before), "b's tunnel runs: {before:#?}");
     let keep = format!("{}/eth0", a.name());
-    ok_json(&netsvc_exec(&node, &["gc", p(&file), "--valid", &keep]), "GC");
+    json_of(&netsvc_exec(&node, &["gc", p(&file), "--valid", &keep]), "GC");
     let left = leftovers(&node, &devices).unwrap();
     assert!(!held(&left), "b's tunnel and records survived GC: {left:#?}");
     assert!(c_has_tunnel(&a), "a, a valid attachment, keeps its tunnel");
-    ok_json(&netsvc_exec(&node, &["del", p(&file), p(a.netns_path())]), "DEL");
+    json_of(&netsvc_exec(&node, &["del", p(&file), p(a.netns_path())]), "DEL");
     let left = leftovers(&node, &devices).unwrap();
     assert!(left.is_empty(), "after DEL: {left:#?}");
 }

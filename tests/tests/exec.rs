@@ -2,19 +2,13 @@
 //! Debian reference plugins (bridge + host-local) and ours, with real traffic.
 
 use std::path::{Path, PathBuf};
-use std::process::Output;
 use std::time::Duration;
 
-use netsvc_tests::chain::{self, container_ip};
+use netsvc_tests::chain::{container_ip, json_of, netsvc_exec as exec};
 use netsvc_tests::{Container, TestNode};
 use serde_json::{Value, json};
 
 const T: Duration = Duration::from_secs(10);
-
-/// Runs `netsvc exec ...` inside the node namespace, as a user would with nsenter.
-fn exec(node: &TestNode, args: &[&str]) -> Output {
-    chain::netsvc_exec(node, args)
-}
 
 fn write_conflist(node: &TestNode, v: &Value) -> PathBuf {
     let path = node
@@ -24,13 +18,10 @@ fn write_conflist(node: &TestNode, v: &Value) -> PathBuf {
     path
 }
 
-fn ok_json(out: &Output) -> Value {
-    assert!(
-        out.status.success(),
-        "netsvc exec failed: {}",
-        String::from_utf8_lossy(&out.stdout)
-    );
-    serde_json::from_slice(&out.stdout).expect("result JSON")
+fn ok_json(out: &std::process::Output) -> Value {
+    let v = json_of(out, "netsvc exec");
+    assert!(!v.is_null(), "netsvc exec printed no result JSON");
+    v
 }
 
 fn has_link(c: &Container, ifname: &str) -> bool {

@@ -1,32 +1,13 @@
 //! The reference patterns of docs/: each pattern's spec composes to exactly
 //! the conflist the book shows, and that conflist is what these tests run.
 
-use std::path::PathBuf;
 use std::time::Duration;
 
-use netsvc_composer::spec::Spec;
-use netsvc_tests::chain::{CallArgs, container_ip};
+use netsvc_tests::chain::{CallArgs, container_ip, json_of, netsvc};
 use netsvc_tests::matrix::{Listeners, Matrix, Port, Target, assert_matrix, probe_all};
+use netsvc_tests::patterns::composed as composed_conflist;
 use netsvc_tests::{Container, TestNode};
 use serde_json::Value;
-
-fn pattern(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../docs/patterns")
-        .join(name)
-}
-
-/// The pattern's conflist, checked to be what `netsvc compose` makes of its spec.
-fn composed_conflist(name: &str) -> Value {
-    let spec = std::fs::read_to_string(pattern(&format!("{name}.yaml"))).unwrap();
-    let shown = std::fs::read_to_string(pattern(&format!("{name}.conflist"))).unwrap();
-    let composed = serde_json::to_string_pretty(&Spec::parse(&spec).unwrap().to_conflist().unwrap()).unwrap() + "\n";
-    assert_eq!(
-        composed, shown,
-        "docs/patterns/{name}.conflist is not what `netsvc compose` makes of its spec"
-    );
-    serde_json::from_str(&shown).unwrap()
-}
 
 /// host-local keeps leases in the node's state dir, not the host's /var/lib/cni:
 /// the one change a test makes to a pattern's conflist.
@@ -244,56 +225,22 @@ fn serial_rate_limited_tenant_with_an_interactive_lane() {
     assert!(node.links_of_kind("ifb").unwrap().is_empty());
 }
 
-/// The site gateway's key pair in docs/patterns/site-vpn.yaml (an example
-/// key, used nowhere else).
-const SITE_KEYS: (&str, &str) = (
-    "WIpH5UJwvQawDsiMzNOGBHeT4bDPfxuQc25rApCxEGA=",
-    "aWIDcXV8wOt0aUZx9zx+lM3vBcDgCJwj7RJ68TB26hA=",
-);
-
-fn netsvc(node: &TestNode, args: &[&str]) -> String {
-    let out = node
-        .command(netsvc_tests::chain::plugin_dir().join("netsvc"))
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "netsvc {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
 #[test]
 fn container_behind_a_site_vpn() {
-    use netsvc_tests::wireguard::{HandDevice, KeyPair};
     let node = TestNode::new().unwrap();
     let chain = node.chain(&on_node(&node, composed_conflist("site-vpn"))).unwrap();
-    // The remote site's gateway on the node's underlay, 192.0.2.1.
-    let site = netsvc_tests::Netns::create("site").unwrap();
-    node.veth("up0", &site, "up0").unwrap();
-    node.add_addr("up0", "192.0.2.10/24").unwrap();
-    site.add_addr("up0", "192.0.2.1/24").unwrap();
-    let keys = KeyPair {
-        private: SITE_KEYS.0.into(),
-        public: SITE_KEYS.1.into(),
-    };
-    let name: String = netsvc_tests::unique_name("wgs").chars().take(15).collect();
-    let gateway = HandDevice::start_with(&site, &name, 51820, "10.50.0.1/16", keys).unwrap();
-    let server = netsvc_tests::EchoServer::start(&site, "10.50.0.1:8080".parse().unwrap(), "site").unwrap();
+    let site = netsvc_tests::wireguard::Site::start(&node).unwrap();
+    let server = netsvc_tests::EchoServer::start(&site.ns, "10.50.0.1:8080".parse().unwrap(), "site").unwrap();
 
     let app = node.container("app").unwrap();
     chain.add_with(&app, "eth0", &CallArgs::endpoint("app", None)).unwrap();
     // The site's operator reads the tunnel's public key and admits it.
-    let status: Value = serde_json::from_str(&netsvc(
-        &node,
-        &["vpn", "status", "--network", "branch", "--format", "json"],
-    ))
-    .unwrap();
-    let public = status[0]["tunnels"][0]["publicKey"].as_str().unwrap().to_string();
-    gateway.set_peer(&site, &public, None, "10.200.0.2/32").unwrap();
-    site.ip(["route", "add", "10.200.0.2/32", "dev", &name]).unwrap();
+    let status = json_of(
+        &netsvc(&node, &["vpn", "status", "--network", "branch", "--format", "json"]),
+        "netsvc vpn status",
+    );
+    site.admit(status[0]["tunnels"][0]["publicKey"].as_str().unwrap(), "10.200.0.2/32")
+        .unwrap();
 
     let t = Duration::from_secs(10);
     assert_eq!(app.tcp_echo(server.addr(), "hello site", t).unwrap().identity, "site");

@@ -5,30 +5,18 @@
 //! of netsvc is left after `podman rm -af`.
 
 use std::net::IpAddr;
-use std::path::PathBuf;
 use std::time::Duration;
 
+use netsvc_tests::chain::{json_of, netsvc};
 use netsvc_tests::leftovers::leftovers;
-use netsvc_tests::podman::{Podman, Run, compose};
+use netsvc_tests::patterns::composed;
+use netsvc_tests::podman::{Podman, Run};
 use netsvc_tests::{TestNode, poll_until};
-
-fn pattern(file: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../docs/patterns")
-        .join(file)
-}
 
 /// The pattern's network, composed by `netsvc compose` (the conflist the
 /// book shows), installed in podman.
 fn network(podman: &Podman, name: &str) -> String {
-    let composed = compose(&pattern(&format!("{name}.yaml"))).unwrap();
-    let shown = std::fs::read_to_string(pattern(&format!("{name}.conflist"))).unwrap();
-    assert_eq!(
-        composed,
-        serde_json::from_str::<serde_json::Value>(&shown).unwrap(),
-        "docs/patterns/{name}.conflist is not what `netsvc compose` makes of its spec"
-    );
-    podman.add_network(composed).unwrap()
+    podman.add_network(composed(name)).unwrap()
 }
 
 /// `podman rm -af` takes away all that netsvc held for the containers (and
@@ -172,34 +160,18 @@ fn serial_rate_limited_tenant_in_a_real_container() {
     assert_nothing_left(&node, &podman, &[]);
 }
 
-/// The site gateway's key pair in docs/patterns/site-vpn.yaml.
-const SITE_KEYS: (&str, &str) = (
-    "WIpH5UJwvQawDsiMzNOGBHeT4bDPfxuQc25rApCxEGA=",
-    "aWIDcXV8wOt0aUZx9zx+lM3vBcDgCJwj7RJ68TB26hA=",
-);
-
 #[test]
 fn a_real_container_behind_a_site_vpn() {
-    use netsvc_tests::wireguard::{HandDevice, KeyPair};
     let node = TestNode::new().unwrap();
     let podman = Podman::new(&node).unwrap();
     let net = network(&podman, "site-vpn");
-    // The remote site's gateway on the node's underlay, 192.0.2.1, serving
-    // its name over HTTP on its tunnel address.
-    let site = netsvc_tests::Netns::create("site").unwrap();
-    node.veth("up0", &site, "up0").unwrap();
-    node.add_addr("up0", "192.0.2.10/24").unwrap();
-    site.add_addr("up0", "192.0.2.1/24").unwrap();
-    let keys = KeyPair {
-        private: SITE_KEYS.0.into(),
-        public: SITE_KEYS.1.into(),
-    };
-    let name: String = netsvc_tests::unique_name("wgs").chars().take(15).collect();
-    let gateway = HandDevice::start_with(&site, &name, 51820, "10.50.0.1/16", keys).unwrap();
+    // The remote site serves its name over HTTP on its tunnel address.
+    let site = netsvc_tests::wireguard::Site::start(&node).unwrap();
     let www = tempfile::tempdir().unwrap();
     std::fs::write(www.path().join("id"), "site\n").unwrap();
     let _httpd = netsvc_tests::Daemon::spawn(
-        site.command("busybox")
+        site.ns
+            .command("busybox")
             .args(["httpd", "-f", "-p", "10.50.0.1:8080", "-h"])
             .arg(www.path()),
     )
@@ -212,18 +184,14 @@ fn a_real_container_behind_a_site_vpn() {
             ..Run::default()
         })
         .unwrap();
+    let device = netsvc_vpn::tunnel::device_name(&podman.id("app").unwrap(), "eth0");
     // The site admits the tunnel's public key (`netsvc vpn status` shows it).
-    let id = podman.podman(&["inspect", "--format", "{{.Id}}", "app"]).unwrap();
-    let device = netsvc_vpn::tunnel::device_name(id.trim(), "eth0");
-    let status = node
-        .command(netsvc_tests::chain::plugin_dir().join("netsvc"))
-        .args(["vpn", "status", "--network", &net, "--format", "json"])
-        .output()
+    let status = json_of(
+        &netsvc(&node, &["vpn", "status", "--network", &net, "--format", "json"]),
+        "netsvc vpn status",
+    );
+    site.admit(status[0]["tunnels"][0]["publicKey"].as_str().unwrap(), "10.200.0.2/32")
         .unwrap();
-    let status: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
-    let public = status[0]["tunnels"][0]["publicKey"].as_str().unwrap();
-    gateway.set_peer(&site, public, None, "10.200.0.2/32").unwrap();
-    site.ip(["route", "add", "10.200.0.2/32", "dev", &name]).unwrap();
 
     let site_ip: IpAddr = "10.50.0.1".parse().unwrap();
     let reached = poll_until(Duration::from_secs(10), || podman.fetch("app", site_ip, 8080));
