@@ -225,20 +225,26 @@ pub fn run(rounds: usize) -> Result<ExecReport> {
         .chain([netsvc_vpn()])
         .map(|p| (true, p))
         .chain(reference_meta().into_iter().map(|p| (false, p)));
-    for (netsvc, p) in singles {
+    // BENCH_ONLY=netsvc-dns,portmap: those plugins alone, no chains (to look at one closely).
+    let only: Option<Vec<String>> = std::env::var("BENCH_ONLY")
+        .ok()
+        .map(|v| v.split(',').map(str::to_string).collect());
+    let wanted = |name: &str| only.as_ref().is_none_or(|o| o.iter().any(|n| n == name));
+    for (netsvc, p) in singles.filter(|(_, p)| wanted(p.name)) {
         eprintln!("  {} ADD and DEL, {rounds} rounds", p.name);
         let node = TestNode::new()?;
         plugins.push(time_chain(&node, p.name, netsvc, std::slice::from_ref(&p), rounds)?);
     }
     let mut chains = Vec::new();
-    for (netsvc, name, chain) in [
+    let chained = only.is_none().then_some([
         (
             true,
             "netsvc-firewall + netsvc-lb + netsvc-qos + netsvc-dns",
             netsvc_services(),
         ),
         (false, "firewall + bandwidth + portmap", reference_meta()),
-    ] {
+    ]);
+    for (netsvc, name, chain) in chained.into_iter().flatten() {
         eprintln!("  chain {name}, {rounds} rounds");
         let node = TestNode::new()?;
         chains.push(time_chain(&node, name, netsvc, &chain, rounds)?);

@@ -113,7 +113,8 @@ fn whole_process(md: &mut String, dir: &Path, exec: Option<&ExecReport>) -> Resu
         md,
         "Each plugin binary as a runtime runs it (fork, exec, stdin, stdout), after the same real \
          bridge ADD on the same node, with a resident container holding the same plugins; {} rounds \
-         after 3 of warm-up. netsvc's services, then the reference plugins:\n",
+         after 3 of warm-up. State dirs (netsvc's store, host-local's leases) are on a tmpfs, as \
+         the default `/run/netsvc` is. netsvc's services, then the reference plugins:\n",
         exec.rounds
     );
     timed_rows(md, &exec.plugins);

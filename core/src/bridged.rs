@@ -16,8 +16,10 @@ pub fn pass_bridged_traffic(prev: &CniResult) -> Result<(), CniError> {
     }
     crate::netns::run(crate::netns::OWN, |h| async move {
         for name in names {
+            // Set once per bridge: later calls only read it.
             if let Some(link) = links::find_by_name(&h, &name).await?
                 && link.kind.as_deref() == Some("bridge")
+                && link.bridge_netfilter != Some(true)
             {
                 links::set_bridge_netfilter(&h, link.index, true).await?;
             }

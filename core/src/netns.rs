@@ -133,8 +133,8 @@ pub fn current_inode() -> std::io::Result<u64> {
 }
 
 /// Run `f` on a fresh thread inside the network namespace at `path` and
-/// return its result. The thread exits afterwards; the caller's thread never
-/// changes namespace. A panic in `f` is returned as [`NetnsError::Panicked`].
+/// return its result (on the calling thread when it is there already). The
+/// thread exits afterwards; the caller's thread never changes namespace. A panic in `f` is returned as [`NetnsError::Panicked`].
 pub fn run_sync<T, F>(path: impl AsRef<Path>, f: F) -> Result<T, NetnsError>
 where
     F: FnOnce() -> T + Send,
@@ -142,6 +142,14 @@ where
 {
     let path = path.as_ref();
     let ns = open(path)?;
+    if is_current(&ns) && tokio::runtime::Handle::try_current().is_err() {
+        // Already there (the node's own namespace, mostly), and no runtime
+        // of the caller's in the way of the one `f` may build: run here.
+        return std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).map_err(|payload| NetnsError::Panicked {
+            path: path.to_path_buf(),
+            message: panic_message(payload.as_ref()),
+        });
+    }
     std::thread::scope(|scope| {
         let worker = std::thread::Builder::new()
             .name("netsvc-netns".into())
@@ -162,6 +170,14 @@ where
             }),
         }
     })
+}
+
+/// Whether `ns` is the calling thread's network namespace.
+fn is_current(ns: &File) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(target) = ns.metadata() else { return false };
+    std::fs::metadata("/proc/thread-self/ns/net")
+        .is_ok_and(|own| own.ino() == target.ino() && own.dev() == target.dev())
 }
 
 /// Run the future made by `f` inside the namespace at `path`, on a fresh

@@ -36,7 +36,7 @@ fn modes_are_private() {
 fn state_dir_resolution() {
     assert_eq!(
         resolve_state_dir(None, None).expect("default"),
-        std::path::Path::new("/var/lib/netsvc")
+        std::path::Path::new("/run/netsvc")
     );
     assert_eq!(
         resolve_state_dir(None, Some("/e")).expect("env"),
@@ -44,7 +44,7 @@ fn state_dir_resolution() {
     );
     assert_eq!(
         resolve_state_dir(None, Some("")).expect("empty env"),
-        std::path::Path::new("/var/lib/netsvc")
+        std::path::Path::new("/run/netsvc")
     );
     assert_eq!(
         resolve_state_dir(Some("/c"), Some("/e")).expect("config wins"),

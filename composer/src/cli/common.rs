@@ -26,7 +26,7 @@ impl CatalogArg {
 /// `--state-dir DIR [--store JSON]`: the store to read.
 #[derive(Debug, Args)]
 pub struct StateDirArg {
-    /// The state dir (default: NETSVC_STATE_DIR, else /var/lib/netsvc).
+    /// The state dir (default: NETSVC_STATE_DIR, else /run/netsvc).
     #[arg(long)]
     pub state_dir: Option<PathBuf>,
     /// The store, as a conflist's `store` object, e.g.

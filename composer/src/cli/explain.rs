@@ -28,7 +28,7 @@ pub struct ExplainArgs {
     port: String,
     #[arg(long, value_enum, default_value = "text")]
     format: Format,
-    /// The state dir (default: NETSVC_STATE_DIR, else /var/lib/netsvc).
+    /// The state dir (default: NETSVC_STATE_DIR, else /run/netsvc).
     #[arg(long)]
     state_dir: Option<String>,
 }

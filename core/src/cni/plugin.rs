@@ -204,6 +204,8 @@ pub fn run<P: Plugin>(plugin: P) -> ! {
             1
         }
     };
+    // Answered: what is left of the exit the runtime need not wait for.
+    crate::nft::hand_off_sockets();
     std::process::exit(code)
 }
 

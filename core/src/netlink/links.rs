@@ -24,6 +24,8 @@ pub struct Link {
     /// The link kind (`veth`, `ifb`, `bridge`, …) when the kernel reports one.
     pub kind: Option<String>,
     pub mac: Option<Vec<u8>>,
+    /// A bridge's `nf_call_iptables` and `nf_call_ip6tables`, both on.
+    pub bridge_netfilter: Option<bool>,
 }
 
 impl From<&LinkMessage> for Link {
@@ -36,6 +38,7 @@ impl From<&LinkMessage> for Link {
             link: None,
             kind: None,
             mac: None,
+            bridge_netfilter: None,
         };
         for attr in &msg.attributes {
             match attr {
@@ -45,8 +48,12 @@ impl From<&LinkMessage> for Link {
                 LinkAttribute::Address(a) => link.mac = Some(a.clone()),
                 LinkAttribute::LinkInfo(infos) => {
                     for info in infos {
-                        if let LinkInfo::Kind(kind) = info {
-                            link.kind = Some(kind_name(kind));
+                        match info {
+                            LinkInfo::Kind(kind) => link.kind = Some(kind_name(kind)),
+                            LinkInfo::Data(InfoData::Bridge(opts)) => {
+                                link.bridge_netfilter = Some(bridge_netfilter(opts));
+                            }
+                            _ => {}
                         }
                     }
                 }
@@ -55,6 +62,17 @@ impl From<&LinkMessage> for Link {
         }
         link
     }
+}
+
+fn bridge_netfilter(opts: &[InfoBridge]) -> bool {
+    let on = |want: fn(&InfoBridge) -> Option<bool>| opts.iter().find_map(want).unwrap_or(false);
+    on(|o| match o {
+        InfoBridge::NfCallIpTables(v) => Some(*v),
+        _ => None,
+    }) && on(|o| match o {
+        InfoBridge::NfCallIp6Tables(v) => Some(*v),
+        _ => None,
+    })
 }
 
 fn kind_name(kind: &InfoKind) -> String {

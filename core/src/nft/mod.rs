@@ -20,6 +20,9 @@ use nftables::types::NfFamily;
 
 use crate::cni::CniError;
 
+mod handoff;
+pub use handoff::hand_off_sockets;
+
 /// Longest table/chain/set name we accept (nft allows 256; ours are short).
 const MAX_NAME_LEN: usize = 64;
 

@@ -4,15 +4,16 @@
 //! output, or its error text); libnftables is what `nft` itself is built on.
 //!
 //! In process saves what a spawned `nft` pays on every call: the fork and
-//! exec, loading ten libraries, and nft's start-up, about 4 ms here. The
-//! context is made per call, in the calling thread, so its netlink socket
-//! belongs to the thread's network namespace, as a spawned `nft`'s does.
+//! exec, loading ten libraries, and nft's start-up, about 4 ms here. A
+//! context (and its netlink socket, which belongs to the namespace it was
+//! opened in) is kept per network namespace for the life of the process, so
+//! a second batch reuses the first one's socket and cache.
 
 use std::ffi::{CStr, CString, c_char, c_int, c_uint, c_void};
 use std::io::Write;
 use std::process::{Command, Stdio};
-use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, OnceLock};
 
 use super::NftError;
 
@@ -62,7 +63,6 @@ pub(super) fn run_nft(input: NftInput<'_>) -> Result<Vec<u8>, NftError> {
 
 // The signatures libnftables.h declares (`struct nft_ctx *` as a void pointer).
 type CtxNew = unsafe extern "C" fn(u32) -> *mut c_void;
-type CtxFree = unsafe extern "C" fn(*mut c_void);
 type SetFlags = unsafe extern "C" fn(*mut c_void, c_uint);
 type CtxCall = unsafe extern "C" fn(*mut c_void) -> c_int;
 type Buffer = unsafe extern "C" fn(*mut c_void) -> *const c_char;
@@ -71,7 +71,6 @@ type RunCmd = unsafe extern "C" fn(*mut c_void, *const c_char) -> c_int;
 /// The entry points of libnftables this module calls.
 struct Library {
     ctx_new: CtxNew,
-    ctx_free: CtxFree,
     set_output_flags: SetFlags,
     buffer_output: CtxCall,
     buffer_error: CtxCall,
@@ -91,7 +90,8 @@ fn load() -> Option<Library> {
     // stays loaded for the life of the process (never dlclosed), and each
     // symbol is cast to the signature libnftables.h declares for it.
     unsafe {
-        let handle = libc::dlopen(LIBRARY.as_ptr(), libc::RTLD_NOW | libc::RTLD_LOCAL);
+        // Lazy binding: a plugin calls a handful of the library's functions.
+        let handle = libc::dlopen(LIBRARY.as_ptr(), libc::RTLD_LAZY | libc::RTLD_LOCAL);
         if handle.is_null() {
             return None;
         }
@@ -101,7 +101,6 @@ fn load() -> Option<Library> {
         };
         Some(Library {
             ctx_new: std::mem::transmute::<*mut c_void, CtxNew>(symbol(c"nft_ctx_new")?),
-            ctx_free: std::mem::transmute::<*mut c_void, CtxFree>(symbol(c"nft_ctx_free")?),
             set_output_flags: std::mem::transmute::<*mut c_void, SetFlags>(symbol(c"nft_ctx_output_set_flags")?),
             buffer_output: std::mem::transmute::<*mut c_void, CtxCall>(symbol(c"nft_ctx_buffer_output")?),
             buffer_error: std::mem::transmute::<*mut c_void, CtxCall>(symbol(c"nft_ctx_buffer_error")?),
@@ -111,6 +110,16 @@ fn load() -> Option<Library> {
         })
     }
 }
+
+/// A libnftables context (`struct nft_ctx *`) with buffered output and error.
+struct Context(*mut c_void);
+
+// SAFETY: a context is only ever used under the mutex of [`CONTEXTS`], by one
+// thread at a time, which is all libnftables asks.
+unsafe impl Send for Context {}
+
+/// The contexts made so far, by the inode of their network namespace.
+static CONTEXTS: Mutex<Vec<(u64, Context)>> = Mutex::new(Vec::new());
 
 impl Library {
     fn run(&self, input: NftInput<'_>) -> Result<Vec<u8>, NftError> {
@@ -123,18 +132,30 @@ impl Library {
             status: "not run".into(),
             stderr: "the nft input holds a NUL byte".into(),
         })?;
-        // SAFETY: the context is used by this thread only and freed before
-        // returning; the buffers it hands out are copied while it lives.
+        let Ok(netns) = crate::netns::current_inode() else {
+            return spawn(input);
+        };
+        let mut contexts = CONTEXTS.lock().unwrap_or_else(|e| e.into_inner());
+        let ctx = match contexts.iter().find(|(ns, _)| *ns == netns) {
+            Some((_, ctx)) => ctx.0,
+            None => {
+                // SAFETY: a fresh context, set to buffer what it prints.
+                let ctx = unsafe { (self.ctx_new)(0) };
+                if ctx.is_null() {
+                    return spawn(input);
+                }
+                unsafe {
+                    (self.buffer_output)(ctx);
+                    (self.buffer_error)(ctx);
+                }
+                contexts.push((netns, Context(ctx)));
+                ctx
+            }
+        };
+        // SAFETY: the context is live and ours while the lock is held; the
+        // buffers it hands out are copied before the next call can reuse them.
         unsafe {
-            let ctx = (self.ctx_new)(0);
-            if ctx.is_null() {
-                return spawn(input);
-            }
-            if json {
-                (self.set_output_flags)(ctx, OUTPUT_JSON);
-            }
-            (self.buffer_output)(ctx);
-            (self.buffer_error)(ctx);
+            (self.set_output_flags)(ctx, if json { OUTPUT_JSON } else { 0 });
             let rc = (self.run_cmd)(ctx, text.as_ptr());
             let copy = |p: *const c_char| {
                 if p.is_null() {
@@ -144,7 +165,6 @@ impl Library {
                 }
             };
             let (out, err) = (copy((self.output_buffer)(ctx)), copy((self.error_buffer)(ctx)));
-            (self.ctx_free)(ctx);
             if rc == 0 {
                 Ok(out)
             } else {
@@ -221,6 +241,25 @@ mod tests {
         let spawned = spawn(bad).unwrap_err().to_string();
         for e in [&in_process, &spawned] {
             assert!(e.contains("syntax error"), "{e}");
+        }
+    }
+
+    /// The context kept for a namespace answers each call alone: an error
+    /// is not repeated in the next answer, nor a listing in the next.
+    #[test]
+    fn a_kept_context_answers_each_call_alone() {
+        if !std::path::Path::new("/usr/sbin/nft").exists() || !nix::unistd::geteuid().is_root() {
+            return;
+        }
+        let lib = library().expect("loaded");
+        let bad = NftInput::Script(b"frobnicate table inet x\n");
+        let first = lib.run(bad).unwrap_err().to_string();
+        let second = lib.run(bad).unwrap_err().to_string();
+        assert_eq!(first, second);
+        for _ in 0..2 {
+            let listing = lib.run(NftInput::List(&["tables"])).expect("list tables");
+            let parsed: serde_json::Value = serde_json::from_slice(&listing).expect("one JSON document");
+            assert!(parsed["nftables"].is_array(), "{parsed}");
         }
     }
 }

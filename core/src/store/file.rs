@@ -25,8 +25,13 @@ use super::fsutil::{
 use super::key::{validate_key, validate_segment};
 use super::{Entry, Event, EventKind, Lease, LeaseHolder, LockGuard, Revision, Store, StoreError};
 
-/// Where state lives when neither the config nor the environment says.
-pub const DEFAULT_STATE_DIR: &str = "/var/lib/netsvc";
+/// Where state lives when neither the config nor the environment says. The
+/// store records this boot's containers and the kernel state made for them,
+/// which a reboot ends alike, so it lives where the boot's runtime state does
+/// (a tmpfs on every usual distribution, as Cilium keeps its endpoint state):
+/// a stale record can never outlive what it describes, and the fsyncs of
+/// [`atomic_write`] cost nothing there.
+pub const DEFAULT_STATE_DIR: &str = "/run/netsvc";
 /// Environment variable overriding the state dir (after the config's `stateDir`).
 pub const STATE_DIR_ENV: &str = "NETSVC_STATE_DIR";
 

@@ -31,7 +31,7 @@ struct TestSettings {
 struct TestPlugin;
 
 fn state_dir() -> PathBuf {
-    let base = std::env::var_os("NETSVC_STATE_DIR").map_or_else(|| PathBuf::from("/var/lib/netsvc"), PathBuf::from);
+    let base = std::env::var_os("NETSVC_STATE_DIR").map_or_else(|| PathBuf::from("/run/netsvc"), PathBuf::from);
     base.join("testplugin")
 }
 
