@@ -4,7 +4,7 @@ use std::fs::File;
 use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
 
-use netsvc_core::nft::{NftError, NftTable};
+use netsvc_core::nft::{ElementBatch, ElementOp, NftError, NftTable};
 use nftables::expr::Expression;
 use nftables::schema::{Chain, NfCmd, NfListObject, NfObject, SetType, SetTypeValue};
 use nftables::stmt::Statement;
@@ -176,6 +176,63 @@ fn read_back_lists_only_own_table() {
         t.delete().expect("delete");
         assert!(t.list().expect("list").is_none());
         assert!(other.list().expect("list").is_some());
+    });
+    assert_host_untouched();
+}
+
+/// Elements sent over nf_tables netlink land in the sets nft made, both
+/// families, as one transaction: a refused change applies nothing.
+#[test]
+fn element_batches_over_netlink_are_one_transaction() {
+    let ns = TestNs::new();
+    ns.run(|| {
+        let t = table();
+        let mut b = t.batch();
+        b.add_table();
+        b.add_set(t.set("addrs", SetTypeValue::Single(SetType::Ipv4Addr)).expect("set"))
+            .expect("scoped");
+        b.add_set(t.set("addrs6", SetTypeValue::Single(SetType::Ipv6Addr)).expect("set"))
+            .expect("scoped");
+        t.apply(&b).expect("setup");
+
+        let mut add = ElementBatch::new(&t);
+        add.push(ElementOp::Add, "addrs", "10.0.0.1".parse().unwrap()).unwrap();
+        add.push(ElementOp::Add, "addrs", "10.0.0.2".parse().unwrap()).unwrap();
+        add.push(ElementOp::Add, "addrs6", "fd00::7".parse().unwrap()).unwrap();
+        add.apply().expect("add");
+        add.apply().expect("adding what is there is no error");
+        let mut v4 = set_elements(&t, "addrs");
+        v4.sort();
+        assert_eq!(v4, ["10.0.0.1", "10.0.0.2"]);
+        assert_eq!(set_elements(&t, "addrs6"), ["fd00::7"]);
+
+        // A good delete beside the delete of an absent element: neither happens.
+        let mut bad = ElementBatch::new(&t);
+        bad.push(ElementOp::Delete, "addrs", "10.0.0.1".parse().unwrap())
+            .unwrap();
+        bad.push(ElementOp::Delete, "addrs6", "fd00::9".parse().unwrap())
+            .unwrap();
+        let err = bad.apply().expect_err("absent element");
+        assert!(err.to_string().contains("fd00::9"), "{err}");
+        assert_eq!(set_elements(&t, "addrs").len(), 2);
+
+        let mut del = ElementBatch::new(&t);
+        del.push(ElementOp::Delete, "addrs", "10.0.0.1".parse().unwrap())
+            .unwrap();
+        del.push(ElementOp::Delete, "addrs6", "fd00::7".parse().unwrap())
+            .unwrap();
+        del.apply().expect("delete");
+        assert_eq!(set_elements(&t, "addrs"), ["10.0.0.2"]);
+        assert!(set_elements(&t, "addrs6").is_empty());
+
+        // A set that does not exist is refused with the kernel's reason.
+        let mut missing = ElementBatch::new(&t);
+        missing
+            .push(ElementOp::Add, "nosuch", "10.0.0.3".parse().unwrap())
+            .unwrap();
+        let err = missing.apply().expect_err("no set");
+        assert!(err.to_string().contains("No such file or directory"), "{err}");
+        t.delete().expect("delete");
     });
     assert_host_untouched();
 }

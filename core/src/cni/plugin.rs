@@ -212,11 +212,15 @@ pub fn run<P: Plugin>(plugin: P) -> ! {
 /// Logs go to stderr (never stdout, which carries the result); `NETSVC_LOG`
 /// sets the filter (default `warn`).
 pub fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("NETSVC_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(false)
-        .try_init();
+    let fmt = tracing_subscriber::fmt().with_writer(std::io::stderr).with_ansi(false);
+    // Without NETSVC_LOG no filter is parsed: a plugin's start-up is on the runtime's clock.
+    let _ = match std::env::var_os("NETSVC_LOG") {
+        Some(_) => fmt
+            .with_env_filter(
+                tracing_subscriber::EnvFilter::try_from_env("NETSVC_LOG")
+                    .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+            )
+            .try_init(),
+        None => fmt.with_max_level(tracing::Level::WARN).try_init(),
+    };
 }

@@ -20,7 +20,9 @@ use nftables::types::NfFamily;
 
 use crate::cni::CniError;
 
+mod elements;
 mod handoff;
+pub use elements::{ElementBatch, ElementOp};
 pub use handoff::hand_off_sockets;
 
 /// Longest table/chain/set name we accept (nft allows 256; ours are short).

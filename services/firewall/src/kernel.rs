@@ -5,12 +5,12 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
 use netsvc_core::cni::{CniError, IpNet};
-use netsvc_core::nft::{NftBatch, NftTable};
+use netsvc_core::nft::{ElementBatch, ElementOp, NftBatch, NftTable};
 use nftables::schema::NfCmd;
 use nftables::types::NfFamily;
 use serde_json::Value;
 
-use crate::model::TABLE;
+use crate::model::{Membership, TABLE};
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SetState {
@@ -100,6 +100,16 @@ pub fn read() -> Result<Current, CniError> {
 }
 
 /// Applies JSON commands as one atomic nft batch, each checked to stay in our table.
+/// An endpoint's addresses into (or out of) the sets it belongs to, in one
+/// transaction over netlink: the whole of what ADD and DEL change.
+pub fn apply_membership(op: ElementOp, m: &Membership) -> Result<(), CniError> {
+    let mut batch = ElementBatch::new(&table()?);
+    for (set, ip) in &m.elements {
+        batch.push(op, set, *ip)?;
+    }
+    Ok(batch.apply()?)
+}
+
 pub fn apply(cmds: &[Value]) -> Result<(), CniError> {
     if cmds.is_empty() {
         return Ok(());

@@ -17,6 +17,7 @@ use config::FirewallConf;
 use netsvc_core::cni::{Call, CniError, CniResult, Descriptor, Feature, NetConf, Plugin, Result};
 use netsvc_core::graph::{Endpoint, Graph, Tx, checked_endpoint, endpoint_from_call, record_network};
 use netsvc_core::naming::digest_hex;
+use netsvc_core::nft::ElementOp;
 use netsvc_core::reconcile::{Reconcile, Summary};
 use netsvc_core::store::{Store, open_for};
 use serde::{Deserialize, Serialize};
@@ -108,8 +109,7 @@ impl Plugin for Firewall {
             let rendered: Option<Rendered> = tx.get_record(SERVICE, SETTINGS)?;
             let fast = rendered.filter(|r| r.digest == digest(&conf)).and_then(|mut r| {
                 let plan = model::plan(&call.conf.name, &conf);
-                let cmds = render::membership_cmds("add", &model::membership(&plan, &ep));
-                kernel::apply(&cmds).ok()?;
+                kernel::apply_membership(ElementOp::Add, &model::membership(&plan, &ep)).ok()?;
                 r.endpoints += u64::from(newly);
                 Some(r)
             });
@@ -137,8 +137,8 @@ impl Plugin for Firewall {
             };
             rendered.endpoints = rendered.endpoints.saturating_sub(1);
             let plan = model::plan(&call.conf.name, &rendered.conf);
-            let cmds = render::membership_cmds("delete", &model::membership(&plan, &ep));
-            if rendered.endpoints > 0 && kernel::apply(&cmds).is_ok() {
+            let membership = model::membership(&plan, &ep);
+            if rendered.endpoints > 0 && kernel::apply_membership(ElementOp::Delete, &membership).is_ok() {
                 tx.put_record(SERVICE, SETTINGS, &rendered)?;
             } else {
                 Self::render_network(&store, tx, &rendered.conf)?;
