@@ -2,7 +2,7 @@
 
 use crate::cni::{CniError, CniResult};
 use crate::graph::host_interfaces;
-use crate::netlink::{NetlinkError, links};
+use crate::netlink::{NetlinkError, links, sync as links_sync};
 
 /// Same-bridge traffic is switched at layer 2 and meets the IP hooks (and
 /// conntrack) only through br_netfilter: turn it on for the chain's bridge
@@ -14,17 +14,23 @@ pub fn pass_bridged_traffic(prev: &CniResult) -> Result<(), CniError> {
     if names.is_empty() {
         return Ok(());
     }
-    crate::netns::run(crate::netns::OWN, |h| async move {
-        for name in names {
-            // Set once per bridge: later calls only read it.
-            if let Some(link) = links::find_by_name(&h, &name).await?
-                && link.kind.as_deref() == Some("bridge")
-                && link.bridge_netfilter != Some(true)
-            {
-                links::set_bridge_netfilter(&h, link.index, true).await?;
-            }
+    // Set once per bridge: later calls only read it.
+    let mut unset = Vec::new();
+    for name in names {
+        if let Some(link) = links_sync::find_by_name(&name)?
+            && link.kind.as_deref() == Some("bridge")
+            && link.bridge_netfilter != Some(true)
+        {
+            unset.push(link.index);
         }
-        Ok::<(), NetlinkError>(())
-    })??;
+    }
+    if !unset.is_empty() {
+        crate::netns::run(crate::netns::OWN, |h| async move {
+            for index in unset {
+                links::set_bridge_netfilter(&h, index, true).await?;
+            }
+            Ok::<(), NetlinkError>(())
+        })??;
+    }
     Ok(())
 }

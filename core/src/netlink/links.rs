@@ -260,7 +260,12 @@ pub async fn delete_by_name(handle: &Handle, name: &str) -> Result<()> {
 /// The peer index (`IFLA_LINK`) of the veth `ifname` in the handle's namespace.
 /// The index is valid in the *peer's* namespace.
 pub async fn veth_peer_index(handle: &Handle, ifname: &str) -> Result<u32> {
-    let link = get_by_name(handle, ifname).await?;
+    veth_peer(&get_by_name(handle, ifname).await?)
+}
+
+/// A veth's peer index (in the peer's namespace); an error for any other link.
+fn veth_peer(link: &Link) -> Result<u32> {
+    let ifname = &link.name;
     if link.kind.as_deref() != Some("veth") {
         return Err(NetlinkError::invalid(
             "ifname",
@@ -280,9 +285,12 @@ pub async fn veth_peer_index(handle: &Handle, ifname: &str) -> Result<u32> {
 /// `/proc/thread-self/ns/net` for the caller's own). Blocking: it runs each
 /// half on a namespace thread, so call it outside any async runtime thread.
 pub fn host_veth_peer(container_netns: &Path, ifname: &str, host_netns: &Path) -> Result<Link> {
-    let name = ifname.to_string();
-    let peer = crate::netns::run(container_netns, |h| async move { veth_peer_index(&h, &name).await })??;
-    let link = crate::netns::run(host_netns, |h| async move { get_by_index(&h, peer).await })??;
+    let peer = crate::netns::run_sync(container_netns, || {
+        let link = super::sync::find_by_name(ifname)?.ok_or_else(|| NetlinkError::LinkNotFound(ifname.to_string()))?;
+        veth_peer(&link)
+    })??;
+    let link = crate::netns::run_sync(host_netns, || super::sync::find_by_index(peer))??
+        .ok_or_else(|| NetlinkError::LinkNotFound(format!("#{peer}")))?;
     if link.kind.as_deref() != Some("veth") {
         return Err(NetlinkError::invalid(
             "ifname",

@@ -20,6 +20,7 @@ use crate::cni::error::CniError;
 pub mod addresses;
 pub mod links;
 pub mod routes;
+pub mod sync;
 pub mod tc;
 
 /// Errors of netlink operations.
