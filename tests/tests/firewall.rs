@@ -368,3 +368,81 @@ fn first_renders_of_networks_racing_share_one_base_chain() {
         "four jumps per network: {listing}"
     );
 }
+
+/// O_ACCMODE: the bits of a descriptor's flags that say read, write or both.
+const ACCESS_MODE: i32 = 0o3;
+
+/// The children this process adopted (it is their subreaper) that have
+/// exited, waited for until none is left or `within` passes: (pid, code).
+fn reap_orphans(within: Duration) -> Vec<(i32, i32)> {
+    use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
+    let deadline = std::time::Instant::now() + within;
+    let mut reaped = Vec::new();
+    loop {
+        match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::Exited(pid, code)) => reaped.push((pid.as_raw(), code)),
+            Ok(WaitStatus::Signaled(pid, sig, _)) => reaped.push((pid.as_raw(), 128 + sig as i32)),
+            Ok(_) if std::time::Instant::now() < deadline => std::thread::sleep(Duration::from_millis(10)),
+            Ok(_) => panic!("an orphan still runs after {within:?}"),
+            Err(_) => return reaped, // ECHILD: no child left
+        }
+    }
+}
+
+/// A DEL's nf_tables socket is released after the plugin exited, by a child
+/// that holds nothing else (not the runtime's stdout, not a lock) and exits
+/// by itself: the plugin's one orphan, reaped here.
+#[test]
+fn a_del_leaves_its_socket_to_a_child_that_exits_by_itself() {
+    nix::sys::prctl::set_child_subreaper(true).expect("subreaper");
+    let node = TestNode::new().unwrap();
+    let (a, b) = (node.container("a").unwrap(), node.container("b").unwrap());
+    let fw = firewall(json!([{"name": "web", "select": {"names": ["b"]}, "ingress": [{"from": [{"names": ["a"]}]}]}]));
+    let chain = node
+        .chain(&node.bridge_conflist("fwhand", "1.0.0", "10.252.0.0/24", vec![fw]))
+        .unwrap();
+    add(&chain, &b, "b", "");
+    let ip = add(&chain, &a, "a", "");
+    reap_orphans(Duration::from_secs(5));
+
+    chain.del(&a, "eth0").unwrap();
+    let me = std::process::id().to_string();
+    let adopted: Vec<String> = std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .is_ok_and(|s| s.rsplit(')').next().and_then(|r| r.split_whitespace().nth(1)) == Some(me.as_str()))
+        })
+        .collect();
+    for pid in &adopted {
+        // Caught before it left: sockets, and the read end of the pipe that
+        // tells it its plugin is gone (the runtime's stdout is a write end).
+        for fd in std::fs::read_dir(format!("/proc/{pid}/fd"))
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let target = std::fs::read_link(fd.path())
+                .unwrap_or_default()
+                .to_string_lossy()
+                .into_owned();
+            let info = format!("/proc/{pid}/fdinfo/{}", fd.file_name().to_string_lossy());
+            let flags = std::fs::read_to_string(info).unwrap_or_default();
+            let read_only = flags
+                .lines()
+                .find_map(|l| l.strip_prefix("flags:"))
+                .and_then(|f| i32::from_str_radix(f.trim(), 8).ok())
+                .is_some_and(|f| f & ACCESS_MODE == 0);
+            assert!(
+                target.starts_with("socket:") || (target.starts_with("pipe:") && read_only),
+                "the child holds {target}"
+            );
+        }
+    }
+    let reaped = reap_orphans(Duration::from_secs(5));
+    assert_eq!(reaped.len(), 1, "one child per plugin that used nf_tables: {reaped:?}");
+    assert_eq!(reaped[0].1, 0, "it exits by itself: {reaped:?}");
+    let sets = node.exec("nft", ["list", "table", "inet", "netsvc_firewall"]).unwrap();
+    assert!(!sets.contains(&ip.to_string()), "the DEL was done before: {sets}");
+}
