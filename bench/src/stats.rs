@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use netsvc_tests::timing::quantile;
 use serde::{Deserialize, Serialize};
 
 /// Median and 90th percentile of a set of durations, in milliseconds.
@@ -15,15 +16,9 @@ pub struct Stats {
 impl Stats {
     pub fn of(samples: &[Duration]) -> Stats {
         let mut ms: Vec<f64> = samples.iter().map(|d| d.as_secs_f64() * 1e3).collect();
-        ms.sort_by(f64::total_cmp);
-        let at = |q: f64| {
-            ms.get(((ms.len() as f64 - 1.0) * q).round() as usize)
-                .copied()
-                .unwrap_or(0.0)
-        };
         Stats {
-            median_ms: at(0.5),
-            p90_ms: at(0.9),
+            median_ms: quantile(&mut ms, 0.5),
+            p90_ms: quantile(&mut ms, 0.9),
             n: ms.len(),
         }
     }

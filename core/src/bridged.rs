@@ -2,7 +2,8 @@
 
 use crate::cni::{CniError, CniResult};
 use crate::graph::host_interfaces;
-use crate::netlink::{NetlinkError, links, sync as links_sync};
+use crate::netlink::sync::Rtnl;
+use crate::netlink::{NetlinkError, links};
 
 /// Same-bridge traffic is switched at layer 2 and meets the IP hooks (and
 /// conntrack) only through br_netfilter: turn it on for the chain's bridge
@@ -16,8 +17,9 @@ pub fn pass_bridged_traffic(prev: &CniResult) -> Result<(), CniError> {
     }
     // Set once per bridge: later calls only read it.
     let mut unset = Vec::new();
+    let mut rtnl = Rtnl::open()?;
     for name in names {
-        if let Some(link) = links_sync::find_by_name(&name)?
+        if let Some(link) = rtnl.find_by_name(&name)?
             && link.kind.as_deref() == Some("bridge")
             && link.bridge_netfilter != Some(true)
         {

@@ -65,7 +65,7 @@ use criterion::{BenchmarkGroup, BenchmarkId, Criterion};
 use netsvc_core::cni::{CniArgs, dispatch};
 use netsvc_lb::Lb;
 use netsvc_tests::chain::{CallArgs, plugin_dir};
-use netsvc_tests::timing::{as_ms, record};
+use netsvc_tests::timing::{as_ms, median, quantile, record};
 use netsvc_tests::{Container, EchoServer, Netns, TestNode};
 use nix::sched::{CloneFlags, setns};
 use serde_json::{Value, json};
@@ -101,18 +101,6 @@ fn services(n: usize, app: impl Fn(usize) -> String) -> Value {
                    "select": {"labels": {"app": app(i)}}})
         })
         .collect()
-}
-
-fn median(v: &mut [Duration]) -> Duration {
-    percentile(v, 50)
-}
-
-fn percentile(v: &mut [Duration], p: usize) -> Duration {
-    if v.is_empty() {
-        return Duration::ZERO;
-    }
-    v.sort();
-    v[(v.len() * p / 100).min(v.len() - 1)]
 }
 
 fn ms(d: Duration) -> String {
@@ -462,7 +450,7 @@ fn connect_latency(report: &mut Report) {
             node.services,
             us(m),
             s.len(),
-            us(percentile(s, 90)),
+            us(quantile(s, 0.9)),
             us(rounds[0]),
             us(rounds[rounds.len() - 1])
         ));
@@ -470,7 +458,7 @@ fn connect_latency(report: &mut Report) {
         report
             .connect
             .push(json!({"services": node.services, "median_us": as_ms(m) * 1e3,
-                                   "p90_us": as_ms(percentile(s, 90)) * 1e3}));
+                                   "p90_us": as_ms(quantile(s, 0.9)) * 1e3}));
     }
     if let [(small, a), (large, b)] = medians[..] {
         report.line(format!(

@@ -12,6 +12,7 @@
 
 use anyhow::{Context, Result};
 use netsvc_tests::shaping::Iperf3Server;
+use netsvc_tests::timing::median;
 use netsvc_tests::wireguard::{HandDevice, KeyPair, start_wireguard_go};
 use netsvc_tests::{Container, Netns, TestNode, unique_name};
 use serde_json::{Value, json};
@@ -127,9 +128,4 @@ fn iperf3(c: &Container, port: u16, seconds: u32) -> Result<f64> {
     v["end"]["sum_received"]["bits_per_second"]
         .as_f64()
         .context("iperf3 gave no received rate")
-}
-
-fn median(v: &mut [f64]) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
 }

@@ -20,15 +20,20 @@ pub const REFERENCE_PLUGIN_DIR: &str = "/usr/lib/cni";
 
 /// The directory holding the workspace's plugin binaries (`target/debug`).
 ///
-/// `$NETSVC_PLUGIN_DIR` if set; otherwise derived from the test executable,
-/// which cargo and nextest place in `target/<profile>/deps/`.
+/// `$NETSVC_PLUGIN_DIR` if set; otherwise the folder of the running
+/// executable: a test's (cargo and nextest put those in
+/// `target/<profile>/deps/`) or a binary's beside the plugins
+/// (`target/<profile>/netsvc-bench`).
 pub fn plugin_dir() -> PathBuf {
     if let Some(dir) = std::env::var_os(PLUGIN_DIR_ENV) {
         return dir.into();
     }
     let exe = std::env::current_exe().expect("current_exe");
-    let deps = exe.parent().expect("test binary has a directory");
-    deps.parent().unwrap_or(deps).to_path_buf()
+    let dir = exe.parent().expect("an executable has a directory");
+    match dir.file_name() {
+        Some(name) if name == "deps" => dir.parent().unwrap_or(dir).to_path_buf(),
+        _ => dir.to_path_buf(),
+    }
 }
 
 /// CNI_PATH for chains: our plugins first, then the reference plugins.

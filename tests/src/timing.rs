@@ -30,10 +30,20 @@ pub fn plugin_output(cmd: &mut Command, stdin: &[u8]) -> Vec<u8> {
     out.stdout
 }
 
+/// The sample at quantile `q` (0.5 the median, 0.9 the 90th percentile),
+/// by nearest rank once sorted; the default (zero) when there are none.
+/// Every figure of the tests, benches and report is taken this one way.
+pub fn quantile<T: Copy + Default + PartialOrd>(samples: &mut [T], q: f64) -> T {
+    samples.sort_by(|a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal));
+    match samples.len() {
+        0 => T::default(),
+        n => samples[((n - 1) as f64 * q).round() as usize],
+    }
+}
+
 /// The median of `samples` (zero when there are none).
-pub fn median(samples: &mut [Duration]) -> Duration {
-    samples.sort();
-    samples.get(samples.len() / 2).copied().unwrap_or_default()
+pub fn median<T: Copy + Default + PartialOrd>(samples: &mut [T]) -> T {
+    quantile(samples, 0.5)
 }
 
 /// A duration in milliseconds, two decimals.

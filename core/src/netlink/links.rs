@@ -286,10 +286,12 @@ fn veth_peer(link: &Link) -> Result<u32> {
 /// half on a namespace thread, so call it outside any async runtime thread.
 pub fn host_veth_peer(container_netns: &Path, ifname: &str, host_netns: &Path) -> Result<Link> {
     let peer = crate::netns::run_sync(container_netns, || {
-        let link = super::sync::find_by_name(ifname)?.ok_or_else(|| NetlinkError::LinkNotFound(ifname.to_string()))?;
+        let link = super::sync::Rtnl::open()?
+            .find_by_name(ifname)?
+            .ok_or_else(|| NetlinkError::LinkNotFound(ifname.to_string()))?;
         veth_peer(&link)
     })??;
-    let link = crate::netns::run_sync(host_netns, || super::sync::find_by_index(peer))??
+    let link = crate::netns::run_sync(host_netns, || super::sync::Rtnl::open()?.find_by_index(peer))??
         .ok_or_else(|| NetlinkError::LinkNotFound(format!("#{peer}")))?;
     if link.kind.as_deref() != Some("veth") {
         return Err(NetlinkError::invalid(

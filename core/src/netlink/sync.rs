@@ -12,56 +12,74 @@ use netlink_sys::{Socket, SocketAddr};
 use super::links::Link;
 use super::{NetlinkError, Result, validate_ifname};
 
-/// The link called `name`, or `None`.
-pub fn find_by_name(name: &str) -> Result<Option<Link>> {
-    validate_ifname("ifname", name)?;
-    let mut msg = LinkMessage::default();
-    msg.attributes.push(LinkAttribute::IfName(name.to_string()));
-    get_link(msg, &format!("get link {name}"))
+/// An rtnetlink socket of the calling thread's namespace, for a few
+/// requests in a row.
+pub struct Rtnl {
+    socket: Socket,
+    seq: u32,
 }
 
-/// The link with index `index`, or `None`.
-pub fn find_by_index(index: u32) -> Result<Option<Link>> {
-    let mut msg = LinkMessage::default();
-    msg.header.index = index;
-    get_link(msg, &format!("get link #{index}"))
-}
-
-fn get_link(msg: LinkMessage, op: &str) -> Result<Option<Link>> {
-    match request(RouteNetlinkMessage::GetLink(msg), op) {
-        Ok(RouteNetlinkMessage::NewLink(link)) => Ok(Some(Link::from(&link))),
-        Ok(other) => Err(NetlinkError::request(
-            op,
-            rtnetlink::Error::UnexpectedMessage(NetlinkMessage::from(other)),
-        )),
-        Err(e) if e.is_not_found() => Ok(None),
-        Err(e) => Err(e),
+impl Rtnl {
+    pub fn open() -> Result<Rtnl> {
+        let io = |source: std::io::Error| NetlinkError::Io {
+            what: "rtnetlink socket".into(),
+            source,
+        };
+        let mut socket = Socket::new(NETLINK_ROUTE).map_err(io)?;
+        socket.bind_auto().map_err(io)?;
+        socket.connect(&SocketAddr::new(0, 0)).map_err(io)?;
+        Ok(Rtnl { socket, seq: 0 })
     }
-}
 
-/// Sends one request (no dump) and returns the kernel's one answer.
-fn request(msg: RouteNetlinkMessage, op: &str) -> Result<RouteNetlinkMessage> {
-    let io = |source: std::io::Error| NetlinkError::Io {
-        what: format!("{op}: rtnetlink socket"),
-        source,
-    };
-    let mut socket = Socket::new(NETLINK_ROUTE).map_err(io)?;
-    socket.bind_auto().map_err(io)?;
-    socket.connect(&SocketAddr::new(0, 0)).map_err(io)?;
-    let mut request = NetlinkMessage::from(msg);
-    request.header.flags = NLM_F_REQUEST;
-    request.header.sequence_number = 1;
-    request.finalize();
-    let mut bytes = vec![0u8; request.buffer_len()];
-    request.serialize(&mut bytes);
-    socket.send(&bytes, 0).map_err(io)?;
-    let mut answer = Vec::with_capacity(64 * 1024);
-    socket.recv(&mut answer, 0).map_err(io)?;
-    let reply = NetlinkMessage::<RouteNetlinkMessage>::deserialize(&answer)
-        .map_err(|e| NetlinkError::request(op, rtnetlink::Error::InvalidNla(e.to_string())))?;
-    match reply.payload {
-        NetlinkPayload::InnerMessage(m) => Ok(m),
-        NetlinkPayload::Error(e) => Err(NetlinkError::request(op, rtnetlink::Error::NetlinkError(e))),
-        _ => Err(NetlinkError::request(op, rtnetlink::Error::RequestFailed)),
+    /// The link called `name`, or `None`.
+    pub fn find_by_name(&mut self, name: &str) -> Result<Option<Link>> {
+        validate_ifname("ifname", name)?;
+        let mut msg = LinkMessage::default();
+        msg.attributes.push(LinkAttribute::IfName(name.to_string()));
+        self.get_link(msg, &format!("get link {name}"))
+    }
+
+    /// The link with index `index`, or `None`.
+    pub fn find_by_index(&mut self, index: u32) -> Result<Option<Link>> {
+        let mut msg = LinkMessage::default();
+        msg.header.index = index;
+        self.get_link(msg, &format!("get link #{index}"))
+    }
+
+    fn get_link(&mut self, msg: LinkMessage, op: &str) -> Result<Option<Link>> {
+        match self.request(RouteNetlinkMessage::GetLink(msg), op) {
+            Ok(RouteNetlinkMessage::NewLink(link)) => Ok(Some(Link::from(&link))),
+            Ok(other) => Err(NetlinkError::request(
+                op,
+                rtnetlink::Error::UnexpectedMessage(NetlinkMessage::from(other)),
+            )),
+            Err(e) if e.is_not_found() => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Sends one request (no dump) and returns the kernel's one answer.
+    fn request(&mut self, msg: RouteNetlinkMessage, op: &str) -> Result<RouteNetlinkMessage> {
+        let io = |source: std::io::Error| NetlinkError::Io {
+            what: format!("{op}: rtnetlink socket"),
+            source,
+        };
+        self.seq += 1;
+        let mut request = NetlinkMessage::from(msg);
+        request.header.flags = NLM_F_REQUEST;
+        request.header.sequence_number = self.seq;
+        request.finalize();
+        let mut bytes = vec![0u8; request.buffer_len()];
+        request.serialize(&mut bytes);
+        self.socket.send(&bytes, 0).map_err(io)?;
+        let mut answer = Vec::with_capacity(64 * 1024);
+        self.socket.recv(&mut answer, 0).map_err(io)?;
+        let reply = NetlinkMessage::<RouteNetlinkMessage>::deserialize(&answer)
+            .map_err(|e| NetlinkError::request(op, rtnetlink::Error::InvalidNla(e.to_string())))?;
+        match reply.payload {
+            NetlinkPayload::InnerMessage(m) => Ok(m),
+            NetlinkPayload::Error(e) => Err(NetlinkError::request(op, rtnetlink::Error::NetlinkError(e))),
+            _ => Err(NetlinkError::request(op, rtnetlink::Error::RequestFailed)),
+        }
     }
 }

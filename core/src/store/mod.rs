@@ -15,7 +15,7 @@ mod fsutil;
 pub mod key;
 mod spec;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 pub use error::StoreError;
 #[cfg(feature = "etcd")]
@@ -118,17 +118,8 @@ pub trait Store: Send + Sync {
     fn changes_since(&self, prefix: &str, since: Revision) -> Result<Vec<Event>, StoreError>;
 
     /// Waits up to `timeout` for changes after `since`; returns them (empty on
-    /// timeout). The default polls [`Store::changes_since`].
-    fn watch(&self, prefix: &str, since: Revision, timeout: Duration) -> Result<Vec<Event>, StoreError> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let events = self.changes_since(prefix, since)?;
-            if !events.is_empty() || Instant::now() >= deadline {
-                return Ok(events);
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
+    /// timeout).
+    fn watch(&self, prefix: &str, since: Revision, timeout: Duration) -> Result<Vec<Event>, StoreError>;
 
     /// A standing watch on `prefix` from `since`: each
     /// [`Subscription::next`] returns the next changes as soon as they are
