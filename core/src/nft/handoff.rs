@@ -44,13 +44,14 @@ pub fn hand_off_sockets() {
         close: others,
         alive: alive.as_raw_fd(),
     }));
-    let stack = Box::leak(vec![0u8; CHILD_STACK].into_boxed_slice());
+    // u128s: 16-byte aligned, as the ABI wants the top of a stack.
+    let stack = Box::leak(vec![0u128; CHILD_STACK / 16].into_boxed_slice());
     // SAFETY: the child shares this process's memory (no page tables to
     // copy, which a fork of a 15 MB process pays) but has its own
     // descriptor table; it reads only the leaked `child` and runs on the
-    // leaked `stack`, whose top is 16-byte aligned as the ABI wants.
+    // leaked `stack`, from its top down.
     let pid = unsafe {
-        let top = stack.as_mut_ptr().add(CHILD_STACK).cast::<libc::c_void>();
+        let top = stack.as_mut_ptr().add(stack.len()).cast::<libc::c_void>();
         libc::clone(
             release_later,
             top,
