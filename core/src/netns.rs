@@ -175,9 +175,8 @@ where
 /// Whether `ns` is the calling thread's network namespace.
 fn is_current(ns: &File) -> bool {
     use std::os::unix::fs::MetadataExt;
-    let Ok(target) = ns.metadata() else { return false };
-    std::fs::metadata("/proc/thread-self/ns/net")
-        .is_ok_and(|own| own.ino() == target.ino() && own.dev() == target.dev())
+    ns.metadata()
+        .is_ok_and(|target| current_inode().is_ok_and(|own| own == target.ino()))
 }
 
 /// Run the future made by `f` inside the namespace at `path`, on a fresh

@@ -62,6 +62,17 @@ fn assert_host_untouched() {
     assert!(!out.status.success(), "test table leaked into the root namespace");
 }
 
+/// The table with these (empty) address sets.
+fn make_sets(t: &NftTable, sets: &[(&str, SetType)]) {
+    let mut b = t.batch();
+    b.add_table();
+    for (name, kind) in sets {
+        b.add_set(t.set(name, SetTypeValue::Single(*kind)).expect("set"))
+            .expect("scoped");
+    }
+    t.apply(&b).expect("setup");
+}
+
 fn set_elements(t: &NftTable, set: &str) -> Vec<String> {
     let json = serde_json::to_value(t.list().expect("list").expect("table exists")).expect("json");
     json["nftables"]
@@ -105,11 +116,7 @@ fn failing_batch_applies_nothing_and_carries_stderr() {
         assert!(t.list().expect("list").is_none());
 
         // Same on an existing table: a good element followed by a bad delete leaves no trace.
-        let mut b = t.batch();
-        b.add_table();
-        b.add_set(t.set("addrs", SetTypeValue::Single(SetType::Ipv4Addr)).expect("set"))
-            .expect("scoped");
-        t.apply(&b).expect("setup");
+        make_sets(&t, &[("addrs", SetType::Ipv4Addr)]);
         let mut b = t.batch();
         b.add_element("addrs", vec![Expression::String("10.0.0.1".into())])
             .expect("scoped");
@@ -187,13 +194,7 @@ fn element_batches_over_netlink_are_one_transaction() {
     let ns = TestNs::new();
     ns.run(|| {
         let t = table();
-        let mut b = t.batch();
-        b.add_table();
-        b.add_set(t.set("addrs", SetTypeValue::Single(SetType::Ipv4Addr)).expect("set"))
-            .expect("scoped");
-        b.add_set(t.set("addrs6", SetTypeValue::Single(SetType::Ipv6Addr)).expect("set"))
-            .expect("scoped");
-        t.apply(&b).expect("setup");
+        make_sets(&t, &[("addrs", SetType::Ipv4Addr), ("addrs6", SetType::Ipv6Addr)]);
 
         let mut add = ElementBatch::new(&t);
         add.push(ElementOp::Add, "addrs", "10.0.0.1".parse().unwrap()).unwrap();

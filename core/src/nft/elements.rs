@@ -9,10 +9,10 @@
 
 use std::net::IpAddr;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::sync::Mutex;
 
 use nftables::types::NfFamily;
 
+use super::per_netns::PerNetns;
 use super::{NftError, NftTable, validate_name};
 
 // linux/netfilter/nfnetlink.h and nf_tables.h.
@@ -89,7 +89,8 @@ impl ElementBatch {
             return Ok(());
         }
         let (bytes, requests) = self.encode();
-        with_socket(|fd| talk(fd, &bytes, requests)).map_err(|e| NftError::Failed {
+        let sent = SOCKETS.with(open_socket, |fd| talk(fd.as_raw_fd(), &bytes, requests));
+        sent.and_then(|answer| answer).map_err(|e| NftError::Failed {
             status: "nf_tables netlink".into(),
             stderr: format!("{} elements in table {}: {e}", self.summary(), self.table),
         })
@@ -235,19 +236,7 @@ fn pad(out: &mut Vec<u8>) {
 
 /// One socket per network namespace, kept for the life of the process (its
 /// release is [`super::hand_off_sockets`]'s to make).
-static SOCKETS: Mutex<Vec<(u64, OwnedFd)>> = Mutex::new(Vec::new());
-
-fn with_socket<T>(f: impl FnOnce(RawFd) -> std::io::Result<T>) -> std::io::Result<T> {
-    let netns = crate::netns::current_inode()?;
-    let mut sockets = SOCKETS.lock().unwrap_or_else(|e| e.into_inner());
-    if let Some((_, fd)) = sockets.iter().find(|(ns, _)| *ns == netns) {
-        return f(fd.as_raw_fd());
-    }
-    let fd = open_socket()?;
-    let out = f(fd.as_raw_fd());
-    sockets.push((netns, fd));
-    out
-}
+static SOCKETS: PerNetns<OwnedFd> = PerNetns::new();
 
 fn open_socket() -> std::io::Result<OwnedFd> {
     // SAFETY: plain socket(2); the descriptor is owned from here on.

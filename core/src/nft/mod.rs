@@ -22,6 +22,7 @@ use crate::cni::CniError;
 
 mod elements;
 mod handoff;
+mod per_netns;
 pub use elements::{ElementBatch, ElementOp};
 pub use handoff::hand_off_sockets;
 

@@ -12,10 +12,11 @@
 use std::ffi::{CStr, CString, c_char, c_int, c_uint, c_void};
 use std::io::Write;
 use std::process::{Command, Stdio};
+use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, OnceLock};
 
 use super::NftError;
+use super::per_netns::PerNetns;
 
 /// The `nft` executable (found in PATH, as the `nftables` crate does).
 const NFT: &str = "nft";
@@ -114,12 +115,12 @@ fn load() -> Option<Library> {
 /// A libnftables context (`struct nft_ctx *`) with buffered output and error.
 struct Context(*mut c_void);
 
-// SAFETY: a context is only ever used under the mutex of [`CONTEXTS`], by one
+// SAFETY: a context is only ever used under the lock of [`CONTEXTS`], by one
 // thread at a time, which is all libnftables asks.
 unsafe impl Send for Context {}
 
-/// The contexts made so far, by the inode of their network namespace.
-static CONTEXTS: Mutex<Vec<(u64, Context)>> = Mutex::new(Vec::new());
+/// The contexts made so far, one per network namespace.
+static CONTEXTS: PerNetns<Context> = PerNetns::new();
 
 impl Library {
     fn run(&self, input: NftInput<'_>) -> Result<Vec<u8>, NftError> {
@@ -132,26 +133,26 @@ impl Library {
             status: "not run".into(),
             stderr: "the nft input holds a NUL byte".into(),
         })?;
-        let Ok(netns) = crate::netns::current_inode() else {
-            return spawn(input);
-        };
-        let mut contexts = CONTEXTS.lock().unwrap_or_else(|e| e.into_inner());
-        let ctx = match contexts.iter().find(|(ns, _)| *ns == netns) {
-            Some((_, ctx)) => ctx.0,
-            None => {
-                // SAFETY: a fresh context, set to buffer what it prints.
-                let ctx = unsafe { (self.ctx_new)(0) };
-                if ctx.is_null() {
-                    return spawn(input);
-                }
-                unsafe {
-                    (self.buffer_output)(ctx);
-                    (self.buffer_error)(ctx);
-                }
-                contexts.push((netns, Context(ctx)));
-                ctx
+        CONTEXTS
+            .with(|| self.new_context(), |ctx| self.run_in(ctx.0, &text, json))
+            .unwrap_or_else(|_| spawn(input))
+    }
+
+    /// A fresh context, set to buffer what it prints.
+    fn new_context(&self) -> std::io::Result<Context> {
+        // SAFETY: the calls libnftables.h declares, on the context just made.
+        unsafe {
+            let ctx = (self.ctx_new)(0);
+            if ctx.is_null() {
+                return Err(std::io::Error::other("nft_ctx_new failed"));
             }
-        };
+            (self.buffer_output)(ctx);
+            (self.buffer_error)(ctx);
+            Ok(Context(ctx))
+        }
+    }
+
+    fn run_in(&self, ctx: *mut c_void, text: &CStr, json: bool) -> Result<Vec<u8>, NftError> {
         // SAFETY: the context is live and ours while the lock is held; the
         // buffers it hands out are copied before the next call can reuse them.
         unsafe {
