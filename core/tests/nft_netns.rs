@@ -4,7 +4,7 @@ use std::fs::File;
 use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
 
-use netsvc_core::nft::{ElementBatch, ElementOp, NftError, NftTable};
+use netsvc_core::nft::{Batch, ElementOp, NftError, NftTable};
 use nftables::expr::Expression;
 use nftables::schema::{Chain, NfCmd, NfListObject, NfObject, SetType, SetTypeValue};
 use nftables::stmt::Statement;
@@ -196,7 +196,7 @@ fn element_batches_over_netlink_are_one_transaction() {
         let t = table();
         make_sets(&t, &[("addrs", SetType::Ipv4Addr), ("addrs6", SetType::Ipv6Addr)]);
 
-        let mut add = ElementBatch::new(&t);
+        let mut add = Batch::new(&t);
         add.push(ElementOp::Add, "addrs", "10.0.0.1".parse().unwrap()).unwrap();
         add.push(ElementOp::Add, "addrs", "10.0.0.2".parse().unwrap()).unwrap();
         add.push(ElementOp::Add, "addrs6", "fd00::7".parse().unwrap()).unwrap();
@@ -208,7 +208,7 @@ fn element_batches_over_netlink_are_one_transaction() {
         assert_eq!(set_elements(&t, "addrs6"), ["fd00::7"]);
 
         // A good delete beside the delete of an absent element: neither happens.
-        let mut bad = ElementBatch::new(&t);
+        let mut bad = Batch::new(&t);
         bad.push(ElementOp::Delete, "addrs", "10.0.0.1".parse().unwrap())
             .unwrap();
         bad.push(ElementOp::Delete, "addrs6", "fd00::9".parse().unwrap())
@@ -217,7 +217,7 @@ fn element_batches_over_netlink_are_one_transaction() {
         assert!(err.to_string().contains("fd00::9"), "{err}");
         assert_eq!(set_elements(&t, "addrs").len(), 2);
 
-        let mut del = ElementBatch::new(&t);
+        let mut del = Batch::new(&t);
         del.push(ElementOp::Delete, "addrs", "10.0.0.1".parse().unwrap())
             .unwrap();
         del.push(ElementOp::Delete, "addrs6", "fd00::7".parse().unwrap())
@@ -227,7 +227,7 @@ fn element_batches_over_netlink_are_one_transaction() {
         assert!(set_elements(&t, "addrs6").is_empty());
 
         // A set that does not exist is refused with the kernel's reason.
-        let mut missing = ElementBatch::new(&t);
+        let mut missing = Batch::new(&t);
         missing
             .push(ElementOp::Add, "nosuch", "10.0.0.3".parse().unwrap())
             .unwrap();

@@ -599,3 +599,80 @@ fn a_vip_port_another_network_holds_is_code_7_and_changes_nothing() {
     );
     assert_eq!(tables(&node), before);
 }
+
+/// The fast path writes a port chain's rule over netlink, the full path
+/// through nft. For every kind of rule (random, Maglev's jhash, affinity's
+/// remembered client) in both families, the kernel holds the very same
+/// expressions either way, registers and flags included.
+#[test]
+fn a_rule_written_over_netlink_is_the_rule_nft_writes() {
+    use netsvc_core::graph::Protocol;
+    use netsvc_core::nft::{Batch, NftTable};
+    use netsvc_lb::model::Family;
+    use netsvc_lb::rules::{Pick, PortRule};
+
+    let ns = netsvc_tests::Netns::create("lbrules").unwrap();
+    let tables = "table ip t {\n\
+          map slots { typeof numgen random mod 1 : ip daddr; }\n\
+          map clients { type ipv4_addr : ipv4_addr; flags dynamic,timeout; timeout 60s; size 65535; }\n\
+          chain by_nft { }\n chain by_netlink { }\n}\n\
+        table ip6 t {\n\
+          map slots { typeof numgen random mod 1 : ip6 daddr; }\n\
+          map clients { type ipv6_addr : ipv6_addr; flags dynamic,timeout; timeout 60s; size 65535; }\n\
+          chain by_nft { }\n chain by_netlink { }\n}\n";
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(file.path(), tables).unwrap();
+    ns.exec("nft", ["-f", file.path().to_str().unwrap()]).unwrap();
+
+    let picks = [
+        (Pick::Random { n: 3 }, "slots"),
+        (
+            Pick::Jhash {
+                n: 1021,
+                seed: 0xdead_beef,
+            },
+            "slots",
+        ),
+        (Pick::Remembered, "clients"),
+    ];
+    for family in [Family::V4, Family::V6] {
+        for (pick, map) in &picks {
+            for (protocol, target) in [(Protocol::Tcp, 8080), (Protocol::Udp, 53)] {
+                let rule = PortRule {
+                    family,
+                    protocol,
+                    target,
+                    pick: pick.clone(),
+                    map: map.to_string(),
+                };
+                let w = family.word();
+                let text = rule.text();
+                ns.exec("nft", [format!("add rule {w} t by_nft {text}")]).unwrap();
+                ns.run(|| {
+                    let mut b = Batch::new(&NftTable::new(family.nf(), "t").unwrap());
+                    b.add_rule("by_netlink", rule.netlink()).unwrap();
+                    b.apply().unwrap_or_else(|e| panic!("{text}: {e}"));
+                })
+                .unwrap();
+            }
+        }
+        // `nft --debug=netlink` prints each rule's expressions as the kernel
+        // dumps them; the lines naming a rule's handle differ and are left out.
+        let expressions = |chain: &str| -> Vec<String> {
+            let out = ns
+                .exec("nft", ["--debug=netlink", "list", "chain", family.word(), "t", chain])
+                .unwrap();
+            out.lines()
+                .filter(|l| l.trim_start().starts_with('['))
+                .map(str::to_string)
+                .collect()
+        };
+        let (by_nft, by_netlink) = (expressions("by_nft"), expressions("by_netlink"));
+        assert_eq!(
+            by_nft.iter().filter(|l| l.contains("nat dnat")).count(),
+            6,
+            "{by_nft:#?}"
+        );
+        assert_eq!(by_netlink, by_nft, "{}", family.word());
+    }
+}

@@ -92,6 +92,15 @@ impl Protocol {
             Protocol::Sctp => "sctp",
         }
     }
+
+    /// The IP protocol number.
+    pub fn number(self) -> u8 {
+        match self {
+            Protocol::Tcp => 6,
+            Protocol::Udp => 17,
+            Protocol::Sctp => 132,
+        }
+    }
 }
 
 /// A port of a service.

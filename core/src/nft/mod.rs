@@ -20,10 +20,12 @@ use nftables::types::NfFamily;
 
 use crate::cni::CniError;
 
-mod elements;
+mod batch;
+pub mod expr;
 mod handoff;
+mod netlink;
 mod per_netns;
-pub use elements::{ElementBatch, ElementOp};
+pub use batch::{Batch, Datum, ElementOp, NlRule};
 pub use handoff::hand_off_sockets;
 
 /// Longest table/chain/set name we accept (nft allows 256; ours are short).

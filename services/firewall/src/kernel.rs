@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
 use netsvc_core::cni::{CniError, IpNet};
-use netsvc_core::nft::{ElementBatch, ElementOp, NftBatch, NftTable};
+use netsvc_core::nft::{Batch, ElementOp, NftBatch, NftTable};
 use nftables::schema::NfCmd;
 use nftables::types::NfFamily;
 use serde_json::Value;
@@ -99,17 +99,17 @@ pub fn read() -> Result<Current, CniError> {
         .unwrap_or_default())
 }
 
-/// Applies JSON commands as one atomic nft batch, each checked to stay in our table.
 /// An endpoint's addresses into (or out of) the sets it belongs to, in one
 /// transaction over netlink: the whole of what ADD and DEL change.
 pub fn apply_membership(op: ElementOp, m: &Membership) -> Result<(), CniError> {
-    let mut batch = ElementBatch::new(&table()?);
+    let mut batch = Batch::new(&table()?);
     for (set, ip) in &m.elements {
         batch.push(op, set, *ip)?;
     }
     Ok(batch.apply()?)
 }
 
+/// Applies JSON commands as one atomic nft batch, each checked to stay in our table.
 pub fn apply(cmds: &[Value]) -> Result<(), CniError> {
     if cmds.is_empty() {
         return Ok(());

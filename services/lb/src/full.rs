@@ -126,7 +126,7 @@ fn claimed_elsewhere(
             continue;
         };
         for (p, (key, _)) in d.frontends().iter().enumerate() {
-            let Some(target) = current.frontend_target(key) else {
+            let Some(target) = current.frontend_target(&key.to_string()) else {
                 continue;
             };
             if !ours.iter().any(|prefix| target.starts_with(&format!("{prefix}_"))) {
@@ -163,7 +163,11 @@ fn family_script(
             return Ok(None);
         };
         // Dropped outright when no other network has a service in it.
-        let ours: BTreeSet<String> = removed.iter().flat_map(|r| r.frontends()).map(|(k, _)| k).collect();
+        let ours: BTreeSet<String> = removed
+            .iter()
+            .flat_map(|r| r.frontends())
+            .map(|(k, _)| k.to_string())
+            .collect();
         if current.frontends().is_subset(&ours) {
             let mut s = NftScript::new(&table);
             s.remove_table();
@@ -180,11 +184,12 @@ fn family_script(
     }
     let pairs: Vec<String> = residents
         .iter()
-        .flat_map(|e| render::hairpin_elements(&model::addresses(e, f)))
+        .flat_map(|e| model::hairpin_keys(&model::addresses(e, f)))
+        .map(|k| k.to_string())
         .collect();
     s.add_elements(HAIRPIN, &pairs)?;
     let left: Vec<IpAddr> = gone.iter().copied().filter(|a| Family::of(*a) == f).collect();
-    let stale = render::hairpin_elements(&left);
+    let stale: Vec<String> = model::hairpin_keys(&left).iter().map(ToString::to_string).collect();
     s.add_elements(HAIRPIN, &stale)?;
     s.delete_elements(HAIRPIN, &stale)?;
     Ok(Some(s))

@@ -13,6 +13,7 @@ pub mod kernel;
 pub mod maglev;
 pub mod model;
 pub mod render;
+pub mod rules;
 
 mod fast;
 mod full;

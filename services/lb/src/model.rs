@@ -5,17 +5,19 @@
 //! name and its whole config, so a changed service gets fresh objects (and
 //! the old ones go) instead of being edited in place.
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::net::IpAddr;
 
 use netsvc_core::cni::IpNet;
 use netsvc_core::graph::{Endpoint, Protocol};
 use netsvc_core::naming::{digest_hex, fnv64};
+use netsvc_core::nft::Datum;
 use nftables::types::NfFamily;
 use serde::{Deserialize, Serialize};
 
 use crate::config::{Algorithm, ServiceConf};
 use crate::maglev;
+use crate::rules::{Pick, PortRule};
 
 /// The table name in both families (`ip netsvc_lb`, `ip6 netsvc_lb`).
 pub const TABLE: &str = "netsvc_lb";
@@ -48,6 +50,14 @@ impl Family {
         match self {
             Family::V4 => "ip",
             Family::V6 => "ip6",
+        }
+    }
+
+    /// NFPROTO_IPV4 or NFPROTO_IPV6: the family a nat expression takes.
+    pub fn nfproto(self) -> u8 {
+        match self {
+            Family::V4 => 2,
+            Family::V6 => 10,
         }
     }
 
@@ -98,13 +108,13 @@ impl Rendered {
     }
 
     /// Each port's dispatch key (`vip . proto . port`) and chain.
-    pub fn frontends(&self) -> Vec<(String, String)> {
-        let vip = self.conf.vip();
+    pub fn frontends(&self) -> Vec<(Datum, String)> {
+        let vip = Datum::addr(self.conf.vip());
         self.conf
             .ports
             .iter()
             .map(|p| {
-                let key = format!("{vip} . {} . {}", p.protocol.as_str(), p.port());
+                let key = Datum::concat(&[vip.clone(), Datum::protocol(p.protocol), Datum::port(p.port())]);
                 (key, self.port_chain(p.protocol, p.port()))
             })
             .collect()
@@ -113,33 +123,29 @@ impl Rendered {
     /// The rules of each port chain: pick a backend (the client's remembered
     /// one first, with affinity) and DNAT to it on the target port. No rules
     /// without backends: the packet then meets the reject chains.
-    pub fn port_rules(&self) -> Vec<(String, Vec<String>)> {
-        let f = self.family().word();
-        let n = self.slots.len();
+    pub fn port_rules(&self) -> Vec<(String, Vec<PortRule>)> {
+        let n = self.slots.len() as u32;
         self.conf
             .ports
             .iter()
             .map(|p| {
-                let (proto, target) = (p.protocol.as_str(), p.target());
+                let rule = |pick, map| PortRule {
+                    family: self.family(),
+                    protocol: p.protocol,
+                    target: p.target(),
+                    pick,
+                    map,
+                };
                 let mut rules = Vec::new();
                 if n > 0 {
                     if self.conf.affinity_timeout().is_some() {
-                        rules.push(format!(
-                            "meta l4proto {proto} dnat {f} to {f} saddr map @{} : {target}",
-                            self.clients_map()
-                        ));
+                        rules.push(rule(Pick::Remembered, self.clients_map()));
                     }
                     let pick = match self.conf.algorithm {
-                        Algorithm::Random => format!("numgen random mod {n}"),
-                        Algorithm::Maglev => format!(
-                            "jhash {f} saddr . th sport . {f} daddr . th dport mod {n} seed 0x{:08x}",
-                            self.seed()
-                        ),
+                        Algorithm::Random => Pick::Random { n },
+                        Algorithm::Maglev => Pick::Jhash { n, seed: self.seed() },
                     };
-                    rules.push(format!(
-                        "meta l4proto {proto} dnat {f} to {pick} map @{} : {target}",
-                        self.slots_map()
-                    ));
+                    rules.push(rule(pick, self.slots_map()));
                 }
                 (self.port_chain(p.protocol, p.port()), rules)
             })
@@ -158,6 +164,39 @@ pub fn prefix(network: &str, conf: &ServiceConf) -> String {
     let config = serde_json::to_string(conf).unwrap_or_default();
     let digest = digest_hex(format!("{network}/{}/{config}", conf.name).as_bytes());
     format!("s{}", &digest[..11])
+}
+
+/// The slot elements that take `have` to `want`: the slots to delete
+/// (they differ), then the elements to add (a map refuses to overwrite a key).
+pub fn slot_changes(
+    have: &BTreeMap<usize, IpAddr>,
+    want: &BTreeMap<usize, IpAddr>,
+) -> (Vec<usize>, Vec<(usize, IpAddr)>) {
+    let stale = have
+        .iter()
+        .filter(|(i, a)| want.get(i) != Some(a))
+        .map(|(i, _)| *i)
+        .collect();
+    let fresh = want
+        .iter()
+        .filter(|(i, a)| have.get(i) != Some(a))
+        .map(|(i, a)| (*i, *a))
+        .collect();
+    (stale, fresh)
+}
+
+/// A slot map's element: the slot number as `numgen`/`jhash` leave it in a
+/// register, and the backend.
+pub fn slot_element(slot: usize, backend: IpAddr) -> (Datum, Datum) {
+    (Datum::register_u32(slot as u32), Datum::addr(backend))
+}
+
+/// The hairpin set's keys of an endpoint's addresses (`addr . addr`).
+pub fn hairpin_keys(addrs: &[IpAddr]) -> Vec<Datum> {
+    addrs
+        .iter()
+        .map(|a| Datum::concat(&[Datum::addr(*a), Datum::addr(*a)]))
+        .collect()
 }
 
 /// An endpoint's addresses of one family.
@@ -213,6 +252,23 @@ pub fn slot_table(conf: &ServiceConf, previous: &[IpAddr], backends: &BTreeSet<I
     }
 }
 
+/// A service `api` on 10.96.0.10 (tcp 80 → 8080, udp 53) with `extra`
+/// config and `slots`, for the tests of what is written from it.
+#[cfg(test)]
+pub(crate) fn test_rendered(extra: serde_json::Value, slots: &[&str]) -> Rendered {
+    let mut svc = serde_json::json!({"name": "api", "vip": "10.96.0.10", "ports": [{"port": 80, "targetPort": 8080},
+                         {"port": 53, "protocol": "udp"}]});
+    svc.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+    let c =
+        crate::config::LbConf::from_value(&serde_json::json!({"name": "n", "type": "netsvc-lb", "services": [svc]}))
+            .unwrap();
+    Rendered {
+        conf: c.services[0].clone(),
+        prefix: "s0123456789a".into(),
+        slots: slots.iter().map(|s| s.parse().unwrap()).collect(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -253,9 +309,10 @@ mod tests {
             slots: vec![],
         };
         assert_eq!(r.port_rules(), vec![("sabc_tcp_80".to_string(), vec![])]);
+        let texts = |r: &Rendered| -> Vec<String> { r.port_rules()[0].1.iter().map(|r| r.text()).collect() };
         r.slots = ips(&["10.0.0.2", "10.0.0.3"]).into_iter().collect();
         assert_eq!(
-            r.port_rules()[0].1,
+            texts(&r),
             vec![
                 "meta l4proto tcp dnat ip to ip saddr map @sabc_clients : 8080",
                 "meta l4proto tcp dnat ip to numgen random mod 2 map @sabc_slots : 8080",
@@ -266,17 +323,15 @@ mod tests {
             prefix: "sabc".into(),
             slots: vec!["fd00::2".parse().unwrap(); 1021],
         };
-        let rule = &m.port_rules()[0].1[0];
+        let rule = &texts(&m)[0];
         assert!(
             rule.starts_with(
                 "meta l4proto tcp dnat ip6 to jhash ip6 saddr . th sport . ip6 daddr . th dport mod 1021 seed 0x"
             ),
             "{rule}"
         );
-        assert_eq!(
-            m.frontends(),
-            vec![("fd00::10 . tcp . 80".into(), "sabc_tcp_80".into())]
-        );
+        let frontends: Vec<(String, String)> = m.frontends().into_iter().map(|(k, c)| (k.to_string(), c)).collect();
+        assert_eq!(frontends, vec![("fd00::10 . tcp . 80".into(), "sabc_tcp_80".into())]);
     }
 
     #[test]

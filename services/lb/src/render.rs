@@ -1,16 +1,14 @@
-//! Scripts (nft native syntax, one transaction each) for one family's table.
-//!
-//! The fast path diffs two [`Rendered`] states of a service from the store and
-//! touches only that service's elements (and its one-rule chains when the
-//! backend count is part of a rule). The full path ensures a service against
-//! what the kernel holds. Both write through the same element helpers.
+//! Scripts (nft native syntax, one transaction each) for one family's table:
+//! the full path's, which declares the table and ensures each service
+//! against what the kernel holds. The fast path writes over netlink
+//! ([`crate::fast`]) from the same model: slot changes, keys and rules.
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 
 use netsvc_core::nft::{NftError, NftScript, NftTable, SetKind};
 
-use crate::model::{Family, PROTOCOLS, Rendered, TABLE};
+use crate::model::{self, Family, PROTOCOLS, Rendered, TABLE};
 
 /// Dispatch: `vip . proto . port` → `goto` the service port's chain.
 pub const SERVICES: &str = "services";
@@ -87,10 +85,6 @@ fn clients_decl(r: &Rendered, timeout: u32) -> String {
     format!("type {t} : {t}; flags dynamic,timeout; timeout {timeout}s; size 65535;")
 }
 
-fn slot_elements<'a>(slots: impl IntoIterator<Item = (usize, &'a IpAddr)>) -> Vec<String> {
-    slots.into_iter().map(|(i, a)| format!("{i} : {a}")).collect()
-}
-
 /// Creates a service's objects, or brings existing ones to `r`: declarations
 /// are added (no-ops when present), port chains are refilled, and the slot
 /// map is diffed against `kernel_slots` (what the kernel holds; `None` when
@@ -116,7 +110,7 @@ pub fn ensure_service(
         s.add_chain(&chain, None)?;
         s.flush_chain(&chain)?;
         for rule in rules {
-            s.add_rule(&chain, &rule)?;
+            s.add_rule(&chain, &rule.text())?;
         }
     }
     let empty = BTreeMap::new();
@@ -128,47 +122,7 @@ pub fn ensure_service(
         if timeout.is_some() {
             s.add_elements(AFFINITY, &[format!("{key} : jump {}", r.affinity_chain())])?;
         }
-        set_empty(s, &key, r.slots.is_empty())?;
-    }
-    Ok(())
-}
-
-/// Fast path: from `old` to `new` of the same service (same prefix): the
-/// slot elements that differ, the port chains when their rules differ, and
-/// the frontends' place in the reject set when backends come or go.
-pub fn update_service(s: &mut NftScript, old: &Rendered, new: &Rendered) -> Result<(), NftError> {
-    let have: BTreeMap<usize, IpAddr> = old.slots.iter().copied().enumerate().collect();
-    let want: BTreeMap<usize, IpAddr> = new.slots.iter().copied().enumerate().collect();
-    diff_slots(s, new, &have, &want)?;
-    // Growing, the new rules go in front of the old ones, which they shadow
-    // (`dnat` ends the chain): ADD deletes nothing, and deletions cost a
-    // kernel RCU grace period (~15 ms) when nft exits. Anything else (DEL,
-    // or the first backend) rewrites the chain, which drops shadowed rules.
-    let grows = !old.slots.is_empty() && new.slots.len() > old.slots.len();
-    let (old_rules, new_rules) = (old.port_rules(), new.port_rules());
-    for ((chain, before), (_, after)) in old_rules.iter().zip(&new_rules) {
-        if before == after {
-            continue;
-        }
-        if grows {
-            for rule in after.iter().rev() {
-                s.insert_rule(chain, rule)?;
-            }
-        } else {
-            s.flush_chain(chain)?;
-            for rule in after {
-                s.add_rule(chain, rule)?;
-            }
-        }
-    }
-    if old.slots.is_empty() != new.slots.is_empty() {
-        for (key, _) in new.frontends() {
-            if new.slots.is_empty() {
-                s.add_elements(EMPTY, &[key])?;
-            } else {
-                s.delete_elements(EMPTY, &[key])?;
-            }
-        }
+        set_empty(s, &key.to_string(), r.slots.is_empty())?;
     }
     Ok(())
 }
@@ -180,16 +134,15 @@ fn diff_slots(
     have: &BTreeMap<usize, IpAddr>,
     want: &BTreeMap<usize, IpAddr>,
 ) -> Result<(), NftError> {
-    let stale: Vec<String> = have
+    let (stale, fresh) = model::slot_changes(have, want);
+    let stale: Vec<String> = stale.iter().map(usize::to_string).collect();
+    let fresh: Vec<String> = fresh
         .iter()
-        .filter(|(i, a)| want.get(i) != Some(a))
-        .map(|(i, _)| i.to_string())
+        .map(|&(i, a)| {
+            let (slot, backend) = model::slot_element(i, a);
+            format!("{slot} : {backend}")
+        })
         .collect();
-    let fresh = slot_elements(
-        want.iter()
-            .filter(|(i, a)| have.get(i) != Some(a))
-            .map(|(i, a)| (*i, a)),
-    );
     s.delete_elements(&r.slots_map(), &stale)?;
     s.add_elements(&r.slots_map(), &fresh)?;
     Ok(())
@@ -208,6 +161,7 @@ fn set_empty(s: &mut NftScript, key: &str, empty: bool) -> Result<(), NftError> 
 pub fn remove_service(s: &mut NftScript, r: &Rendered) -> Result<(), NftError> {
     let timeout = r.conf.affinity_timeout();
     for (key, chain) in r.frontends() {
+        let key = key.to_string();
         // Add-then-delete deletes whether or not the element was there.
         s.add_chain(&chain, None)?;
         let entry = [format!("{key} : goto {chain}")];
@@ -230,11 +184,6 @@ pub fn remove_service(s: &mut NftScript, r: &Rendered) -> Result<(), NftError> {
     Ok(())
 }
 
-/// The hairpin elements of an endpoint's addresses.
-pub fn hairpin_elements(addrs: &[IpAddr]) -> Vec<String> {
-    addrs.iter().map(|a| format!("{a} . {a}")).collect()
-}
-
 /// Deletes remembered clients of `r` whose backend is one of `gone`
 /// (`clients`: client → backend, as listed from the kernel).
 pub fn forget_clients(
@@ -255,20 +204,8 @@ pub fn forget_clients(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::LbConf;
+    use crate::model::test_rendered as rendered;
     use serde_json::json;
-
-    fn rendered(extra: serde_json::Value, slots: &[&str]) -> Rendered {
-        let mut svc = json!({"name": "api", "vip": "10.96.0.10", "ports": [{"port": 80, "targetPort": 8080},
-                             {"port": 53, "protocol": "udp"}]});
-        svc.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
-        let c = LbConf::from_value(&json!({"name": "n", "type": "netsvc-lb", "services": [svc]})).unwrap();
-        Rendered {
-            conf: c.services[0].clone(),
-            prefix: "s0123456789a".into(),
-            slots: slots.iter().map(|s| s.parse().unwrap()).collect(),
-        }
-    }
 
     #[test]
     fn skeleton_v4_and_v6() {
@@ -289,53 +226,6 @@ mod tests {
         )
         .unwrap();
         insta::assert_snapshot!(s.text());
-    }
-
-    #[test]
-    fn adding_a_backend_touches_one_slot_and_the_rules_naming_the_count() {
-        let mut s = NftScript::new(&table(Family::V4));
-        update_service(
-            &mut s,
-            &rendered(json!({}), &["10.0.0.2"]),
-            &rendered(json!({}), &["10.0.0.2", "10.0.0.3"]),
-        )
-        .unwrap();
-        insta::assert_snapshot!(s.text());
-    }
-
-    #[test]
-    fn the_last_backend_leaving_empties_the_chains_and_rejects() {
-        let mut s = NftScript::new(&table(Family::V4));
-        update_service(&mut s, &rendered(json!({}), &["10.0.0.2"]), &rendered(json!({}), &[])).unwrap();
-        insta::assert_snapshot!(s.text());
-    }
-
-    #[test]
-    fn maglev_changes_only_moved_slots() {
-        let conf = rendered(json!({"algorithm": "maglev"}), &[]).conf;
-        let ten: std::collections::BTreeSet<IpAddr> = (2..12).map(|i| format!("10.0.0.{i}").parse().unwrap()).collect();
-        let mut nine = ten.clone();
-        nine.remove(&"10.0.0.5".parse().unwrap());
-        let old = Rendered {
-            slots: crate::model::slot_table(&conf, &[], &ten),
-            ..rendered(json!({}), &[])
-        };
-        let old = Rendered {
-            conf: conf.clone(),
-            ..old
-        };
-        let new = Rendered {
-            slots: crate::model::slot_table(&conf, &old.slots, &nine),
-            ..old.clone()
-        };
-        let mut s = NftScript::new(&table(Family::V4));
-        update_service(&mut s, &old, &new).unwrap();
-        let moved = old.slots.iter().zip(&new.slots).filter(|(a, b)| a != b).count();
-        assert!(moved <= 8191 * 15 / 100, "{moved} slots moved");
-        // One delete line and one add line, both of exactly the moved slots; the rules stay.
-        let lines: Vec<&str> = s.text().lines().collect();
-        assert_eq!(lines.len(), 2, "{}", s.text());
-        assert_eq!(lines[1].matches(" : ").count(), moved);
     }
 
     #[test]

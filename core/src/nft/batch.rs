@@ -1,0 +1,448 @@
+//! Changes to one table's elements and rules sent over nf_tables netlink in
+//! one batch (one transaction), without libnftables.
+//!
+//! This is what an ADD or DEL on a fast path does to the kernel: elements in
+//! sets and maps that already exist, and the rules of chains that already
+//! exist. Through libnftables that costs loading the library, reading back
+//! the table and parsing: about 3 ms of a 5 ms call. Here it is one message
+//! to the kernel. Declaring tables, sets and chains goes through
+//! [`super::NftTable::apply`].
+
+use std::fmt::Write as _;
+use std::net::IpAddr;
+
+use super::expr::{self, Expr};
+use super::netlink::{
+    NFNL_MSG_BATCH_BEGIN, NFNL_MSG_BATCH_END, NFNL_SUBSYS_NFTABLES, NLM_F_ACK, NLM_F_APPEND, NLM_F_CREATE,
+    NLM_F_REQUEST, attr, attr_str, message, nest, nfproto, send,
+};
+use super::{NftError, NftTable, validate_name};
+use crate::graph::Protocol;
+
+// linux/netfilter/nf_tables.h.
+const NFT_MSG_NEWRULE: u16 = 6;
+const NFT_MSG_DELRULE: u16 = 8;
+const NFT_MSG_NEWSETELEM: u16 = 12;
+const NFT_MSG_DELSETELEM: u16 = 14;
+const NFTA_RULE_TABLE: u16 = 1;
+const NFTA_RULE_CHAIN: u16 = 2;
+const NFTA_RULE_EXPRESSIONS: u16 = 4;
+const NFTA_SET_ELEM_LIST_TABLE: u16 = 1;
+const NFTA_SET_ELEM_LIST_SET: u16 = 2;
+const NFTA_SET_ELEM_LIST_ELEMENTS: u16 = 3;
+const NFTA_LIST_ELEM: u16 = 1;
+const NFTA_SET_ELEM_KEY: u16 = 1;
+const NFTA_SET_ELEM_DATA: u16 = 2;
+const NFTA_DATA_VALUE: u16 = 1;
+
+/// Adding or deleting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ElementOp {
+    Add,
+    Delete,
+}
+
+impl ElementOp {
+    fn word(self) -> &'static str {
+        match self {
+            ElementOp::Add => "add",
+            ElementOp::Delete => "delete",
+        }
+    }
+}
+
+/// A key or value of a set element: its bytes as the kernel compares them,
+/// and its text as nft writes it (for messages and tests).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Datum {
+    bytes: Vec<u8>,
+    text: String,
+}
+
+impl Datum {
+    /// An `ipv4_addr` or `ipv6_addr`, in network order.
+    pub fn addr(a: IpAddr) -> Self {
+        let bytes = match a {
+            IpAddr::V4(a) => a.octets().to_vec(),
+            IpAddr::V6(a) => a.octets().to_vec(),
+        };
+        Datum {
+            bytes,
+            text: a.to_string(),
+        }
+    }
+
+    /// An `inet_proto`.
+    pub fn protocol(p: Protocol) -> Self {
+        Datum {
+            bytes: vec![p.number()],
+            text: p.as_str().to_string(),
+        }
+    }
+
+    /// An `inet_service`, in network order.
+    pub fn port(port: u16) -> Self {
+        Datum {
+            bytes: port.to_be_bytes().to_vec(),
+            text: port.to_string(),
+        }
+    }
+
+    /// A number as a register holds it (host order): what `numgen` and
+    /// `jhash` compute, so the key of a map they look up.
+    pub fn register_u32(n: u32) -> Self {
+        Datum {
+            bytes: n.to_ne_bytes().to_vec(),
+            text: n.to_string(),
+        }
+    }
+
+    /// `a . b . …`: each part padded to 4 bytes, as nft lays out a concatenation.
+    pub fn concat(parts: &[Datum]) -> Self {
+        let mut bytes = Vec::new();
+        for p in parts {
+            bytes.extend_from_slice(&p.bytes);
+            bytes.resize(bytes.len().next_multiple_of(4), 0);
+        }
+        let texts: Vec<&str> = parts.iter().map(|p| p.text.as_str()).collect();
+        Datum {
+            bytes,
+            text: texts.join(" . "),
+        }
+    }
+
+    pub fn bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+}
+
+impl std::fmt::Display for Datum {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.text)
+    }
+}
+
+/// A rule as written over netlink: its expressions, and its text in nft's
+/// syntax (what the same rule is when written through nft).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NlRule {
+    pub exprs: Vec<Expr>,
+    pub text: String,
+}
+
+#[derive(Debug, Clone)]
+enum Change {
+    Element {
+        op: ElementOp,
+        set: String,
+        key: Datum,
+        value: Option<Datum>,
+    },
+    /// At the chain's head (`insert`), or at its end.
+    Rule {
+        chain: String,
+        rule: NlRule,
+        append: bool,
+    },
+    Flush {
+        chain: String,
+    },
+}
+
+/// Element and rule changes to one table, applied as one transaction: all
+/// of them or, when the kernel refuses one (a missing set or chain, deleting
+/// an absent element), none.
+#[derive(Debug, Clone)]
+pub struct Batch {
+    family: u8,
+    family_word: String,
+    table: String,
+    changes: Vec<Change>,
+}
+
+impl Batch {
+    pub fn new(table: &NftTable) -> Self {
+        Batch {
+            family: nfproto(table.family()),
+            family_word: serde_json::to_value(table.family())
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_string))
+                .unwrap_or_default(),
+            table: table.name().to_string(),
+            changes: Vec::new(),
+        }
+    }
+
+    /// `addr` into (or out of) the address set `set`.
+    pub fn push(&mut self, op: ElementOp, set: &str, addr: IpAddr) -> Result<&mut Self, NftError> {
+        self.element(op, set, Datum::addr(addr), None)
+    }
+
+    /// An element into (or out of) `set`; a map's element has a `value`
+    /// (ignored by the kernel on delete).
+    pub fn element(
+        &mut self,
+        op: ElementOp,
+        set: &str,
+        key: Datum,
+        value: Option<Datum>,
+    ) -> Result<&mut Self, NftError> {
+        validate_name("set", set)?;
+        self.changes.push(Change::Element {
+            op,
+            set: set.to_string(),
+            key,
+            value,
+        });
+        Ok(self)
+    }
+
+    /// `rule` at the head of `chain`.
+    pub fn insert_rule(&mut self, chain: &str, rule: NlRule) -> Result<&mut Self, NftError> {
+        self.rule(chain, rule, false)
+    }
+
+    /// `rule` at the end of `chain`.
+    pub fn add_rule(&mut self, chain: &str, rule: NlRule) -> Result<&mut Self, NftError> {
+        self.rule(chain, rule, true)
+    }
+
+    fn rule(&mut self, chain: &str, rule: NlRule, append: bool) -> Result<&mut Self, NftError> {
+        validate_name("chain", chain)?;
+        self.changes.push(Change::Rule {
+            chain: chain.to_string(),
+            rule,
+            append,
+        });
+        Ok(self)
+    }
+
+    /// Deletes every rule of `chain`.
+    pub fn flush_chain(&mut self, chain: &str) -> Result<&mut Self, NftError> {
+        validate_name("chain", chain)?;
+        self.changes.push(Change::Flush {
+            chain: chain.to_string(),
+        });
+        Ok(self)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.changes.is_empty()
+    }
+
+    /// Sends the batch on this thread's namespace's socket and waits for
+    /// the kernel's answer to each change.
+    pub fn apply(&self) -> Result<(), NftError> {
+        if self.changes.is_empty() {
+            return Ok(());
+        }
+        let (bytes, requests) = self.encode();
+        send(&bytes, requests).map_err(|e| NftError::Failed {
+            status: "nf_tables netlink".into(),
+            stderr: format!("{e}, applying:\n{}", self.text()),
+        })
+    }
+
+    /// The batch in nft's syntax, one line per request, as `nft -f` would
+    /// take it.
+    pub fn text(&self) -> String {
+        let mut out = String::new();
+        let at = format!("{} {}", self.family_word, self.table);
+        for run in self.requests() {
+            match &run[0] {
+                Change::Element { op, set, .. } => {
+                    let elems: Vec<String> = run
+                        .iter()
+                        .filter_map(|c| match c {
+                            Change::Element {
+                                key, value: Some(v), ..
+                            } => Some(format!("{key} : {v}")),
+                            Change::Element { key, value: None, .. } => Some(key.to_string()),
+                            _ => None,
+                        })
+                        .collect();
+                    let _ = writeln!(out, "{} element {at} {set} {{ {} }}", op.word(), elems.join(", "));
+                }
+                Change::Rule { chain, rule, append } => {
+                    let verb = if *append { "add" } else { "insert" };
+                    let _ = writeln!(out, "{verb} rule {at} {chain} {}", rule.text);
+                }
+                Change::Flush { chain } => {
+                    let _ = writeln!(out, "flush chain {at} {chain}");
+                }
+            }
+        }
+        out
+    }
+
+    /// The changes grouped into requests: a run of element changes with
+    /// the same op and set is one request; a rule or a flush is one each.
+    fn requests(&self) -> Vec<&[Change]> {
+        let mut out = Vec::new();
+        let mut i = 0;
+        while i < self.changes.len() {
+            let run = match &self.changes[i] {
+                Change::Element { op, set, .. } => self.changes[i..]
+                    .iter()
+                    .take_while(|c| matches!(c, Change::Element { op: o, set: s, .. } if o == op && s == set))
+                    .count(),
+                _ => 1,
+            };
+            out.push(&self.changes[i..i + run]);
+            i += run;
+        }
+        out
+    }
+
+    /// The batch's bytes, and how many of its messages the kernel answers.
+    fn encode(&self) -> (Vec<u8>, u32) {
+        let mut out = Vec::new();
+        let mut seq = 0;
+        let mut next_seq = || {
+            seq += 1;
+            seq
+        };
+        let sub = NFNL_SUBSYS_NFTABLES;
+        message(
+            &mut out,
+            NFNL_MSG_BATCH_BEGIN,
+            NLM_F_REQUEST,
+            next_seq(),
+            0,
+            sub,
+            |_| {},
+        );
+        let requests = self.requests();
+        for run in &requests {
+            let (kind, flags) = match &run[0] {
+                Change::Element { op: ElementOp::Add, .. } => (NFT_MSG_NEWSETELEM, NLM_F_CREATE),
+                Change::Element {
+                    op: ElementOp::Delete, ..
+                } => (NFT_MSG_DELSETELEM, 0),
+                Change::Rule { append: true, .. } => (NFT_MSG_NEWRULE, NLM_F_CREATE | NLM_F_APPEND),
+                Change::Rule { append: false, .. } => (NFT_MSG_NEWRULE, NLM_F_CREATE),
+                Change::Flush { .. } => (NFT_MSG_DELRULE, 0),
+            };
+            let kind = (sub << 8) | kind;
+            message(
+                &mut out,
+                kind,
+                NLM_F_REQUEST | NLM_F_ACK | flags,
+                next_seq(),
+                self.family,
+                0,
+                |m| self.encode_request(m, run),
+            );
+        }
+        message(&mut out, NFNL_MSG_BATCH_END, NLM_F_REQUEST, next_seq(), 0, sub, |_| {});
+        (out, requests.len() as u32)
+    }
+
+    fn encode_request(&self, m: &mut Vec<u8>, run: &[Change]) {
+        match &run[0] {
+            Change::Element { set, .. } => {
+                attr_str(m, NFTA_SET_ELEM_LIST_TABLE, &self.table);
+                attr_str(m, NFTA_SET_ELEM_LIST_SET, set);
+                nest(m, NFTA_SET_ELEM_LIST_ELEMENTS, |m| {
+                    for change in run {
+                        let Change::Element { key, value, op, .. } = change else {
+                            continue;
+                        };
+                        nest(m, NFTA_LIST_ELEM, |m| {
+                            nest(m, NFTA_SET_ELEM_KEY, |m| attr(m, NFTA_DATA_VALUE, key.bytes()));
+                            // A deleted element is found by its key alone.
+                            if let (Some(v), ElementOp::Add) = (value, op) {
+                                nest(m, NFTA_SET_ELEM_DATA, |m| attr(m, NFTA_DATA_VALUE, v.bytes()));
+                            }
+                        });
+                    }
+                });
+            }
+            Change::Rule { chain, rule, .. } => {
+                attr_str(m, NFTA_RULE_TABLE, &self.table);
+                attr_str(m, NFTA_RULE_CHAIN, chain);
+                nest(m, NFTA_RULE_EXPRESSIONS, |m| expr::encode_list(m, &rule.exprs));
+            }
+            Change::Flush { chain } => {
+                attr_str(m, NFTA_RULE_TABLE, &self.table);
+                attr_str(m, NFTA_RULE_CHAIN, chain);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use nftables::types::NfFamily;
+
+    fn batch() -> Batch {
+        let table = NftTable::new(NfFamily::INet, "netsvc_firewall").unwrap();
+        let mut b = Batch::new(&table);
+        b.push(ElementOp::Add, "all4", "10.0.0.2".parse().unwrap()).unwrap();
+        b.push(ElementOp::Add, "all4", "10.0.0.3".parse().unwrap()).unwrap();
+        b.push(ElementOp::Delete, "web4", "fd00::2".parse().unwrap()).unwrap();
+        b.flush_chain("c").unwrap();
+        b
+    }
+
+    /// Each message is whole and 4-byte aligned; one request per (op, set)
+    /// run and per rule change; the elements are the addresses' bytes in
+    /// network order.
+    #[test]
+    fn a_batch_is_begin_requests_end() {
+        let (bytes, requests) = batch().encode();
+        assert_eq!(requests, 3);
+        let mut kinds = Vec::new();
+        let mut rest = &bytes[..];
+        while !rest.is_empty() {
+            let len = u32::from_ne_bytes(rest[..4].try_into().unwrap()) as usize;
+            assert!(len.is_multiple_of(4) && len <= rest.len());
+            kinds.push(u16::from_ne_bytes([rest[4], rest[5]]));
+            rest = &rest[len..];
+        }
+        let sub = NFNL_SUBSYS_NFTABLES << 8;
+        assert_eq!(
+            kinds,
+            [
+                NFNL_MSG_BATCH_BEGIN,
+                sub | NFT_MSG_NEWSETELEM,
+                sub | NFT_MSG_DELSETELEM,
+                sub | NFT_MSG_DELRULE,
+                NFNL_MSG_BATCH_END
+            ]
+        );
+        let has = |needle: &[u8]| bytes.windows(needle.len()).any(|w| w == needle);
+        assert!(has(&[10, 0, 0, 2]) && has(&[10, 0, 0, 3]));
+        assert!(has(&"fd00::2".parse::<std::net::Ipv6Addr>().unwrap().octets()));
+        assert!(has(b"netsvc_firewall\0") && has(b"all4\0") && has(b"web4\0"));
+        assert_eq!(
+            batch().text(),
+            "add element inet netsvc_firewall all4 { 10.0.0.2, 10.0.0.3 }\n\
+             delete element inet netsvc_firewall web4 { fd00::2 }\n\
+             flush chain inet netsvc_firewall c\n"
+        );
+    }
+
+    #[test]
+    fn a_concatenated_key_pads_each_part() {
+        let k = Datum::concat(&[
+            Datum::addr("10.96.0.10".parse().unwrap()),
+            Datum::protocol(Protocol::Tcp),
+            Datum::port(80),
+        ]);
+        assert_eq!(k.bytes(), [10, 96, 0, 10, 6, 0, 0, 0, 0, 80, 0, 0]);
+        assert_eq!(k.to_string(), "10.96.0.10 . tcp . 80");
+    }
+
+    #[test]
+    fn names_are_checked() {
+        let table = NftTable::new(NfFamily::INet, "t").unwrap();
+        let mut b = Batch::new(&table);
+        assert!(
+            b.push(ElementOp::Add, "bad name;", "10.0.0.1".parse().unwrap())
+                .is_err()
+        );
+        assert!(b.flush_chain("bad name;").is_err());
+    }
+}

@@ -1,0 +1,201 @@
+//! The expressions of a rule as nf_tables netlink carries them: what a rule
+//! written over [`super::Batch`] is made of. Only the expressions netsvc's
+//! fast paths write are here; the kernel checks each one as it would nft's.
+
+use super::netlink::{attr, attr_str, attr_u32, nest};
+
+/// The 16-byte registers (`reg 1`, `reg 2` in nft's debug output).
+pub const REG_1: u32 = 1;
+pub const REG_2: u32 = 2;
+
+/// The 32-bit register `i` (0..16); `reg32(4)` is where `REG_2` starts.
+pub const fn reg32(i: u32) -> u32 {
+    8 + i
+}
+
+/// Where a payload load starts counting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Base {
+    Network = 1,
+    Transport = 2,
+}
+
+/// One expression of a rule.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Expr {
+    /// `meta l4proto` into `dreg`.
+    MetaL4proto { dreg: u32 },
+    /// The rule goes on only when `sreg` holds `value`.
+    CmpEq { sreg: u32, value: Vec<u8> },
+    /// `len` bytes of the packet at `base + offset` into `dreg`.
+    Payload {
+        base: Base,
+        offset: u32,
+        len: u32,
+        dreg: u32,
+    },
+    /// `numgen random mod modulus` into `dreg`.
+    NumgenRandom { modulus: u32, dreg: u32 },
+    /// `jhash` of `len` bytes from `sreg`, `mod modulus`, into `dreg`.
+    Jhash {
+        sreg: u32,
+        len: u32,
+        modulus: u32,
+        seed: u32,
+        dreg: u32,
+    },
+    /// The value `sreg`'s key maps to in the map `set`, into `dreg`.
+    Lookup { set: String, sreg: u32, dreg: u32 },
+    /// `value` into `dreg`.
+    Immediate { value: Vec<u8>, dreg: u32 },
+    /// DNAT to the address in `addr` and the port in `port` (family: NFPROTO_*).
+    Dnat { family: u8, addr: u32, port: u32 },
+}
+
+// linux/netfilter/nf_tables.h.
+const NFTA_LIST_ELEM: u16 = 1;
+const NFTA_EXPR_NAME: u16 = 1;
+const NFTA_EXPR_DATA: u16 = 2;
+const NFTA_DATA_VALUE: u16 = 1;
+const NFT_META_L4PROTO: u32 = 16;
+const NFT_CMP_EQ: u32 = 0;
+const NFT_NG_RANDOM: u32 = 1;
+const NFT_HASH_JENKINS: u32 = 0;
+const NFT_NAT_DNAT: u32 = 1;
+const NF_NAT_RANGE_PROTO_SPECIFIED: u32 = 2;
+
+impl Expr {
+    /// Loads `fields` (base, offset, length) one after another from the
+    /// 32-bit register `first` on, each padded to 4 bytes as nft lays out a
+    /// concatenation; also the concatenation's length.
+    pub fn concat(fields: &[(Base, u32, u32)], first: u32) -> (Vec<Expr>, u32) {
+        let mut exprs = Vec::new();
+        let mut at = first;
+        for &(base, offset, len) in fields {
+            exprs.push(Expr::Payload {
+                base,
+                offset,
+                len,
+                dreg: reg32(at),
+            });
+            at += len.div_ceil(4);
+        }
+        (exprs, (at - first) * 4)
+    }
+
+    fn name(&self) -> &'static str {
+        match self {
+            Expr::MetaL4proto { .. } => "meta",
+            Expr::CmpEq { .. } => "cmp",
+            Expr::Payload { .. } => "payload",
+            Expr::NumgenRandom { .. } => "numgen",
+            Expr::Jhash { .. } => "hash",
+            Expr::Lookup { .. } => "lookup",
+            Expr::Immediate { .. } => "immediate",
+            Expr::Dnat { .. } => "nat",
+        }
+    }
+
+    /// The attributes of the expression's NFTA_EXPR_DATA, numbered as in
+    /// nf_tables.h (NFTA_META_*, NFTA_CMP_*, …).
+    fn encode_data(&self, m: &mut Vec<u8>) {
+        let value = |m: &mut Vec<u8>, kind: u16, bytes: &[u8]| nest(m, kind, |m| attr(m, NFTA_DATA_VALUE, bytes));
+        match self {
+            Expr::MetaL4proto { dreg } => {
+                attr_u32(m, 1, *dreg);
+                attr_u32(m, 2, NFT_META_L4PROTO);
+            }
+            Expr::CmpEq { sreg, value: v } => {
+                attr_u32(m, 1, *sreg);
+                attr_u32(m, 2, NFT_CMP_EQ);
+                value(m, 3, v);
+            }
+            Expr::Payload {
+                base,
+                offset,
+                len,
+                dreg,
+            } => {
+                attr_u32(m, 1, *dreg);
+                attr_u32(m, 2, *base as u32);
+                attr_u32(m, 3, *offset);
+                attr_u32(m, 4, *len);
+            }
+            Expr::NumgenRandom { modulus, dreg } => {
+                attr_u32(m, 1, *dreg);
+                attr_u32(m, 2, *modulus);
+                attr_u32(m, 3, NFT_NG_RANDOM);
+            }
+            Expr::Jhash {
+                sreg,
+                len,
+                modulus,
+                seed,
+                dreg,
+            } => {
+                attr_u32(m, 1, *sreg);
+                attr_u32(m, 2, *dreg);
+                attr_u32(m, 3, *len);
+                attr_u32(m, 4, *modulus);
+                attr_u32(m, 5, *seed);
+                attr_u32(m, 7, NFT_HASH_JENKINS);
+            }
+            Expr::Lookup { set, sreg, dreg } => {
+                attr_str(m, 1, set);
+                attr_u32(m, 2, *sreg);
+                attr_u32(m, 3, *dreg);
+            }
+            Expr::Immediate { value: v, dreg } => {
+                attr_u32(m, 1, *dreg);
+                value(m, 2, v);
+            }
+            Expr::Dnat { family, addr, port } => {
+                attr_u32(m, 1, NFT_NAT_DNAT);
+                attr_u32(m, 2, u32::from(*family));
+                attr_u32(m, 3, *addr);
+                attr_u32(m, 5, *port);
+                // As nft sends it; the kernel adds "addresses mapped" itself.
+                attr_u32(m, 7, NF_NAT_RANGE_PROTO_SPECIFIED);
+            }
+        }
+    }
+}
+
+/// NFTA_RULE_EXPRESSIONS' content: one list element per expression.
+pub(super) fn encode_list(m: &mut Vec<u8>, exprs: &[Expr]) {
+    for e in exprs {
+        nest(m, NFTA_LIST_ELEM, |m| {
+            attr_str(m, NFTA_EXPR_NAME, e.name());
+            nest(m, NFTA_EXPR_DATA, |m| e.encode_data(m));
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_concatenation_pads_each_field_to_four_bytes() {
+        let (loads, len) = Expr::concat(
+            &[
+                (Base::Network, 12, 4),
+                (Base::Transport, 0, 2),
+                (Base::Network, 16, 4),
+                (Base::Transport, 2, 2),
+            ],
+            4,
+        );
+        let regs: Vec<u32> = loads
+            .iter()
+            .map(|e| match e {
+                Expr::Payload { dreg, .. } => *dreg,
+                _ => unreachable!(),
+            })
+            .collect();
+        assert_eq!(regs, [12, 13, 14, 15]);
+        assert_eq!(len, 16);
+        let (_, len6) = Expr::concat(&[(Base::Network, 8, 16), (Base::Transport, 0, 2)], 4);
+        assert_eq!(len6, 20);
+    }
+}

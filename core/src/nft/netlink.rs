@@ -1,0 +1,208 @@
+//! nf_tables netlink without libnftables: a batch's messages framed by
+//! hand and sent on one socket per network namespace, each request
+//! acknowledged. What goes in the messages is [`super::batch`]'s.
+
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+
+use nftables::types::NfFamily;
+
+use super::per_netns::PerNetns;
+
+// linux/netfilter/nfnetlink.h.
+pub(super) const NFNL_SUBSYS_NFTABLES: u16 = 10;
+pub(super) const NFNL_MSG_BATCH_BEGIN: u16 = 0x10;
+pub(super) const NFNL_MSG_BATCH_END: u16 = 0x11;
+const NLA_F_NESTED: u16 = 0x8000;
+// linux/netlink.h.
+pub(super) const NLM_F_REQUEST: u16 = 0x1;
+pub(super) const NLM_F_ACK: u16 = 0x4;
+pub(super) const NLM_F_CREATE: u16 = 0x400;
+pub(super) const NLM_F_APPEND: u16 = 0x800;
+const NLMSG_ERROR: u16 = 0x2;
+const NLMSG_HDRLEN: usize = 16;
+
+pub(super) fn nfproto(family: NfFamily) -> u8 {
+    match family {
+        NfFamily::INet => 1,
+        NfFamily::IP => 2,
+        NfFamily::ARP => 3,
+        NfFamily::NetDev => 5,
+        NfFamily::Bridge => 7,
+        NfFamily::IP6 => 10,
+    }
+}
+
+fn c_string(s: &str) -> Vec<u8> {
+    let mut b = s.as_bytes().to_vec();
+    b.push(0);
+    b
+}
+
+/// A netlink message: header, nfgenmsg (family, version 0, resource id in
+/// network order), then what `body` writes; the length is filled in last.
+pub(super) fn message(
+    out: &mut Vec<u8>,
+    kind: u16,
+    flags: u16,
+    seq: u32,
+    family: u8,
+    res_id: u16,
+    body: impl FnOnce(&mut Vec<u8>),
+) {
+    let start = out.len();
+    out.extend_from_slice(&0u32.to_ne_bytes());
+    out.extend_from_slice(&kind.to_ne_bytes());
+    out.extend_from_slice(&flags.to_ne_bytes());
+    out.extend_from_slice(&seq.to_ne_bytes());
+    out.extend_from_slice(&0u32.to_ne_bytes());
+    out.extend_from_slice(&[family, 0]);
+    out.extend_from_slice(&res_id.to_be_bytes());
+    body(out);
+    let len = (out.len() - start) as u32;
+    out[start..start + 4].copy_from_slice(&len.to_ne_bytes());
+}
+
+pub(super) fn attr(out: &mut Vec<u8>, kind: u16, payload: &[u8]) {
+    out.extend_from_slice(&((4 + payload.len()) as u16).to_ne_bytes());
+    out.extend_from_slice(&kind.to_ne_bytes());
+    out.extend_from_slice(payload);
+    pad(out);
+}
+
+/// A 32-bit attribute: nf_tables takes them in network order.
+pub(super) fn attr_u32(out: &mut Vec<u8>, kind: u16, value: u32) {
+    attr(out, kind, &value.to_be_bytes());
+}
+
+pub(super) fn attr_str(out: &mut Vec<u8>, kind: u16, value: &str) {
+    attr(out, kind, &c_string(value));
+}
+
+pub(super) fn nest(out: &mut Vec<u8>, kind: u16, body: impl FnOnce(&mut Vec<u8>)) {
+    let start = out.len();
+    out.extend_from_slice(&0u16.to_ne_bytes());
+    out.extend_from_slice(&(kind | NLA_F_NESTED).to_ne_bytes());
+    body(out);
+    let len = (out.len() - start) as u16;
+    out[start..start + 2].copy_from_slice(&len.to_ne_bytes());
+}
+
+fn pad(out: &mut Vec<u8>) {
+    while !out.len().is_multiple_of(4) {
+        out.push(0);
+    }
+}
+
+/// One socket per network namespace, kept for the life of the process (its
+/// release is [`super::hand_off_sockets`]'s to make).
+static SOCKETS: PerNetns<OwnedFd> = PerNetns::new();
+
+/// Sends `batch` on this thread's namespace's socket and waits for the
+/// kernel's answer to each of its `requests`.
+pub(super) fn send(batch: &[u8], requests: u32) -> std::io::Result<()> {
+    SOCKETS.with(open_socket, |fd| talk(fd.as_raw_fd(), batch, requests))?
+}
+
+fn open_socket() -> std::io::Result<OwnedFd> {
+    // SAFETY: plain socket(2); the descriptor is owned from here on.
+    let fd = unsafe {
+        libc::socket(
+            libc::AF_NETLINK,
+            libc::SOCK_RAW | libc::SOCK_CLOEXEC,
+            libc::NETLINK_NETFILTER,
+        )
+    };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: `fd` was just opened and is owned by nobody else.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    // A kernel that never answers must not hang a runtime.
+    let timeout = libc::timeval { tv_sec: 5, tv_usec: 0 };
+    // SAFETY: a timeval-sized option from a live local.
+    let rc = unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVTIMEO,
+            (&raw const timeout).cast(),
+            std::mem::size_of::<libc::timeval>() as libc::socklen_t,
+        )
+    };
+    if rc < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(fd)
+}
+
+/// Sends `batch` and reads one answer per request; the first refusal is the error.
+fn talk(fd: RawFd, batch: &[u8], requests: u32) -> std::io::Result<()> {
+    // SAFETY: sockaddr_nl is plain data; all zeroes is the kernel's address.
+    let mut addr: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
+    addr.nl_family = libc::AF_NETLINK as libc::sa_family_t;
+    // SAFETY: sends `batch` (live for the call) to the kernel's address.
+    let sent = unsafe {
+        libc::sendto(
+            fd,
+            batch.as_ptr().cast(),
+            batch.len(),
+            0,
+            (&raw const addr).cast(),
+            std::mem::size_of::<libc::sockaddr_nl>() as libc::socklen_t,
+        )
+    };
+    if sent < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    let mut answered = 0;
+    let mut buf = vec![0u8; 64 * 1024];
+    while answered < requests {
+        // SAFETY: receives into `buf`, which outlives the call.
+        let n = unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), 0) };
+        if n < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        for errno in acks(&buf[..n as usize]) {
+            answered += 1;
+            if errno != 0 {
+                return Err(std::io::Error::from_raw_os_error(errno));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The errnos of the NLMSG_ERROR messages in `buf` (0 is an acknowledgement).
+fn acks(mut buf: &[u8]) -> Vec<i32> {
+    let mut out = Vec::new();
+    while buf.len() >= NLMSG_HDRLEN {
+        let len = u32::from_ne_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
+        let kind = u16::from_ne_bytes([buf[4], buf[5]]);
+        if len < NLMSG_HDRLEN || len > buf.len() {
+            break;
+        }
+        if kind == NLMSG_ERROR && len >= NLMSG_HDRLEN + 4 {
+            let e = &buf[NLMSG_HDRLEN..NLMSG_HDRLEN + 4];
+            out.push(-i32::from_ne_bytes([e[0], e[1], e[2], e[3]]));
+        }
+        buf = &buf[len.next_multiple_of(4).min(buf.len())..];
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn acks_are_read_from_error_messages() {
+        let mut buf = Vec::new();
+        for errno in [0i32, -2] {
+            buf.extend_from_slice(&20u32.to_ne_bytes());
+            buf.extend_from_slice(&NLMSG_ERROR.to_ne_bytes());
+            buf.extend_from_slice(&[0; 10]);
+            buf.extend_from_slice(&errno.to_ne_bytes());
+        }
+        assert_eq!(acks(&buf), [0, 2]);
+    }
+}
