@@ -4,7 +4,7 @@ use std::fs::File;
 use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
 
-use netsvc_core::nft::{Batch, ElementOp, NftError, NftTable};
+use netsvc_core::nft::{Batch, Datum, ElementOp, NftError, NftTable, SetKind};
 use nftables::expr::Expression;
 use nftables::schema::{Chain, NfCmd, NfListObject, NfObject, SetType, SetTypeValue};
 use nftables::stmt::Statement;
@@ -233,6 +233,66 @@ fn element_batches_over_netlink_are_one_transaction() {
             .unwrap();
         let err = missing.apply().expect_err("no set");
         assert!(err.to_string().contains("No such file or directory"), "{err}");
+        t.delete().expect("delete");
+    });
+    assert_host_untouched();
+}
+
+/// A batch is one message whatever its size: a Maglev table's 8191 slots
+/// filled at once land whole. An answer the kernel gives to a refused
+/// batch's later requests is never taken for the next batch's.
+#[test]
+fn big_batches_land_whole_and_answers_stay_with_their_batch() {
+    let ns = TestNs::new();
+    ns.run(|| {
+        let t = table();
+        let mut b = t.batch();
+        b.add_table();
+        let slots = t.map(
+            "slots",
+            SetTypeValue::Single(SetType::Mark),
+            SetTypeValue::Single(SetType::Ipv4Addr),
+        );
+        b.add_map(slots.expect("map")).expect("scoped");
+        t.apply(&b).expect("setup");
+        make_sets(&t, &[("addrs", SetType::Ipv4Addr)]);
+
+        let mut fill = Batch::new(&t);
+        for slot in 0..8191u32 {
+            let backend = std::net::Ipv4Addr::from(0x0a00_0000 + slot % 250 + 2);
+            fill.element(
+                ElementOp::Add,
+                "slots",
+                Datum::register_u32(slot),
+                Some(Datum::addr(backend.into())),
+            )
+            .unwrap();
+        }
+        fill.apply().expect("8191 slots in one batch");
+        let listed = t.list_set_json(SetKind::Map, "slots").expect("list").expect("map");
+        let elems = listed["nftables"][1]["map"]["elem"].as_array().expect("elements").len();
+        assert_eq!(elems, 8191);
+
+        // Refused at its first request; its second (good on its own) is
+        // answered too, in a message of its own read by nobody yet.
+        let mut refused = Batch::new(&t);
+        refused
+            .push(ElementOp::Delete, "addrs", "10.9.9.9".parse().unwrap())
+            .unwrap();
+        refused
+            .push(ElementOp::Add, "addrs", "10.7.7.7".parse().unwrap())
+            .unwrap();
+        refused.apply().expect_err("absent element");
+        // This batch fails on its own: the earlier batch's answers must not
+        // stand in for its refusal.
+        let mut next = Batch::new(&t);
+        next.push(ElementOp::Delete, "addrs", "10.8.8.8".parse().unwrap())
+            .unwrap();
+        next.apply().expect_err("its own refusal");
+        let mut ok = Batch::new(&t);
+        ok.push(ElementOp::Add, "addrs", "10.8.8.8".parse().unwrap()).unwrap();
+        ok.apply().expect("a good batch after refused ones");
+        assert_eq!(set_elements(&t, "addrs"), ["10.8.8.8"]);
         t.delete().expect("delete");
     });
     assert_host_untouched();

@@ -10,11 +10,12 @@
 
 use std::fmt::Write as _;
 use std::net::IpAddr;
+use std::ops::Range;
 
 use super::expr::{self, Expr};
 use super::netlink::{
     NFNL_MSG_BATCH_BEGIN, NFNL_MSG_BATCH_END, NFNL_SUBSYS_NFTABLES, NLM_F_ACK, NLM_F_APPEND, NLM_F_CREATE,
-    NLM_F_REQUEST, attr, attr_str, message, nest, nfproto, send,
+    NLM_F_REQUEST, attr, attr_str, message, nest, nfproto, reserve_seqs, send,
 };
 use super::{NftError, NftTable, validate_name};
 use crate::graph::Protocol;
@@ -34,6 +35,21 @@ const NFTA_LIST_ELEM: u16 = 1;
 const NFTA_SET_ELEM_KEY: u16 = 1;
 const NFTA_SET_ELEM_DATA: u16 = 2;
 const NFTA_DATA_VALUE: u16 = 1;
+
+/// A request's elements are one netlink attribute, whose length is 16 bits:
+/// 512 elements of the largest keys and values we write stay under 64 KiB.
+const ELEMENTS_PER_REQUEST: usize = 512;
+/// How much of a refused batch an error message shows.
+const SHOWN: usize = 2048;
+
+/// `text`, cut after [`SHOWN`] bytes (a batch can fill thousands of slots).
+fn shortened(text: &str) -> String {
+    if text.len() <= SHOWN {
+        return text.to_string();
+    }
+    let cut = (0..=SHOWN).rev().find(|&i| text.is_char_boundary(i)).unwrap_or(0);
+    format!("{}… ({} more bytes)", &text[..cut], text.len() - cut)
+}
 
 /// Adding or deleting.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -236,10 +252,11 @@ impl Batch {
         if self.changes.is_empty() {
             return Ok(());
         }
-        let (bytes, requests) = self.encode();
-        send(&bytes, requests).map_err(|e| NftError::Failed {
+        let first = reserve_seqs(self.requests().len() as u32 + 2);
+        let (bytes, asked) = self.encode(first);
+        send(&bytes, asked).map_err(|e| NftError::Failed {
             status: "nf_tables netlink".into(),
-            stderr: format!("{e}, applying:\n{}", self.text()),
+            stderr: format!("{e}, applying:\n{}", shortened(&self.text())),
         })
     }
 
@@ -276,7 +293,8 @@ impl Batch {
     }
 
     /// The changes grouped into requests: a run of element changes with
-    /// the same op and set is one request; a rule or a flush is one each.
+    /// the same op and set is one request (of at most
+    /// [`ELEMENTS_PER_REQUEST`]); a rule or a flush is one each.
     fn requests(&self) -> Vec<&[Change]> {
         let mut out = Vec::new();
         let mut i = 0;
@@ -284,6 +302,7 @@ impl Batch {
             let run = match &self.changes[i] {
                 Change::Element { op, set, .. } => self.changes[i..]
                     .iter()
+                    .take(ELEMENTS_PER_REQUEST)
                     .take_while(|c| matches!(c, Change::Element { op: o, set: s, .. } if o == op && s == set))
                     .count(),
                 _ => 1,
@@ -294,13 +313,14 @@ impl Batch {
         out
     }
 
-    /// The batch's bytes, and how many of its messages the kernel answers.
-    fn encode(&self) -> (Vec<u8>, u32) {
+    /// The batch's bytes, numbered from `first`, and the sequence numbers
+    /// of the messages the kernel answers.
+    fn encode(&self, first: u32) -> (Vec<u8>, Range<u32>) {
         let mut out = Vec::new();
-        let mut seq = 0;
+        let mut seq = first;
         let mut next_seq = || {
             seq += 1;
-            seq
+            seq - 1
         };
         let sub = NFNL_SUBSYS_NFTABLES;
         message(
@@ -335,7 +355,7 @@ impl Batch {
             );
         }
         message(&mut out, NFNL_MSG_BATCH_END, NLM_F_REQUEST, next_seq(), 0, sub, |_| {});
-        (out, requests.len() as u32)
+        (out, first + 1..first + 1 + requests.len() as u32)
     }
 
     fn encode_request(&self, m: &mut Vec<u8>, run: &[Change]) {
@@ -391,8 +411,8 @@ mod tests {
     /// network order.
     #[test]
     fn a_batch_is_begin_requests_end() {
-        let (bytes, requests) = batch().encode();
-        assert_eq!(requests, 3);
+        let (bytes, asked) = batch().encode(40);
+        assert_eq!(asked, 41..44);
         let mut kinds = Vec::new();
         let mut rest = &bytes[..];
         while !rest.is_empty() {
@@ -433,6 +453,25 @@ mod tests {
         ]);
         assert_eq!(k.bytes(), [10, 96, 0, 10, 6, 0, 0, 0, 0, 80, 0, 0]);
         assert_eq!(k.to_string(), "10.96.0.10 . tcp . 80");
+    }
+
+    #[test]
+    fn a_long_run_of_elements_is_split_into_requests() {
+        let table = NftTable::new(NfFamily::INet, "t").unwrap();
+        let mut b = Batch::new(&table);
+        for slot in 0..1300u32 {
+            b.element(ElementOp::Add, "m", Datum::register_u32(slot), Some(Datum::port(80)))
+                .unwrap();
+        }
+        let sizes: Vec<usize> = b.requests().iter().map(|r| r.len()).collect();
+        assert_eq!(sizes, [512, 512, 276]);
+        let (_, asked) = b.encode(1);
+        assert_eq!(asked.len(), 3);
+        let failed = shortened(&b.text());
+        assert!(
+            failed.len() < SHOWN + 100 && failed.ends_with("more bytes)"),
+            "{failed}"
+        );
     }
 
     #[test]

@@ -2,7 +2,9 @@
 //! hand and sent on one socket per network namespace, each request
 //! acknowledged. What goes in the messages is [`super::batch`]'s.
 
+use std::ops::Range;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::sync::atomic::{AtomicU32, Ordering};
 
 use nftables::types::NfFamily;
 
@@ -20,6 +22,11 @@ pub(super) const NLM_F_CREATE: u16 = 0x400;
 pub(super) const NLM_F_APPEND: u16 = 0x800;
 const NLMSG_ERROR: u16 = 0x2;
 const NLMSG_HDRLEN: usize = 16;
+// linux/socket.h, linux/netlink.h.
+const SOL_NETLINK: libc::c_int = 270;
+const NETLINK_CAP_ACK: libc::c_int = 10;
+/// Batches up to this size fit the socket's default send buffer (net.core.wmem_default).
+const DEFAULT_SNDBUF: usize = 128 * 1024;
 
 pub(super) fn nfproto(family: NfFamily) -> u8 {
     match family {
@@ -97,10 +104,20 @@ fn pad(out: &mut Vec<u8>) {
 /// release is [`super::hand_off_sockets`]'s to make).
 static SOCKETS: PerNetns<OwnedFd> = PerNetns::new();
 
+/// Sequence numbers, unique in the process: the kernel answers a failed
+/// batch's later requests too, and an answer left over from one batch must
+/// not be taken for the next one's.
+static SEQ: AtomicU32 = AtomicU32::new(1);
+
+/// `n` fresh sequence numbers; the first of them.
+pub(super) fn reserve_seqs(n: u32) -> u32 {
+    SEQ.fetch_add(n, Ordering::Relaxed)
+}
+
 /// Sends `batch` on this thread's namespace's socket and waits for the
-/// kernel's answer to each of its `requests`.
-pub(super) fn send(batch: &[u8], requests: u32) -> std::io::Result<()> {
-    SOCKETS.with(open_socket, |fd| talk(fd.as_raw_fd(), batch, requests))?
+/// kernel's answer to each request whose sequence number is in `asked`.
+pub(super) fn send(batch: &[u8], asked: Range<u32>) -> std::io::Result<()> {
+    SOCKETS.with(open_socket, |fd| talk(fd.as_raw_fd(), batch, asked))?
 }
 
 fn open_socket() -> std::io::Result<OwnedFd> {
@@ -132,11 +149,39 @@ fn open_socket() -> std::io::Result<OwnedFd> {
     if rc < 0 {
         return Err(std::io::Error::last_os_error());
     }
+    // A refusal's answer carries the header of the refused request, not all
+    // of it (a request can hold thousands of elements).
+    set_int_option(fd.as_raw_fd(), SOL_NETLINK, NETLINK_CAP_ACK, 1)?;
     Ok(fd)
 }
 
-/// Sends `batch` and reads one answer per request; the first refusal is the error.
-fn talk(fd: RawFd, batch: &[u8], requests: u32) -> std::io::Result<()> {
+fn set_int_option(fd: RawFd, level: libc::c_int, name: libc::c_int, value: libc::c_int) -> std::io::Result<()> {
+    // SAFETY: an int-sized option from a live local.
+    let rc = unsafe {
+        libc::setsockopt(
+            fd,
+            level,
+            name,
+            (&raw const value).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Sends `batch` and reads one answer per request in `asked`; the first
+/// refusal is the error.
+fn talk(fd: RawFd, batch: &[u8], asked: Range<u32>) -> std::io::Result<()> {
+    // A batch is one message to the kernel, whatever its size (a Maglev
+    // table's first backend fills thousands of slots at once).
+    if batch.len() > DEFAULT_SNDBUF {
+        let size = libc::c_int::try_from(batch.len() * 2).unwrap_or(libc::c_int::MAX);
+        set_int_option(fd, libc::SOL_SOCKET, libc::SO_SNDBUFFORCE, size)
+            .or_else(|_| set_int_option(fd, libc::SOL_SOCKET, libc::SO_SNDBUF, size))?;
+    }
     // SAFETY: sockaddr_nl is plain data; all zeroes is the kernel's address.
     let mut addr: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
     addr.nl_family = libc::AF_NETLINK as libc::sa_family_t;
@@ -156,13 +201,16 @@ fn talk(fd: RawFd, batch: &[u8], requests: u32) -> std::io::Result<()> {
     }
     let mut answered = 0;
     let mut buf = vec![0u8; 64 * 1024];
-    while answered < requests {
+    while answered < asked.len() {
         // SAFETY: receives into `buf`, which outlives the call.
         let n = unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), 0) };
         if n < 0 {
             return Err(std::io::Error::last_os_error());
         }
-        for errno in acks(&buf[..n as usize]) {
+        for (seq, errno) in acks(&buf[..n as usize]) {
+            if !asked.contains(&seq) {
+                continue;
+            }
             answered += 1;
             if errno != 0 {
                 return Err(std::io::Error::from_raw_os_error(errno));
@@ -172,8 +220,9 @@ fn talk(fd: RawFd, batch: &[u8], requests: u32) -> std::io::Result<()> {
     Ok(())
 }
 
-/// The errnos of the NLMSG_ERROR messages in `buf` (0 is an acknowledgement).
-fn acks(mut buf: &[u8]) -> Vec<i32> {
+/// The sequence numbers and errnos of the NLMSG_ERROR messages in `buf` (0
+/// is an acknowledgement).
+fn acks(mut buf: &[u8]) -> Vec<(u32, i32)> {
     let mut out = Vec::new();
     while buf.len() >= NLMSG_HDRLEN {
         let len = u32::from_ne_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
@@ -183,7 +232,8 @@ fn acks(mut buf: &[u8]) -> Vec<i32> {
         }
         if kind == NLMSG_ERROR && len >= NLMSG_HDRLEN + 4 {
             let e = &buf[NLMSG_HDRLEN..NLMSG_HDRLEN + 4];
-            out.push(-i32::from_ne_bytes([e[0], e[1], e[2], e[3]]));
+            let seq = u32::from_ne_bytes([buf[8], buf[9], buf[10], buf[11]]);
+            out.push((seq, -i32::from_ne_bytes([e[0], e[1], e[2], e[3]])));
         }
         buf = &buf[len.next_multiple_of(4).min(buf.len())..];
     }
@@ -197,12 +247,14 @@ mod tests {
     #[test]
     fn acks_are_read_from_error_messages() {
         let mut buf = Vec::new();
-        for errno in [0i32, -2] {
+        for (seq, errno) in [(7u32, 0i32), (8, -2)] {
             buf.extend_from_slice(&20u32.to_ne_bytes());
             buf.extend_from_slice(&NLMSG_ERROR.to_ne_bytes());
-            buf.extend_from_slice(&[0; 10]);
+            buf.extend_from_slice(&[0; 2]);
+            buf.extend_from_slice(&seq.to_ne_bytes());
+            buf.extend_from_slice(&[0; 4]);
             buf.extend_from_slice(&errno.to_ne_bytes());
         }
-        assert_eq!(acks(&buf), [0, 2]);
+        assert_eq!(acks(&buf), [(7, 0), (8, 2)]);
     }
 }
