@@ -17,7 +17,7 @@ use super::netlink::{
     NFNL_MSG_BATCH_BEGIN, NFNL_MSG_BATCH_END, NFNL_SUBSYS_NFTABLES, NLM_F_ACK, NLM_F_APPEND, NLM_F_CREATE,
     NLM_F_REQUEST, attr, attr_str, message, nest, nfproto, reserve_seqs, send,
 };
-use super::{NftError, NftTable, validate_name};
+use super::{NftError, NftTable, family_str, validate_name};
 use crate::graph::Protocol;
 
 // linux/netfilter/nf_tables.h.
@@ -180,10 +180,7 @@ impl Batch {
     pub fn new(table: &NftTable) -> Self {
         Batch {
             family: nfproto(table.family()),
-            family_word: serde_json::to_value(table.family())
-                .ok()
-                .and_then(|v| v.as_str().map(str::to_string))
-                .unwrap_or_default(),
+            family_word: family_str(table.family()),
             table: table.name().to_string(),
             changes: Vec::new(),
         }
