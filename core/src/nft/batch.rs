@@ -249,8 +249,9 @@ impl Batch {
         if self.changes.is_empty() {
             return Ok(());
         }
-        let first = reserve_seqs(self.requests().len() as u32 + 2);
-        let (bytes, asked) = self.encode(first);
+        let requests = self.requests();
+        let first = reserve_seqs(requests.len() as u32 + 2);
+        let (bytes, asked) = self.encode(&requests, first);
         send(&bytes, asked).map_err(|e| NftError::Failed {
             status: "nf_tables netlink".into(),
             stderr: format!("{e}, applying:\n{}", shortened(&self.text())),
@@ -310,9 +311,10 @@ impl Batch {
         out
     }
 
-    /// The batch's bytes, numbered from `first`, and the sequence numbers
-    /// of the messages the kernel answers.
-    fn encode(&self, first: u32) -> (Vec<u8>, Range<u32>) {
+    /// The bytes of `requests` (this batch's, grouped) between the batch
+    /// markers, numbered from `first`, and the sequence numbers of the
+    /// messages the kernel answers.
+    fn encode(&self, requests: &[&[Change]], first: u32) -> (Vec<u8>, Range<u32>) {
         let mut out = Vec::new();
         let mut seq = first;
         let mut next_seq = || {
@@ -329,8 +331,7 @@ impl Batch {
             sub,
             |_| {},
         );
-        let requests = self.requests();
-        for run in &requests {
+        for run in requests {
             let (kind, flags) = match &run[0] {
                 Change::Element { op: ElementOp::Add, .. } => (NFT_MSG_NEWSETELEM, NLM_F_CREATE),
                 Change::Element {
@@ -408,7 +409,8 @@ mod tests {
     /// network order.
     #[test]
     fn a_batch_is_begin_requests_end() {
-        let (bytes, asked) = batch().encode(40);
+        let b = batch();
+        let (bytes, asked) = b.encode(&b.requests(), 40);
         assert_eq!(asked, 41..44);
         let mut kinds = Vec::new();
         let mut rest = &bytes[..];
@@ -462,7 +464,7 @@ mod tests {
         }
         let sizes: Vec<usize> = b.requests().iter().map(|r| r.len()).collect();
         assert_eq!(sizes, [512, 512, 276]);
-        let (_, asked) = b.encode(1);
+        let (_, asked) = b.encode(&b.requests(), 1);
         assert_eq!(asked.len(), 3);
         let failed = shortened(&b.text());
         assert!(

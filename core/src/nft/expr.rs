@@ -2,7 +2,9 @@
 //! written over [`super::Batch`] is made of. Only the expressions netsvc's
 //! fast paths write are here; the kernel checks each one as it would nft's.
 
-use super::netlink::{attr, attr_str, attr_u32, nest};
+use nftables::types::NfFamily;
+
+use super::netlink::{attr, attr_str, attr_u32, nest, nfproto};
 
 /// The 16-byte registers (`reg 1`, `reg 2` in nft's debug output).
 pub const REG_1: u32 = 1;
@@ -48,8 +50,8 @@ pub enum Expr {
     Lookup { set: String, sreg: u32, dreg: u32 },
     /// `value` into `dreg`.
     Immediate { value: Vec<u8>, dreg: u32 },
-    /// DNAT to the address in `addr` and the port in `port` (family: NFPROTO_*).
-    Dnat { family: u8, addr: u32, port: u32 },
+    /// DNAT (to `family`'s addresses) to the address in `addr` and the port in `port`.
+    Dnat { family: NfFamily, addr: u32, port: u32 },
 }
 
 // linux/netfilter/nf_tables.h.
@@ -151,7 +153,7 @@ impl Expr {
             }
             Expr::Dnat { family, addr, port } => {
                 attr_u32(m, 1, NFT_NAT_DNAT);
-                attr_u32(m, 2, u32::from(*family));
+                attr_u32(m, 2, u32::from(nfproto(*family)));
                 attr_u32(m, 3, *addr);
                 attr_u32(m, 5, *port);
                 // As nft sends it; the kernel adds "addresses mapped" itself.

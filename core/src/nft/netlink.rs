@@ -136,34 +136,23 @@ fn open_socket() -> std::io::Result<OwnedFd> {
     let fd = unsafe { OwnedFd::from_raw_fd(fd) };
     // A kernel that never answers must not hang a runtime.
     let timeout = libc::timeval { tv_sec: 5, tv_usec: 0 };
-    // SAFETY: a timeval-sized option from a live local.
-    let rc = unsafe {
-        libc::setsockopt(
-            fd.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_RCVTIMEO,
-            (&raw const timeout).cast(),
-            std::mem::size_of::<libc::timeval>() as libc::socklen_t,
-        )
-    };
-    if rc < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
+    set_option(fd.as_raw_fd(), libc::SOL_SOCKET, libc::SO_RCVTIMEO, timeout)?;
     // A refusal's answer carries the header of the refused request, not all
     // of it (a request can hold thousands of elements).
-    set_int_option(fd.as_raw_fd(), SOL_NETLINK, NETLINK_CAP_ACK, 1)?;
+    set_option(fd.as_raw_fd(), SOL_NETLINK, NETLINK_CAP_ACK, 1 as libc::c_int)?;
     Ok(fd)
 }
 
-fn set_int_option(fd: RawFd, level: libc::c_int, name: libc::c_int, value: libc::c_int) -> std::io::Result<()> {
-    // SAFETY: an int-sized option from a live local.
+/// A socket option whose value is the plain data `value` (an int, a timeval).
+fn set_option<T: Copy>(fd: RawFd, level: libc::c_int, name: libc::c_int, value: T) -> std::io::Result<()> {
+    // SAFETY: passes a live local of exactly the size given.
     let rc = unsafe {
         libc::setsockopt(
             fd,
             level,
             name,
             (&raw const value).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            std::mem::size_of::<T>() as libc::socklen_t,
         )
     };
     if rc < 0 {
@@ -179,8 +168,8 @@ fn talk(fd: RawFd, batch: &[u8], asked: Range<u32>) -> std::io::Result<()> {
     // table's first backend fills thousands of slots at once).
     if batch.len() > DEFAULT_SNDBUF {
         let size = libc::c_int::try_from(batch.len() * 2).unwrap_or(libc::c_int::MAX);
-        set_int_option(fd, libc::SOL_SOCKET, libc::SO_SNDBUFFORCE, size)
-            .or_else(|_| set_int_option(fd, libc::SOL_SOCKET, libc::SO_SNDBUF, size))?;
+        set_option(fd, libc::SOL_SOCKET, libc::SO_SNDBUFFORCE, size)
+            .or_else(|_| set_option(fd, libc::SOL_SOCKET, libc::SO_SNDBUF, size))?;
     }
     // SAFETY: sockaddr_nl is plain data; all zeroes is the kernel's address.
     let mut addr: libc::sockaddr_nl = unsafe { std::mem::zeroed() };

@@ -53,14 +53,6 @@ impl Family {
         }
     }
 
-    /// NFPROTO_IPV4 or NFPROTO_IPV6: the family a nat expression takes.
-    pub fn nfproto(self) -> u8 {
-        match self {
-            Family::V4 => 2,
-            Family::V6 => 10,
-        }
-    }
-
     pub fn addr_type(self) -> &'static str {
         match self {
             Family::V4 => "ipv4_addr",

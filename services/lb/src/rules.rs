@@ -104,7 +104,7 @@ impl PortRule {
                 dreg: REG_2,
             },
             Expr::Dnat {
-                family: self.family.nfproto(),
+                family: self.family.nf(),
                 addr: REG_1,
                 port: REG_2,
             },
