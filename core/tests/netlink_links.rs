@@ -6,7 +6,10 @@ mod common;
 
 use std::net::{IpAddr, Ipv4Addr};
 
+use std::os::fd::AsFd;
+
 use common::TestNs;
+use netsvc_core::netlink::sync::Rtnl;
 use netsvc_core::netlink::{addresses, links, routes};
 use netsvc_core::netns;
 
@@ -110,6 +113,20 @@ fn veth_peer_finder_returns_host_side() {
     assert!(e.to_string().contains("not a veth"), "{e}");
     let e = links::host_veth_peer(&ctr.path, "nope0", &node.path).unwrap_err();
     assert!(e.is_not_found(), "{e}");
+    // A namespace the node never named, whose eth0's peer is inside it too:
+    // the finder names it, and finds no host-side peer whatever the indexes.
+    let alone = TestNs::new("peer-alone");
+    alone.exec(&["ip", "link", "add", "eth0", "type", "veth", "peer", "name", "inner0"]);
+    let alone_fd = netns::open(&alone.path).unwrap();
+    let nsid_of = || netns::run_sync(&node.path, || Rtnl::open()?.nsid_of(alone_fd.as_fd())).unwrap();
+    assert_eq!(nsid_of().unwrap(), None);
+    let e = links::host_veth_peer(&alone.path, "eth0", &node.path).unwrap_err();
+    assert!(
+        e.is_not_found() || e.to_string().contains("not a veth peered with eth0"),
+        "{e}"
+    );
+    assert!(nsid_of().unwrap().is_some());
+
     // a gone container namespace is "not found" too (DEL treats it as done)
     let e = links::host_veth_peer(std::path::Path::new("/var/run/netns/nsvc-gone"), "eth0", &node.path).unwrap_err();
     assert!(e.is_not_found(), "{e}");

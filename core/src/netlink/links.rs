@@ -2,14 +2,16 @@
 //! another namespace, delete (missing is `Ok`), and find the host-side peer of
 //! a container's veth.
 
-use std::os::fd::{AsRawFd, BorrowedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::path::Path;
 
 use futures::TryStreamExt;
+use netlink_packet_core::{NLM_F_CREATE, NLM_F_EXCL};
+use netlink_packet_route::RouteNetlinkMessage;
 use netlink_packet_route::link::{InfoBridge, InfoData, InfoKind, LinkAttribute, LinkFlags, LinkInfo, LinkMessage};
 use rtnetlink::{Handle, LinkIfb, LinkUnspec, LinkVeth};
 
-use super::{NetlinkError, Result, ok_if_missing, validate_ifname};
+use super::{NetlinkError, Request, Result, ok_if_missing, validate_ifname};
 
 /// The facts of a link services need, read from a `LinkMessage`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -21,6 +23,9 @@ pub struct Link {
     pub up: bool,
     /// `IFLA_LINK`: for a veth, the peer's index *in the peer's namespace*.
     pub link: Option<u32>,
+    /// `IFLA_LINK_NETNSID`: the peer's namespace, by the id the asking
+    /// namespace gives it (when the peer lives in another one).
+    pub link_netnsid: Option<i32>,
     /// The link kind (`veth`, `ifb`, `bridge`, …) when the kernel reports one.
     pub kind: Option<String>,
     pub mac: Option<Vec<u8>>,
@@ -36,6 +41,7 @@ impl From<&LinkMessage> for Link {
             mtu: None,
             up: msg.header.flags.contains(LinkFlags::Up),
             link: None,
+            link_netnsid: None,
             kind: None,
             mac: None,
             bridge_netfilter: None,
@@ -45,6 +51,7 @@ impl From<&LinkMessage> for Link {
                 LinkAttribute::IfName(n) => link.name = n.clone(),
                 LinkAttribute::Mtu(m) => link.mtu = Some(*m),
                 LinkAttribute::Link(l) => link.link = Some(*l),
+                LinkAttribute::LinkNetNsId(id) => link.link_netnsid = Some(*id),
                 LinkAttribute::Address(a) => link.mac = Some(a.clone()),
                 LinkAttribute::LinkInfo(infos) => {
                     for info in infos {
@@ -161,15 +168,20 @@ pub async fn create_veth(handle: &Handle, name: &str, peer: &str, mtu: Option<u3
         .map_err(|e| NetlinkError::request(format!("create veth {name}/{peer}"), e))
 }
 
+/// The creation of an ifb device `name` (down); `EEXIST` when taken.
+pub fn ifb_creation(name: &str) -> Result<Request> {
+    validate_ifname("ifname", name)?;
+    let msg = RouteNetlinkMessage::NewLink(LinkIfb::new(name).build());
+    Ok(Request::new(
+        format!("create ifb {name}"),
+        msg,
+        NLM_F_CREATE | NLM_F_EXCL,
+    ))
+}
+
 /// Create an ifb device `name` (down) and return its index.
 pub async fn create_ifb(handle: &Handle, name: &str) -> Result<u32> {
-    validate_ifname("ifname", name)?;
-    handle
-        .link()
-        .add(LinkIfb::new(name).build())
-        .execute()
-        .await
-        .map_err(|e| NetlinkError::request(format!("create ifb {name}"), e))?;
+    ifb_creation(name)?.send(handle).await?;
     Ok(get_by_name(handle, name).await?.index)
 }
 
@@ -182,10 +194,15 @@ async fn set(handle: &Handle, op: String, msg: LinkMessage) -> Result<()> {
         .map_err(|e| NetlinkError::request(op, e))
 }
 
+/// Setting the link administratively up.
+pub fn up(index: u32) -> Request {
+    let msg = RouteNetlinkMessage::SetLink(LinkUnspec::new_with_index(index).up().build());
+    Request::new(format!("set link #{index} up"), msg, 0)
+}
+
 /// Set the link administratively up.
 pub async fn set_up(handle: &Handle, index: u32) -> Result<()> {
-    let msg = LinkUnspec::new_with_index(index).up().build();
-    set(handle, format!("set link #{index} up"), msg).await
+    up(index).send(handle).await
 }
 
 /// Make a bridge pass its bridged IPv4/IPv6 traffic through the inet hooks
@@ -280,27 +297,34 @@ fn veth_peer(link: &Link) -> Result<u32> {
 }
 
 /// Find the host-side peer of the container interface `ifname` living in
-/// `container_netns`: read its `IFLA_LINK` inside the container namespace,
-/// then look that index up in `host_netns` (the node namespace; pass
-/// `/proc/thread-self/ns/net` for the caller's own). Blocking: it runs each
-/// half on a namespace thread, so call it outside any async runtime thread.
+/// `container_netns`, looked up from `host_netns` (the node namespace; pass
+/// `/proc/thread-self/ns/net` for the caller's own). Both ends are read from
+/// the host, by the id it gives the container's namespace: no thread enters
+/// the container. Blocking: call it outside any async runtime thread.
 pub fn host_veth_peer(container_netns: &Path, ifname: &str, host_netns: &Path) -> Result<Link> {
-    let peer = crate::netns::run_sync(container_netns, || {
-        let link = super::sync::Rtnl::open()?
-            .find_by_name(ifname)?
+    let container = crate::netns::open(container_netns)?;
+    crate::netns::run_sync(host_netns, || {
+        let mut rtnl = super::sync::Rtnl::open()?;
+        let nsid = rtnl.nsid_for(container.as_fd())?;
+        let inside = rtnl
+            .find_by_name_in(nsid, ifname)?
             .ok_or_else(|| NetlinkError::LinkNotFound(ifname.to_string()))?;
-        veth_peer(&link)
-    })??;
-    let link = crate::netns::run_sync(host_netns, || super::sync::Rtnl::open()?.find_by_index(peer))??
-        .ok_or_else(|| NetlinkError::LinkNotFound(format!("#{peer}")))?;
-    if link.kind.as_deref() != Some("veth") {
-        return Err(NetlinkError::invalid(
-            "ifname",
-            format!(
-                "peer #{peer} of {ifname} is {} in the host namespace, not a veth",
-                link.name
-            ),
-        ));
-    }
-    Ok(link)
+        let peer = veth_peer(&inside)?;
+        let link = rtnl
+            .find_by_index(peer)?
+            .ok_or_else(|| NetlinkError::LinkNotFound(format!("#{peer}")))?;
+        // Each end must name the other: index, and namespace.
+        let paired = link.link == Some(inside.index) && link.link_netnsid == Some(nsid);
+        if link.kind.as_deref() != Some("veth") || !paired {
+            return Err(not_host_side(ifname, peer, &link.name));
+        }
+        Ok(link)
+    })?
+}
+
+fn not_host_side(ifname: &str, peer: u32, name: &str) -> NetlinkError {
+    NetlinkError::invalid(
+        "ifname",
+        format!("peer #{peer} of {ifname} is {name} in the host namespace, not a veth peered with {ifname}"),
+    )
 }

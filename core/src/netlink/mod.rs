@@ -121,6 +121,48 @@ pub async fn send_ack(handle: &rtnetlink::Handle, op: &str, message: RouteNetlin
     Ok(())
 }
 
+/// One change to send, built purely: alone over an [`rtnetlink::Handle`]
+/// ([`Request::send`]), or with others in one datagram over
+/// [`sync::Rtnl::apply`]. The same message either way.
+#[derive(Debug, Clone)]
+pub struct Request {
+    /// What it does, for errors: "add htb class".
+    pub op: String,
+    pub message: RouteNetlinkMessage,
+    /// Beside `NLM_F_REQUEST | NLM_F_ACK`: `NLM_F_CREATE`, `NLM_F_EXCL`, …
+    pub flags: u16,
+    /// Whether "no such object" counts as done (a delete of what is gone).
+    pub missing_ok: bool,
+}
+
+impl Request {
+    pub fn new(op: impl Into<String>, message: RouteNetlinkMessage, flags: u16) -> Request {
+        Request {
+            op: op.into(),
+            message,
+            flags,
+            missing_ok: false,
+        }
+    }
+
+    /// The same request, done when its object is already gone.
+    pub fn missing_ok(mut self) -> Request {
+        self.missing_ok = true;
+        self
+    }
+
+    /// The kernel's answer to this request, as its outcome.
+    fn outcome(missing_ok: bool, answer: Result<()>) -> Result<()> {
+        if missing_ok { ok_if_missing(answer) } else { answer }
+    }
+
+    /// Sends it alone and waits for the acknowledgement.
+    pub async fn send(self, handle: &rtnetlink::Handle) -> Result<()> {
+        let answer = send_ack(handle, &self.op, self.message, self.flags).await;
+        Request::outcome(self.missing_ok, answer)
+    }
+}
+
 /// Map "already gone" to `Ok(())` (for idempotent deletes).
 pub(crate) fn ok_if_missing(r: Result<()>) -> Result<()> {
     match r {

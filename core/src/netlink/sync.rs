@@ -1,16 +1,20 @@
-//! Link look-ups answered on the calling thread, with no tokio runtime: a
-//! plugin call's few reads, where building a runtime and a connection task
-//! costs more than the request itself. The link is read in the calling
+//! Link look-ups and batches of changes answered on the calling thread,
+//! with no tokio runtime: a plugin call's few requests, where building a
+//! runtime and a connection task costs more than the requests themselves. The link is read in the calling
 //! thread's namespace (pair with [`crate::netns::run_sync`]).
 
-use netlink_packet_core::{NLM_F_REQUEST, NetlinkMessage, NetlinkPayload};
+use netlink_packet_core::{NLM_F_ACK, NLM_F_REQUEST, NetlinkMessage, NetlinkPayload};
 use netlink_packet_route::RouteNetlinkMessage;
 use netlink_packet_route::link::{LinkAttribute, LinkMessage};
 use netlink_sys::protocols::NETLINK_ROUTE;
 use netlink_sys::{Socket, SocketAddr};
 
+use std::os::fd::{AsRawFd, BorrowedFd};
+
+use netlink_packet_route::nsid::{NsidAttribute, NsidMessage};
+
 use super::links::Link;
-use super::{NetlinkError, Result, validate_ifname};
+use super::{NetlinkError, Request, Result, validate_ifname};
 
 /// An rtnetlink socket of the calling thread's namespace, for a few
 /// requests in a row.
@@ -39,6 +43,51 @@ impl Rtnl {
         self.get_link(msg, &format!("get link {name}"))
     }
 
+    /// The link called `name` in the namespace the calling thread's knows
+    /// as `nsid` (`IFLA_TARGET_NETNSID`), or `None`.
+    pub fn find_by_name_in(&mut self, nsid: i32, name: &str) -> Result<Option<Link>> {
+        validate_ifname("ifname", name)?;
+        let mut msg = LinkMessage::default();
+        msg.attributes.push(LinkAttribute::IfName(name.to_string()));
+        msg.attributes.push(LinkAttribute::IfNetnsId(nsid));
+        self.get_link(msg, &format!("get link {name} in namespace {nsid}"))
+    }
+
+    /// The id the calling thread's namespace gives the namespace open at
+    /// `ns`; `None` when it gave none.
+    pub fn nsid_of(&mut self, ns: BorrowedFd<'_>) -> Result<Option<i32>> {
+        let op = "get namespace id";
+        let mut msg = NsidMessage::default();
+        msg.attributes.push(NsidAttribute::Fd(raw_fd(ns)?));
+        match self.request(RouteNetlinkMessage::GetNsId(msg), op)? {
+            RouteNetlinkMessage::NewNsId(answer) => Ok(answer.attributes.iter().find_map(|a| match a {
+                NsidAttribute::Id(id) if *id >= 0 => Some(*id),
+                _ => None,
+            })),
+            other => Err(unexpected(op, other)),
+        }
+    }
+
+    /// The id the calling thread's namespace gives the namespace open at
+    /// `ns`, given now when it had none (as `ip netns set NAME auto`; the
+    /// kernel gives one itself to the namespace of any veth's peer).
+    pub fn nsid_for(&mut self, ns: BorrowedFd<'_>) -> Result<i32> {
+        if let Some(id) = self.nsid_of(ns)? {
+            return Ok(id);
+        }
+        let fd = raw_fd(ns)?;
+        let mut msg = NsidMessage::default();
+        msg.attributes.push(NsidAttribute::Fd(fd));
+        msg.attributes.push(NsidAttribute::Id(-1));
+        let assign = Request::new("assign a namespace id", RouteNetlinkMessage::NewNsId(msg), 0);
+        match self.apply(&[assign]) {
+            Err(e) if e.is_exists() => {} // given meanwhile
+            other => other?,
+        }
+        self.nsid_of(ns)?
+            .ok_or_else(|| NetlinkError::invalid("netns", "the kernel gave the namespace no id"))
+    }
+
     /// The link with index `index`, or `None`.
     pub fn find_by_index(&mut self, index: u32) -> Result<Option<Link>> {
         let mut msg = LinkMessage::default();
@@ -49,13 +98,66 @@ impl Rtnl {
     fn get_link(&mut self, msg: LinkMessage, op: &str) -> Result<Option<Link>> {
         match self.request(RouteNetlinkMessage::GetLink(msg), op) {
             Ok(RouteNetlinkMessage::NewLink(link)) => Ok(Some(Link::from(&link))),
-            Ok(other) => Err(NetlinkError::request(
-                op,
-                rtnetlink::Error::UnexpectedMessage(NetlinkMessage::from(other)),
-            )),
+            Ok(other) => Err(unexpected(op, other)),
             Err(e) if e.is_not_found() => Ok(None),
             Err(e) => Err(e),
         }
+    }
+
+    /// Sends `requests` in one datagram and waits for every acknowledgement.
+    /// The kernel carries them out in order, each whether or not the one
+    /// before was refused; the first refusal, in order, is the error.
+    pub fn apply(&mut self, requests: &[Request]) -> Result<()> {
+        let Some(op) = requests.first().map(|r| r.op.as_str()) else {
+            return Ok(());
+        };
+        let io = |source: std::io::Error| NetlinkError::Io {
+            what: format!("{op}: rtnetlink socket"),
+            source,
+        };
+        let first = self.seq + 1;
+        let mut bytes = Vec::new();
+        for r in requests {
+            self.seq += 1;
+            let mut m = NetlinkMessage::from(r.message.clone());
+            m.header.flags = NLM_F_REQUEST | NLM_F_ACK | r.flags;
+            m.header.sequence_number = self.seq;
+            m.finalize();
+            let start = bytes.len();
+            bytes.resize(start + m.buffer_len(), 0);
+            m.serialize(&mut bytes[start..]);
+        }
+        self.socket.send(&bytes, 0).map_err(io)?;
+        let mut answers: Vec<Option<Result<()>>> = requests.iter().map(|_| None).collect();
+        let mut pending = requests.len();
+        let mut buf = Vec::with_capacity(64 * 1024);
+        while pending > 0 {
+            buf.clear();
+            self.socket.recv(&mut buf, 0).map_err(io)?;
+            let mut rest = buf.as_slice();
+            while let Ok(reply) = NetlinkMessage::<RouteNetlinkMessage>::deserialize(rest) {
+                let len = (reply.header.length as usize + 3) & !3;
+                rest = rest.get(len.max(1)..).unwrap_or_default();
+                // Answers to other requests (none, on a socket of one caller) are not ours.
+                let Some(i) = reply.header.sequence_number.checked_sub(first).map(|i| i as usize) else {
+                    continue;
+                };
+                let (Some(request), NetlinkPayload::Error(e)) = (requests.get(i), reply.payload) else {
+                    continue;
+                };
+                if answers[i].is_none() {
+                    pending -= 1;
+                }
+                answers[i] = Some(match e.code {
+                    None => Ok(()),
+                    Some(_) => Err(NetlinkError::request(&request.op, rtnetlink::Error::NetlinkError(e))),
+                });
+            }
+        }
+        for (request, answer) in requests.iter().zip(answers) {
+            Request::outcome(request.missing_ok, answer.unwrap_or(Ok(())))?;
+        }
+        Ok(())
     }
 
     /// Sends one request (no dump) and returns the kernel's one answer.
@@ -82,4 +184,12 @@ impl Rtnl {
             _ => Err(NetlinkError::request(op, rtnetlink::Error::RequestFailed)),
         }
     }
+}
+
+fn unexpected(op: &str, answer: RouteNetlinkMessage) -> NetlinkError {
+    NetlinkError::request(op, rtnetlink::Error::UnexpectedMessage(NetlinkMessage::from(answer)))
+}
+
+fn raw_fd(fd: BorrowedFd<'_>) -> Result<u32> {
+    u32::try_from(fd.as_raw_fd()).map_err(|_| NetlinkError::invalid("fd", fd.as_raw_fd()))
 }

@@ -3,11 +3,9 @@
 //! host veth's ingress redirects to (traffic from the container).
 
 use netsvc_core::naming::fnv64;
-use netsvc_core::netlink::tc::{
-    self, INGRESS_HANDLE, INGRESS_PARENT, Mode, Psched, ROOT, TcObject, add_redirect_filter, add_u32_class_filter,
-    handle,
-};
-use netsvc_core::netlink::{NetlinkError, Result, links};
+use netsvc_core::netlink::sync::Rtnl;
+use netsvc_core::netlink::tc::{self, INGRESS_HANDLE, INGRESS_PARENT, Mode, Psched, ROOT, TcObject, handle};
+use netsvc_core::netlink::{NetlinkError, Request, Result, links};
 use rtnetlink::Handle;
 
 use crate::plan::{DevicePlan, MAJOR};
@@ -24,39 +22,50 @@ pub fn ifb_name(container_id: &str, ifname: &str) -> String {
     format!("{IFB_PREFIX}{:012x}", digest >> 16)
 }
 
-/// Replaces whatever tree `ifindex` has with `plan`.
-pub async fn shape(h: &Handle, ifindex: u32, plan: &DevicePlan, ps: &Psched) -> Result<()> {
-    tc::delete_qdisc(h, ifindex, ROOT).await?;
-    tc::add_htb_qdisc(h, ifindex, ROOT, MAJOR, &plan.qdisc, Mode::Add).await?;
+/// What replaces whatever tree `ifindex` has with `plan`.
+pub fn shaping(ifindex: u32, plan: &DevicePlan, ps: &Psched) -> Result<Vec<Request>> {
+    let mut requests = vec![
+        tc::qdisc_deletion(ifindex, ROOT)?,
+        tc::htb_qdisc(ifindex, ROOT, MAJOR, &plan.qdisc, Mode::Add)?,
+    ];
     for c in &plan.classes {
-        tc::add_htb_class(h, ifindex, c.parent, c.id, &c.htb, ps, Mode::Add).await?;
+        requests.push(tc::htb_class(ifindex, c.parent, c.id, &c.htb, ps, Mode::Add)?);
         if let Some(tbf) = &c.leaf {
-            tc::add_tbf_qdisc(h, ifindex, c.id, 0, tbf, ps, Mode::Add).await?;
+            requests.push(tc::tbf_qdisc(ifindex, c.id, 0, tbf, ps, Mode::Add)?);
         }
     }
     for f in &plan.filters {
-        add_u32_class_filter(h, ifindex, handle(MAJOR, 0), f.prio, &f.matches, f.class).await?;
+        requests.push(tc::u32_class_filter(
+            ifindex,
+            handle(MAJOR, 0),
+            f.prio,
+            &f.matches,
+            f.class,
+        )?);
     }
-    Ok(())
+    Ok(requests)
 }
 
 /// The ifb `name` (made when missing, left down), its index.
-pub async fn ensure_ifb(h: &Handle, name: &str) -> Result<u32> {
-    let index = match links::find_by_name(h, name).await? {
-        Some(link) if link.kind.as_deref() == Some("ifb") => link.index,
-        Some(_) => {
-            return Err(NetlinkError::invalid("ifb", format!("{name} exists and is not an ifb")));
-        }
-        None => links::create_ifb(h, name).await?,
-    };
-    Ok(index)
+pub fn ensure_ifb(rtnl: &mut Rtnl, name: &str) -> Result<u32> {
+    match rtnl.apply(&[links::ifb_creation(name)?]) {
+        Err(e) if e.is_exists() => {}
+        other => other?,
+    }
+    match rtnl.find_by_name(name)? {
+        Some(link) if link.kind.as_deref() == Some("ifb") => Ok(link.index),
+        Some(_) => Err(NetlinkError::invalid("ifb", format!("{name} exists and is not an ifb"))),
+        None => Err(NetlinkError::LinkNotFound(name.to_string())),
+    }
 }
 
-/// Sends everything arriving on `veth` (from the container) to the ifb.
-pub async fn redirect_to_ifb(h: &Handle, veth: u32, ifb: u32) -> Result<()> {
-    tc::delete_qdisc(h, veth, INGRESS_PARENT).await?;
-    tc::add_ingress_qdisc(h, veth, Mode::Add).await?;
-    add_redirect_filter(h, veth, INGRESS_HANDLE, REDIRECT_PRIO, ifb).await
+/// What sends everything arriving on `veth` (from the container) to the ifb.
+pub fn redirect_to_ifb(veth: u32, ifb: u32) -> Result<Vec<Request>> {
+    Ok(vec![
+        tc::qdisc_deletion(veth, INGRESS_PARENT)?,
+        tc::ingress_qdisc(veth, Mode::Add)?,
+        tc::redirect_filter(veth, INGRESS_HANDLE, REDIRECT_PRIO, ifb)?,
+    ])
 }
 
 /// Takes the shaping off: the ifb goes, and the host veth (when it is still

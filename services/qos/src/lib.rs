@@ -20,7 +20,8 @@ use config::{Direction, QosConf, QosSettings};
 use netsvc_core::cni::{Call, CniError, CniResult, Descriptor, Feature, NetConf, Plugin, Result};
 use netsvc_core::graph::{Graph, Shaping, Tx, checked_endpoint, endpoint_from_call, record_network};
 use netsvc_core::netlink::NetlinkError;
-use netsvc_core::netlink::links::{Link, host_veth_peer};
+use netsvc_core::netlink::links::{self, Link, host_veth_peer};
+use netsvc_core::netlink::sync::Rtnl;
 use netsvc_core::netlink::tc::{INGRESS_PARENT, Psched, ROOT, handle};
 use netsvc_core::reconcile::{Reconcile, Summary};
 use netsvc_core::store::open_for;
@@ -113,7 +114,7 @@ impl Plugin for Qos {
         let host = host_side(netns, &call.env.ifname)?;
         let ep = endpoint_from_call(call, &prev, SERVICE)?;
         let (container_id, ifname) = (&call.env.container_id, &call.env.ifname);
-        let applied = Applied::new(host.name, host.mtu.unwrap_or(1500), qos, container_id, ifname);
+        let applied = Applied::new(host.name.clone(), host.mtu.unwrap_or(1500), qos, container_id, ifname);
         // Recorded before the kernel is touched, so a GC running meanwhile
         // never takes the new ifb for an orphan.
         let store = open_for(&call.conf)?;
@@ -125,7 +126,7 @@ impl Plugin for Qos {
             tx.put_shaping(&shaping(&ep.id(), &applied.qos))?;
             Ok(())
         })?;
-        if let Err(e) = apply(&applied) {
+        if let Err(e) = apply(&applied, Some(host.index)) {
             // Nothing half-done: what was applied and recorded goes again.
             let _ = unapply(Some(&applied.host_veth), applied.ifb.as_deref());
             let _ = graph.transaction(&call.conf.name, |tx| forget(tx, container_id, ifname));
@@ -273,7 +274,7 @@ impl Reconcile for Qos {
                     tx.put_shaping(&shaping(&ep.id(), &applied.qos))?;
                 }
                 if changed || drift(&applied)?.is_some() {
-                    apply(&applied)?;
+                    apply(&applied, None)?;
                     changes += 1;
                 }
             }
@@ -303,32 +304,42 @@ fn host_side(netns: &Path, ifname: &str) -> Result<Link> {
     }
 }
 
-/// Shapes the devices of `a`: the host veth's tree, the ifb's, the redirect.
-fn apply(a: &Applied) -> Result<()> {
+/// Shapes the devices of `a`: the host veth's tree, the ifb's, the
+/// redirect. `veth` is the host veth's index when the caller knows it.
+fn apply(a: &Applied, veth: Option<u32>) -> Result<()> {
     let ps = Psched::from_proc().unwrap_or_default();
-    let plans = a.plans();
-    let (host_veth, ifb) = (a.host_veth.clone(), a.ifb.clone());
-    netsvc_core::netns::run(NODE_NETNS, |h| async move {
-        let veth = netsvc_core::netlink::links::get_by_name(&h, &host_veth).await?.index;
-        let ifb_index = match &ifb {
-            Some(name) => Some(kernel::ensure_ifb(&h, name).await?),
-            None => None,
+    netsvc_core::netns::run_sync(NODE_NETNS, || -> Result<(), NetlinkError> {
+        let mut rtnl = Rtnl::open()?;
+        let veth = match veth {
+            Some(index) => index,
+            None => {
+                rtnl.find_by_name(&a.host_veth)?
+                    .ok_or_else(|| NetlinkError::LinkNotFound(a.host_veth.clone()))?
+                    .index
+            }
         };
-        for (side, _, plan) in &plans {
+        let ifb = a
+            .ifb
+            .as_deref()
+            .map(|name| kernel::ensure_ifb(&mut rtnl, name))
+            .transpose()?;
+        let mut requests = Vec::new();
+        for (side, _, plan) in a.plans() {
             // `plans` has a from-container tree only when there is an ifb.
-            let index = match (side, ifb_index) {
+            let index = match (side, ifb) {
                 (Side::FromContainer, Some(ifb)) => ifb,
                 _ => veth,
             };
-            kernel::shape(&h, index, plan, &ps).await?;
+            requests.extend(kernel::shaping(index, &plan, &ps)?);
         }
-        if let Some(ifb_index) = ifb_index {
+        if let Some(ifb) = ifb {
             // Up only once shaped: a qdisc grafted on a running device waits
             // for an RCU grace period, one on a down device does not.
-            netsvc_core::netlink::links::set_up(&h, ifb_index).await?;
-            kernel::redirect_to_ifb(&h, veth, ifb_index).await?;
+            requests.push(links::up(ifb));
+            requests.extend(kernel::redirect_to_ifb(veth, ifb)?);
         }
-        Ok::<_, NetlinkError>(())
+        // One datagram: the kernel takes the changes in this order.
+        rtnl.apply(&requests)
     })??;
     Ok(())
 }

@@ -11,7 +11,7 @@ use rtnetlink::Handle;
 
 use super::u32::{self, U32Match};
 use super::{ETH_P_ALL, ETH_P_IP, message};
-use crate::netlink::{Result, ok_if_missing, send_ack};
+use crate::netlink::{Request, Result};
 
 /// A filter's `tcm_info`: priority in the upper 16 bits, the ethertype in
 /// network order in the lower.
@@ -21,6 +21,18 @@ pub fn filter_info(prio: u16, protocol: u16) -> u32 {
 
 /// A u32 filter at `parent` (qdisc handle, e.g. `1:`) matching all of
 /// `matches` (IPv4, `protocol ip`) and sending hits to class `classid`.
+pub fn u32_class_filter(ifindex: u32, parent: u32, prio: u16, matches: &[U32Match], classid: u32) -> Result<Request> {
+    let sel = u32::selector(matches, true)?;
+    let opts = vec![
+        TcOption::U32(TcFilterU32Option::ClassId(TcHandle::from(classid))),
+        TcOption::U32(TcFilterU32Option::Selector(sel)),
+    ];
+    let msg = message(ifindex, parent, 0, filter_info(prio, ETH_P_IP), TcFilterU32::KIND, opts)?;
+    let msg = RouteNetlinkMessage::NewTrafficFilter(msg);
+    Ok(Request::new("add u32 filter", msg, NLM_F_CREATE | NLM_F_EXCL))
+}
+
+/// Add [`u32_class_filter`].
 pub async fn add_u32_class_filter(
     h: &Handle,
     ifindex: u32,
@@ -29,19 +41,7 @@ pub async fn add_u32_class_filter(
     matches: &[U32Match],
     classid: u32,
 ) -> Result<()> {
-    let sel = u32::selector(matches, true)?;
-    let opts = vec![
-        TcOption::U32(TcFilterU32Option::ClassId(TcHandle::from(classid))),
-        TcOption::U32(TcFilterU32Option::Selector(sel)),
-    ];
-    let msg = message(ifindex, parent, 0, filter_info(prio, ETH_P_IP), TcFilterU32::KIND, opts)?;
-    send_ack(
-        h,
-        "add u32 filter",
-        RouteNetlinkMessage::NewTrafficFilter(msg),
-        NLM_F_CREATE | NLM_F_EXCL,
-    )
-    .await
+    u32_class_filter(ifindex, parent, prio, matches, classid)?.send(h).await
 }
 
 /// The mirred action "egress redirect to `target_ifindex`" (pure).
@@ -64,35 +64,29 @@ pub fn mirred_redirect(target_ifindex: u32) -> TcAction {
 /// `tc filter add dev IF parent P protocol all prio N u32 match u32 0 0
 /// action mirred egress redirect dev TARGET` — with `parent` =
 /// [`INGRESS_HANDLE`] this is the bandwidth plugin's ingress-to-ifb hook.
-pub async fn add_redirect_filter(h: &Handle, ifindex: u32, parent: u32, prio: u16, target_ifindex: u32) -> Result<()> {
+pub fn redirect_filter(ifindex: u32, parent: u32, prio: u16, target_ifindex: u32) -> Result<Request> {
     let sel = u32::selector(&[U32Match::All], true)?;
     let opts = vec![
         TcOption::U32(TcFilterU32Option::Selector(sel)),
         TcOption::U32(TcFilterU32Option::Action(vec![mirred_redirect(target_ifindex)])),
     ];
-    let msg = message(
-        ifindex,
-        parent,
-        0,
-        filter_info(prio, ETH_P_ALL),
-        TcFilterU32::KIND,
-        opts,
-    )?;
-    send_ack(
-        h,
-        "add redirect filter",
-        RouteNetlinkMessage::NewTrafficFilter(msg),
-        NLM_F_CREATE | NLM_F_EXCL,
-    )
-    .await
+    let info = filter_info(prio, ETH_P_ALL);
+    let msg = message(ifindex, parent, 0, info, TcFilterU32::KIND, opts)?;
+    let msg = RouteNetlinkMessage::NewTrafficFilter(msg);
+    Ok(Request::new("add redirect filter", msg, NLM_F_CREATE | NLM_F_EXCL))
+}
+
+/// Add [`redirect_filter`].
+pub async fn add_redirect_filter(h: &Handle, ifindex: u32, parent: u32, prio: u16, target_ifindex: u32) -> Result<()> {
+    redirect_filter(ifindex, parent, prio, target_ifindex)?.send(h).await
 }
 
 /// Delete every filter of priority `prio` at `parent`; missing is `Ok`.
 pub async fn delete_filters(h: &Handle, ifindex: u32, parent: u32, prio: u16, protocol: u16) -> Result<()> {
     let mut msg = message(ifindex, parent, 0, filter_info(prio, protocol), "", Vec::new())?;
     msg.attributes.clear();
-    let r = send_ack(h, "delete filter", RouteNetlinkMessage::DelTrafficFilter(msg), 0).await;
-    ok_if_missing(r)
+    let msg = RouteNetlinkMessage::DelTrafficFilter(msg);
+    Request::new("delete filter", msg, 0).missing_ok().send(h).await
 }
 
 #[cfg(test)]

@@ -21,7 +21,7 @@ use netlink_packet_route::RouteNetlinkMessage;
 use netlink_packet_route::tc::{TcAttribute, TcHandle, TcMessage, TcOption, TcStats2};
 use rtnetlink::Handle;
 
-use super::{NetlinkError, Result, ok_if_missing, send_ack};
+use super::{NetlinkError, Request, Result};
 
 pub mod filter;
 pub mod htb;
@@ -29,7 +29,10 @@ pub mod psched;
 pub mod tbf;
 pub mod u32;
 
-pub use filter::{add_redirect_filter, add_u32_class_filter, delete_filters, filter_info, mirred_redirect};
+pub use filter::{
+    add_redirect_filter, add_u32_class_filter, delete_filters, filter_info, mirred_redirect, redirect_filter,
+    u32_class_filter,
+};
 pub use htb::{HtbClass, HtbQdisc};
 pub use psched::Psched;
 pub use tbf::{Tbf, TbfLimit};
@@ -147,20 +150,62 @@ pub fn raw_options(nlas: Vec<RawNla>) -> Vec<TcOption> {
         .collect()
 }
 
-/// Add (or replace) an HTB qdisc with handle `major:` at `parent` ([`ROOT`]).
-pub async fn add_htb_qdisc(h: &Handle, ifindex: u32, parent: u32, major: u16, q: &HtbQdisc, mode: Mode) -> Result<()> {
+/// An HTB qdisc with handle `major:` at `parent` ([`ROOT`]), added (or
+/// replaced).
+pub fn htb_qdisc(ifindex: u32, parent: u32, major: u16, q: &HtbQdisc, mode: Mode) -> Result<Request> {
     let msg = message(ifindex, parent, handle(major, 0), 0, "htb", raw_options(q.encode()?))?;
-    send_ack(
-        h,
-        "add htb qdisc",
-        RouteNetlinkMessage::NewQueueDiscipline(msg),
-        mode.flags(),
-    )
-    .await
+    let msg = RouteNetlinkMessage::NewQueueDiscipline(msg);
+    Ok(Request::new("add htb qdisc", msg, mode.flags()))
 }
 
-/// Add (or replace) HTB class `classid` under `parent` (the qdisc `1:` or a
-/// parent class `1:1`).
+/// HTB class `classid` under `parent` (the qdisc `1:` or a parent class
+/// `1:1`), added (or replaced).
+pub fn htb_class(
+    ifindex: u32,
+    parent: u32,
+    classid: u32,
+    class: &HtbClass,
+    ps: &Psched,
+    mode: Mode,
+) -> Result<Request> {
+    let msg = message(ifindex, parent, classid, 0, "htb", raw_options(class.encode(ps)?))?;
+    let msg = RouteNetlinkMessage::NewTrafficClass(msg);
+    Ok(Request::new("add htb class", msg, mode.flags()))
+}
+
+/// A TBF qdisc at `parent` ([`ROOT`] for the bandwidth plugin's shaping)
+/// with handle `major:` (0 lets the kernel pick), added (or replaced).
+pub fn tbf_qdisc(ifindex: u32, parent: u32, major: u16, tbf: &Tbf, ps: &Psched, mode: Mode) -> Result<Request> {
+    let options = raw_options(tbf.encode(ps)?);
+    let msg = message(ifindex, parent, handle(major, 0), 0, "tbf", options)?;
+    let msg = RouteNetlinkMessage::NewQueueDiscipline(msg);
+    Ok(Request::new("add tbf qdisc", msg, mode.flags()))
+}
+
+/// The ingress qdisc (`ffff:`).
+pub fn ingress_qdisc(ifindex: u32, mode: Mode) -> Result<Request> {
+    let msg = message(ifindex, INGRESS_PARENT, INGRESS_HANDLE, 0, "ingress", Vec::new())?;
+    let msg = RouteNetlinkMessage::NewQueueDiscipline(msg);
+    Ok(Request::new("add ingress qdisc", msg, mode.flags()))
+}
+
+/// The deletion of the qdisc at `parent` ([`ROOT`] or [`INGRESS_PARENT`]).
+/// No such qdisc (or no such link) counts as done.
+pub fn qdisc_deletion(ifindex: u32, parent: u32) -> Result<Request> {
+    // Handle 0: the kernel deletes whatever qdisc sits at `parent`. A
+    // default (handle 0) qdisc or an absent ingress answers ENOENT.
+    let mut msg = message(ifindex, parent, 0, 0, "", Vec::new())?;
+    msg.attributes.clear();
+    let msg = RouteNetlinkMessage::DelQueueDiscipline(msg);
+    Ok(Request::new("delete qdisc", msg, 0).missing_ok())
+}
+
+/// Add (or replace) an HTB qdisc with handle `major:` at `parent` ([`ROOT`]).
+pub async fn add_htb_qdisc(h: &Handle, ifindex: u32, parent: u32, major: u16, q: &HtbQdisc, mode: Mode) -> Result<()> {
+    htb_qdisc(ifindex, parent, major, q, mode)?.send(h).await
+}
+
+/// Add (or replace) HTB class `classid` under `parent`.
 pub async fn add_htb_class(
     h: &Handle,
     ifindex: u32,
@@ -170,18 +215,10 @@ pub async fn add_htb_class(
     ps: &Psched,
     mode: Mode,
 ) -> Result<()> {
-    let msg = message(ifindex, parent, classid, 0, "htb", raw_options(class.encode(ps)?))?;
-    send_ack(
-        h,
-        "add htb class",
-        RouteNetlinkMessage::NewTrafficClass(msg),
-        mode.flags(),
-    )
-    .await
+    htb_class(ifindex, parent, classid, class, ps, mode)?.send(h).await
 }
 
-/// Add (or replace) a TBF qdisc at `parent` ([`ROOT`] for the bandwidth
-/// plugin's shaping) with handle `major:` (0 lets the kernel pick).
+/// Add (or replace) a TBF qdisc at `parent` with handle `major:`.
 pub async fn add_tbf_qdisc(
     h: &Handle,
     ifindex: u32,
@@ -191,44 +228,18 @@ pub async fn add_tbf_qdisc(
     ps: &Psched,
     mode: Mode,
 ) -> Result<()> {
-    let msg = message(
-        ifindex,
-        parent,
-        handle(major, 0),
-        0,
-        "tbf",
-        raw_options(tbf.encode(ps)?),
-    )?;
-    send_ack(
-        h,
-        "add tbf qdisc",
-        RouteNetlinkMessage::NewQueueDiscipline(msg),
-        mode.flags(),
-    )
-    .await
+    tbf_qdisc(ifindex, parent, major, tbf, ps, mode)?.send(h).await
 }
 
 /// Add the ingress qdisc (`ffff:`).
 pub async fn add_ingress_qdisc(h: &Handle, ifindex: u32, mode: Mode) -> Result<()> {
-    let msg = message(ifindex, INGRESS_PARENT, INGRESS_HANDLE, 0, "ingress", Vec::new())?;
-    send_ack(
-        h,
-        "add ingress qdisc",
-        RouteNetlinkMessage::NewQueueDiscipline(msg),
-        mode.flags(),
-    )
-    .await
+    ingress_qdisc(ifindex, mode)?.send(h).await
 }
 
 /// Delete the qdisc at `parent` ([`ROOT`] or [`INGRESS_PARENT`]). No such
 /// qdisc (or no such link) is `Ok`.
 pub async fn delete_qdisc(h: &Handle, ifindex: u32, parent: u32) -> Result<()> {
-    // Handle 0: the kernel deletes whatever qdisc sits at `parent`. A
-    // default (handle 0) qdisc or an absent ingress answers ENOENT.
-    let mut msg = message(ifindex, parent, 0, 0, "", Vec::new())?;
-    msg.attributes.clear();
-    let r = send_ack(h, "delete qdisc", RouteNetlinkMessage::DelQueueDiscipline(msg), 0).await;
-    ok_if_missing(r)
+    qdisc_deletion(ifindex, parent)?.send(h).await
 }
 
 /// What a qdisc or class dump tells: kind, handle, parent, bytes sent.
