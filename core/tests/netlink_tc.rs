@@ -9,6 +9,7 @@ use std::net::Ipv4Addr;
 use std::time::Duration;
 
 use common::TestNs;
+use netsvc_core::netlink::sync::Rtnl;
 use netsvc_core::netlink::tc::{self, HtbClass, HtbQdisc, Mode, Psched, Rate, Tbf, TbfLimit, U32Match, handle};
 use netsvc_core::netlink::{NetlinkError, links};
 use netsvc_core::netns;
@@ -58,25 +59,32 @@ fn htb_qdisc_class_and_u32_filter() {
             r2q: 10,
             direct_qlen: None,
         };
-        tc::add_htb_qdisc(&h, a, tc::ROOT, 1, &q, Mode::Add).await?;
-        tc::add_htb_class(&h, a, handle(1, 0), handle(1, 0x10), &class, &ps, Mode::Add).await?;
         let big = HtbClass {
             rate: Rate::from_bytes_per_sec(5_000_000_000),
             ..HtbClass::new(Rate::from_bits_per_sec(1))
         };
-        tc::add_htb_class(&h, a, handle(1, 0), handle(1, 0x20), &big, &ps, Mode::Add).await?;
-        // replace is idempotent, add of an existing class is EEXIST
-        tc::add_htb_class(&h, a, handle(1, 0), handle(1, 0x10), &class, &ps, Mode::Replace).await?;
-        let e = tc::add_htb_class(&h, a, handle(1, 0), handle(1, 0x10), &class, &ps, Mode::Add)
-            .await
-            .unwrap_err();
-        assert!(e.is_exists(), "{e}");
         let matches = [
             U32Match::Dst(Ipv4Addr::new(10, 0, 0, 0), 24),
             U32Match::Protocol(6),
             U32Match::Dport(80),
         ];
-        tc::add_u32_class_filter(&h, a, handle(1, 0), 1, &matches, handle(1, 0x10)).await?;
+        // One datagram, carried out in order; replace is idempotent.
+        let tree = vec![
+            tc::htb_qdisc(a, tc::ROOT, 1, &q, Mode::Add)?,
+            tc::htb_class(a, handle(1, 0), handle(1, 0x10), &class, &ps, Mode::Add)?,
+            tc::htb_class(a, handle(1, 0), handle(1, 0x20), &big, &ps, Mode::Add)?,
+            tc::htb_class(a, handle(1, 0), handle(1, 0x10), &class, &ps, Mode::Replace)?,
+            tc::u32_class_filter(a, handle(1, 0), 1, &matches, handle(1, 0x10))?,
+        ];
+        Rtnl::open()?.apply(&tree)?;
+        // Add of an existing class is EEXIST, alone or in a batch whose
+        // other requests pass (the first refusal is the batch's answer).
+        let again = tc::htb_class(a, handle(1, 0), handle(1, 0x10), &class, &ps, Mode::Add)?;
+        let e = again.clone().send(&h).await.unwrap_err();
+        assert!(e.is_exists(), "{e}");
+        let gone = tc::qdisc_deletion(a, tc::INGRESS_PARENT)?;
+        let e = Rtnl::open()?.apply(&[gone, again]).unwrap_err();
+        assert!(e.is_exists() && e.to_string().contains("add htb class"), "{e}");
         let qd = tc::list_qdiscs(&h, a).await?;
         assert!(
             qd.iter()
@@ -161,15 +169,19 @@ fn tbf_reports_rate_burst_latency() {
         limit: TbfLimit::Latency(Duration::from_millis(25)),
     };
     netns::run(&ns.path, |h| async move {
-        tc::add_tbf_qdisc(&h, b, tc::ROOT, 0, &tbf, &ps, Mode::Replace).await?;
+        tc::tbf_qdisc(b, tc::ROOT, 0, &tbf, &ps, Mode::Replace)?
+            .send(&h)
+            .await?;
         // replace again with a new rate: still one qdisc
         let faster = Tbf {
             rate: Rate::from_bits_per_sec(16_000_000),
             limit: TbfLimit::Bytes(50_000),
             ..tbf
         };
-        tc::add_tbf_qdisc(&h, b, tc::ROOT, 0, &faster, &ps, Mode::Replace).await?;
-        tc::add_tbf_qdisc(&h, b, tc::ROOT, 0, &tbf, &ps, Mode::Replace).await
+        tc::tbf_qdisc(b, tc::ROOT, 0, &faster, &ps, Mode::Replace)?
+            .send(&h)
+            .await?;
+        tc::tbf_qdisc(b, tc::ROOT, 0, &tbf, &ps, Mode::Replace)?.send(&h).await
     })
     .unwrap()
     .unwrap();
@@ -194,14 +206,16 @@ fn ingress_and_mirred_redirect_to_ifb() {
     let ifb = netns::run(&ns.path, |h| async move {
         let ifb = links::create_ifb(&h, "ifb-tb").await?;
         links::set_up(&h, ifb).await?;
-        tc::add_ingress_qdisc(&h, b, Mode::Add).await?;
-        tc::add_redirect_filter(&h, b, tc::INGRESS_HANDLE, 1, ifb).await?;
+        tc::ingress_qdisc(b, Mode::Add)?.send(&h).await?;
+        tc::redirect_filter(b, tc::INGRESS_HANDLE, 1, ifb)?.send(&h).await?;
         let shaping = Tbf {
             rate: Rate::from_bits_per_sec(4_000_000),
             burst: 8_000,
             limit: TbfLimit::Bytes(64_000),
         };
-        tc::add_tbf_qdisc(&h, ifb, tc::ROOT, 0, &shaping, &ps, Mode::Add).await?;
+        tc::tbf_qdisc(ifb, tc::ROOT, 0, &shaping, &ps, Mode::Add)?
+            .send(&h)
+            .await?;
         Ok::<_, NetlinkError>(ifb)
     })
     .unwrap()

@@ -32,18 +32,6 @@ pub fn u32_class_filter(ifindex: u32, parent: u32, prio: u16, matches: &[U32Matc
     Ok(Request::new("add u32 filter", msg, NLM_F_CREATE | NLM_F_EXCL))
 }
 
-/// Add [`u32_class_filter`].
-pub async fn add_u32_class_filter(
-    h: &Handle,
-    ifindex: u32,
-    parent: u32,
-    prio: u16,
-    matches: &[U32Match],
-    classid: u32,
-) -> Result<()> {
-    u32_class_filter(ifindex, parent, prio, matches, classid)?.send(h).await
-}
-
 /// The mirred action "egress redirect to `target_ifindex`" (pure).
 pub fn mirred_redirect(target_ifindex: u32) -> TcAction {
     let mut generic = TcActionGeneric::default();
@@ -74,11 +62,6 @@ pub fn redirect_filter(ifindex: u32, parent: u32, prio: u16, target_ifindex: u32
     let msg = message(ifindex, parent, 0, info, TcFilterU32::KIND, opts)?;
     let msg = RouteNetlinkMessage::NewTrafficFilter(msg);
     Ok(Request::new("add redirect filter", msg, NLM_F_CREATE | NLM_F_EXCL))
-}
-
-/// Add [`redirect_filter`].
-pub async fn add_redirect_filter(h: &Handle, ifindex: u32, parent: u32, prio: u16, target_ifindex: u32) -> Result<()> {
-    redirect_filter(ifindex, parent, prio, target_ifindex)?.send(h).await
 }
 
 /// Delete every filter of priority `prio` at `parent`; missing is `Ok`.

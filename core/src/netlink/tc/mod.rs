@@ -12,8 +12,10 @@
 //! **Handles** are `u32` `major:minor` as the kernel stores them; build them
 //! with [`handle`]. Qdisc handles have minor 0 (`1:` = `handle(1, 0)`).
 //!
-//! Encoding ([`htb`], [`tbf`], [`u32`]) is pure; the functions here only wrap
-//! the encoded options in a `TcMessage` and send it.
+//! Encoding ([`htb`], [`tbf`], [`u32`]) is pure, and so are the functions
+//! here that wrap the encoded options in a [`Request`]: send one alone
+//! ([`Request::send`]) or a tree in one datagram
+//! ([`crate::netlink::sync::Rtnl::apply`]).
 
 use futures::TryStreamExt;
 use netlink_packet_core::{DefaultNla, NLM_F_CREATE, NLM_F_EXCL, NLM_F_REPLACE};
@@ -29,10 +31,7 @@ pub mod psched;
 pub mod tbf;
 pub mod u32;
 
-pub use filter::{
-    add_redirect_filter, add_u32_class_filter, delete_filters, filter_info, mirred_redirect, redirect_filter,
-    u32_class_filter,
-};
+pub use filter::{delete_filters, filter_info, mirred_redirect, redirect_filter, u32_class_filter};
 pub use htb::{HtbClass, HtbQdisc};
 pub use psched::Psched;
 pub use tbf::{Tbf, TbfLimit};
@@ -198,42 +197,6 @@ pub fn qdisc_deletion(ifindex: u32, parent: u32) -> Result<Request> {
     msg.attributes.clear();
     let msg = RouteNetlinkMessage::DelQueueDiscipline(msg);
     Ok(Request::new("delete qdisc", msg, 0).missing_ok())
-}
-
-/// Add (or replace) an HTB qdisc with handle `major:` at `parent` ([`ROOT`]).
-pub async fn add_htb_qdisc(h: &Handle, ifindex: u32, parent: u32, major: u16, q: &HtbQdisc, mode: Mode) -> Result<()> {
-    htb_qdisc(ifindex, parent, major, q, mode)?.send(h).await
-}
-
-/// Add (or replace) HTB class `classid` under `parent`.
-pub async fn add_htb_class(
-    h: &Handle,
-    ifindex: u32,
-    parent: u32,
-    classid: u32,
-    class: &HtbClass,
-    ps: &Psched,
-    mode: Mode,
-) -> Result<()> {
-    htb_class(ifindex, parent, classid, class, ps, mode)?.send(h).await
-}
-
-/// Add (or replace) a TBF qdisc at `parent` with handle `major:`.
-pub async fn add_tbf_qdisc(
-    h: &Handle,
-    ifindex: u32,
-    parent: u32,
-    major: u16,
-    tbf: &Tbf,
-    ps: &Psched,
-    mode: Mode,
-) -> Result<()> {
-    tbf_qdisc(ifindex, parent, major, tbf, ps, mode)?.send(h).await
-}
-
-/// Add the ingress qdisc (`ffff:`).
-pub async fn add_ingress_qdisc(h: &Handle, ifindex: u32, mode: Mode) -> Result<()> {
-    ingress_qdisc(ifindex, mode)?.send(h).await
 }
 
 /// Delete the qdisc at `parent` ([`ROOT`] or [`INGRESS_PARENT`]). No such
