@@ -238,7 +238,7 @@ fn conflicting_commit_is_undone() {
         })
         .expect_err("conflict");
     assert_eq!(netsvc_core::cni::CniError::from(err).code, 11);
-    // "a" was written first (key order) and has been restored.
+    // The commit wrote nothing: "a" is as it was.
     assert_eq!(g.endpoint("n1", "a", "eth0").expect("get").expect("a").names, ["old"]);
     assert_eq!(g.endpoint("n1", "b", "eth0").expect("get").expect("b").names, ["rogue"]);
 }

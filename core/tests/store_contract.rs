@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use netsvc_core::store::{EventKind, Store, StoreError};
+use netsvc_core::store::{Change, EventKind, Store, StoreError};
 use serde_json::json;
 
 /// The cases: each takes a fresh, empty store.
@@ -32,6 +32,58 @@ mod contract {
         assert!(matches!(err, StoreError::Conflict { actual: None, .. }));
         // Conflicts map to CNI "try again".
         assert_eq!(netsvc_core::cni::CniError::from(err).code, 11);
+    }
+
+    pub fn commit_writes_all_or_leaves_each_key_as_it_was(s: &dyn Store) {
+        let (a, b, c) = (
+            "networks/n1/endpoints/a",
+            "networks/n1/endpoints/b",
+            "networks/n1/endpoints/c",
+        );
+        let (a0, a1, a2, b1, b2, c0) = (
+            json!("a0"),
+            json!("a1"),
+            json!("a2"),
+            json!("b1"),
+            json!("b2"),
+            json!("c0"),
+        );
+        let ra = s.put(a, &a0).expect("seed a");
+        let rc = s.put(c, &c0).expect("seed c");
+        let before = s.revision().expect("revision");
+        // One commit changes a, makes b and deletes c.
+        let write = |key, expected, was, value| Change {
+            key,
+            expected,
+            was,
+            value,
+        };
+        s.commit(&[
+            write(a, Some(ra), Some(&a0), Some(&a1)),
+            write(b, None, None, Some(&b1)),
+            write(c, Some(rc), Some(&c0), None),
+        ])
+        .expect("commit");
+        let value = |k| s.get(k).expect("get").map(|e| e.value);
+        assert_eq!(
+            (value(a), value(b), value(c)),
+            (Some(a1.clone()), Some(b1.clone()), None)
+        );
+        let events = s.changes_since("networks/n1/", before).expect("changes");
+        let seen: Vec<(EventKind, &str)> = events.iter().map(|e| (e.kind, e.key.as_str())).collect();
+        assert_eq!(seen, [(EventKind::Put, a), (EventKind::Put, b), (EventKind::Delete, c)]);
+        // A commit whose second key moved meanwhile: a conflict naming it,
+        // and both keys hold what they held.
+        let ra1 = s.get(a).expect("get").expect("a").revision;
+        let rb1 = s.get(b).expect("get").expect("b").revision;
+        let err = s
+            .commit(&[
+                write(a, Some(ra1), Some(&a1), Some(&a2)),
+                write(b, Some(rb1 + 1), Some(&b1), Some(&b2)),
+            ])
+            .expect_err("b moved");
+        assert!(matches!(&err, StoreError::Conflict { key, .. } if key == b), "{err:?}");
+        assert_eq!((value(a), value(b)), (Some(a1), Some(b1)));
     }
 
     pub fn list_by_prefix(s: &dyn Store) {
@@ -217,6 +269,7 @@ macro_rules! suite {
             }
 
             case!(cas_semantics);
+            case!(commit_writes_all_or_leaves_each_key_as_it_was);
             case!(list_by_prefix);
             case!(delete_is_idempotent);
             case!(watch_sees_put_and_delete);

@@ -1,10 +1,10 @@
 //! Per-network transactions over the store.
 //!
 //! A transaction takes the network's lock, reads through the store (recording
-//! each key's revision), stages writes, and commits them with compare-and-swap
-//! against the revisions it saw. If the closure fails nothing is written; if a
-//! commit fails half-way (someone wrote without the lock), the writes already
-//! made are undone.
+//! each key's revision), stages writes, and commits them in one
+//! [`Store::commit`] against the revisions it saw. If the closure fails
+//! nothing is written; if a key moved (someone wrote without the lock), the
+//! commit fails and leaves each key as it was.
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
@@ -15,7 +15,7 @@ use serde_json::Value;
 
 use super::types::endpoint_id;
 use super::{Endpoint, GraphError, Network, Peer, Policy, Service, Shaping, validate_name};
-use crate::store::{Revision, Store, key};
+use crate::store::{Change, Revision, Store, key};
 
 /// Default wait for a network's lock before answering "try again".
 pub const LOCK_TIMEOUT: Duration = Duration::from_secs(30);
@@ -199,9 +199,6 @@ impl<'s> Graph<'s> {
             .collect()
     }
 }
-
-/// One committed write, for undo: key, value before, the key's revision after (None: deleted).
-type Applied = (String, Option<Value>, Option<Revision>);
 
 /// A transaction in progress on one network.
 pub struct Tx<'s> {
@@ -455,42 +452,28 @@ impl Tx<'_> {
         self.remove(k)
     }
 
+    /// Writes what changed, all together: a key someone else moved fails
+    /// the whole commit (the network lock keeps that to writers without it).
     fn commit(self) -> Result<(), GraphError> {
-        let mut done: Vec<Applied> = Vec::new();
-        for (key, value) in &self.staged {
-            let (expected, before) = self.seen.get(key).cloned().unwrap_or((None, None));
-            // Unchanged keys cost nothing (each write is fsynced); the
-            // network lock keeps others from changing them meanwhile.
-            if *value == before {
-                continue;
-            }
-            let result = match (value, expected) {
-                (Some(v), _) => self.store.compare_and_swap(key, expected, v).map(Some),
-                (None, Some(rev)) => self.store.compare_and_delete(key, rev).map(|_| None),
-                (None, None) => Ok(None), // deleting what was absent
-            };
-            match result {
-                Ok(rev) => done.push((key.clone(), before, rev)),
-                Err(e) => {
-                    self.undo(done);
-                    return Err(e.into());
-                }
-            }
-        }
-        Ok(())
-    }
-
-    /// Best effort: restores what this commit overwrote, unless changed since.
-    fn undo(&self, done: Vec<Applied>) {
-        for (key, before, wrote) in done.into_iter().rev() {
-            let res = match (before, wrote) {
-                (Some(v), wrote) => self.store.compare_and_swap(&key, wrote, &v).map(|_| ()),
-                (None, Some(rev)) => self.store.compare_and_delete(&key, rev).map(|_| ()),
-                (None, None) => Ok(()),
-            };
-            if let Err(e) = res {
-                tracing::warn!(%key, error = %e, "could not undo a partial graph commit");
-            }
-        }
+        let changes: Vec<Change<'_>> = self
+            .staged
+            .iter()
+            .filter_map(|(key, value)| {
+                let (expected, was) = self
+                    .seen
+                    .get(key)
+                    .map(|(r, v)| (*r, v.as_ref()))
+                    .unwrap_or((None, None));
+                // Unchanged keys cost nothing (each write is fsynced); the
+                // network lock keeps others from changing them meanwhile.
+                (value.as_ref() != was).then_some(Change {
+                    key,
+                    expected,
+                    was,
+                    value: value.as_ref(),
+                })
+            })
+            .collect();
+        Ok(self.store.commit(&changes)?)
     }
 }

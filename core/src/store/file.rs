@@ -23,7 +23,7 @@ use super::fsutil::{
     atomic_write, create_dirs, flock_with_timeout, network_flock, shared_flock_with_timeout, sync_dir,
 };
 use super::key::{validate_key, validate_segment};
-use super::{Entry, Event, EventKind, Lease, LeaseHolder, LockGuard, Revision, Store, StoreError};
+use super::{Change, Entry, Event, EventKind, Lease, LeaseHolder, LockGuard, Revision, Store, StoreError};
 
 /// Where state lives when neither the config nor the environment says. The
 /// store records this boot's containers and the kernel state made for them,
@@ -163,8 +163,9 @@ impl FileStore {
         read()
     }
 
-    /// Appends an event (fsync'd) and compacts the log when it grows too long.
-    fn append_event(&self, event: &Event) -> Result<(), StoreError> {
+    /// Appends events (one write, one fsync) and compacts the log when it
+    /// grows too long.
+    fn append_events(&self, events: &[Event]) -> Result<(), StoreError> {
         let path = self.log_path();
         let mut file = OpenOptions::new()
             .create(true)
@@ -173,8 +174,11 @@ impl FileStore {
             .mode(0o600)
             .open(&path)
             .map_err(|e| StoreError::io(&path, e))?;
-        let mut line = serde_json::to_vec(event)?;
-        line.push(b'\n');
+        let mut lines = Vec::new();
+        for event in events {
+            lines.extend(serde_json::to_vec(event)?);
+            lines.push(b'\n');
+        }
         // A writer killed mid-append leaves a partial line; end it so ours parses.
         let len = file.metadata().map_err(|e| StoreError::io(&path, e))?.len();
         if len > 0 {
@@ -183,12 +187,12 @@ impl FileStore {
                 .map_err(|e| StoreError::io(&path, e))?;
             file.read_exact(&mut last).map_err(|e| StoreError::io(&path, e))?;
             if last[0] != b'\n' {
-                line.insert(0, b'\n');
+                lines.insert(0, b'\n');
             }
         }
-        file.write_all(&line).map_err(|e| StoreError::io(&path, e))?;
+        file.write_all(&lines).map_err(|e| StoreError::io(&path, e))?;
         file.sync_data().map_err(|e| StoreError::io(&path, e))?;
-        if event.revision.is_multiple_of(1000) {
+        if events.iter().any(|e| e.revision.is_multiple_of(1000)) {
             self.maybe_compact()?;
         }
         Ok(())
@@ -262,20 +266,13 @@ impl FileStore {
     }
 
     fn write_doc(&self, key: &str, path: &Path, value: &Value, rev: Revision) -> Result<Event, StoreError> {
-        let body = serde_json::to_vec(&StoredDoc {
-            revision: rev,
-            value: value.clone(),
-        })?;
         let event = Event {
             kind: EventKind::Put,
             key: key.to_string(),
             revision: rev,
         };
-        self.append_event(&event)?;
-        if let Some(parent) = path.parent() {
-            create_dirs(parent)?;
-        }
-        atomic_write(path, &body)?;
+        self.append_events(std::slice::from_ref(&event))?;
+        place_doc(path, value, rev)?;
         Ok(event)
     }
 
@@ -285,7 +282,14 @@ impl FileStore {
             key: key.to_string(),
             revision: rev,
         };
-        self.append_event(&event)?;
+        self.append_events(std::slice::from_ref(&event))?;
+        self.drop_doc(path)?;
+        Ok(event)
+    }
+
+    /// Removes a document's file (gone already is fine) and the folders it
+    /// leaves empty.
+    fn drop_doc(&self, path: &Path) -> Result<(), StoreError> {
         match fs::remove_file(path) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -295,7 +299,7 @@ impl FileStore {
             sync_dir(parent)?;
             self.prune_empty_dirs(parent);
         }
-        Ok(event)
+        Ok(())
     }
 
     /// Removes now-empty directories up to `kv/` (best effort; runs under the store lock).
@@ -344,6 +348,18 @@ impl FileStore {
         }
         Ok(())
     }
+}
+
+/// Writes a document's file (its folders made as needed).
+fn place_doc(path: &Path, value: &Value, rev: Revision) -> Result<(), StoreError> {
+    let body = serde_json::to_vec(&StoredDoc {
+        revision: rev,
+        value: value.clone(),
+    })?;
+    if let Some(parent) = path.parent() {
+        create_dirs(parent)?;
+    }
+    atomic_write(path, &body)
 }
 
 #[derive(serde::Serialize, serde::Deserialize)]
@@ -415,6 +431,53 @@ impl Store for FileStore {
             }
             Ok((rev, Some(self.remove_doc(key, &path, rev)?)))
         })
+    }
+
+    /// Under the store lock, every key is checked before anything is
+    /// written, so a conflict writes nothing. The events go to the log in
+    /// one append (one fsync), then the documents are written.
+    fn commit(&self, changes: &[Change<'_>]) -> Result<(), StoreError> {
+        let changes = changes
+            .iter()
+            .filter(|w| w.value.is_some() || w.expected.is_some()) // not deleting what was absent
+            .map(|w| Ok((w, self.doc_path(w.key)?)))
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        if changes.is_empty() {
+            return Ok(());
+        }
+        let _guard = flock_with_timeout(&self.store_lock_path(), STORE_LOCK_TIMEOUT, "store")?;
+        for (w, path) in &changes {
+            let actual = self.read_doc(w.key, path)?.map(|e| e.revision);
+            if actual != w.expected {
+                return Err(StoreError::Conflict {
+                    key: w.key.to_string(),
+                    expected: w.expected,
+                    actual,
+                });
+            }
+        }
+        let first = self.current_revision()? + 1;
+        let events: Vec<Event> = changes
+            .iter()
+            .zip(first..)
+            .map(|((w, _), revision)| Event {
+                kind: if w.value.is_some() {
+                    EventKind::Put
+                } else {
+                    EventKind::Delete
+                },
+                key: w.key.to_string(),
+                revision,
+            })
+            .collect();
+        self.append_events(&events)?;
+        for ((w, path), event) in changes.iter().zip(&events) {
+            match w.value {
+                Some(value) => place_doc(path, value, event.revision)?,
+                None => self.drop_doc(path)?,
+            }
+        }
+        Ok(())
     }
 
     fn list(&self, prefix: &str) -> Result<Vec<Entry>, StoreError> {

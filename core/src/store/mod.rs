@@ -53,6 +53,16 @@ pub struct Event {
     pub revision: Revision,
 }
 
+/// One change of a [`Store::commit`]: `key` from what it was (revision
+/// `expected` and value `was`; `None`: absent) to `value` (`None`: deleted).
+#[derive(Debug, Clone, Copy)]
+pub struct Change<'a> {
+    pub key: &'a str,
+    pub expected: Option<Revision>,
+    pub was: Option<&'a serde_json::Value>,
+    pub value: Option<&'a serde_json::Value>,
+}
+
 /// An exclusive per-network lock; released when dropped (or when the holding
 /// process dies). Backend-specific state lives inside.
 #[must_use = "the lock is released as soon as the guard is dropped"]
@@ -105,6 +115,40 @@ pub trait Store: Send + Sync {
 
     /// Deletes `key` only if its current revision is `expected`.
     fn compare_and_delete(&self, key: &str, expected: Revision) -> Result<Revision, StoreError>;
+
+    /// Makes `changes`, each only if its key is still as expected; a key
+    /// that moved is [`StoreError::Conflict`]. This default writes them one
+    /// by one and, at a conflict, puts back what it had written (best
+    /// effort); a store that can check every key first, and then write all
+    /// or none, does so instead.
+    fn commit(&self, changes: &[Change<'_>]) -> Result<(), StoreError> {
+        let mut done: Vec<(&Change<'_>, Option<Revision>)> = Vec::new();
+        for w in changes {
+            let result = match (w.value, w.expected) {
+                (Some(v), expected) => self.compare_and_swap(w.key, expected, v).map(Some),
+                (None, Some(rev)) => self.compare_and_delete(w.key, rev).map(|_| None),
+                (None, None) => Ok(None), // deleting what was absent
+            };
+            match result {
+                Ok(wrote) => done.push((w, wrote)),
+                Err(e) => {
+                    // Restores what this commit overwrote, unless changed since.
+                    for (w, wrote) in done.into_iter().rev() {
+                        let undone = match (w.was, wrote) {
+                            (Some(v), wrote) => self.compare_and_swap(w.key, wrote, v).map(drop),
+                            (None, Some(rev)) => self.compare_and_delete(w.key, rev).map(drop),
+                            (None, None) => Ok(()),
+                        };
+                        if let Err(e) = undone {
+                            tracing::warn!(key = %w.key, error = %e, "could not undo a partial commit");
+                        }
+                    }
+                    return Err(e);
+                }
+            }
+        }
+        Ok(())
+    }
 
     /// Every document whose key starts with `prefix` (a plain string prefix,
     /// as in etcd), sorted by key.

@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::{
-    Entry, Event, FileStore, Lease, LockGuard, Revision, STATE_DIR_ENV, Store, StoreError, Subscription,
+    Change, Entry, Event, FileStore, Lease, LockGuard, Revision, STATE_DIR_ENV, Store, StoreError, Subscription,
     resolve_state_dir,
 };
 
@@ -189,6 +189,10 @@ impl Store for StoreHandle {
 
     fn compare_and_delete(&self, key: &str, expected: Revision) -> Result<Revision, StoreError> {
         self.store.compare_and_delete(key, expected)
+    }
+
+    fn commit(&self, changes: &[Change<'_>]) -> Result<(), StoreError> {
+        self.store.commit(changes)
     }
 
     fn list(&self, prefix: &str) -> Result<Vec<Entry>, StoreError> {
