@@ -179,3 +179,20 @@ fn deletes_are_idempotent() {
     })
     .unwrap();
 }
+
+#[test]
+fn a_link_made_over_the_sync_socket_comes_back_with_its_index() {
+    let ns = TestNs::new("mk-ifb");
+    let (made, again) = netns::run_sync(&ns.path, || -> Result<_, netsvc_core::netlink::NetlinkError> {
+        let mut rtnl = Rtnl::open()?;
+        let made = rtnl.create_link(links::ifb_creation("ifb-made")?)?;
+        let again = rtnl.create_link(links::ifb_creation("ifb-made")?).unwrap_err();
+        Ok((made, again))
+    })
+    .unwrap()
+    .unwrap();
+    let shown: serde_json::Value = serde_json::from_str(&ns.exec(&["ip", "-j", "link", "show", "ifb-made"])).unwrap();
+    let index = shown[0]["ifindex"].as_u64().and_then(|i| u32::try_from(i).ok());
+    assert_eq!(made, index, "the echoed index is the link's");
+    assert!(again.is_exists(), "{again}");
+}

@@ -12,7 +12,7 @@
 //! **bytes**.
 
 use futures::StreamExt;
-use netlink_packet_core::{NLM_F_ACK, NLM_F_REQUEST, NetlinkMessage, NetlinkPayload};
+use netlink_packet_core::{NLM_F_ACK, NLM_F_ECHO, NLM_F_REQUEST, NetlinkMessage, NetlinkPayload};
 use netlink_packet_route::RouteNetlinkMessage;
 
 use crate::cni::error::CniError;
@@ -143,6 +143,13 @@ impl Request {
             flags,
             missing_ok: false,
         }
+    }
+
+    /// The same request, asking the kernel to send back what it made
+    /// (`NLM_F_ECHO`): a new link's index comes with its acknowledgement.
+    pub fn echoed(mut self) -> Request {
+        self.flags |= NLM_F_ECHO;
+        self
     }
 
     /// The same request, done when its object is already gone.

@@ -5,7 +5,7 @@
 
 use netlink_packet_core::{NLM_F_ACK, NLM_F_REQUEST, NetlinkMessage, NetlinkPayload};
 use netlink_packet_route::RouteNetlinkMessage;
-use netlink_packet_route::link::{LinkAttribute, LinkMessage};
+use netlink_packet_route::link::{LinkAttribute, LinkExtentMask, LinkMessage};
 use netlink_sys::protocols::NETLINK_ROUTE;
 use netlink_sys::{Socket, SocketAddr};
 
@@ -82,7 +82,7 @@ impl Rtnl {
         let assign = Request::new("assign a namespace id", RouteNetlinkMessage::NewNsId(msg), 0);
         match self.apply(&[assign]) {
             Err(e) if e.is_exists() => {} // given meanwhile
-            other => other?,
+            other => drop(other?),
         }
         self.nsid_of(ns)?
             .ok_or_else(|| NetlinkError::invalid("netns", "the kernel gave the namespace no id"))
@@ -95,7 +95,10 @@ impl Rtnl {
         self.get_link(msg, &format!("get link #{index}"))
     }
 
-    fn get_link(&mut self, msg: LinkMessage, op: &str) -> Result<Option<Link>> {
+    fn get_link(&mut self, mut msg: LinkMessage, op: &str) -> Result<Option<Link>> {
+        // The counters are no fact a caller reads: the kernel need not fill them.
+        msg.attributes
+            .push(LinkAttribute::ExtMask(vec![LinkExtentMask::SkipStats]));
         match self.request(RouteNetlinkMessage::GetLink(msg), op) {
             Ok(RouteNetlinkMessage::NewLink(link)) => Ok(Some(Link::from(&link))),
             Ok(other) => Err(unexpected(op, other)),
@@ -104,12 +107,24 @@ impl Rtnl {
         }
     }
 
+    /// Makes a link (`creation`: an RTM_NEWLINK request) and returns its
+    /// index as the kernel echoes it with the acknowledgement; `None` from a
+    /// kernel that echoes nothing (ask by name then).
+    pub fn create_link(&mut self, creation: Request) -> Result<Option<u32>> {
+        let echoed = self.apply(&[creation.echoed()])?;
+        Ok(echoed.iter().find_map(|m| match m {
+            RouteNetlinkMessage::NewLink(link) => Some(link.header.index),
+            _ => None,
+        }))
+    }
+
     /// Sends `requests` in one datagram and waits for every acknowledgement.
     /// The kernel carries them out in order, each whether or not the one
-    /// before was refused; the first refusal, in order, is the error.
-    pub fn apply(&mut self, requests: &[Request]) -> Result<()> {
+    /// before was refused; the first refusal, in order, is the error. What
+    /// the kernel echoed back ([`Request::echoed`]) is returned, in order.
+    pub fn apply(&mut self, requests: &[Request]) -> Result<Vec<RouteNetlinkMessage>> {
         let Some(op) = requests.first().map(|r| r.op.as_str()) else {
-            return Ok(());
+            return Ok(Vec::new());
         };
         let io = |source: std::io::Error| NetlinkError::Io {
             what: format!("{op}: rtnetlink socket"),
@@ -129,6 +144,7 @@ impl Rtnl {
         }
         self.socket.send(&bytes, 0).map_err(io)?;
         let mut answers: Vec<Option<Result<()>>> = requests.iter().map(|_| None).collect();
+        let mut echoed = Vec::new();
         let mut pending = requests.len();
         let mut buf = Vec::with_capacity(64 * 1024);
         while pending > 0 {
@@ -142,8 +158,13 @@ impl Rtnl {
                 let Some(i) = reply.header.sequence_number.checked_sub(first).map(|i| i as usize) else {
                     continue;
                 };
-                let (Some(request), NetlinkPayload::Error(e)) = (requests.get(i), reply.payload) else {
-                    continue;
+                let (request, e) = match (requests.get(i), reply.payload) {
+                    (Some(request), NetlinkPayload::Error(e)) => (request, e),
+                    (Some(_), NetlinkPayload::InnerMessage(m)) => {
+                        echoed.push(m);
+                        continue;
+                    }
+                    _ => continue,
                 };
                 if answers[i].is_none() {
                     pending -= 1;
@@ -157,7 +178,7 @@ impl Rtnl {
         for (request, answer) in requests.iter().zip(answers) {
             Request::outcome(request.missing_ok, answer.unwrap_or(Ok(())))?;
         }
-        Ok(())
+        Ok(echoed)
     }
 
     /// Sends one request (no dump) and returns the kernel's one answer.

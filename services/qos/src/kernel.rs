@@ -48,9 +48,11 @@ pub fn shaping(ifindex: u32, plan: &DevicePlan, ps: &Psched) -> Result<Vec<Reque
 
 /// The ifb `name` (made when missing, left down), its index.
 pub fn ensure_ifb(rtnl: &mut Rtnl, name: &str) -> Result<u32> {
-    match rtnl.apply(&[links::ifb_creation(name)?]) {
+    match rtnl.create_link(links::ifb_creation(name)?) {
+        Ok(Some(index)) => return Ok(index),
+        Ok(None) => {}
         Err(e) if e.is_exists() => {}
-        other => other?,
+        Err(e) => return Err(e),
     }
     match rtnl.find_by_name(name)? {
         Some(link) if link.kind.as_deref() == Some("ifb") => Ok(link.index),

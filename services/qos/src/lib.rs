@@ -339,7 +339,7 @@ fn apply(a: &Applied, veth: Option<u32>) -> Result<()> {
             requests.extend(kernel::redirect_to_ifb(veth, ifb)?);
         }
         // One datagram: the kernel takes the changes in this order.
-        rtnl.apply(&requests)
+        rtnl.apply(&requests).map(drop)
     })??;
     Ok(())
 }
