@@ -1,17 +1,17 @@
 //! Link look-ups and batches of changes answered on the calling thread,
 //! with no tokio runtime: a plugin call's few requests, where building a
-//! runtime and a connection task costs more than the requests themselves. The link is read in the calling
-//! thread's namespace (pair with [`crate::netns::run_sync`]).
+//! runtime and a connection task costs more than the requests themselves.
+//! The socket belongs to the calling thread's namespace (pair with
+//! [`crate::netns::run_sync`]).
+
+use std::os::fd::{AsRawFd, BorrowedFd};
 
 use netlink_packet_core::{NLM_F_ACK, NLM_F_REQUEST, NetlinkMessage, NetlinkPayload};
 use netlink_packet_route::RouteNetlinkMessage;
 use netlink_packet_route::link::{LinkAttribute, LinkExtentMask, LinkMessage};
+use netlink_packet_route::nsid::{NsidAttribute, NsidMessage};
 use netlink_sys::protocols::NETLINK_ROUTE;
 use netlink_sys::{Socket, SocketAddr};
-
-use std::os::fd::{AsRawFd, BorrowedFd};
-
-use netlink_packet_route::nsid::{NsidAttribute, NsidMessage};
 
 use super::links::Link;
 use super::{NetlinkError, Request, Result, validate_ifname};
@@ -43,8 +43,8 @@ impl Rtnl {
         self.get_link(msg, &format!("get link {name}"))
     }
 
-    /// The link called `name` in the namespace the calling thread's knows
-    /// as `nsid` (`IFLA_TARGET_NETNSID`), or `None`.
+    /// The link called `name` in the namespace the calling thread's
+    /// namespace knows as `nsid` (`IFLA_TARGET_NETNSID`), or `None`.
     pub fn find_by_name_in(&mut self, nsid: i32, name: &str) -> Result<Option<Link>> {
         validate_ifname("ifname", name)?;
         let mut msg = LinkMessage::default();
