@@ -111,8 +111,8 @@ impl Rtnl {
     /// index as the kernel echoes it with the acknowledgement; `None` from a
     /// kernel that echoes nothing (ask by name then).
     pub fn create_link(&mut self, creation: Request) -> Result<Option<u32>> {
-        let echoed = self.apply(&[creation.echoed()])?;
-        Ok(echoed.iter().find_map(|m| match m {
+        let answered = self.apply(&[creation.echoed()])?;
+        Ok(answered.iter().find_map(|m| match m {
             RouteNetlinkMessage::NewLink(link) => Some(link.header.index),
             _ => None,
         }))
@@ -121,7 +121,8 @@ impl Rtnl {
     /// Sends `requests` in one datagram and waits for every acknowledgement.
     /// The kernel carries them out in order, each whether or not the one
     /// before was refused; the first refusal, in order, is the error. What
-    /// the kernel echoed back ([`Request::echoed`]) is returned, in order.
+    /// the kernel answered besides the acknowledgements (a read's object, a
+    /// creation echoed back by [`Request::echoed`]) is returned, in order.
     pub fn apply(&mut self, requests: &[Request]) -> Result<Vec<RouteNetlinkMessage>> {
         let Some(op) = requests.first().map(|r| r.op.as_str()) else {
             return Ok(Vec::new());
@@ -143,8 +144,8 @@ impl Rtnl {
             m.serialize(&mut bytes[start..]);
         }
         self.socket.send(&bytes, 0).map_err(io)?;
-        let mut answers: Vec<Option<Result<()>>> = requests.iter().map(|_| None).collect();
-        let mut echoed = Vec::new();
+        let mut acks: Vec<Option<Result<()>>> = requests.iter().map(|_| None).collect();
+        let mut answered = Vec::new();
         let mut pending = requests.len();
         let mut buf = Vec::with_capacity(64 * 1024);
         while pending > 0 {
@@ -161,49 +162,32 @@ impl Rtnl {
                 let (request, e) = match (requests.get(i), reply.payload) {
                     (Some(request), NetlinkPayload::Error(e)) => (request, e),
                     (Some(_), NetlinkPayload::InnerMessage(m)) => {
-                        echoed.push(m);
+                        answered.push(m);
                         continue;
                     }
                     _ => continue,
                 };
-                if answers[i].is_none() {
+                if acks[i].is_none() {
                     pending -= 1;
                 }
-                answers[i] = Some(match e.code {
+                acks[i] = Some(match e.code {
                     None => Ok(()),
                     Some(_) => Err(NetlinkError::request(&request.op, rtnetlink::Error::NetlinkError(e))),
                 });
             }
         }
-        for (request, answer) in requests.iter().zip(answers) {
-            Request::outcome(request.missing_ok, answer.unwrap_or(Ok(())))?;
+        for (request, ack) in requests.iter().zip(acks) {
+            Request::outcome(request.missing_ok, ack.unwrap_or(Ok(())))?;
         }
-        Ok(echoed)
+        Ok(answered)
     }
 
     /// Sends one request (no dump) and returns the kernel's one answer.
     fn request(&mut self, msg: RouteNetlinkMessage, op: &str) -> Result<RouteNetlinkMessage> {
-        let io = |source: std::io::Error| NetlinkError::Io {
-            what: format!("{op}: rtnetlink socket"),
-            source,
-        };
-        self.seq += 1;
-        let mut request = NetlinkMessage::from(msg);
-        request.header.flags = NLM_F_REQUEST;
-        request.header.sequence_number = self.seq;
-        request.finalize();
-        let mut bytes = vec![0u8; request.buffer_len()];
-        request.serialize(&mut bytes);
-        self.socket.send(&bytes, 0).map_err(io)?;
-        let mut answer = Vec::with_capacity(64 * 1024);
-        self.socket.recv(&mut answer, 0).map_err(io)?;
-        let reply = NetlinkMessage::<RouteNetlinkMessage>::deserialize(&answer)
-            .map_err(|e| NetlinkError::request(op, rtnetlink::Error::InvalidNla(e.to_string())))?;
-        match reply.payload {
-            NetlinkPayload::InnerMessage(m) => Ok(m),
-            NetlinkPayload::Error(e) => Err(NetlinkError::request(op, rtnetlink::Error::NetlinkError(e))),
-            _ => Err(NetlinkError::request(op, rtnetlink::Error::RequestFailed)),
-        }
+        self.apply(&[Request::new(op, msg, 0)])?
+            .into_iter()
+            .next()
+            .ok_or_else(|| NetlinkError::request(op, rtnetlink::Error::RequestFailed))
     }
 }
 
