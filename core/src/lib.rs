@@ -3,6 +3,7 @@
 
 pub mod bridged;
 pub mod cni;
+pub mod failpoint;
 pub mod graph;
 pub mod naming;
 pub mod netlink;

@@ -86,21 +86,26 @@ impl<'s> Graph<'s> {
         network: &str,
         f: impl FnOnce(&mut Tx<'_>) -> Result<T, E>,
     ) -> Result<T, E> {
-        validate_name("network", network)?;
-        let _lock = self
-            .store
-            .lock_network(network, self.lock_timeout)
-            .map_err(GraphError::from)?;
-        let mut tx = Tx {
+        self.lock(network)?.transaction(f)
+    }
+
+    pub(crate) fn store(&self) -> &'s dyn Store {
+        self.store
+    }
+
+    pub(crate) fn lock_timeout(&self) -> Duration {
+        self.lock_timeout
+    }
+
+    /// A transaction on `network` (its lock held by the caller).
+    pub(crate) fn tx(&self, network: &str) -> Tx<'s> {
+        Tx {
             store: self.store,
             network: network.to_string(),
             node: self.node.clone(),
             seen: HashMap::new(),
             staged: BTreeMap::new(),
-        };
-        let out = f(&mut tx)?;
-        tx.commit()?;
-        Ok(out)
+        }
     }
 
     pub fn network(&self, name: &str) -> Result<Option<Network>, GraphError> {
@@ -454,7 +459,7 @@ impl Tx<'_> {
 
     /// Writes what changed, all together: a key someone else moved fails
     /// the whole commit (the network lock keeps that to writers without it).
-    fn commit(self) -> Result<(), GraphError> {
+    pub(crate) fn commit(self) -> Result<(), GraphError> {
         let changes: Vec<Change<'_>> = self
             .staged
             .iter()

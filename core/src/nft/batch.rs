@@ -25,6 +25,8 @@ const NFT_MSG_NEWRULE: u16 = 6;
 const NFT_MSG_DELRULE: u16 = 8;
 const NFT_MSG_NEWSETELEM: u16 = 12;
 const NFT_MSG_DELSETELEM: u16 = 14;
+/// Since Linux 6.3.
+const NFT_MSG_DESTROYSETELEM: u16 = 30;
 const NFTA_RULE_TABLE: u16 = 1;
 const NFTA_RULE_CHAIN: u16 = 2;
 const NFTA_RULE_EXPRESSIONS: u16 = 4;
@@ -51,11 +53,13 @@ fn shortened(text: &str) -> String {
     format!("{}… ({} more bytes)", &text[..cut], text.len() - cut)
 }
 
-/// Adding or deleting.
+/// Adding or deleting; destroying deletes what may already be gone (an
+/// absent element is no error, so a removal can be repeated).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ElementOp {
     Add,
     Delete,
+    Destroy,
 }
 
 impl ElementOp {
@@ -63,6 +67,7 @@ impl ElementOp {
         match self {
             ElementOp::Add => "add",
             ElementOp::Delete => "delete",
+            ElementOp::Destroy => "destroy",
         }
     }
 }
@@ -337,6 +342,9 @@ impl Batch {
                 Change::Element {
                     op: ElementOp::Delete, ..
                 } => (NFT_MSG_DELSETELEM, 0),
+                Change::Element {
+                    op: ElementOp::Destroy, ..
+                } => (NFT_MSG_DESTROYSETELEM, 0),
                 Change::Rule { append: true, .. } => (NFT_MSG_NEWRULE, NLM_F_CREATE | NLM_F_APPEND),
                 Change::Rule { append: false, .. } => (NFT_MSG_NEWRULE, NLM_F_CREATE),
                 Change::Flush { .. } => (NFT_MSG_DELRULE, 0),

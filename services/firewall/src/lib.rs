@@ -1,11 +1,14 @@
 //! netsvc-firewall: NetworkPolicy-style isolation for containers on nftables,
 //! as a CNI plugin chained after an interface plugin.
 //!
-//! The shell: read and validate, lock the network, update the graph, render.
-//! ADD and DEL change set elements only ([`model::membership`]); a config that
-//! differs from the one last rendered, or a kernel that lost what was
-//! recorded, takes the full path ([`Firewall::render_network`]), which diffs
-//! the network against the kernel and applies the difference atomically.
+//! The shell: read and validate, lock the network, record the graph change
+//! with the call's intent, then program the kernel (the core's
+//! [`Session::intended`]). ADD and DEL change set elements only
+//! ([`model::membership`]); a config that differs from the one last
+//! rendered, a kernel that lost what was recorded, or a call that died
+//! before this one take the full path (`Firewall::plan_network`), which
+//! diffs the network against the kernel and applies the difference
+//! atomically.
 
 pub mod config;
 pub mod explain;
@@ -14,13 +17,17 @@ pub mod model;
 pub mod render;
 
 use config::FirewallConf;
+use model::Membership;
 use netsvc_core::cni::{Call, CniError, CniResult, Descriptor, Feature, NetConf, Plugin, Result};
-use netsvc_core::graph::{Endpoint, Graph, Tx, checked_endpoint, endpoint_from_call, record_network};
+use netsvc_core::graph::{
+    Endpoint, Graph, Intent, Op, Session, Tx, checked_endpoint, container_addresses, endpoint_from_call, record_network,
+};
 use netsvc_core::naming::digest_hex;
 use netsvc_core::nft::ElementOp;
 use netsvc_core::reconcile::{Reconcile, Summary};
-use netsvc_core::store::{Store, open_for};
+use netsvc_core::store::{LockGuard, Store, open_for};
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
 
 /// The plugin type, and this service's name in the graph.
 pub const SERVICE: &str = "netsvc-firewall";
@@ -45,14 +52,39 @@ pub fn digest(conf: &FirewallConf) -> String {
 
 pub struct Firewall;
 
+/// What a call programs: decided under the network's lock, committed with
+/// the call's intent, then applied (DESIGN.md, "One plugin call").
+enum Program {
+    /// One endpoint's set elements: ADD and DEL of a network already rendered.
+    Members(ElementOp, Membership),
+    /// The network's whole difference against the kernel.
+    Full(Full),
+}
+
+/// A full render, planned: the commands, and the table's lock held until
+/// they are applied.
+struct Full {
+    cmds: Vec<Value>,
+    endpoints: usize,
+    changes: usize,
+    _table: LockGuard,
+}
+
+impl Full {
+    fn apply(self) -> Result<(usize, usize)> {
+        kernel::apply(&self.cmds)?;
+        Ok((self.endpoints, self.changes))
+    }
+}
+
 impl Firewall {
     /// The full path: every endpoint the firewall holds in the network, the
     /// plan of `conf`, diffed against the kernel. With no endpoint left the
     /// network's chains and sets go.
-    fn render_network(store: &dyn Store, tx: &mut Tx<'_>, conf: &FirewallConf) -> Result<(usize, usize)> {
+    fn plan_network(store: &dyn Store, tx: &mut Tx<'_>, conf: &FirewallConf) -> Result<Full> {
         // Full renders of different networks read, diff and write the shared
         // base chain: one at a time (element-only fast paths need no lock).
-        let _table = store.lock_network(TABLE_LOCK, netsvc_core::graph::LOCK_TIMEOUT)?;
+        let table = store.lock_network(TABLE_LOCK, netsvc_core::graph::LOCK_TIMEOUT)?;
         let network = tx.network_name().to_string();
         // Sets hold the network's endpoints on every node; the chains live
         // on this node while it holds one of them.
@@ -79,9 +111,101 @@ impl Firewall {
         };
         // The global declarations are always there; count only real changes.
         let changes = cmds.len().saturating_sub(render::globals().len());
-        kernel::apply(&cmds)?;
-        Ok((endpoints.len(), changes))
+        Ok(Full {
+            cmds,
+            endpoints: endpoints.len(),
+            changes,
+            _table: table,
+        })
     }
+
+    /// Applies what a call planned. A fast path the kernel refuses (a set
+    /// someone deleted) becomes a full render under the same intent.
+    fn program(
+        session: &Session<'_, '_>,
+        store: &dyn Store,
+        p: Program,
+        conf: &FirewallConf,
+    ) -> Result<(usize, usize)> {
+        match p {
+            Program::Members(op, m) => match kernel::apply_membership(op, &m) {
+                Ok(()) => Ok((0, m.elements.len())),
+                Err(e) => {
+                    tracing::info!(error = %e.msg, "fast path refused; rendering the network in full");
+                    session.transaction(|tx| Self::plan_network(store, tx, conf))?.apply()
+                }
+            },
+            Program::Full(full) => full.apply(),
+        }
+    }
+
+    /// DEL's graph change under the lock: the endpoint leaves; what to remove
+    /// from the kernel. Without a record of the endpoint (a store that lost
+    /// it), its addresses from the runtime's `prevResult` leave the network's
+    /// sets all the same.
+    fn stage_del(
+        store: &dyn Store,
+        tx: &mut Tx<'_>,
+        call: &Call,
+        stale: Option<&Intent>,
+    ) -> Result<Option<(Program, FirewallConf)>> {
+        let ep = tx.detach_endpoint(&call.env.container_id, &call.env.ifname, SERVICE)?;
+        let Some(mut rendered) = tx.get_record::<Rendered>(SERVICE, SETTINGS)? else {
+            return Ok(None); // the network was never rendered here
+        };
+        let plan = model::plan(&call.conf.name, &rendered.conf);
+        let program = match ep {
+            Some(ep) if stale.is_none() && rendered.endpoints > 1 => {
+                rendered.endpoints -= 1;
+                tx.put_record(SERVICE, SETTINGS, &rendered)?;
+                Program::Members(ElementOp::Destroy, model::membership(&plan, &ep))
+            }
+            Some(_) => Program::Full(Self::plan_network(store, tx, &rendered.conf)?),
+            None if stale.is_some() => Program::Full(Self::plan_network(store, tx, &rendered.conf)?),
+            None => match orphan_membership(tx, call, &plan)? {
+                Some(m) => Program::Members(ElementOp::Destroy, m),
+                None => return Ok(None),
+            },
+        };
+        Ok(Some((program, rendered.conf)))
+    }
+
+    /// DEL of one attachment under a held lock (also how a failed ADD undoes itself).
+    fn del_locked(session: &Session<'_, '_>, store: &dyn Store, call: &Call) -> Result<()> {
+        let intent = Intent::attachment(Op::Del, &call.env.container_id, &call.env.ifname);
+        session.intended(
+            SERVICE,
+            intent,
+            |tx, stale| Self::stage_del(store, tx, call, stale),
+            |s, (p, conf)| Self::program(s, store, p, &conf).map(drop),
+            // Destroying is idempotent: the next call finishes the intent.
+            |_| Ok(()),
+        )?;
+        Ok(())
+    }
+}
+
+/// The set elements of addresses the runtime says the attachment had, in
+/// every endpoint set of the network: for a DEL the store has no record of.
+/// Addresses another endpoint of the network holds stay, and so does the
+/// global set of all endpoints (a stale member there only isolates).
+fn orphan_membership(tx: &mut Tx<'_>, call: &Call, plan: &model::Plan) -> Result<Option<Membership>> {
+    let Some(prev) = call.prev_result().ok().flatten() else {
+        return Ok(None);
+    };
+    let held: Vec<std::net::IpAddr> = tx.endpoints()?.iter().flat_map(model::endpoint_ips).collect();
+    let mut m = Membership::default();
+    for ip in container_addresses(&prev, &call.env.ifname).iter().map(|n| n.addr) {
+        if held.contains(&ip) {
+            continue;
+        }
+        for (name, def) in &plan.sets {
+            if matches!(def.members, model::Members::Endpoints(_)) && def.fam == model::Fam::of(ip) {
+                m.elements.push((name.clone(), ip));
+            }
+        }
+    }
+    Ok((!m.elements.is_empty()).then_some(m))
 }
 
 impl Plugin for Firewall {
@@ -103,24 +227,38 @@ impl Plugin for Firewall {
         let ep = endpoint_from_call(call, &prev, SERVICE)?;
         netsvc_core::bridged::pass_bridged_traffic(&prev)?;
         let store = open_for(&call.conf)?;
-        Graph::new(&store).transaction(&call.conf.name, |tx| -> Result<()> {
-            record_network(tx, &prev)?;
-            let newly = tx.attach_endpoint(&ep, SERVICE)?;
-            let rendered: Option<Rendered> = tx.get_record(SERVICE, SETTINGS)?;
-            let fast = rendered.filter(|r| r.digest == digest(&conf)).and_then(|mut r| {
+        let graph = Graph::new(&store);
+        let session = graph.lock(&call.conf.name)?;
+        let intent = Intent::attachment(Op::Add, &call.env.container_id, &call.env.ifname);
+        session.intended(
+            SERVICE,
+            intent,
+            |tx, stale| -> Result<Option<Program>> {
+                record_network(tx, &prev)?;
+                let newly = tx.attach_endpoint(&ep, SERVICE)?;
+                let rendered: Option<Rendered> = tx.get_record(SERVICE, SETTINGS)?;
+                // A dead call's leftovers are found by the full path only.
+                let program = match rendered.filter(|r| r.digest == digest(&conf) && stale.is_none()) {
+                    Some(mut r) => {
+                        r.endpoints += u64::from(newly);
+                        tx.put_record(SERVICE, SETTINGS, &r)?;
+                        let plan = model::plan(&call.conf.name, &conf);
+                        Program::Members(ElementOp::Add, model::membership(&plan, &ep))
+                    }
+                    None => Program::Full(Self::plan_network(&store, tx, &conf)?),
+                };
+                Ok(Some(program))
+            },
+            |s, p| Self::program(s, &store, p, &conf),
+            // Nothing half-done: the kernel first (it works with the store
+            // unwritable, and the intent still names the attachment), then
+            // the graph, as a DEL.
+            |s| {
                 let plan = model::plan(&call.conf.name, &conf);
-                kernel::apply_membership(ElementOp::Add, &model::membership(&plan, &ep)).ok()?;
-                r.endpoints += u64::from(newly);
-                Some(r)
-            });
-            match fast {
-                Some(r) => tx.put_record(SERVICE, SETTINGS, &r)?,
-                None => {
-                    Self::render_network(&store, tx, &conf)?;
-                }
-            }
-            Ok(())
-        })?;
+                let _ = kernel::apply_membership(ElementOp::Destroy, &model::membership(&plan, &ep));
+                Self::del_locked(s, &store, call)
+            },
+        )?;
         Ok(prev)
     }
 
@@ -128,24 +266,8 @@ impl Plugin for Firewall {
     /// so a DEL after a config change removes exactly what ADD made.
     fn del(&self, call: &Call) -> Result<()> {
         let store = open_for(&call.conf)?;
-        Graph::new(&store).transaction(&call.conf.name, |tx| -> Result<()> {
-            let Some(ep) = tx.detach_endpoint(&call.env.container_id, &call.env.ifname, SERVICE)? else {
-                return Ok(());
-            };
-            let Some(mut rendered) = tx.get_record::<Rendered>(SERVICE, SETTINGS)? else {
-                return Ok(());
-            };
-            rendered.endpoints = rendered.endpoints.saturating_sub(1);
-            let plan = model::plan(&call.conf.name, &rendered.conf);
-            let membership = model::membership(&plan, &ep);
-            if rendered.endpoints > 0 && kernel::apply_membership(ElementOp::Delete, &membership).is_ok() {
-                tx.put_record(SERVICE, SETTINGS, &rendered)?;
-            } else {
-                Self::render_network(&store, tx, &rendered.conf)?;
-            }
-            Ok(())
-        })?;
-        Ok(())
+        let graph = Graph::new(&store);
+        Self::del_locked(&graph.lock(&call.conf.name)?, &store, call)
     }
 
     fn check(&self, call: &Call) -> Result<()> {
@@ -154,6 +276,13 @@ impl Plugin for Firewall {
         let network = &call.conf.name;
         let missing = |what: String| CniError::state_missing(SERVICE, what);
         let ep = checked_endpoint(&graph, call, SERVICE)?;
+        if let Some(i) = netsvc_core::graph::pending(&graph, network, SERVICE)? {
+            return Err(missing(format!(
+                "a {} call (pid {}) died before it finished; the next call or `netsvc repair` finishes it",
+                i.op.word(),
+                i.pid
+            )));
+        }
         let rendered: Rendered = graph
             .record(network, SERVICE, SETTINGS)?
             .ok_or_else(|| missing(format!("network {network} was never rendered")))?;
@@ -179,20 +308,26 @@ impl Plugin for Firewall {
     /// network from what remains (which also repairs drift).
     fn gc(&self, call: &Call) -> Result<()> {
         let store = open_for(&call.conf)?;
-        Graph::new(&store).transaction(&call.conf.name, |tx| -> Result<()> {
-            let Some(rendered) = tx.get_record::<Rendered>(SERVICE, SETTINGS)? else {
-                return Ok(());
-            };
-            // The runtime lists this node's containers only.
-            for ep in tx.local_endpoints(SERVICE)? {
-                let valid = call.gc_keeps(&ep.container_id, &ep.ifname);
-                if !valid {
-                    tx.detach_endpoint(&ep.container_id, &ep.ifname, SERVICE)?;
+        let graph = Graph::new(&store);
+        let session = graph.lock(&call.conf.name)?;
+        session.intended(
+            SERVICE,
+            Intent::network(Op::Gc),
+            |tx, _| -> Result<Option<(Full, FirewallConf)>> {
+                let Some(rendered) = tx.get_record::<Rendered>(SERVICE, SETTINGS)? else {
+                    return Ok(None);
+                };
+                // The runtime lists this node's containers only.
+                for ep in tx.local_endpoints(SERVICE)? {
+                    if !call.gc_keeps(&ep.container_id, &ep.ifname) {
+                        tx.detach_endpoint(&ep.container_id, &ep.ifname, SERVICE)?;
+                    }
                 }
-            }
-            Self::render_network(&store, tx, &rendered.conf)?;
-            Ok(())
-        })?;
+                Ok(Some((Self::plan_network(&store, tx, &rendered.conf)?, rendered.conf)))
+            },
+            |_, (full, _)| full.apply().map(drop),
+            |_| Ok(()),
+        )?;
         Ok(())
     }
 
@@ -212,8 +347,17 @@ impl Reconcile for Firewall {
     fn reconcile(&self, conf: &NetConf) -> Result<Summary> {
         let fw = FirewallConf::from_netconf(conf)?;
         let store = open_for(conf)?;
-        let (endpoints, changes) =
-            Graph::new(&store).transaction(&conf.name, |tx| Self::render_network(&store, tx, &fw))?;
+        let graph = Graph::new(&store);
+        let session = graph.lock(&conf.name)?;
+        let (endpoints, changes) = session
+            .intended(
+                SERVICE,
+                Intent::network(Op::Render),
+                |tx, _| Self::plan_network(&store, tx, &fw).map(Some),
+                |_, full| full.apply(),
+                |_| Ok(()),
+            )?
+            .unwrap_or_default();
         Ok(Summary {
             service: SERVICE.into(),
             network: conf.name.clone(),

@@ -1,6 +1,8 @@
 //! The fast path of ADD and DEL: only the services that select the endpoint,
 //! diffed from their records in the store; O(1) in the number of services
-//! and backends elsewhere. `Ok(false)` sends the caller to the full path.
+//! and backends elsewhere. The new records are staged in the call's
+//! transaction and the kernel change is returned, to apply once they are
+//! committed; `Ok(None)` sends the caller to the full path.
 //!
 //! What changes is written over nf_tables netlink ([`Batch`]), one
 //! transaction per family: the endpoint's hairpin elements, the slots that
@@ -19,14 +21,34 @@ use crate::model::{self, Family, Rendered};
 use crate::render::{self, EMPTY, HAIRPIN};
 use crate::{SERVICE, kernel, service_record};
 
+/// What the fast path programs once its records are committed: one batch
+/// per family, then the clients remembered for removed backends forgotten.
+pub struct FastPlan {
+    batches: BTreeMap<Family, Batch>,
+    forget: Vec<(Rendered, Vec<IpAddr>)>,
+}
+
+impl FastPlan {
+    /// Applies the batches; an error sends the caller to the full path.
+    pub fn apply(self) -> std::result::Result<(), NftError> {
+        for b in self.batches.values() {
+            b.apply()?;
+        }
+        for (r, gone) in &self.forget {
+            forget(r, gone);
+        }
+        Ok(())
+    }
+}
+
 /// The endpoint joins the backends of every service that selects it.
-pub fn add(tx: &mut Tx<'_>, conf: &LbConf, ep: &Endpoint) -> Result<bool> {
+pub fn add(tx: &mut Tx<'_>, conf: &LbConf, ep: &Endpoint) -> Result<Option<FastPlan>> {
     change(tx, conf, ep, ElementOp::Add)
 }
 
 /// The endpoint leaves the backends of every service that selected it, and
 /// clients remembered for it (ClientIP affinity) are forgotten.
-pub fn del(tx: &mut Tx<'_>, conf: &LbConf, ep: &Endpoint) -> Result<bool> {
+pub fn del(tx: &mut Tx<'_>, conf: &LbConf, ep: &Endpoint) -> Result<Option<FastPlan>> {
     change(tx, conf, ep, ElementOp::Delete)
 }
 
@@ -34,26 +56,28 @@ fn batch(batches: &mut BTreeMap<Family, Batch>, f: Family) -> &mut Batch {
     batches.entry(f).or_insert_with(|| Batch::new(&render::table(f)))
 }
 
-fn change(tx: &mut Tx<'_>, conf: &LbConf, ep: &Endpoint, op: ElementOp) -> Result<bool> {
+fn change(tx: &mut Tx<'_>, conf: &LbConf, ep: &Endpoint, op: ElementOp) -> Result<Option<FastPlan>> {
     let mut batches: BTreeMap<Family, Batch> = BTreeMap::new();
-    // Hairpin elements exist in the tables this network's services use.
+    // Hairpin elements exist in the tables this network's services use; a
+    // removal is idempotent (a DEL may repeat one that ran).
+    let hairpin_op = if op == ElementOp::Add { op } else { ElementOp::Destroy };
     let families: BTreeSet<Family> = conf.services.iter().map(|s| Family::of(s.vip())).collect();
     for &f in &families {
         for key in model::hairpin_keys(&model::addresses(ep, f)) {
-            batch(&mut batches, f).element(op, HAIRPIN, key, None)?;
+            batch(&mut batches, f).element(hairpin_op, HAIRPIN, key, None)?;
         }
     }
     let mut updated = Vec::new();
     for svc in conf.services.iter().filter(|s| s.select.matches(ep)) {
         let Some(old) = tx.get_record::<Rendered>(SERVICE, &service_record(&svc.name))? else {
-            return Ok(false);
+            return Ok(None);
         };
         let mine = model::addresses(ep, old.family());
         let mut backends = old.backends();
         for ip in &mine {
             match op {
                 ElementOp::Add => backends.insert(*ip),
-                ElementOp::Delete => backends.remove(ip),
+                ElementOp::Delete | ElementOp::Destroy => backends.remove(ip),
             };
         }
         if backends == old.backends() {
@@ -66,19 +90,14 @@ fn change(tx: &mut Tx<'_>, conf: &LbConf, ep: &Endpoint, op: ElementOp) -> Resul
         update_service(batch(&mut batches, old.family()), &old, &new)?;
         updated.push((old, new, mine));
     }
-    for b in batches.values() {
-        if let Err(e) = b.apply() {
-            tracing::info!(error = %e, "fast path refused; rendering the network in full");
-            return Ok(false);
+    let mut forget = Vec::new();
+    for (old, new, mine) in updated {
+        tx.put_record(SERVICE, &service_record(&new.conf.name), &new)?;
+        if op != ElementOp::Add && old.conf.affinity_timeout().is_some() {
+            forget.push((new, mine));
         }
     }
-    for (old, new, mine) in &updated {
-        tx.put_record(SERVICE, &service_record(&new.conf.name), new)?;
-        if op == ElementOp::Delete && old.conf.affinity_timeout().is_some() {
-            forget(new, mine);
-        }
-    }
-    Ok(true)
+    Ok(Some(FastPlan { batches, forget }))
 }
 
 /// From `old` to `new` of the same service (same prefix): the slot elements

@@ -1,6 +1,7 @@
 //! The full path: every service of the network ensured against the kernel,
 //! services no longer configured removed, and a table nobody uses dropped.
-//! Runs under a table-wide lock, as networks share the tables.
+//! Planned under a table-wide lock (networks share the tables), which the
+//! plan holds until it is applied, after the call's records are committed.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
@@ -8,17 +9,35 @@ use std::net::IpAddr;
 use netsvc_core::cni::{CniError, Result};
 use netsvc_core::graph::{Endpoint, LOCK_TIMEOUT, Service, ServicePort, Tx};
 use netsvc_core::nft::NftScript;
-use netsvc_core::store::Store;
+use netsvc_core::store::{LockGuard, Store};
 
 use crate::config::LbConf;
 use crate::model::{self, Family, Rendered};
 use crate::render::{self, HAIRPIN};
 use crate::{CONF, SERVICE, SETTINGS, Settings, TABLE_LOCK, digest, kernel, service_record};
 
-/// Renders the network from the graph; `gone`: addresses of endpoints that
-/// just left (their hairpin elements go). Returns (endpoints, services changed).
-pub fn render(store: &dyn Store, tx: &mut Tx<'_>, conf: &LbConf, gone: &[IpAddr]) -> Result<(usize, usize)> {
-    let _table = store.lock_network(TABLE_LOCK, LOCK_TIMEOUT)?;
+/// A full render, planned: one script per family, and the tables' lock.
+pub struct FullPlan {
+    scripts: Vec<NftScript>,
+    endpoints: usize,
+    changes: usize,
+    _table: LockGuard,
+}
+
+impl FullPlan {
+    /// Applies the scripts; returns (endpoints, services changed).
+    pub fn apply(self) -> Result<(usize, usize)> {
+        for script in &self.scripts {
+            script.apply()?;
+        }
+        Ok((self.endpoints, self.changes))
+    }
+}
+
+/// Plans the network's render from the graph, staging its records in `tx`;
+/// `gone`: addresses of endpoints that just left (their hairpin elements go).
+pub fn plan(store: &dyn Store, tx: &mut Tx<'_>, conf: &LbConf, gone: &[IpAddr]) -> Result<FullPlan> {
+    let table = store.lock_network(TABLE_LOCK, LOCK_TIMEOUT)?;
     let network = tx.network_name().to_string();
     // Backends on every node; the services live on this node while it holds one of them.
     let endpoints: Vec<Endpoint> = tx.endpoints()?.into_iter().filter(|e| e.held_by(SERVICE)).collect();
@@ -71,6 +90,7 @@ pub fn render(store: &dyn Store, tx: &mut Tx<'_>, conf: &LbConf, gone: &[IpAddr]
     claimed_elsewhere(conf, &desired, &currents, &ours)?;
 
     let mut changes = 0;
+    let mut scripts = Vec::new();
     for f in Family::ALL {
         let mine: Vec<&Rendered> = desired.iter().filter(|d| d.family() == f).collect();
         let theirs_gone: Vec<&Rendered> = removed.iter().copied().filter(|o| o.family() == f).collect();
@@ -78,15 +98,16 @@ pub fn render(store: &dyn Store, tx: &mut Tx<'_>, conf: &LbConf, gone: &[IpAddr]
         let Some(script) = family_script(f, &mine, &theirs_gone, current.as_ref(), &residents, gone)? else {
             continue;
         };
-        script.apply()?;
+        scripts.push(script);
         changes += drifted(&mine, &theirs_gone, current.as_ref());
     }
+    let held = endpoints.len();
 
     for o in &removed {
         tx.remove_record::<Rendered>(SERVICE, &service_record(&o.conf.name))?;
         // The graph's service is the network's: it stays while other nodes serve it.
         let configured = conf.services.iter().any(|s| s.name == o.conf.name);
-        if endpoints.is_empty() || !configured {
+        if held == 0 || !configured {
             tx.remove_service(&o.conf.name)?;
         }
     }
@@ -110,7 +131,12 @@ pub fn render(store: &dyn Store, tx: &mut Tx<'_>, conf: &LbConf, gone: &[IpAddr]
             tx.put_record(SERVICE, CONF, conf)?;
         }
     }
-    Ok((endpoints.len(), changes))
+    Ok(FullPlan {
+        scripts,
+        endpoints: held,
+        changes,
+        _table: table,
+    })
 }
 
 /// A frontend another network's service already holds is a config error

@@ -1,11 +1,13 @@
 //! netsvc-lb: service virtual IPs in front of the endpoints they select, on
 //! nftables, as a CNI plugin chained after an interface plugin.
 //!
-//! The shell: read and validate, lock the network, update the graph, render.
-//! ADD and DEL of an endpoint change only the elements of the services that
-//! select it, diffed from what the store says was rendered ([`fast`]). A
-//! config that differs from the one last rendered, GC, `netsvc apply`, or a
-//! fast path the kernel refused take the full path ([`full`]), which ensures
+//! The shell: read and validate, lock the network, record the graph change
+//! with the call's intent, then program the kernel (the core's
+//! `Session::intended`). ADD and DEL of an endpoint change only the
+//! elements of the services that select it, diffed from what the store says
+//! was rendered ([`fast`]). A config that differs from the one last
+//! rendered, GC, `netsvc apply`, a fast path the kernel refused, or a call
+//! that died before this one take the full path ([`full`]), which ensures
 //! every service of the network against what the kernel holds.
 
 pub mod config;
@@ -21,11 +23,15 @@ mod full;
 use config::LbConf;
 use model::{Family, Rendered};
 use netsvc_core::cni::{Call, CniError, CniResult, Descriptor, Feature, NetConf, Plugin, Result};
-use netsvc_core::graph::{Graph, Tx, checked_endpoint, endpoint_from_call, record_network};
+use std::net::IpAddr;
+
+use netsvc_core::graph::{
+    Graph, Intent, Op, Session, Tx, checked_endpoint, container_addresses, endpoint_from_call, record_network,
+};
 use netsvc_core::naming::digest_hex;
 use netsvc_core::nft::SetKind;
 use netsvc_core::reconcile::{Reconcile, Summary};
-use netsvc_core::store::open_for;
+use netsvc_core::store::{Store, open_for};
 use serde::{Deserialize, Serialize};
 
 /// The plugin type, and this service's name in the graph.
@@ -68,6 +74,108 @@ pub fn service_record(name: &str) -> String {
 
 pub struct Lb;
 
+/// What a call programs: decided under the network's lock, committed with
+/// the call's intent, then applied (DESIGN.md, "One plugin call").
+enum Program {
+    Fast(fast::FastPlan),
+    Full(full::FullPlan),
+}
+
+/// A planned call: what to program, the config it renders, and the
+/// addresses of an endpoint that leaves (their hairpin elements go).
+struct Planned {
+    program: Program,
+    conf: LbConf,
+    gone: Vec<IpAddr>,
+}
+
+impl Lb {
+    /// Applies what a call planned. A fast path the kernel refuses (a
+    /// table someone flushed) becomes a full render under the same intent.
+    fn program(session: &Session<'_, '_>, store: &dyn Store, p: Planned) -> Result<(usize, usize)> {
+        match p.program {
+            Program::Fast(fast) => match fast.apply() {
+                Ok(()) => Ok((0, 0)),
+                Err(e) => {
+                    tracing::info!(error = %e, "fast path refused; rendering the network in full");
+                    session
+                        .transaction(|tx| full::plan(store, tx, &p.conf, &p.gone))?
+                        .apply()
+                }
+            },
+            Program::Full(full) => full.apply(),
+        }
+    }
+
+    /// DEL's graph change under the lock. Without a record of the endpoint
+    /// (a store that lost it) but with the runtime's `prevResult`, the
+    /// network is rendered in full, which takes its addresses out of every
+    /// slot and hairpin element.
+    fn stage_del(store: &dyn Store, tx: &mut Tx<'_>, call: &Call, stale: Option<&Intent>) -> Result<Option<Planned>> {
+        let ep = tx.detach_endpoint(&call.env.container_id, &call.env.ifname, SERVICE)?;
+        let Some(mut s) = tx.get_record::<Settings>(SERVICE, SETTINGS)? else {
+            return Ok(None); // the network was never rendered here
+        };
+        s.endpoints = s.endpoints.saturating_sub(1);
+        let conf = rendered_conf(tx, &call.conf, &s)?;
+        let addresses = |ep: &netsvc_core::graph::Endpoint| -> Vec<IpAddr> {
+            Family::ALL.iter().flat_map(|f| model::addresses(ep, *f)).collect()
+        };
+        let (program, gone) = match ep {
+            Some(ep) if s.endpoints > 0 && stale.is_none() => match fast::del(tx, &conf, &ep)? {
+                Some(plan) => {
+                    tx.put_record(SERVICE, SETTINGS, &s)?;
+                    (Program::Fast(plan), addresses(&ep))
+                }
+                None => (
+                    Program::Full(full::plan(store, tx, &conf, &addresses(&ep))?),
+                    addresses(&ep),
+                ),
+            },
+            Some(ep) => (
+                Program::Full(full::plan(store, tx, &conf, &addresses(&ep))?),
+                addresses(&ep),
+            ),
+            None if stale.is_some() => (Program::Full(full::plan(store, tx, &conf, &[])?), Vec::new()),
+            None => {
+                let gone = orphan_addresses(tx, call)?;
+                if gone.is_empty() {
+                    return Ok(None);
+                }
+                (Program::Full(full::plan(store, tx, &conf, &gone)?), gone)
+            }
+        };
+        Ok(Some(Planned { program, conf, gone }))
+    }
+
+    /// DEL of one attachment under a held lock (also how a failed ADD undoes itself).
+    fn del_locked(session: &Session<'_, '_>, store: &dyn Store, call: &Call) -> Result<()> {
+        let intent = Intent::attachment(Op::Del, &call.env.container_id, &call.env.ifname);
+        session.intended(
+            SERVICE,
+            intent,
+            |tx, stale| Self::stage_del(store, tx, call, stale),
+            |s, p| Self::program(s, store, p).map(drop),
+            |_| Ok(()),
+        )?;
+        Ok(())
+    }
+}
+
+/// Addresses the runtime says the attachment had that no endpoint of the
+/// network holds (a DEL the store has no record of).
+fn orphan_addresses(tx: &mut Tx<'_>, call: &Call) -> Result<Vec<IpAddr>> {
+    let Some(prev) = call.prev_result().ok().flatten() else {
+        return Ok(Vec::new());
+    };
+    let held: Vec<String> = tx.endpoints()?.into_iter().flat_map(|e| e.ips).collect();
+    Ok(container_addresses(&prev, &call.env.ifname)
+        .into_iter()
+        .filter(|n| !held.contains(&n.to_string()))
+        .map(|n| n.addr)
+        .collect())
+}
+
 impl Plugin for Lb {
     fn descriptor(&self) -> Descriptor {
         Descriptor {
@@ -88,21 +196,38 @@ impl Plugin for Lb {
         // A backend's reply to a client on its bridge must meet conntrack to be un-NATed.
         netsvc_core::bridged::pass_bridged_traffic(&prev)?;
         let store = open_for(&call.conf)?;
-        Graph::new(&store).transaction(&call.conf.name, |tx| -> Result<()> {
-            record_network(tx, &prev)?;
-            let newly = tx.attach_endpoint(&ep, SERVICE)?;
-            let settings: Option<Settings> = tx.get_record(SERVICE, SETTINGS)?;
-            match settings.filter(|s| s.digest == digest(&conf)) {
-                Some(mut s) if fast::add(tx, &conf, &ep)? => {
-                    s.endpoints += u64::from(newly);
-                    tx.put_record(SERVICE, SETTINGS, &s)?;
-                }
-                _ => {
-                    full::render(&store, tx, &conf, &[])?;
-                }
-            }
-            Ok(())
-        })?;
+        let graph = Graph::new(&store);
+        let session = graph.lock(&call.conf.name)?;
+        let intent = Intent::attachment(Op::Add, &call.env.container_id, &call.env.ifname);
+        session.intended(
+            SERVICE,
+            intent,
+            |tx, stale| -> Result<Option<Planned>> {
+                record_network(tx, &prev)?;
+                let newly = tx.attach_endpoint(&ep, SERVICE)?;
+                let settings: Option<Settings> = tx.get_record(SERVICE, SETTINGS)?;
+                // A dead call's leftovers are found by the full path only.
+                let fast = match settings.filter(|s| s.digest == digest(&conf) && stale.is_none()) {
+                    Some(s) => fast::add(tx, &conf, &ep)?.map(|plan| (s, plan)),
+                    None => None,
+                };
+                let program = match fast {
+                    Some((mut s, plan)) => {
+                        s.endpoints += u64::from(newly);
+                        tx.put_record(SERVICE, SETTINGS, &s)?;
+                        Program::Fast(plan)
+                    }
+                    None => Program::Full(full::plan(&store, tx, &conf, &[])?),
+                };
+                Ok(Some(Planned {
+                    program,
+                    conf: conf.clone(),
+                    gone: Vec::new(),
+                }))
+            },
+            |s, p| Self::program(s, &store, p).map(drop),
+            |s| Self::del_locked(s, &store, call),
+        )?;
         Ok(prev)
     }
 
@@ -110,24 +235,8 @@ impl Plugin for Lb {
     /// so a DEL after a config change removes exactly what ADD made.
     fn del(&self, call: &Call) -> Result<()> {
         let store = open_for(&call.conf)?;
-        Graph::new(&store).transaction(&call.conf.name, |tx| -> Result<()> {
-            let Some(ep) = tx.detach_endpoint(&call.env.container_id, &call.env.ifname, SERVICE)? else {
-                return Ok(());
-            };
-            let Some(mut s) = tx.get_record::<Settings>(SERVICE, SETTINGS)? else {
-                return Ok(());
-            };
-            s.endpoints = s.endpoints.saturating_sub(1);
-            let conf = rendered_conf(tx, &call.conf, &s)?;
-            if s.endpoints > 0 && fast::del(tx, &conf, &ep)? {
-                tx.put_record(SERVICE, SETTINGS, &s)?;
-            } else {
-                let gone: Vec<_> = Family::ALL.iter().flat_map(|f| model::addresses(&ep, *f)).collect();
-                full::render(&store, tx, &conf, &gone)?;
-            }
-            Ok(())
-        })?;
-        Ok(())
+        let graph = Graph::new(&store);
+        Self::del_locked(&graph.lock(&call.conf.name)?, &store, call)
     }
 
     /// Fails when a service selecting this endpoint lost its chains or does
@@ -138,6 +247,13 @@ impl Plugin for Lb {
         let network = &call.conf.name;
         let missing = |what: String| CniError::state_missing(SERVICE, what);
         let ep = checked_endpoint(&graph, call, SERVICE)?;
+        if let Some(i) = netsvc_core::graph::pending(&graph, network, SERVICE)? {
+            return Err(missing(format!(
+                "a {} call (pid {}) died before it finished; the next call or `netsvc repair` finishes it",
+                i.op.word(),
+                i.pid
+            )));
+        }
         let conf: LbConf = graph
             .record(network, SERVICE, CONF)?
             .ok_or_else(|| missing(format!("network {network} was never rendered")))?;
@@ -176,22 +292,29 @@ impl Plugin for Lb {
     /// network from what remains (which also repairs drift).
     fn gc(&self, call: &Call) -> Result<()> {
         let store = open_for(&call.conf)?;
-        Graph::new(&store).transaction(&call.conf.name, |tx| -> Result<()> {
-            let Some(s) = tx.get_record::<Settings>(SERVICE, SETTINGS)? else {
-                return Ok(());
-            };
-            let conf = rendered_conf(tx, &call.conf, &s)?;
-            let mut gone = Vec::new();
-            // The runtime lists this node's containers only.
-            for ep in tx.local_endpoints(SERVICE)? {
-                let valid = call.gc_keeps(&ep.container_id, &ep.ifname);
-                if !valid && let Some(ep) = tx.detach_endpoint(&ep.container_id, &ep.ifname, SERVICE)? {
-                    gone.extend(Family::ALL.iter().flat_map(|f| model::addresses(&ep, *f)));
+        let graph = Graph::new(&store);
+        let session = graph.lock(&call.conf.name)?;
+        session.intended(
+            SERVICE,
+            Intent::network(Op::Gc),
+            |tx, _| -> Result<Option<full::FullPlan>> {
+                let Some(s) = tx.get_record::<Settings>(SERVICE, SETTINGS)? else {
+                    return Ok(None);
+                };
+                let conf = rendered_conf(tx, &call.conf, &s)?;
+                let mut gone = Vec::new();
+                // The runtime lists this node's containers only.
+                for ep in tx.local_endpoints(SERVICE)? {
+                    let valid = call.gc_keeps(&ep.container_id, &ep.ifname);
+                    if !valid && let Some(ep) = tx.detach_endpoint(&ep.container_id, &ep.ifname, SERVICE)? {
+                        gone.extend(Family::ALL.iter().flat_map(|f| model::addresses(&ep, *f)));
+                    }
                 }
-            }
-            full::render(&store, tx, &conf, &gone)?;
-            Ok(())
-        })?;
+                full::plan(&store, tx, &conf, &gone).map(Some)
+            },
+            |_, plan| plan.apply().map(drop),
+            |_| Ok(()),
+        )?;
         Ok(())
     }
 
@@ -214,8 +337,17 @@ impl Reconcile for Lb {
     fn reconcile(&self, conf: &NetConf) -> Result<Summary> {
         let lb = LbConf::from_netconf(conf)?;
         let store = open_for(conf)?;
-        let (endpoints, changes) =
-            Graph::new(&store).transaction(&conf.name, |tx| full::render(&store, tx, &lb, &[]))?;
+        let graph = Graph::new(&store);
+        let session = graph.lock(&conf.name)?;
+        let (endpoints, changes) = session
+            .intended(
+                SERVICE,
+                Intent::network(Op::Render),
+                |tx, _| full::plan(&store, tx, &lb, &[]).map(Some),
+                |_, plan| plan.apply(),
+                |_| Ok(()),
+            )?
+            .unwrap_or_default();
         Ok(Summary {
             service: SERVICE.into(),
             network: conf.name.clone(),

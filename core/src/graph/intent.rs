@@ -1,0 +1,188 @@
+//! The order of one plugin call (DESIGN.md, "One plugin call"), written once.
+//!
+//! Under the network's lock a call commits its graph change together with
+//! an [`Intent`] naming what it is about to program, *then* programs the
+//! kernel, then clears the intent. So the kernel never holds a permission
+//! (an allow-set member, a backend slot) that the store does not know about.
+//!
+//! A call that dies between the two commits leaves its intent. The next call
+//! of the same service on the network (DEL, GC, `netsvc repair` and the
+//! agent alike) finds it first: a dead ADD is rolled back in the graph (the
+//! runtime saw it fail and will never use the attachment), a dead DEL or
+//! render stands, and the service renders the network in full from the
+//! store, which removes whatever the dead call left in the kernel.
+
+use serde::{Deserialize, Serialize};
+
+use super::{Graph, GraphError, Tx};
+use crate::cni::CniError;
+use crate::failpoint;
+use crate::store::LockGuard;
+
+/// The record (per service, network and node) an unfinished call leaves.
+pub const INTENT_RECORD: &str = "intent";
+
+/// What a call was doing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Op {
+    Add,
+    Del,
+    Gc,
+    /// A whole network rendered again (`netsvc apply`, `netsvc repair`, the agent).
+    Render,
+}
+
+impl Op {
+    pub fn word(self) -> &'static str {
+        match self {
+            Op::Add => "add",
+            Op::Del => "del",
+            Op::Gc => "gc",
+            Op::Render => "render",
+        }
+    }
+}
+
+/// What a call is about to program on this node, committed before it does.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Intent {
+    pub op: Op,
+    /// The attachment an ADD or DEL is about.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ifname: Option<String>,
+    /// The process that recorded it (for the log of whoever finishes it).
+    pub pid: u32,
+}
+
+impl Intent {
+    /// An ADD or DEL of one attachment.
+    pub fn attachment(op: Op, container_id: &str, ifname: &str) -> Intent {
+        Intent {
+            op,
+            container_id: Some(container_id.to_string()),
+            ifname: Some(ifname.to_string()),
+            pid: std::process::id(),
+        }
+    }
+
+    /// A change of the whole network (GC, a render).
+    pub fn network(op: Op) -> Intent {
+        Intent {
+            op,
+            container_id: None,
+            ifname: None,
+            pid: std::process::id(),
+        }
+    }
+}
+
+/// A network held locked across the steps of one call.
+pub struct Session<'g, 's> {
+    graph: &'g Graph<'s>,
+    network: String,
+    _lock: LockGuard,
+}
+
+impl<'s> Graph<'s> {
+    /// Takes `network`'s lock for a call of several steps (released on drop).
+    pub fn lock(&self, network: &str) -> Result<Session<'_, 's>, GraphError> {
+        super::validate_name("network", network)?;
+        let lock = self.store().lock_network(network, self.lock_timeout())?;
+        Ok(Session {
+            graph: self,
+            network: network.to_string(),
+            _lock: lock,
+        })
+    }
+}
+
+impl<'s> Session<'_, 's> {
+    pub fn network(&self) -> &str {
+        &self.network
+    }
+
+    pub fn graph(&self) -> &Graph<'s> {
+        self.graph
+    }
+
+    /// One transaction under the held lock: `f`'s writes are committed
+    /// together, or none when `f` fails.
+    pub fn transaction<T, E: From<GraphError>>(&self, f: impl FnOnce(&mut Tx<'_>) -> Result<T, E>) -> Result<T, E> {
+        let mut tx = self.graph.tx(&self.network);
+        let out = f(&mut tx)?;
+        tx.commit()?;
+        Ok(out)
+    }
+
+    /// Steps 3 to 5 of a call of `service`. `stage` changes the graph,
+    /// given the intent a dead call left (already rolled back in the
+    /// graph), and says what to program (`None`: nothing, and no intent is
+    /// recorded). Its changes are committed with `intent`; then `program`
+    /// programs the kernel and the intent is cleared. When programming or
+    /// clearing fails, `undo` runs (an ADD takes its attachment out again)
+    /// and the error is returned; if `undo` fails too, the intent stays for
+    /// the next call to finish.
+    pub fn intended<P, T, E>(
+        &self,
+        service: &str,
+        intent: Intent,
+        stage: impl FnOnce(&mut Tx<'_>, Option<&Intent>) -> Result<Option<P>, E>,
+        program: impl FnOnce(&Self, P) -> Result<T, E>,
+        undo: impl FnOnce(&Self) -> Result<(), E>,
+    ) -> Result<Option<T>, E>
+    where
+        E: From<GraphError> + From<CniError> + std::fmt::Display,
+    {
+        let point = |step: &str| format!("{service}/{}/{step}", intent.op.word());
+        let plan = self.transaction(|tx| -> Result<Option<P>, E> {
+            let stale = roll_back_stale(tx, service)?;
+            let plan = stage(tx, stale.as_ref())?;
+            if plan.is_some() {
+                tx.put_record(service, INTENT_RECORD, &intent)?;
+            } else if stale.is_some() {
+                tx.remove_record::<Intent>(service, INTENT_RECORD)?;
+            }
+            Ok(plan)
+        })?;
+        let Some(plan) = plan else {
+            return Ok(None);
+        };
+        let finish = || -> Result<T, E> {
+            failpoint::hit(&point("staged"))?;
+            let out = program(self, plan)?;
+            failpoint::hit(&point("programmed"))?;
+            self.transaction(|tx| tx.remove_record::<Intent>(service, INTENT_RECORD).map(drop))?;
+            Ok(out)
+        };
+        finish().map(Some).inspect_err(|_| {
+            if let Err(u) = undo(self) {
+                tracing::warn!(service, network = %self.network, error = %u,
+                    "could not undo a failed call; its intent stays for the next call");
+            }
+        })
+    }
+}
+
+/// The intent a dead call of `service` left, with a dead ADD's attachment
+/// taken out of the graph again.
+fn roll_back_stale(tx: &mut Tx<'_>, service: &str) -> Result<Option<Intent>, GraphError> {
+    let Some(stale) = tx.get_record::<Intent>(service, INTENT_RECORD)? else {
+        return Ok(None);
+    };
+    tracing::warn!(service, network = %tx.network_name(), op = stale.op.word(), pid = stale.pid,
+        container = ?stale.container_id, "finishing what a call that died left");
+    if let (Op::Add, Some(id), Some(ifname)) = (stale.op, &stale.container_id, &stale.ifname) {
+        tx.detach_endpoint(id, ifname, service)?;
+    }
+    Ok(Some(stale))
+}
+
+/// The intent a dead call of `service` left on `network`, if any (what
+/// `netsvc status` and CHECK report).
+pub fn pending(graph: &Graph<'_>, network: &str, service: &str) -> Result<Option<Intent>, GraphError> {
+    graph.record(network, service, INTENT_RECORD)
+}
