@@ -54,6 +54,10 @@ pub struct Intent {
     pub container_id: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ifname: Option<String>,
+    /// The attachment's addresses (CIDRs): what whoever finishes the call
+    /// takes out of the kernel when the graph no longer has them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub addresses: Vec<String>,
     /// The process that recorded it (for the log of whoever finishes it).
     pub pid: u32,
 }
@@ -65,8 +69,23 @@ impl Intent {
             op,
             container_id: Some(container_id.to_string()),
             ifname: Some(ifname.to_string()),
+            addresses: Vec::new(),
             pid: std::process::id(),
         }
+    }
+
+    /// The attachment's addresses, when the graph does not have them yet (an ADD).
+    pub fn with_addresses(mut self, addresses: &[String]) -> Intent {
+        self.addresses = addresses.to_vec();
+        self
+    }
+
+    /// The addresses as IPs.
+    pub fn ips(&self) -> Vec<std::net::IpAddr> {
+        self.addresses
+            .iter()
+            .filter_map(|a| a.parse::<crate::cni::IpNet>().ok().map(|n| n.addr))
+            .collect()
     }
 
     /// A change of the whole network (GC, a render).
@@ -75,6 +94,7 @@ impl Intent {
             op,
             container_id: None,
             ifname: None,
+            addresses: Vec::new(),
             pid: std::process::id(),
         }
     }
@@ -129,7 +149,7 @@ impl<'s> Session<'_, 's> {
     pub fn intended<P, T, E>(
         &self,
         service: &str,
-        intent: Intent,
+        mut intent: Intent,
         stage: impl FnOnce(&mut Tx<'_>, Option<&Intent>) -> Result<Option<P>, E>,
         program: impl FnOnce(&Self, P) -> Result<T, E>,
         undo: impl FnOnce(&Self) -> Result<(), E>,
@@ -137,9 +157,16 @@ impl<'s> Session<'_, 's> {
     where
         E: From<GraphError> + From<CniError> + std::fmt::Display,
     {
-        let point = |step: &str| format!("{service}/{}/{step}", intent.op.word());
+        let op = intent.op.word();
+        let point = |step: &str| format!("{service}/{op}/{step}");
         let plan = self.transaction(|tx| -> Result<Option<P>, E> {
             let stale = roll_back_stale(tx, service)?;
+            // A DEL's addresses are the graph's, read before it detaches them.
+            if let (Some(id), Some(ifname), true) = (&intent.container_id, &intent.ifname, intent.addresses.is_empty())
+                && let Some(ep) = tx.get_endpoint(id, ifname)?
+            {
+                intent.addresses = ep.ips;
+            }
             let plan = stage(tx, stale.as_ref())?;
             if plan.is_some() {
                 tx.put_record(service, INTENT_RECORD, &intent)?;

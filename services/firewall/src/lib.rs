@@ -141,8 +141,8 @@ impl Firewall {
 
     /// DEL's graph change under the lock: the endpoint leaves; what to remove
     /// from the kernel. Without a record of the endpoint (a store that lost
-    /// it), its addresses from the runtime's `prevResult` leave the network's
-    /// sets all the same.
+    /// it) but with addresses in the runtime's `prevResult`, the network is
+    /// rendered in full, which takes them out of every set.
     fn stage_del(
         store: &dyn Store,
         tx: &mut Tx<'_>,
@@ -153,19 +153,19 @@ impl Firewall {
         let Some(mut rendered) = tx.get_record::<Rendered>(SERVICE, SETTINGS)? else {
             return Ok(None); // the network was never rendered here
         };
-        let plan = model::plan(&call.conf.name, &rendered.conf);
         let program = match ep {
             Some(ep) if stale.is_none() && rendered.endpoints > 1 => {
                 rendered.endpoints -= 1;
                 tx.put_record(SERVICE, SETTINGS, &rendered)?;
+                let plan = model::plan(&call.conf.name, &rendered.conf);
                 Program::Members(ElementOp::Destroy, model::membership(&plan, &ep))
             }
             Some(_) => Program::Full(Self::plan_network(store, tx, &rendered.conf)?),
             None if stale.is_some() => Program::Full(Self::plan_network(store, tx, &rendered.conf)?),
-            None => match orphan_membership(tx, call, &plan)? {
-                Some(m) => Program::Members(ElementOp::Destroy, m),
-                None => return Ok(None),
-            },
+            // The full path takes out of the sets (the global one too) every
+            // address no endpoint of the graph holds.
+            None if has_addresses(call) => Program::Full(Self::plan_network(store, tx, &rendered.conf)?),
+            None => return Ok(None),
         };
         Ok(Some((program, rendered.conf)))
     }
@@ -185,27 +185,12 @@ impl Firewall {
     }
 }
 
-/// The set elements of addresses the runtime says the attachment had, in
-/// every endpoint set of the network: for a DEL the store has no record of.
-/// Addresses another endpoint of the network holds stay, and so does the
-/// global set of all endpoints (a stale member there only isolates).
-fn orphan_membership(tx: &mut Tx<'_>, call: &Call, plan: &model::Plan) -> Result<Option<Membership>> {
-    let Some(prev) = call.prev_result().ok().flatten() else {
-        return Ok(None);
-    };
-    let held: Vec<std::net::IpAddr> = tx.endpoints()?.iter().flat_map(model::endpoint_ips).collect();
-    let mut m = Membership::default();
-    for ip in container_addresses(&prev, &call.env.ifname).iter().map(|n| n.addr) {
-        if held.contains(&ip) {
-            continue;
-        }
-        for (name, def) in &plan.sets {
-            if matches!(def.members, model::Members::Endpoints(_)) && def.fam == model::Fam::of(ip) {
-                m.elements.push((name.clone(), ip));
-            }
-        }
-    }
-    Ok((!m.elements.is_empty()).then_some(m))
+/// Whether the runtime says the attachment had addresses (its `prevResult`).
+fn has_addresses(call: &Call) -> bool {
+    call.prev_result()
+        .ok()
+        .flatten()
+        .is_some_and(|prev| !container_addresses(&prev, &call.env.ifname).is_empty())
 }
 
 impl Plugin for Firewall {
@@ -229,7 +214,7 @@ impl Plugin for Firewall {
         let store = open_for(&call.conf)?;
         let graph = Graph::new(&store);
         let session = graph.lock(&call.conf.name)?;
-        let intent = Intent::attachment(Op::Add, &call.env.container_id, &call.env.ifname);
+        let intent = Intent::attachment(Op::Add, &call.env.container_id, &call.env.ifname).with_addresses(&ep.ips);
         session.intended(
             SERVICE,
             intent,

@@ -121,28 +121,30 @@ impl Lb {
         let addresses = |ep: &netsvc_core::graph::Endpoint| -> Vec<IpAddr> {
             Family::ALL.iter().flat_map(|f| model::addresses(ep, *f)).collect()
         };
-        let (program, gone) = match ep {
-            Some(ep) if s.endpoints > 0 && stale.is_none() => match fast::del(tx, &conf, &ep)? {
-                Some(plan) => {
-                    tx.put_record(SERVICE, SETTINGS, &s)?;
-                    (Program::Fast(plan), addresses(&ep))
+        // What a call that died was about leaves the hairpin set too.
+        let mut gone: Vec<IpAddr> = stale.map(Intent::ips).unwrap_or_default();
+        let program = match ep {
+            Some(ep) if s.endpoints > 0 && stale.is_none() => {
+                gone.extend(addresses(&ep));
+                match fast::del(tx, &conf, &ep)? {
+                    Some(plan) => {
+                        tx.put_record(SERVICE, SETTINGS, &s)?;
+                        Program::Fast(plan)
+                    }
+                    None => Program::Full(full::plan(store, tx, &conf, &gone)?),
                 }
-                None => (
-                    Program::Full(full::plan(store, tx, &conf, &addresses(&ep))?),
-                    addresses(&ep),
-                ),
-            },
-            Some(ep) => (
-                Program::Full(full::plan(store, tx, &conf, &addresses(&ep))?),
-                addresses(&ep),
-            ),
-            None if stale.is_some() => (Program::Full(full::plan(store, tx, &conf, &[])?), Vec::new()),
+            }
+            Some(ep) => {
+                gone.extend(addresses(&ep));
+                Program::Full(full::plan(store, tx, &conf, &gone)?)
+            }
+            None if stale.is_some() => Program::Full(full::plan(store, tx, &conf, &gone)?),
             None => {
-                let gone = orphan_addresses(tx, call)?;
+                gone = orphan_addresses(tx, call)?;
                 if gone.is_empty() {
                     return Ok(None);
                 }
-                (Program::Full(full::plan(store, tx, &conf, &gone)?), gone)
+                Program::Full(full::plan(store, tx, &conf, &gone)?)
             }
         };
         Ok(Some(Planned { program, conf, gone }))
@@ -198,7 +200,7 @@ impl Plugin for Lb {
         let store = open_for(&call.conf)?;
         let graph = Graph::new(&store);
         let session = graph.lock(&call.conf.name)?;
-        let intent = Intent::attachment(Op::Add, &call.env.container_id, &call.env.ifname);
+        let intent = Intent::attachment(Op::Add, &call.env.container_id, &call.env.ifname).with_addresses(&ep.ips);
         session.intended(
             SERVICE,
             intent,

@@ -1,0 +1,443 @@
+//! Faults never open a hole. A plugin killed at each step of ADD and of DEL
+//! (a failpoint, or SIGKILL at a random moment), or a store that cannot be
+//! written, and then the runtime's DEL: afterwards nothing of the
+//! attachment is left in the kernel or the store, and a new container given
+//! the same address with other labels is denied where policy says so and
+//! gets no VIP traffic (real probes).
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use netsvc_core::failpoint::FAILPOINT_ENV;
+use netsvc_tests::chain::{CallArgs, Chain, container_ip};
+use netsvc_tests::{Container, EchoServer, TestNode};
+use serde_json::{Value, json};
+
+const T: Duration = Duration::from_secs(5);
+/// How long a probe that policy must deny is given.
+const DENIED: Duration = Duration::from_millis(800);
+const SUBNET: &str = "10.251.0.0/24";
+/// The address the victim has, and the intruder gets after it.
+const RECYCLED: &str = "10.251.0.50";
+const VIP: &str = "10.96.0.10";
+const NETWORK: &str = "faults";
+
+/// The two services whose kernel state is a permission.
+#[derive(Debug, Clone, Copy)]
+enum Svc {
+    /// `api` (tier api) admits tier web on tcp/8080 only.
+    Firewall,
+    /// The VIP's port 80 goes to tier api on 8080.
+    Lb,
+}
+
+impl Svc {
+    fn plugin(self) -> &'static str {
+        match self {
+            Svc::Firewall => "netsvc-firewall",
+            Svc::Lb => "netsvc-lb",
+        }
+    }
+
+    fn conf(self, state_dir: Option<&Path>) -> Value {
+        let mut conf = match self {
+            Svc::Firewall => json!({"type": "netsvc-firewall", "defaultIngress": "deny", "policies": [
+                {"name": "api-from-web", "select": {"labels": {"tier": "api"}},
+                 "ingress": [{"from": [{"labels": {"tier": "web"}}], "ports": [{"protocol": "tcp", "port": 8080}]}]}]}),
+            Svc::Lb => json!({"type": "netsvc-lb", "services": [
+                {"name": "api", "vip": VIP, "select": {"labels": {"tier": "api"}},
+                 "ports": [{"port": 80, "targetPort": 8080}]}]}),
+        };
+        if let Some(dir) = state_dir {
+            conf["stateDir"] = json!(dir);
+        }
+        conf
+    }
+
+    /// The victim's tier: one the service grants something to.
+    fn granted_tier(self) -> &'static str {
+        match self {
+            Svc::Firewall => "web",
+            Svc::Lb => "api",
+        }
+    }
+}
+
+/// A node with a server (`api`, answering on 8080) and a client (`web`)
+/// attached, and the service proven to work for them.
+struct Scene {
+    node: TestNode,
+    svc: Svc,
+    _api: Container,
+    web: Container,
+    api_ip: IpAddr,
+    _server: EchoServer,
+}
+
+fn args(name: &str, tier: &str, ip: Option<&str>) -> CallArgs {
+    let mut a = CallArgs::endpoint(name, Some(&format!("tier:{tier}")));
+    // host-local takes a requested address from CNI_ARGS.
+    a.args.extend(ip.map(|ip| ("IP".to_string(), ip.to_string())));
+    a
+}
+
+impl Scene {
+    fn new(svc: Svc, state_dir: Option<&Path>) -> Scene {
+        let node = TestNode::new().unwrap();
+        // A VIP needs a route the node's traffic can take (a real node's default route).
+        node.ip(["link", "add", "uplink0", "type", "veth", "peer", "name", "uplink1"])
+            .unwrap();
+        node.ip(["link", "set", "uplink0", "up"]).unwrap();
+        node.ip(["link", "set", "uplink1", "up"]).unwrap();
+        node.ip(["route", "add", "default", "dev", "uplink0"]).unwrap();
+        let (api, web) = (node.container("api").unwrap(), node.container("web").unwrap());
+        let scene_chain = node.chain(&conflist(&node, svc, state_dir)).unwrap();
+        let r = scene_chain.add_with(&api, "eth0", &args("api", "api", None)).unwrap();
+        let api_ip = container_ip(&r, "eth0").unwrap();
+        scene_chain.add_with(&web, "eth0", &args("web", "web", None)).unwrap();
+        let server = EchoServer::start(api.ns(), "0.0.0.0:8080".parse().unwrap(), "api").unwrap();
+        let scene = Scene {
+            node,
+            svc,
+            _api: api,
+            web,
+            api_ip,
+            _server: server,
+        };
+        scene.assert_service_works("before any fault");
+        scene
+    }
+
+    fn chain(&self, state_dir: Option<&Path>) -> Chain<'_> {
+        self.node.chain(&conflist(&self.node, self.svc, state_dir)).unwrap()
+    }
+
+    /// The address the service serves `web` at: the server's, or the VIP.
+    fn target(&self) -> SocketAddr {
+        match self.svc {
+            Svc::Firewall => SocketAddr::new(self.api_ip, 8080),
+            Svc::Lb => SocketAddr::new(VIP.parse().unwrap(), 80),
+        }
+    }
+
+    /// The positive control: what the service grants still works.
+    fn assert_service_works(&self, when: &str) {
+        for i in 0..5 {
+            let reply = self
+                .web
+                .tcp_echo(self.target(), &format!("hi {i}"), T)
+                .unwrap_or_else(|e| panic!("{when}: web reaches {}: {e:#}", self.target()));
+            assert_eq!(reply.identity, "api", "{when}");
+        }
+    }
+
+    /// Nothing of the recycled address in our nftables, nothing of
+    /// `container` in the store, no intent left unfinished.
+    fn assert_nothing_left(&self, container: &str, state_dir: &Path, when: &str) {
+        let ruleset = self.node.exec("nft", ["list", "ruleset"]).unwrap();
+        assert!(
+            !ruleset.contains(RECYCLED),
+            "{when}: the kernel still holds {RECYCLED}:\n{ruleset}"
+        );
+        for (path, body) in netsvc_tests::files_under(&state_dir.join("kv"), ".lock") {
+            assert!(
+                !body.contains(&format!("\"{container}\"")),
+                "{when}: {path} still names {container}: {body}"
+            );
+            assert!(!path.ends_with("/intent.json"), "{when}: {path} left: {body}");
+        }
+    }
+
+    /// A container given the victim's address with a tier the service
+    /// grants nothing: denied by the firewall, never a VIP backend.
+    fn assert_intruder_gets_nothing(&self, chain: &Chain, when: &str) {
+        let intruder = self.node.container("intruder").unwrap();
+        let r = chain
+            .add_with(&intruder, "eth0", &args("intruder", "db", Some(RECYCLED)))
+            .unwrap_or_else(|e| panic!("{when}: ADD intruder: {e}"));
+        assert_eq!(container_ip(&r, "eth0").unwrap().to_string(), RECYCLED, "{when}");
+        match self.svc {
+            Svc::Firewall => {
+                let got = intruder.tcp_echo(self.target(), "let me in", DENIED);
+                assert!(got.is_err(), "{when}: tier db at {RECYCLED} passed policy: {got:?}");
+            }
+            Svc::Lb => {
+                let _srv = EchoServer::start(intruder.ns(), "0.0.0.0:8080".parse().unwrap(), "intruder").unwrap();
+                for i in 0..20 {
+                    let reply = self.web.tcp_echo(self.target(), &format!("req {i}"), T).unwrap();
+                    assert_eq!(
+                        reply.identity, "api",
+                        "{when}: the VIP sent request {i} to the intruder"
+                    );
+                }
+            }
+        }
+        chain.del(&intruder, "eth0").unwrap();
+        self.assert_service_works(when);
+    }
+}
+
+fn conflist(node: &TestNode, svc: Svc, state_dir: Option<&Path>) -> Value {
+    node.bridge_conflist(NETWORK, "1.0.0", SUBNET, vec![svc.conf(state_dir)])
+}
+
+fn with_failpoint(chain: &mut Chain, spec: &str) {
+    chain.runtime.invoker.env.push((FAILPOINT_ENV.into(), spec.into()));
+}
+
+/// The victim (granted something) is killed at `step` of ADD or DEL, then
+/// the runtime DELs it as it does after a failed call.
+fn killed_at(svc: Svc, step: &str) {
+    let scene = Scene::new(svc, None);
+    let victim = scene.node.container("victim").unwrap();
+    let plain = scene.chain(None);
+    let mut faulty = scene.chain(None);
+    let point = format!("{}/{step}", svc.plugin());
+    with_failpoint(&mut faulty, &format!("{point}=kill"));
+    let victim_args = args("victim", svc.granted_tier(), Some(RECYCLED));
+    if step.starts_with("add/") {
+        let err = faulty
+            .add_with(&victim, "eth0", &victim_args)
+            .expect_err("killed ADD fails");
+        assert!(err.to_string().contains(svc.plugin()), "{point}: {err}");
+    } else {
+        plain.add_with(&victim, "eth0", &victim_args).unwrap();
+        faulty.del(&victim, "eth0").expect_err("killed DEL fails");
+    }
+    // What a runtime does next: DEL (again), which must succeed.
+    plain
+        .del(&victim, "eth0")
+        .unwrap_or_else(|e| panic!("{point}: DEL after the kill: {e}"));
+    drop(victim);
+    scene.assert_nothing_left("victim", scene.node.state_dir(), &point);
+    scene.assert_intruder_gets_nothing(&plain, &point);
+}
+
+#[test]
+fn firewall_add_killed_after_its_intent_is_recorded() {
+    killed_at(Svc::Firewall, "add/staged");
+}
+
+#[test]
+fn firewall_add_killed_after_the_kernel_is_programmed() {
+    killed_at(Svc::Firewall, "add/programmed");
+}
+
+#[test]
+fn firewall_del_killed_after_its_intent_is_recorded() {
+    killed_at(Svc::Firewall, "del/staged");
+}
+
+#[test]
+fn firewall_del_killed_after_the_kernel_is_programmed() {
+    killed_at(Svc::Firewall, "del/programmed");
+}
+
+#[test]
+fn lb_add_killed_after_its_intent_is_recorded() {
+    killed_at(Svc::Lb, "add/staged");
+}
+
+#[test]
+fn lb_add_killed_after_the_kernel_is_programmed() {
+    killed_at(Svc::Lb, "add/programmed");
+}
+
+#[test]
+fn lb_del_killed_after_its_intent_is_recorded() {
+    killed_at(Svc::Lb, "del/staged");
+}
+
+#[test]
+fn lb_del_killed_after_the_kernel_is_programmed() {
+    killed_at(Svc::Lb, "del/programmed");
+}
+
+/// A failed kernel step (not a kill): ADD undoes itself before it answers.
+fn failing_at(svc: Svc, step: &str) {
+    let scene = Scene::new(svc, None);
+    let victim = scene.node.container("victim").unwrap();
+    let mut faulty = scene.chain(None);
+    let point = format!("{}/{step}", svc.plugin());
+    with_failpoint(&mut faulty, &format!("{point}=error"));
+    let err = faulty
+        .add_with(&victim, "eth0", &args("victim", svc.granted_tier(), Some(RECYCLED)))
+        .expect_err("a failing ADD fails");
+    assert!(err.to_string().contains(&format!("failpoint {point}")), "{err}");
+    // Undone before it answered: nothing even before the runtime's DEL.
+    let ruleset = scene.node.exec("nft", ["list", "ruleset"]).unwrap();
+    assert!(
+        !ruleset.contains(RECYCLED),
+        "{point}: a failed ADD left {RECYCLED}:\n{ruleset}"
+    );
+    let plain = scene.chain(None);
+    plain.del(&victim, "eth0").unwrap();
+    scene.assert_nothing_left("victim", scene.node.state_dir(), &point);
+    scene.assert_intruder_gets_nothing(&plain, &point);
+}
+
+#[test]
+fn firewall_add_failing_in_the_kernel_undoes_itself() {
+    failing_at(Svc::Firewall, "add/programmed");
+}
+
+#[test]
+fn lb_add_failing_in_the_kernel_undoes_itself() {
+    failing_at(Svc::Lb, "add/programmed");
+}
+
+/// Plugin processes of `plugin` running for `node` (by their state dir),
+/// killed with SIGKILL; how many.
+fn kill_plugins(node: &TestNode, plugin: &str) -> usize {
+    let marker = format!("NETSVC_STATE_DIR={}", node.state_dir().display());
+    let mut killed = 0;
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let exe = std::fs::read_link(entry.path().join("exe")).unwrap_or_default();
+        if exe.file_name().is_none_or(|n| n != plugin) {
+            continue;
+        }
+        let environ = std::fs::read(entry.path().join("environ")).unwrap_or_default();
+        if environ.split(|b| *b == 0).any(|v| v == marker.as_bytes()) {
+            // SAFETY: kill(2) of a process this test's node started.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+            killed += 1;
+        }
+    }
+    killed
+}
+
+/// A small pseudo-random sequence (no dependency; the seed is printed).
+struct Lcg(u64);
+
+impl Lcg {
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (self.0 >> 33) % n
+    }
+}
+
+/// Rounds of ADD then DEL of the victim, each call SIGKILLed at a random
+/// moment (or finishing first), then the runtime's DEL.
+fn killed_at_random(svc: Svc) {
+    let scene = Scene::new(svc, None);
+    let plain = scene.chain(None);
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos() as u64;
+    let mut rng = Lcg(seed);
+    let mut kills = 0;
+    for round in 0..8 {
+        let when = format!("seed {seed} round {round}");
+        let victim = scene.node.container(&format!("victim{round}")).unwrap();
+        let victim_args = args("victim", svc.granted_tier(), Some(RECYCLED));
+        let del = round % 2 == 1;
+        if del {
+            plain.add_with(&victim, "eth0", &victim_args).unwrap();
+        }
+        let delay = Duration::from_micros(rng.below(25_000));
+        std::thread::scope(|s| {
+            let call = s.spawn(|| {
+                if del {
+                    plain.del(&victim, "eth0").map(drop)
+                } else {
+                    plain.add_with(&victim, "eth0", &victim_args).map(drop)
+                }
+            });
+            std::thread::sleep(delay);
+            kills += kill_plugins(&scene.node, svc.plugin());
+            let _ = call.join().unwrap();
+        });
+        plain
+            .del(&victim, "eth0")
+            .unwrap_or_else(|e| panic!("{when}: DEL after the kill: {e}"));
+        scene.assert_nothing_left(&format!("victim{round}"), scene.node.state_dir(), &when);
+        scene.assert_intruder_gets_nothing(&plain, &when);
+    }
+    eprintln!("{} of 8 calls killed (seed {seed})", kills);
+}
+
+#[test]
+fn firewall_calls_killed_at_random_moments_leave_no_hole() {
+    killed_at_random(Svc::Firewall);
+}
+
+#[test]
+fn lb_calls_killed_at_random_moments_leave_no_hole() {
+    killed_at_random(Svc::Lb);
+}
+
+/// A small tmpfs the service's store lives on, unmounted on drop.
+struct SmallDisk {
+    dir: PathBuf,
+    _mountpoint: tempfile::TempDir,
+}
+
+impl SmallDisk {
+    fn new() -> SmallDisk {
+        let mountpoint = tempfile::Builder::new().prefix("netsvc-disk").tempdir().unwrap();
+        let dir = mountpoint.path().to_path_buf();
+        let ok = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=1m,mode=0700", "tmpfs"])
+            .arg(&dir)
+            .status()
+            .unwrap();
+        assert!(ok.success(), "mount a tmpfs on {}", dir.display());
+        SmallDisk {
+            dir,
+            _mountpoint: mountpoint,
+        }
+    }
+
+    /// Takes every free page.
+    fn fill(&self) {
+        use std::io::Write;
+        let mut f = std::fs::File::create(self.dir.join("filler")).unwrap();
+        let page = [0u8; 4096];
+        while f.write_all(&page).is_ok() {}
+        let _ = f.sync_all();
+    }
+
+    fn free(&self) {
+        std::fs::remove_file(self.dir.join("filler")).unwrap();
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(&self.dir).status();
+    }
+}
+
+fn full_disk(svc: Svc) {
+    let disk = SmallDisk::new();
+    let scene = Scene::new(svc, Some(&disk.dir));
+    let plain = scene.chain(Some(&disk.dir));
+    let victim = scene.node.container("victim").unwrap();
+    disk.fill();
+    let err = plain
+        .add_with(&victim, "eth0", &args("victim", svc.granted_tier(), Some(RECYCLED)))
+        .expect_err("ADD on a full disk fails");
+    assert!(err.to_string().contains("No space left"), "a clear error: {err}");
+    plain.del(&victim, "eth0").unwrap();
+    scene.assert_nothing_left("victim", &disk.dir, "full disk");
+    disk.free();
+    scene.assert_intruder_gets_nothing(&plain, "disk freed");
+}
+
+#[test]
+fn firewall_add_on_a_full_disk_fails_cleanly_and_opens_nothing() {
+    full_disk(Svc::Firewall);
+}
+
+#[test]
+fn lb_add_on_a_full_disk_fails_cleanly_and_opens_nothing() {
+    full_disk(Svc::Lb);
+}
