@@ -10,8 +10,13 @@
 //! A mutation appends its event to the log (fsync) before renaming the
 //! document into place, so a crash can leave a spurious event (harmless: events
 //! are hints) but never a missed one, and revisions never repeat.
+//!
+//! The state dir must be ours alone (owned by the effective uid, not
+//! writable by group or others, not a symbolic link), and no file in it is
+//! opened through a symbolic link: whoever can write there decides what the
+//! kernel allows.
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -20,7 +25,8 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use super::fsutil::{
-    atomic_write, create_dirs, flock_with_timeout, network_flock, shared_flock_with_timeout, sync_dir,
+    atomic_write, create_dirs, flock_with_timeout, is_absent, network_flock, open_nofollow, read_nofollow,
+    shared_flock_with_timeout, sync_dir, unsafe_state_dir,
 };
 use super::key::{validate_key, validate_segment};
 use super::{Change, Entry, Event, EventKind, Lease, LeaseHolder, LockGuard, Revision, Store, StoreError};
@@ -44,7 +50,9 @@ const STORE_LOCK_TIMEOUT: Duration = Duration::from_secs(30);
 const WATCH_POLL: Duration = Duration::from_millis(20);
 
 /// The state dir: the config's `stateDir` if given, else `$NETSVC_STATE_DIR`
-/// if set and non-empty, else [`DEFAULT_STATE_DIR`]. Must be absolute.
+/// if set and non-empty, else [`DEFAULT_STATE_DIR`]. Must be absolute and,
+/// when it exists, a folder of the effective uid that group and others
+/// cannot write (nor a symbolic link).
 pub fn resolve_state_dir(config: Option<&str>, env: Option<&str>) -> Result<PathBuf, StoreError> {
     let (raw, source) = match (config, env) {
         (Some(c), _) => (c, "stateDir"),
@@ -68,6 +76,9 @@ pub fn resolve_state_dir(config: Option<&str>, env: Option<&str>) -> Result<Path
     if path.components().any(|c| matches!(c, std::path::Component::ParentDir)) {
         return Err(bad("contains '..'"));
     }
+    if let Some(why) = unsafe_state_dir(&path)? {
+        return Err(bad(&why));
+    }
     Ok(path)
 }
 
@@ -78,17 +89,28 @@ pub struct FileStore {
 }
 
 impl FileStore {
-    /// Opens (creating, mode 0700) the store rooted at `root`.
+    /// Opens (creating, mode 0700) the store rooted at `root`. Refuses
+    /// ([`StoreError::InvalidStateDir`]) a root that is a symbolic link, not
+    /// owned by the effective uid, or writable by group or others.
     pub fn open(root: impl Into<PathBuf>) -> Result<Self, StoreError> {
         let root = root.into();
-        if !root.exists() {
+        let refuse = |why: String| StoreError::InvalidStateDir {
+            path: root.display().to_string(),
+            why,
+        };
+        if fs::symlink_metadata(&root).is_err() {
             create_dirs(&root)?;
             // Explicit chmod: the umask might have been stricter, never looser, but be sure.
             fs::set_permissions(&root, fs::Permissions::from_mode(0o700)).map_err(|e| StoreError::io(&root, e))?;
-        } else if let Ok(meta) = fs::metadata(&root)
+        }
+        // Also after creating it: someone may have been first.
+        if let Some(why) = unsafe_state_dir(&root)? {
+            return Err(refuse(why));
+        }
+        if let Ok(meta) = fs::symlink_metadata(&root)
             && meta.permissions().mode() & 0o077 != 0
         {
-            tracing::warn!(dir = %root.display(), "state dir is accessible to group/others");
+            tracing::warn!(dir = %root.display(), "state dir is readable by group/others");
         }
         create_dirs(&root.join("kv"))?;
         create_dirs(&root.join("locks"))?;
@@ -117,27 +139,13 @@ impl FileStore {
     }
 
     fn read_doc(&self, key: &str, path: &Path) -> Result<Option<Entry>, StoreError> {
-        let bytes = match fs::read(path) {
-            Ok(b) => b,
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory
-                ) =>
-            {
-                return Ok(None);
-            }
-            Err(e) => return Err(StoreError::io(path, e)),
-        };
-        let doc: StoredDoc = serde_json::from_slice(&bytes).map_err(|e| StoreError::Corrupt {
-            path: path.display().to_string(),
-            why: e.to_string(),
-        })?;
-        Ok(Some(Entry {
-            key: key.to_string(),
-            value: doc.value,
-            revision: doc.revision,
-        }))
+        match load_doc(key, path)? {
+            Loaded::Doc(entry) => Ok(entry),
+            Loaded::Unparsable(why) => Err(StoreError::Corrupt {
+                path: path.display().to_string(),
+                why,
+            }),
+        }
     }
 
     /// Runs one mutation under the store-wide lock with the next revision.
@@ -167,13 +175,10 @@ impl FileStore {
     /// grows too long.
     fn append_events(&self, events: &[Event]) -> Result<(), StoreError> {
         let path = self.log_path();
-        let mut file = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .read(true)
-            .mode(0o600)
-            .open(&path)
-            .map_err(|e| StoreError::io(&path, e))?;
+        let mut file = open_nofollow(
+            OpenOptions::new().create(true).append(true).read(true).mode(0o600),
+            &path,
+        )?;
         let mut lines = Vec::new();
         for event in events {
             lines.extend(serde_json::to_vec(event)?);
@@ -217,22 +222,24 @@ impl FileStore {
 
     fn compacted(&self) -> Result<Revision, StoreError> {
         let path = self.root.join(".compacted");
-        match fs::read_to_string(&path) {
-            Ok(s) => s.trim().parse().map_err(|e| StoreError::Corrupt {
-                path: path.display().to_string(),
-                why: format!("{e}"),
-            }),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(0),
-            Err(e) => Err(StoreError::io(&path, e)),
+        match read_nofollow(&path) {
+            Ok(s) => String::from_utf8_lossy(&s)
+                .trim()
+                .parse()
+                .map_err(|e| StoreError::Corrupt {
+                    path: path.display().to_string(),
+                    why: format!("{e}"),
+                }),
+            Err(e) if is_absent(&e) => Ok(0),
+            Err(e) => Err(e),
         }
     }
 
     fn read_log(&self) -> Result<Vec<Event>, StoreError> {
-        let path = self.log_path();
-        let text = match fs::read(&path) {
+        let text = match read_nofollow(&self.log_path()) {
             Ok(b) => b,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(e) => return Err(StoreError::io(&path, e)),
+            Err(e) if is_absent(&e) => return Ok(Vec::new()),
+            Err(e) => return Err(e),
         };
         // Torn lines (a writer killed mid-append) are skipped.
         Ok(text
@@ -245,10 +252,10 @@ impl FileStore {
     fn current_revision(&self) -> Result<Revision, StoreError> {
         let path = self.log_path();
         let base = self.compacted()?;
-        let mut file = match File::open(&path) {
+        let mut file = match open_nofollow(OpenOptions::new().read(true), &path) {
             Ok(f) => f,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(base),
-            Err(e) => return Err(StoreError::io(&path, e)),
+            Err(e) if is_absent(&e) => return Ok(base),
+            Err(e) => return Err(e),
         };
         let len = file.metadata().map_err(|e| StoreError::io(&path, e))?.len();
         // Lines are bounded by the key length, so the tail holds the last whole one.
@@ -366,6 +373,30 @@ fn place_doc(path: &Path, value: &Value, rev: Revision) -> Result<(), StoreError
 struct StoredDoc {
     revision: Revision,
     value: Value,
+}
+
+/// A document file as read: its entry (`None`: absent), or why it does not parse.
+enum Loaded {
+    Doc(Option<Entry>),
+    Unparsable(String),
+}
+
+/// Reads a document without following a symbolic link (one in its place is
+/// an error: it is no document of ours).
+fn load_doc(key: &str, path: &Path) -> Result<Loaded, StoreError> {
+    let bytes = match read_nofollow(path) {
+        Ok(b) => b,
+        Err(e) if is_absent(&e) => return Ok(Loaded::Doc(None)),
+        Err(e) => return Err(e),
+    };
+    Ok(match serde_json::from_slice::<StoredDoc>(&bytes) {
+        Ok(doc) => Loaded::Doc(Some(Entry {
+            key: key.to_string(),
+            value: doc.value,
+            revision: doc.revision,
+        })),
+        Err(e) => Loaded::Unparsable(e.to_string()),
+    })
 }
 
 /// Removes a temp file (`.tmp.<pid>.<n>.<name>`) whose writer died before
