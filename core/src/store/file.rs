@@ -6,6 +6,7 @@
 //! - `.compacted`: revision up to which the change log was trimmed
 //! - `.store.lock`: held (flock) for the few milliseconds of each mutation
 //! - `locks/<network>.lock`: the per-network locks
+//! - `quarantine/`: documents that did not parse, moved aside
 //!
 //! A mutation appends its event to the log (fsync) before renaming the
 //! document into place, so a crash can leave a spurious event (harmless: events
@@ -15,6 +16,8 @@
 //! writable by group or others, not a symbolic link), and no file in it is
 //! opened through a symbolic link: whoever can write there decides what the
 //! kernel allows.
+
+mod quarantine;
 
 use std::fs::{self, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
@@ -30,6 +33,7 @@ use super::fsutil::{
 };
 use super::key::{validate_key, validate_segment};
 use super::{Change, Entry, Event, EventKind, Lease, LeaseHolder, LockGuard, Revision, Store, StoreError};
+pub use quarantine::QuarantinedDoc;
 
 /// Where state lives when neither the config nor the environment says. The
 /// store records this boot's containers and the kernel state made for them,
@@ -138,25 +142,34 @@ impl FileStore {
         self.root.join("changes.log")
     }
 
+    /// The document at `path`, without the store lock. One that does not
+    /// parse is quarantined (under the lock) and reads as absent.
     fn read_doc(&self, key: &str, path: &Path) -> Result<Option<Entry>, StoreError> {
         match load_doc(key, path)? {
             Loaded::Doc(entry) => Ok(entry),
-            Loaded::Unparsable(why) => Err(StoreError::Corrupt {
-                path: path.display().to_string(),
-                why,
-            }),
+            Loaded::Unparsable(_) => {
+                let _guard = self.lock()?;
+                // Again under the lock: a writer may have replaced it, or
+                // another reader quarantined it, meanwhile.
+                self.read_doc_locked(key, path)
+            }
         }
     }
 
-    /// Runs one mutation under the store-wide lock with the next revision.
-    fn mutate<T>(&self, f: impl FnOnce(Revision) -> Result<(T, Option<Event>), StoreError>) -> Result<T, StoreError> {
-        let _guard = flock_with_timeout(&self.store_lock_path(), STORE_LOCK_TIMEOUT, "store")?;
-        let current = self.current_revision()?;
-        let (out, event) = f(current + 1)?;
-        if let Some(event) = event {
-            debug_assert_eq!(event.revision, current + 1);
+    /// [`Self::read_doc`] for a caller that holds the store lock.
+    fn read_doc_locked(&self, key: &str, path: &Path) -> Result<Option<Entry>, StoreError> {
+        match load_doc(key, path)? {
+            Loaded::Doc(entry) => Ok(entry),
+            Loaded::Unparsable(why) => {
+                self.quarantine(key, path, &why)?;
+                Ok(None)
+            }
         }
-        Ok(out)
+    }
+
+    /// The store-wide lock every mutation holds.
+    fn lock(&self) -> Result<nix::fcntl::Flock<fs::File>, StoreError> {
+        flock_with_timeout(&self.store_lock_path(), STORE_LOCK_TIMEOUT, "store")
     }
 
     fn store_lock_path(&self) -> PathBuf {
@@ -272,26 +285,22 @@ impl FileStore {
         Ok(last.unwrap_or(0).max(base))
     }
 
-    fn write_doc(&self, key: &str, path: &Path, value: &Value, rev: Revision) -> Result<Event, StoreError> {
-        let event = Event {
+    fn write_doc(&self, key: &str, path: &Path, value: &Value, rev: Revision) -> Result<(), StoreError> {
+        self.append_events(&[Event {
             kind: EventKind::Put,
             key: key.to_string(),
             revision: rev,
-        };
-        self.append_events(std::slice::from_ref(&event))?;
-        place_doc(path, value, rev)?;
-        Ok(event)
+        }])?;
+        place_doc(path, value, rev)
     }
 
-    fn remove_doc(&self, key: &str, path: &Path, rev: Revision) -> Result<Event, StoreError> {
-        let event = Event {
+    fn remove_doc(&self, key: &str, path: &Path, rev: Revision) -> Result<(), StoreError> {
+        self.append_events(&[Event {
             kind: EventKind::Delete,
             key: key.to_string(),
             revision: rev,
-        };
-        self.append_events(std::slice::from_ref(&event))?;
-        self.drop_doc(path)?;
-        Ok(event)
+        }])?;
+        self.drop_doc(path)
     }
 
     /// Removes a document's file (gone already is fine) and the folders it
@@ -419,49 +428,58 @@ impl Store for FileStore {
         self.read_doc(key, &path)
     }
 
+    // Each mutation takes the next revision only after reading the key:
+    // quarantining it (a document that does not parse) takes one too.
+
     fn put(&self, key: &str, value: &Value) -> Result<Revision, StoreError> {
         let path = self.doc_path(key)?;
-        self.mutate(|rev| Ok((rev, Some(self.write_doc(key, &path, value, rev)?))))
+        let _guard = self.lock()?;
+        let rev = self.current_revision()? + 1;
+        self.write_doc(key, &path, value, rev)?;
+        Ok(rev)
     }
 
     fn compare_and_swap(&self, key: &str, expected: Option<Revision>, value: &Value) -> Result<Revision, StoreError> {
         let path = self.doc_path(key)?;
-        self.mutate(|rev| {
-            let actual = self.read_doc(key, &path)?.map(|e| e.revision);
-            if actual != expected {
-                return Err(StoreError::Conflict {
-                    key: key.to_string(),
-                    expected,
-                    actual,
-                });
-            }
-            Ok((rev, Some(self.write_doc(key, &path, value, rev)?)))
-        })
+        let _guard = self.lock()?;
+        let actual = self.read_doc_locked(key, &path)?.map(|e| e.revision);
+        if actual != expected {
+            return Err(StoreError::Conflict {
+                key: key.to_string(),
+                expected,
+                actual,
+            });
+        }
+        let rev = self.current_revision()? + 1;
+        self.write_doc(key, &path, value, rev)?;
+        Ok(rev)
     }
 
     fn delete(&self, key: &str) -> Result<Option<Revision>, StoreError> {
         let path = self.doc_path(key)?;
-        self.mutate(|rev| {
-            if self.read_doc(key, &path)?.is_none() {
-                return Ok((None, None));
-            }
-            Ok((Some(rev), Some(self.remove_doc(key, &path, rev)?)))
-        })
+        let _guard = self.lock()?;
+        if self.read_doc_locked(key, &path)?.is_none() {
+            return Ok(None);
+        }
+        let rev = self.current_revision()? + 1;
+        self.remove_doc(key, &path, rev)?;
+        Ok(Some(rev))
     }
 
     fn compare_and_delete(&self, key: &str, expected: Revision) -> Result<Revision, StoreError> {
         let path = self.doc_path(key)?;
-        self.mutate(|rev| {
-            let actual = self.read_doc(key, &path)?.map(|e| e.revision);
-            if actual != Some(expected) {
-                return Err(StoreError::Conflict {
-                    key: key.to_string(),
-                    expected: Some(expected),
-                    actual,
-                });
-            }
-            Ok((rev, Some(self.remove_doc(key, &path, rev)?)))
-        })
+        let _guard = self.lock()?;
+        let actual = self.read_doc_locked(key, &path)?.map(|e| e.revision);
+        if actual != Some(expected) {
+            return Err(StoreError::Conflict {
+                key: key.to_string(),
+                expected: Some(expected),
+                actual,
+            });
+        }
+        let rev = self.current_revision()? + 1;
+        self.remove_doc(key, &path, rev)?;
+        Ok(rev)
     }
 
     /// Under the store lock, every key is checked before anything is
@@ -476,9 +494,9 @@ impl Store for FileStore {
         if changes.is_empty() {
             return Ok(());
         }
-        let _guard = flock_with_timeout(&self.store_lock_path(), STORE_LOCK_TIMEOUT, "store")?;
+        let _guard = self.lock()?;
         for (w, path) in &changes {
-            let actual = self.read_doc(w.key, path)?.map(|e| e.revision);
+            let actual = self.read_doc_locked(w.key, path)?.map(|e| e.revision);
             if actual != w.expected {
                 return Err(StoreError::Conflict {
                     key: w.key.to_string(),
