@@ -3,6 +3,7 @@
 //! disk fails a write cleanly, leaving every document as it was.
 
 use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -31,6 +32,8 @@ fn a_truncated_document_is_quarantined_and_its_neighbours_still_list() {
     let body = std::fs::read(&bad).expect("read");
     let torn = &body[..body.len() / 2];
     std::fs::write(&bad, torn).expect("truncate");
+    // As a hand edit might leave it: quarantine makes it private again.
+    std::fs::set_permissions(&bad, std::fs::Permissions::from_mode(0o644)).expect("chmod");
 
     let listed: Vec<String> = s
         .list("networks/n1/endpoints/")
@@ -51,6 +54,8 @@ fn a_truncated_document_is_quarantined_and_its_neighbours_still_list() {
     );
     assert!(q[0].why.as_deref().is_some_and(|w| w.contains("EOF")), "{q:?}");
     assert_eq!(std::fs::read(&q[0].path).expect("kept"), torn, "kept as it was found");
+    let mode = |p: &Path| std::fs::metadata(p).expect("meta").permissions().mode() & 0o7777;
+    assert_eq!((mode(&q[0].path), mode(&root.join("quarantine"))), (0o600, 0o700));
 
     // Watchers learn the key is gone.
     let events = s.changes_since("networks/n1/", before).expect("changes");

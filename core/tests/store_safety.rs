@@ -163,6 +163,9 @@ fn everything_a_store_round_makes_is_private() {
     ])
     .expect("commit");
     let _lock = s.lock_network("n1", std::time::Duration::from_secs(1)).expect("lock");
+    // A document that does not parse, quarantined by a list.
+    std::fs::write(state.join("kv/networks/n1/endpoints/a.json"), b"{").expect("tear");
+    assert_eq!(s.list("networks/").expect("list").len(), 2);
     assert!(state.join(".compacted").exists(), "the log was compacted");
 
     // A DEL the store could not take, queued in the state dir.

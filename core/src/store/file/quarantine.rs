@@ -3,11 +3,14 @@
 //! prefix (and with it every ADD and DEL on its network).
 
 use std::fs;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use super::{Event, EventKind, FileStore, Revision, StoreError, StoredDoc, create_dirs, read_nofollow, sync_dir};
+use super::{
+    Event, EventKind, FileStore, Revision, StoreError, StoredDoc, create_dirs, open_nofollow, read_nofollow, sync_dir,
+};
 
 /// The folder under the state dir.
 const DIR: &str = "quarantine";
@@ -76,6 +79,10 @@ impl FileStore {
             revision,
         }])?;
         fs::rename(path, &target).map_err(|e| StoreError::io(path, e))?;
+        // Private like every file here, whoever wrote it (the fd: no link followed).
+        open_nofollow(fs::OpenOptions::new().read(true), &target)?
+            .set_permissions(fs::Permissions::from_mode(0o600))
+            .map_err(|e| StoreError::io(&target, e))?;
         sync_dir(&dir)?;
         if let Some(parent) = path.parent() {
             sync_dir(parent)?;
