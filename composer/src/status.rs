@@ -1,12 +1,13 @@
 //! `netsvc status`: what the store holds, network by network. Endpoints,
 //! services and their backends, firewall policies, shaping, and the VPN's
 //! tunnels and mesh nodes. Public material only: the VPN part never holds a
-//! private key.
+//! private key. Then the file store's quarantined documents: records that
+//! did not parse and now read as absent.
 
 use std::fmt::Write;
 
 use netsvc_core::graph::{Endpoint, Graph, Network, Shaping};
-use netsvc_core::store::StoreHandle;
+use netsvc_core::store::{FileStore, QuarantinedDoc, StoreHandle, StoreSpec};
 use serde::Serialize;
 use serde_json::Value;
 
@@ -34,8 +35,28 @@ pub struct ServiceStatus {
     pub backends: Vec<String>,
 }
 
-/// Every network (or only `network`) as the store holds it.
-pub fn collect(store: &StoreHandle, only: Option<&str>) -> anyhow::Result<Vec<NetworkStatus>> {
+/// What `netsvc status` reports.
+#[derive(Debug, Serialize)]
+pub struct Status {
+    pub networks: Vec<NetworkStatus>,
+    /// Documents of the file store that did not parse, moved aside (every
+    /// one, whatever `--network` says: a lost record is worth seeing).
+    pub quarantined: Vec<QuarantinedDoc>,
+}
+
+/// Every network (or only `network`) as the store holds it, and what the
+/// store quarantined.
+pub fn collect(store: &StoreHandle, only: Option<&str>) -> anyhow::Result<Status> {
+    let networks = networks(store, only)?;
+    // After the networks: reading them is what finds a bad document.
+    let quarantined = match store.spec() {
+        StoreSpec::File => FileStore::open(store.state_dir())?.quarantined(),
+        StoreSpec::Etcd(_) => Vec::new(),
+    };
+    Ok(Status { networks, quarantined })
+}
+
+fn networks(store: &StoreHandle, only: Option<&str>) -> anyhow::Result<Vec<NetworkStatus>> {
     let graph = Graph::new(store);
     let mut vpn = netsvc_vpn::status::collect(store, only)?;
     let mut out = Vec::new();
@@ -77,9 +98,9 @@ fn rate(bits: Option<u64>) -> String {
 }
 
 /// The status as text.
-pub fn render(networks: &[NetworkStatus]) -> String {
+pub fn render(status: &Status) -> String {
     let mut s = String::new();
-    for n in networks {
+    for n in &status.networks {
         let net = &n.network;
         let _ = writeln!(
             s,
@@ -168,6 +189,22 @@ pub fn render(networks: &[NetworkStatus]) -> String {
             for line in text.lines().skip(1) {
                 let _ = writeln!(s, "{line}");
             }
+        }
+    }
+    if !status.quarantined.is_empty() {
+        let _ = writeln!(
+            s,
+            "quarantined documents ({}): did not parse, read as absent",
+            status.quarantined.len()
+        );
+        for q in &status.quarantined {
+            let _ = writeln!(
+                s,
+                "  {}  {}  {}",
+                q.key,
+                q.path.display(),
+                q.why.as_deref().unwrap_or("-")
+            );
         }
     }
     s

@@ -113,7 +113,7 @@ fn tiered_web_app() {
         "{status}"
     );
     let json: Value = serde_json::from_str(&ok(netsvc(&node, &["status", "--format", "json"]), "status")).unwrap();
-    assert_eq!(json[0]["endpoints"].as_array().unwrap().len(), 3);
+    assert_eq!(json["networks"][0]["endpoints"].as_array().unwrap().len(), 3);
     for c in [&web, &api, &db] {
         check_and_del(&node, &list, c);
     }

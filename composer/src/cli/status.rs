@@ -1,5 +1,6 @@
 //! `netsvc status`: networks, endpoints, services and backends, policies,
-//! shaping, VPN peers, as the store holds them (never a private key).
+//! shaping, VPN peers, as the store holds them (never a private key), and
+//! the documents the file store quarantined.
 
 use clap::Args;
 
@@ -14,5 +15,5 @@ pub struct StatusArgs {
 }
 
 pub fn run(a: StatusArgs) -> anyhow::Result<i32> {
-    a.report.print(collect, |networks| render(networks))
+    a.report.print(collect, render)
 }

@@ -6,12 +6,20 @@
 //! - `.compacted`: revision up to which the change log was trimmed
 //! - `.store.lock`: held (flock) for the few milliseconds of each mutation
 //! - `locks/<network>.lock`: the per-network locks
+//! - `quarantine/`: documents that did not parse, moved aside
 //!
 //! A mutation appends its event to the log (fsync) before renaming the
 //! document into place, so a crash can leave a spurious event (harmless: events
 //! are hints) but never a missed one, and revisions never repeat.
+//!
+//! The state dir must be ours alone (owned by the effective uid, not
+//! writable by group or others, not a symbolic link), and no file in it is
+//! opened through a symbolic link: whoever can write there decides what the
+//! kernel allows.
 
-use std::fs::{self, File, OpenOptions};
+mod quarantine;
+
+use std::fs::{self, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -20,10 +28,12 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use super::fsutil::{
-    atomic_write, create_dirs, flock_with_timeout, network_flock, shared_flock_with_timeout, sync_dir,
+    atomic_write, create_dirs, flock_with_timeout, is_absent, network_flock, open_nofollow, read_nofollow,
+    shared_flock_with_timeout, sync_dir, unsafe_state_dir,
 };
 use super::key::{validate_key, validate_segment};
 use super::{Change, Entry, Event, EventKind, Lease, LeaseHolder, LockGuard, Revision, Store, StoreError};
+pub use quarantine::QuarantinedDoc;
 
 /// Where state lives when neither the config nor the environment says. The
 /// store records this boot's containers and the kernel state made for them,
@@ -44,7 +54,9 @@ const STORE_LOCK_TIMEOUT: Duration = Duration::from_secs(30);
 const WATCH_POLL: Duration = Duration::from_millis(20);
 
 /// The state dir: the config's `stateDir` if given, else `$NETSVC_STATE_DIR`
-/// if set and non-empty, else [`DEFAULT_STATE_DIR`]. Must be absolute.
+/// if set and non-empty, else [`DEFAULT_STATE_DIR`]. Must be absolute and,
+/// when it exists, a folder of the effective uid that group and others
+/// cannot write (nor a symbolic link).
 pub fn resolve_state_dir(config: Option<&str>, env: Option<&str>) -> Result<PathBuf, StoreError> {
     let (raw, source) = match (config, env) {
         (Some(c), _) => (c, "stateDir"),
@@ -68,6 +80,9 @@ pub fn resolve_state_dir(config: Option<&str>, env: Option<&str>) -> Result<Path
     if path.components().any(|c| matches!(c, std::path::Component::ParentDir)) {
         return Err(bad("contains '..'"));
     }
+    if let Some(why) = unsafe_state_dir(&path)? {
+        return Err(bad(&why));
+    }
     Ok(path)
 }
 
@@ -78,17 +93,28 @@ pub struct FileStore {
 }
 
 impl FileStore {
-    /// Opens (creating, mode 0700) the store rooted at `root`.
+    /// Opens (creating, mode 0700) the store rooted at `root`. Refuses
+    /// ([`StoreError::InvalidStateDir`]) a root that is a symbolic link, not
+    /// owned by the effective uid, or writable by group or others.
     pub fn open(root: impl Into<PathBuf>) -> Result<Self, StoreError> {
         let root = root.into();
-        if !root.exists() {
+        let refuse = |why: String| StoreError::InvalidStateDir {
+            path: root.display().to_string(),
+            why,
+        };
+        if fs::symlink_metadata(&root).is_err() {
             create_dirs(&root)?;
             // Explicit chmod: the umask might have been stricter, never looser, but be sure.
             fs::set_permissions(&root, fs::Permissions::from_mode(0o700)).map_err(|e| StoreError::io(&root, e))?;
-        } else if let Ok(meta) = fs::metadata(&root)
+        }
+        // Also after creating it: someone may have been first.
+        if let Some(why) = unsafe_state_dir(&root)? {
+            return Err(refuse(why));
+        }
+        if let Ok(meta) = fs::symlink_metadata(&root)
             && meta.permissions().mode() & 0o077 != 0
         {
-            tracing::warn!(dir = %root.display(), "state dir is accessible to group/others");
+            tracing::warn!(dir = %root.display(), "state dir is readable by group/others");
         }
         create_dirs(&root.join("kv"))?;
         create_dirs(&root.join("locks"))?;
@@ -116,39 +142,34 @@ impl FileStore {
         self.root.join("changes.log")
     }
 
+    /// The document at `path`, without the store lock. One that does not
+    /// parse is quarantined (under the lock) and reads as absent.
     fn read_doc(&self, key: &str, path: &Path) -> Result<Option<Entry>, StoreError> {
-        let bytes = match fs::read(path) {
-            Ok(b) => b,
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory
-                ) =>
-            {
-                return Ok(None);
+        match load_doc(key, path)? {
+            Loaded::Doc(entry) => Ok(entry),
+            Loaded::Unparsable(_) => {
+                let _guard = self.lock()?;
+                // Again under the lock: a writer may have replaced it, or
+                // another reader quarantined it, meanwhile.
+                self.read_doc_locked(key, path)
             }
-            Err(e) => return Err(StoreError::io(path, e)),
-        };
-        let doc: StoredDoc = serde_json::from_slice(&bytes).map_err(|e| StoreError::Corrupt {
-            path: path.display().to_string(),
-            why: e.to_string(),
-        })?;
-        Ok(Some(Entry {
-            key: key.to_string(),
-            value: doc.value,
-            revision: doc.revision,
-        }))
+        }
     }
 
-    /// Runs one mutation under the store-wide lock with the next revision.
-    fn mutate<T>(&self, f: impl FnOnce(Revision) -> Result<(T, Option<Event>), StoreError>) -> Result<T, StoreError> {
-        let _guard = flock_with_timeout(&self.store_lock_path(), STORE_LOCK_TIMEOUT, "store")?;
-        let current = self.current_revision()?;
-        let (out, event) = f(current + 1)?;
-        if let Some(event) = event {
-            debug_assert_eq!(event.revision, current + 1);
+    /// [`Self::read_doc`] for a caller that holds the store lock.
+    fn read_doc_locked(&self, key: &str, path: &Path) -> Result<Option<Entry>, StoreError> {
+        match load_doc(key, path)? {
+            Loaded::Doc(entry) => Ok(entry),
+            Loaded::Unparsable(why) => {
+                self.quarantine(key, path, &why)?;
+                Ok(None)
+            }
         }
-        Ok(out)
+    }
+
+    /// The store-wide lock every mutation holds.
+    fn lock(&self) -> Result<nix::fcntl::Flock<fs::File>, StoreError> {
+        flock_with_timeout(&self.store_lock_path(), STORE_LOCK_TIMEOUT, "store")
     }
 
     fn store_lock_path(&self) -> PathBuf {
@@ -167,13 +188,10 @@ impl FileStore {
     /// grows too long.
     fn append_events(&self, events: &[Event]) -> Result<(), StoreError> {
         let path = self.log_path();
-        let mut file = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .read(true)
-            .mode(0o600)
-            .open(&path)
-            .map_err(|e| StoreError::io(&path, e))?;
+        let mut file = open_nofollow(
+            OpenOptions::new().create(true).append(true).read(true).mode(0o600),
+            &path,
+        )?;
         let mut lines = Vec::new();
         for event in events {
             lines.extend(serde_json::to_vec(event)?);
@@ -217,22 +235,24 @@ impl FileStore {
 
     fn compacted(&self) -> Result<Revision, StoreError> {
         let path = self.root.join(".compacted");
-        match fs::read_to_string(&path) {
-            Ok(s) => s.trim().parse().map_err(|e| StoreError::Corrupt {
-                path: path.display().to_string(),
-                why: format!("{e}"),
-            }),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(0),
-            Err(e) => Err(StoreError::io(&path, e)),
+        match read_nofollow(&path) {
+            Ok(s) => String::from_utf8_lossy(&s)
+                .trim()
+                .parse()
+                .map_err(|e| StoreError::Corrupt {
+                    path: path.display().to_string(),
+                    why: format!("{e}"),
+                }),
+            Err(e) if is_absent(&e) => Ok(0),
+            Err(e) => Err(e),
         }
     }
 
     fn read_log(&self) -> Result<Vec<Event>, StoreError> {
-        let path = self.log_path();
-        let text = match fs::read(&path) {
+        let text = match read_nofollow(&self.log_path()) {
             Ok(b) => b,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(e) => return Err(StoreError::io(&path, e)),
+            Err(e) if is_absent(&e) => return Ok(Vec::new()),
+            Err(e) => return Err(e),
         };
         // Torn lines (a writer killed mid-append) are skipped.
         Ok(text
@@ -245,10 +265,10 @@ impl FileStore {
     fn current_revision(&self) -> Result<Revision, StoreError> {
         let path = self.log_path();
         let base = self.compacted()?;
-        let mut file = match File::open(&path) {
+        let mut file = match open_nofollow(OpenOptions::new().read(true), &path) {
             Ok(f) => f,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(base),
-            Err(e) => return Err(StoreError::io(&path, e)),
+            Err(e) if is_absent(&e) => return Ok(base),
+            Err(e) => return Err(e),
         };
         let len = file.metadata().map_err(|e| StoreError::io(&path, e))?.len();
         // Lines are bounded by the key length, so the tail holds the last whole one.
@@ -265,26 +285,22 @@ impl FileStore {
         Ok(last.unwrap_or(0).max(base))
     }
 
-    fn write_doc(&self, key: &str, path: &Path, value: &Value, rev: Revision) -> Result<Event, StoreError> {
-        let event = Event {
+    fn write_doc(&self, key: &str, path: &Path, value: &Value, rev: Revision) -> Result<(), StoreError> {
+        self.append_events(&[Event {
             kind: EventKind::Put,
             key: key.to_string(),
             revision: rev,
-        };
-        self.append_events(std::slice::from_ref(&event))?;
-        place_doc(path, value, rev)?;
-        Ok(event)
+        }])?;
+        place_doc(path, value, rev)
     }
 
-    fn remove_doc(&self, key: &str, path: &Path, rev: Revision) -> Result<Event, StoreError> {
-        let event = Event {
+    fn remove_doc(&self, key: &str, path: &Path, rev: Revision) -> Result<(), StoreError> {
+        self.append_events(&[Event {
             kind: EventKind::Delete,
             key: key.to_string(),
             revision: rev,
-        };
-        self.append_events(std::slice::from_ref(&event))?;
-        self.drop_doc(path)?;
-        Ok(event)
+        }])?;
+        self.drop_doc(path)
     }
 
     /// Removes a document's file (gone already is fine) and the folders it
@@ -368,6 +384,30 @@ struct StoredDoc {
     value: Value,
 }
 
+/// A document file as read: its entry (`None`: absent), or why it does not parse.
+enum Loaded {
+    Doc(Option<Entry>),
+    Unparsable(String),
+}
+
+/// Reads a document without following a symbolic link (one in its place is
+/// an error: it is no document of ours).
+fn load_doc(key: &str, path: &Path) -> Result<Loaded, StoreError> {
+    let bytes = match read_nofollow(path) {
+        Ok(b) => b,
+        Err(e) if is_absent(&e) => return Ok(Loaded::Doc(None)),
+        Err(e) => return Err(e),
+    };
+    Ok(match serde_json::from_slice::<StoredDoc>(&bytes) {
+        Ok(doc) => Loaded::Doc(Some(Entry {
+            key: key.to_string(),
+            value: doc.value,
+            revision: doc.revision,
+        })),
+        Err(e) => Loaded::Unparsable(e.to_string()),
+    })
+}
+
 /// Removes a temp file (`.tmp.<pid>.<n>.<name>`) whose writer died before
 /// renaming it. Listing walks the files anyway, so this costs no extra pass.
 fn sweep_orphan_temp(path: &Path, name: &str) {
@@ -388,49 +428,58 @@ impl Store for FileStore {
         self.read_doc(key, &path)
     }
 
+    // Each mutation takes the next revision only after reading the key:
+    // quarantining it (a document that does not parse) takes one too.
+
     fn put(&self, key: &str, value: &Value) -> Result<Revision, StoreError> {
         let path = self.doc_path(key)?;
-        self.mutate(|rev| Ok((rev, Some(self.write_doc(key, &path, value, rev)?))))
+        let _guard = self.lock()?;
+        let rev = self.current_revision()? + 1;
+        self.write_doc(key, &path, value, rev)?;
+        Ok(rev)
     }
 
     fn compare_and_swap(&self, key: &str, expected: Option<Revision>, value: &Value) -> Result<Revision, StoreError> {
         let path = self.doc_path(key)?;
-        self.mutate(|rev| {
-            let actual = self.read_doc(key, &path)?.map(|e| e.revision);
-            if actual != expected {
-                return Err(StoreError::Conflict {
-                    key: key.to_string(),
-                    expected,
-                    actual,
-                });
-            }
-            Ok((rev, Some(self.write_doc(key, &path, value, rev)?)))
-        })
+        let _guard = self.lock()?;
+        let actual = self.read_doc_locked(key, &path)?.map(|e| e.revision);
+        if actual != expected {
+            return Err(StoreError::Conflict {
+                key: key.to_string(),
+                expected,
+                actual,
+            });
+        }
+        let rev = self.current_revision()? + 1;
+        self.write_doc(key, &path, value, rev)?;
+        Ok(rev)
     }
 
     fn delete(&self, key: &str) -> Result<Option<Revision>, StoreError> {
         let path = self.doc_path(key)?;
-        self.mutate(|rev| {
-            if self.read_doc(key, &path)?.is_none() {
-                return Ok((None, None));
-            }
-            Ok((Some(rev), Some(self.remove_doc(key, &path, rev)?)))
-        })
+        let _guard = self.lock()?;
+        if self.read_doc_locked(key, &path)?.is_none() {
+            return Ok(None);
+        }
+        let rev = self.current_revision()? + 1;
+        self.remove_doc(key, &path, rev)?;
+        Ok(Some(rev))
     }
 
     fn compare_and_delete(&self, key: &str, expected: Revision) -> Result<Revision, StoreError> {
         let path = self.doc_path(key)?;
-        self.mutate(|rev| {
-            let actual = self.read_doc(key, &path)?.map(|e| e.revision);
-            if actual != Some(expected) {
-                return Err(StoreError::Conflict {
-                    key: key.to_string(),
-                    expected: Some(expected),
-                    actual,
-                });
-            }
-            Ok((rev, Some(self.remove_doc(key, &path, rev)?)))
-        })
+        let _guard = self.lock()?;
+        let actual = self.read_doc_locked(key, &path)?.map(|e| e.revision);
+        if actual != Some(expected) {
+            return Err(StoreError::Conflict {
+                key: key.to_string(),
+                expected: Some(expected),
+                actual,
+            });
+        }
+        let rev = self.current_revision()? + 1;
+        self.remove_doc(key, &path, rev)?;
+        Ok(rev)
     }
 
     /// Under the store lock, every key is checked before anything is
@@ -445,9 +494,9 @@ impl Store for FileStore {
         if changes.is_empty() {
             return Ok(());
         }
-        let _guard = flock_with_timeout(&self.store_lock_path(), STORE_LOCK_TIMEOUT, "store")?;
+        let _guard = self.lock()?;
         for (w, path) in &changes {
-            let actual = self.read_doc(w.key, path)?.map(|e| e.revision);
+            let actual = self.read_doc_locked(w.key, path)?.map(|e| e.revision);
             if actual != w.expected {
                 return Err(StoreError::Conflict {
                     key: w.key.to_string(),

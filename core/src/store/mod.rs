@@ -20,7 +20,7 @@ use std::time::Duration;
 pub use error::StoreError;
 #[cfg(feature = "etcd")]
 pub use etcd::EtcdStore;
-pub use file::{DEFAULT_STATE_DIR, FileStore, STATE_DIR_ENV, resolve_state_dir};
+pub use file::{DEFAULT_STATE_DIR, FileStore, QuarantinedDoc, STATE_DIR_ENV, resolve_state_dir};
 /// Private folders (0700) and atomic private files (0600), for state kept beside the store.
 pub use fsutil::{atomic_write, create_dirs};
 pub use spec::{DEFAULT_PREFIX, EtcdSpec, STORE_ENV, StoreHandle, StoreSpec, TlsSpec, open_with};

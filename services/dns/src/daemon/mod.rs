@@ -3,7 +3,8 @@
 //! once when a plugin asks over the control socket), and forwards the rest.
 //!
 //! Run as `netsvc-dnsd --state-dir DIR`. It keeps its pid, log and control
-//! socket in `DIR/dnsd/`, runs once per state dir (a second start exits), and
+//! socket in `DIR/dnsd/` (folder 0700, files 0600, none opened through a
+//! symbolic link), runs once per state dir (a second start exits), and
 //! stops cleanly on SIGTERM or SIGINT.
 
 mod answer;
@@ -13,6 +14,8 @@ mod server;
 
 pub mod control;
 
+use std::fs::{File, OpenOptions, Permissions};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -96,15 +99,20 @@ impl State {
 
 pub fn main() -> Result<()> {
     let state_dir = parse_args()?;
+    // Refused before anything is made in it: a state dir others can write.
+    netsvc_core::store::resolve_state_dir(state_dir.to_str(), None)?;
     let paths = Paths::new(&state_dir);
-    std::fs::create_dir_all(&paths.dir).with_context(|| format!("create {}", paths.dir.display()))?;
+    netsvc_core::store::create_dirs(&paths.dir)?;
+    // Made by an older version, it may be looser.
+    std::fs::set_permissions(&paths.dir, Permissions::from_mode(0o700))
+        .with_context(|| format!("chmod {}", paths.dir.display()))?;
     let Some(_lock) = single_instance(&paths.lock())? else {
         return Ok(()); // another daemon serves this state dir
     };
     init_log(&paths.log())?;
     // Threads' panics would go to stderr, which is /dev/null: log them.
     std::panic::set_hook(Box::new(|info| tracing::error!("panic: {info}")));
-    std::fs::write(paths.pid(), format!("{}\n", std::process::id()))?;
+    netsvc_core::store::atomic_write(&paths.pid(), format!("{}\n", std::process::id()).as_bytes())?;
     // The store the plugin that started us named (NETSVC_STORE), beside our state dir.
     let store = Arc::new(netsvc_core::store::open_with(state_dir.to_str(), None)?);
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -132,6 +140,8 @@ async fn run(store: Arc<StoreHandle>, paths: &Paths) -> Result<()> {
     }
     let _ = std::fs::remove_file(paths.control());
     let control = UnixListener::bind(paths.control())?;
+    // bind made it as the umask allows; the folder is 0700 anyway.
+    std::fs::set_permissions(paths.control(), Permissions::from_mode(0o600))?;
     tokio::spawn(control::serve(control, {
         let state = state.clone();
         move || {
@@ -205,13 +215,26 @@ fn parse_args() -> Result<PathBuf> {
     }
 }
 
-/// An exclusive lock held for the daemon's life; `None` when another holds it.
-fn single_instance(path: &Path) -> Result<Option<nix::fcntl::Flock<std::fs::File>>> {
-    let file = std::fs::OpenOptions::new()
+/// Opens one of the daemon's files 0600, never through a symbolic link
+/// (and makes one an older version left looser 0600).
+fn open_private(path: &Path, options: &mut OpenOptions) -> Result<File> {
+    let file = options
         .create(true)
-        .truncate(false)
-        .write(true)
-        .open(path)?;
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)
+        .map_err(|e| match e.raw_os_error() {
+            Some(libc::ELOOP) => anyhow::anyhow!("{} is a symbolic link, which is not followed", path.display()),
+            _ => anyhow::Error::new(e).context(format!("open {}", path.display())),
+        })?;
+    file.set_permissions(Permissions::from_mode(0o600))
+        .with_context(|| format!("chmod {}", path.display()))?;
+    Ok(file)
+}
+
+/// An exclusive lock held for the daemon's life; `None` when another holds it.
+fn single_instance(path: &Path) -> Result<Option<nix::fcntl::Flock<File>>> {
+    let file = open_private(path, OpenOptions::new().truncate(false).write(true))?;
     match nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock) {
         Ok(lock) => Ok(Some(lock)),
         Err((_, nix::errno::Errno::EWOULDBLOCK)) => Ok(None),
@@ -222,7 +245,7 @@ fn single_instance(path: &Path) -> Result<Option<nix::fcntl::Flock<std::fs::File
 /// Logs go to the log file, never stdout (a runtime may still be reading the
 /// plugin's stdout when the daemon starts).
 fn init_log(path: &Path) -> Result<()> {
-    let file = std::fs::OpenOptions::new().create(true).append(true).open(path)?;
+    let file = open_private(path, OpenOptions::new().append(true))?;
     let filter = tracing_subscriber::EnvFilter::try_from_env("NETSVC_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let _ = tracing_subscriber::fmt()
