@@ -1,6 +1,7 @@
 //! netsvc-core: what every netsvc service shares — the CNI protocol, network
 //! namespaces, netlink and nftables programming, the store and the service graph.
 
+pub mod attachment;
 pub mod bridged;
 pub mod cni;
 pub mod failpoint;

@@ -441,3 +441,48 @@ fn firewall_add_on_a_full_disk_fails_cleanly_and_opens_nothing() {
 fn lb_add_on_a_full_disk_fails_cleanly_and_opens_nothing() {
     full_disk(Svc::Lb);
 }
+
+/// The victim's document truncated in the middle of the network's
+/// endpoints: other containers come and go, and the victim's DEL still
+/// takes its address out of the kernel (from the runtime's result).
+fn truncated_document(svc: Svc) {
+    let scene = Scene::new(svc, None);
+    let plain = scene.chain(None);
+    let victim = scene.node.container("victim").unwrap();
+    plain
+        .add_with(&victim, "eth0", &args("victim", svc.granted_tier(), Some(RECYCLED)))
+        .unwrap();
+    let endpoints = scene.node.state_dir().join(format!("kv/networks/{NETWORK}/endpoints"));
+    let doc = std::fs::read_dir(&endpoints)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| std::fs::read_to_string(p).unwrap().contains("\"victim\""))
+        .expect("the victim's endpoint document");
+    let body = std::fs::read(&doc).unwrap();
+    std::fs::write(&doc, &body[..body.len() / 2]).unwrap();
+
+    let other = scene.node.container("other").unwrap();
+    plain.add_with(&other, "eth0", &args("other", "web", None)).unwrap();
+    plain.del(&other, "eth0").unwrap();
+    plain.del(&victim, "eth0").unwrap();
+    let quarantined = scene.node.state_dir().join("quarantine");
+    assert_eq!(
+        std::fs::read_dir(&quarantined).map(|d| d.count()).unwrap_or(0),
+        1,
+        "the truncated document is set aside in {}",
+        quarantined.display()
+    );
+    scene.assert_nothing_left("victim", scene.node.state_dir(), "truncated document");
+    scene.assert_intruder_gets_nothing(&plain, "truncated document");
+}
+
+#[test]
+fn firewall_survives_a_truncated_endpoint_document() {
+    truncated_document(Svc::Firewall);
+}
+
+#[test]
+fn lb_survives_a_truncated_endpoint_document() {
+    truncated_document(Svc::Lb);
+}

@@ -138,6 +138,13 @@ impl<'s> Session<'_, 's> {
         Ok(out)
     }
 
+    /// Runs `f` on a transaction that is never committed: the graph as it
+    /// would be, for a kernel change the store cannot record (a DEL on a
+    /// full disk takes what it removes out of the kernel all the same).
+    pub fn uncommitted<T, E>(&self, f: impl FnOnce(&mut Tx<'_>) -> Result<T, E>) -> Result<T, E> {
+        f(&mut self.graph.tx(&self.network))
+    }
+
     /// Steps 3 to 5 of a call of `service`. `stage` changes the graph,
     /// given the intent a dead call left (already rolled back in the
     /// graph), and says what to program (`None`: nothing, and no intent is

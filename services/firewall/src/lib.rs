@@ -20,7 +20,7 @@ use config::FirewallConf;
 use model::Membership;
 use netsvc_core::cni::{Call, CniError, CniResult, Descriptor, Feature, NetConf, Plugin, Result};
 use netsvc_core::graph::{
-    Endpoint, Graph, Intent, Op, Session, Tx, checked_endpoint, container_addresses, endpoint_from_call, record_network,
+    Endpoint, Graph, Intent, Op, Session, Tx, checked_endpoint, endpoint_from_call, record_network,
 };
 use netsvc_core::naming::digest_hex;
 use netsvc_core::nft::ElementOp;
@@ -141,8 +141,8 @@ impl Firewall {
 
     /// DEL's graph change under the lock: the endpoint leaves; what to remove
     /// from the kernel. Without a record of the endpoint (a store that lost
-    /// it) but with addresses in the runtime's `prevResult`, the network is
-    /// rendered in full, which takes them out of every set.
+    /// it) but with addresses the runtime or the container still shows, the
+    /// network is rendered in full, which takes them out of every set.
     fn stage_del(
         store: &dyn Store,
         tx: &mut Tx<'_>,
@@ -164,7 +164,9 @@ impl Firewall {
             None if stale.is_some() => Program::Full(Self::plan_network(store, tx, &rendered.conf)?),
             // The full path takes out of the sets (the global one too) every
             // address no endpoint of the graph holds.
-            None if has_addresses(call) => Program::Full(Self::plan_network(store, tx, &rendered.conf)?),
+            None if !netsvc_core::attachment::runtime_addresses(call).is_empty() => {
+                Program::Full(Self::plan_network(store, tx, &rendered.conf)?)
+            }
             None => return Ok(None),
         };
         Ok(Some((program, rendered.conf)))
@@ -183,14 +185,6 @@ impl Firewall {
         )?;
         Ok(())
     }
-}
-
-/// Whether the runtime says the attachment had addresses (its `prevResult`).
-fn has_addresses(call: &Call) -> bool {
-    call.prev_result()
-        .ok()
-        .flatten()
-        .is_some_and(|prev| !container_addresses(&prev, &call.env.ifname).is_empty())
 }
 
 impl Plugin for Firewall {
@@ -252,7 +246,24 @@ impl Plugin for Firewall {
     fn del(&self, call: &Call) -> Result<()> {
         let store = open_for(&call.conf)?;
         let graph = Graph::new(&store);
-        Self::del_locked(&graph.lock(&call.conf.name)?, &store, call)
+        let session = graph.lock(&call.conf.name)?;
+        Self::del_locked(&session, &store, call).or_else(|e| {
+            // The store cannot take the DEL (a full disk): the kernel is
+            // rendered as the graph would be without the endpoint, which
+            // only takes permissions away. DEL then succeeds unless the
+            // store still records the endpoint (the runtime retries).
+            let recorded = session.uncommitted(|tx| -> Result<bool> {
+                let ep = tx.detach_endpoint(&call.env.container_id, &call.env.ifname, SERVICE)?;
+                if let Some(r) = tx.get_record::<Rendered>(SERVICE, SETTINGS)? {
+                    Self::plan_network(&store, tx, &r.conf)?.apply()?;
+                }
+                Ok(ep.is_some())
+            });
+            match recorded {
+                Ok(false) => Ok(()),
+                _ => Err(e),
+            }
+        })
     }
 
     fn check(&self, call: &Call) -> Result<()> {

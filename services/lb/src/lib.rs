@@ -25,9 +25,7 @@ use model::{Family, Rendered};
 use netsvc_core::cni::{Call, CniError, CniResult, Descriptor, Feature, NetConf, Plugin, Result};
 use std::net::IpAddr;
 
-use netsvc_core::graph::{
-    Graph, Intent, Op, Session, Tx, checked_endpoint, container_addresses, endpoint_from_call, record_network,
-};
+use netsvc_core::graph::{Graph, Intent, Op, Session, Tx, checked_endpoint, endpoint_from_call, record_network};
 use netsvc_core::naming::digest_hex;
 use netsvc_core::nft::SetKind;
 use netsvc_core::reconcile::{Reconcile, Summary};
@@ -164,18 +162,19 @@ impl Lb {
     }
 }
 
-/// Addresses the runtime says the attachment had that no endpoint of the
-/// network holds (a DEL the store has no record of).
+/// Addresses the runtime or the container says the attachment had that no
+/// endpoint of the network holds (a DEL the store has no record of).
 fn orphan_addresses(tx: &mut Tx<'_>, call: &Call) -> Result<Vec<IpAddr>> {
-    let Some(prev) = call.prev_result().ok().flatten() else {
-        return Ok(Vec::new());
-    };
-    let held: Vec<String> = tx.endpoints()?.into_iter().flat_map(|e| e.ips).collect();
-    Ok(container_addresses(&prev, &call.env.ifname)
-        .into_iter()
-        .filter(|n| !held.contains(&n.to_string()))
-        .map(|n| n.addr)
-        .collect())
+    let shown = netsvc_core::attachment::runtime_addresses(call);
+    if shown.is_empty() {
+        return Ok(shown);
+    }
+    let held: Vec<IpAddr> = tx
+        .endpoints()?
+        .iter()
+        .flat_map(|e| Family::ALL.iter().flat_map(|f| model::addresses(e, *f)))
+        .collect();
+    Ok(shown.into_iter().filter(|a| !held.contains(a)).collect())
 }
 
 impl Plugin for Lb {
@@ -238,7 +237,29 @@ impl Plugin for Lb {
     fn del(&self, call: &Call) -> Result<()> {
         let store = open_for(&call.conf)?;
         let graph = Graph::new(&store);
-        Self::del_locked(&graph.lock(&call.conf.name)?, &store, call)
+        let session = graph.lock(&call.conf.name)?;
+        Self::del_locked(&session, &store, call).or_else(|e| {
+            // The store cannot take the DEL (a full disk): the kernel is
+            // rendered as the graph would be without the endpoint, which
+            // only takes backends away. DEL then succeeds unless the store
+            // still records the endpoint (the runtime retries).
+            let recorded = session.uncommitted(|tx| -> Result<bool> {
+                let Some(planned) = Self::stage_del(&store, tx, call, None)? else {
+                    return Ok(false);
+                };
+                let recorded = tx.get_endpoint(&call.env.container_id, &call.env.ifname)?.is_some();
+                let plan = match planned.program {
+                    Program::Full(full) => full,
+                    Program::Fast(_) => full::plan(&store, tx, &planned.conf, &planned.gone)?,
+                };
+                plan.apply()?;
+                Ok(recorded)
+            });
+            match recorded {
+                Ok(false) => Ok(()),
+                _ => Err(e),
+            }
+        })
     }
 
     /// Fails when a service selecting this endpoint lost its chains or does
