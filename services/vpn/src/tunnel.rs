@@ -80,6 +80,8 @@ pub fn add(call: &Call, conf: &TunnelConf) -> Result<CniResult> {
         .netns
         .clone()
         .ok_or_else(|| CniError::invalid_env("CNI_NETNS", "ADD needs the container's namespace"))?;
+    // Before anything, even the backend's probe, is done on the node.
+    netsvc_core::netns::check_cni_netns(&netns)?;
     let interface = match (&conf.interface, &prev) {
         (Some(name), _) => name.clone(),
         (None, Some(_)) => CHAINED_INTERFACE.to_string(),
