@@ -95,6 +95,8 @@ pub fn add(call: &Call, conf: &TunnelConf) -> Result<CniResult> {
             format!("{interface:?} is already the container's (from an earlier plugin); name the tunnel's device"),
         ));
     }
+    let named_by_runtime = conf.interface.is_none() && prev.is_none();
+    refuse_taken_name(call, &netns, &interface, named_by_runtime)?;
     let private_key = match &conf.private_key_file {
         Some(path) => PrivateKey::read(path).map_err(|why| CniError::invalid_config("privateKeyFile", why))?,
         None => PrivateKey::generate(),
@@ -139,6 +141,30 @@ pub fn add(call: &Call, conf: &TunnelConf) -> Result<CniResult> {
     }
     tracing::info!(device = %record.device, backend = %backend, public_key = %record.public_key, "tunnel up");
     Ok(result)
+}
+
+/// Fails when the container already has an interface called `interface`,
+/// as the reference plugins do ("container veth name provided (eth0)
+/// already exists"): the device would not get its name, and that interface
+/// is not ours to touch. Code 4 naming CNI_IFNAME when the name is the
+/// runtime's, code 7 naming `interface` when it is the config's (or `wg0`,
+/// the chained default).
+fn refuse_taken_name(call: &Call, netns: &Path, interface: &str, named_by_runtime: bool) -> Result<()> {
+    let name = interface.to_string();
+    let taken = netsvc_core::netns::run(netns, |h| async move { links::find_by_name(&h, &name).await })??;
+    if taken.is_none() {
+        return Ok(());
+    }
+    let clash = format!(
+        "container {} already has an interface {interface:?} (in {}); it is left as it is",
+        call.env.container_id,
+        netns.display()
+    );
+    Err(if named_by_runtime {
+        CniError::invalid_env("CNI_IFNAME", clash)
+    } else {
+        CniError::invalid_config("interface", format!("{clash}; name the tunnel's device"))
+    })
 }
 
 /// `prev` with the tunnel's interface and routes added (a default route
