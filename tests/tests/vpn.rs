@@ -343,13 +343,13 @@ fn an_interface_the_container_already_has_is_refused_and_left_alone() {
         c.ip(["addr", "add", "192.0.2.7/32", "dev", taken]).unwrap();
 
         let err = chain.add(&c, "tun0").unwrap_err();
+        assert!(is_foreign_link(&c, taken), "the container's {taken} is left ({err})");
+        assert!(c.ip(["addr", "show", taken]).unwrap().contains("192.0.2.7/32"));
         let cni = err.cni();
         assert_eq!(cni.code, code, "{err}");
         for part in [names, taken, c.name()] {
             assert!(cni.msg.contains(part), "{err} does not name {part}");
         }
-        assert!(is_foreign_link(&c, taken), "the container's {taken} is left");
-        assert!(c.ip(["addr", "show", taken]).unwrap().contains("192.0.2.7/32"));
         let device = device_name(c.name(), "tun0");
         assert_nothing_on_node(&node, &device);
         assert!(!c.ip(["-o", "link", "show"]).unwrap().contains(&device));
