@@ -27,10 +27,16 @@
 //! (invalid config), a panic is plugin code 100 (internal error), and every
 //! other failure is code 5 (I/O). DEL callers should treat
 //! [`NetnsError::is_not_found`] as success.
+//!
+//! [`check_cni_netns`] is what ADD asks of `CNI_NETNS` before it changes
+//! anything: the path must be a network namespace (code 4 otherwise, code 3
+//! when it does not exist), as the reference plugins refuse a path `ns.GetNS`
+//! cannot open as one.
 
 use std::fs::File;
 use std::future::Future;
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, AsRawFd};
+use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use nix::sched::{CloneFlags, setns};
@@ -47,6 +53,9 @@ pub enum NetnsError {
     /// The namespace path does not exist (the container is gone).
     #[error("network namespace {path} does not exist")]
     NotFound { path: PathBuf },
+    /// The path exists but is no network namespace (`what` says what it is).
+    #[error("{path} is not a network namespace: it is {what}")]
+    NotNetwork { path: PathBuf, what: String },
     /// The namespace path exists but could not be opened.
     #[error("cannot open network namespace {path}: {source}")]
     Open {
@@ -94,6 +103,7 @@ impl From<NetnsError> for CniError {
     fn from(e: NetnsError) -> Self {
         match &e {
             NetnsError::NotFound { .. } => CniError::unknown_container(e.to_string()),
+            NetnsError::NotNetwork { .. } => CniError::invalid_config("netns", e.to_string()),
             NetnsError::Enter {
                 source: nix::Error::EINVAL,
                 path,
@@ -122,6 +132,87 @@ pub fn open(path: impl AsRef<Path>) -> Result<File, NetnsError> {
                 source,
             }
         }
+    })
+}
+
+/// Whether `path` is a network namespace: a file of the namespace filesystem
+/// (`NSFS_MAGIC`) whose `NS_GET_NSTYPE` is `CLONE_NEWNET`. Nothing is
+/// entered; a FIFO or device at `path` is never opened for reading (its
+/// filesystem is asked through an `O_PATH` descriptor first).
+pub fn check_net_namespace(path: &Path) -> Result<(), NetnsError> {
+    use nix::sys::statfs::{NSFS_MAGIC, fstatfs};
+    let not_network = |what: String| NetnsError::NotNetwork {
+        path: path.to_path_buf(),
+        what,
+    };
+    let open_error = |source: std::io::Error| match source.raw_os_error() {
+        Some(libc::ENOENT | libc::ENOTDIR) => NetnsError::NotFound {
+            path: path.to_path_buf(),
+        },
+        _ => NetnsError::Open {
+            path: path.to_path_buf(),
+            source,
+        },
+    };
+    let handle = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_PATH)
+        .open(path)
+        .map_err(open_error)?;
+    let fs = fstatfs(&handle).map_err(|e| open_error(e.into()))?;
+    if fs.filesystem_type() != NSFS_MAGIC {
+        let kind = handle.metadata().map_err(open_error)?.file_type();
+        let what = match () {
+            () if kind.is_file() => "a regular file",
+            () if kind.is_dir() => "a directory",
+            () if kind.is_fifo() => "a FIFO",
+            () if kind.is_socket() => "a socket",
+            () if kind.is_block_device() || kind.is_char_device() => "a device",
+            () => "not a namespace file",
+        };
+        return Err(not_network(what.into()));
+    }
+    // Re-opened through the descriptor: the very file whose filesystem was
+    // asked, now readable for the ioctl (an O_PATH descriptor is not).
+    let ns = File::open(format!("/proc/self/fd/{}", handle.as_raw_fd())).map_err(open_error)?;
+    // SAFETY: NS_GET_NSTYPE takes no argument and only reads the descriptor,
+    // which stays open for the call.
+    let nstype = unsafe { libc::ioctl(ns.as_raw_fd(), libc::NS_GET_NSTYPE) };
+    if nstype < 0 {
+        return Err(open_error(std::io::Error::last_os_error()));
+    }
+    if nstype != libc::CLONE_NEWNET {
+        return Err(not_network(format!("a {} namespace", namespace_kind(nstype))));
+    }
+    Ok(())
+}
+
+/// What `ip netns`/`lsns` call a namespace of type `nstype` (a `CLONE_NEW*` flag).
+fn namespace_kind(nstype: libc::c_int) -> &'static str {
+    match nstype {
+        libc::CLONE_NEWNS => "mount",
+        libc::CLONE_NEWUTS => "uts",
+        libc::CLONE_NEWIPC => "ipc",
+        libc::CLONE_NEWUSER => "user",
+        libc::CLONE_NEWPID => "pid",
+        libc::CLONE_NEWCGROUP => "cgroup",
+        libc::CLONE_NEWTIME => "time",
+        _ => "non-network",
+    }
+}
+
+/// ADD's check of `CNI_NETNS` ([`check_net_namespace`]), as a CNI error that
+/// names the variable and the path: code 3 when nothing is there (the
+/// container is gone, as everywhere else a namespace is missing), code 4
+/// when what is there is no network namespace or cannot be opened. DEL does
+/// not call it: a DEL with a gone or odd namespace must still succeed.
+pub fn check_cni_netns(path: &Path) -> Result<(), CniError> {
+    check_net_namespace(path).map_err(|e| match e {
+        NetnsError::NotFound { .. } => CniError::unknown_container(format!(
+            "CNI_NETNS {}: no such network namespace (is the container gone?)",
+            path.display()
+        )),
+        e => CniError::invalid_env("CNI_NETNS", e),
     })
 }
 
@@ -256,6 +347,37 @@ mod tests {
         assert!(err.is_not_found());
         let cni: CniError = err.into();
         assert_eq!(cni.code, 3);
+    }
+
+    #[test]
+    fn only_a_network_namespace_passes_the_check() {
+        check_net_namespace(Path::new(OWN)).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("file");
+        std::fs::write(&file, b"").unwrap();
+        for (path, what, code) in [
+            (file.as_path(), "a regular file", 4),
+            (dir.path(), "a directory", 4),
+            (Path::new("/proc/self/ns/mnt"), "a mount namespace", 4),
+            (Path::new("/proc/self/ns/uts"), "a uts namespace", 4),
+            (&dir.path().join("gone"), "", 3),
+            (&file.join("below-a-file"), "", 3),
+        ] {
+            let err = check_cni_netns(path).unwrap_err();
+            assert_eq!(err.code, code, "{}: {err}", path.display());
+            assert!(err.msg.contains("CNI_NETNS"), "{err}");
+            assert!(err.msg.contains(&path.display().to_string()), "{err}");
+            assert!(err.msg.contains(what), "{err}");
+        }
+    }
+
+    #[test]
+    fn a_fifo_is_refused_without_blocking() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("fifo");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::S_IRWXU).unwrap();
+        let err = check_net_namespace(&fifo).unwrap_err();
+        assert!(err.to_string().contains("a FIFO"), "{err}");
     }
 
     #[test]

@@ -269,8 +269,17 @@ fn gc_removes_tunnels_of_gone_attachments_and_orphan_devices_and_status_says_wha
     // A device of ours nobody holds (a crash between steps, say).
     let orphan = HandDevice::start(&node, "nsv000000000000", 0, "10.201.0.1/32").unwrap();
     assert_eq!(wireguard_go_processes(&orphan.name).len(), 1);
+    // Links that only look like ours: a name that shares the prefix, and
+    // one of our form that is no WireGuard device.
+    let lookalikes = ["nsmith0", "nsv0000000000aa"];
+    for name in lookalikes {
+        add_foreign_link(&node, name);
+    }
 
     chain.gc(&[(&a, "tun0")]).unwrap();
+    for name in lookalikes {
+        assert!(is_foreign_link(&node, name), "GC leaves {name}");
+    }
     let dev_a = device_name(a.name(), "tun0");
     assert_eq!(uapi_sockets(&dev_a).len(), 1, "a's tunnel stays");
     chain.check(&a, "tun0").unwrap();
@@ -294,4 +303,101 @@ fn gc_removes_tunnels_of_gone_attachments_and_orphan_devices_and_status_says_wha
         assert_eq!(err.cni().code, 50, "{err}");
         assert_no_tunnel(&a, "tun0", "tun0");
     }
+}
+
+/// Makes interface `name` in `ns` as someone else would: an ifb (this
+/// kernel has no dummy driver), a link of no plugin's.
+fn add_foreign_link(ns: &Netns, name: &str) {
+    ns.ip(["link", "add", name, "type", "ifb"]).unwrap();
+}
+
+/// Whether `ns` still has the interface `name` made by [`add_foreign_link`].
+fn is_foreign_link(ns: &Netns, name: &str) -> bool {
+    ns.ip(["-d", "-o", "link", "show", name])
+        .is_ok_and(|l| l.contains(" ifb "))
+}
+
+/// Nothing of tunnel device `device` is on the node: no link, no
+/// wireguard-go, no UAPI socket.
+fn assert_nothing_on_node(node: &TestNode, device: &str) {
+    assert_eq!(uapi_sockets(device), Vec::<String>::new());
+    assert_eq!(wireguard_go_processes(device), Vec::<String>::new());
+    let links = node.ip(["-o", "link", "show"]).unwrap();
+    assert!(!links.contains(device), "{links}");
+}
+
+#[test]
+fn an_interface_the_container_already_has_is_refused_and_left_alone() {
+    let node = TestNode::new().unwrap();
+    let site = Site::new(&node);
+    // The device's name in the container: the runtime's CNI_IFNAME, or the
+    // config's `interface`.
+    for (extra, taken, code, names) in [
+        (json!({}), "tun0", 4, "CNI_IFNAME"),
+        (json!({"interface": "vpn0"}), "vpn0", 7, "interface"),
+    ] {
+        let conf = json!({"cniVersion": "1.0.0", "name": "vpnclash", "plugins": [site.tunnel_conf(extra)]});
+        let chain = node.chain(&conf).unwrap();
+        let c = node.container("c").unwrap();
+        add_foreign_link(&c, taken);
+        c.ip(["addr", "add", "192.0.2.7/32", "dev", taken]).unwrap();
+
+        let err = chain.add(&c, "tun0").unwrap_err();
+        assert!(is_foreign_link(&c, taken), "the container's {taken} is left ({err})");
+        assert!(c.ip(["addr", "show", taken]).unwrap().contains("192.0.2.7/32"));
+        let cni = err.cni();
+        assert_eq!(cni.code, code, "{err}");
+        for part in [names, taken, c.name()] {
+            assert!(cni.msg.contains(part), "{err} does not name {part}");
+        }
+        let device = device_name(c.name(), "tun0");
+        assert_nothing_on_node(&node, &device);
+        assert!(!c.ip(["-o", "link", "show"]).unwrap().contains(&device));
+
+        // As a runtime does after a failed ADD: DEL, which leaves it too.
+        chain.del(&c, "tun0").unwrap();
+        assert!(is_foreign_link(&c, taken), "DEL leaves the container's {taken}");
+        assert_nothing_on_node(&node, &device);
+    }
+}
+
+#[test]
+fn del_and_check_leave_an_interface_that_took_the_tunnels_name() {
+    let node = TestNode::new().unwrap();
+    let site = Site::new(&node);
+    let conf = json!({"cniVersion": "1.0.0", "name": "vpntaken", "plugins": [site.tunnel_conf(json!({}))]});
+    let chain = node.chain(&conf).unwrap();
+    let c = node.container("c").unwrap();
+    chain.add(&c, "tun0").unwrap();
+    // The tunnel's device goes, and another interface takes its name.
+    c.ip(["link", "del", "tun0"]).unwrap();
+    add_foreign_link(&c, "tun0");
+    c.ip(["link", "set", "tun0", "up"]).unwrap();
+
+    let err = chain.check(&c, "tun0").unwrap_err();
+    assert_eq!(err.cni().code, 120, "{err}");
+    chain.del(&c, "tun0").unwrap();
+    assert!(is_foreign_link(&c, "tun0"), "DEL leaves an interface it did not make");
+    assert_nothing_on_node(&node, &device_name(c.name(), "tun0"));
+}
+
+#[test]
+fn a_failed_add_removes_the_device_it_made_and_nothing_else() {
+    let node = TestNode::new().unwrap();
+    let site = Site::new(&node);
+    let conf = json!({"cniVersion": "1.0.0", "name": "vpnundo", "plugins": [site.tunnel_conf(json!({}))]});
+    let chain = node.chain(&conf).unwrap();
+    let c = node.container("c").unwrap();
+    // The node-side name is taken in the container: the device is made and
+    // configured on the node, then cannot move in.
+    let device = device_name(c.name(), "tun0");
+    add_foreign_link(&c, &device);
+
+    let err = chain.add(&c, "tun0").unwrap_err();
+    assert_ne!(err.cni().code, 0, "{err}");
+    assert_nothing_on_node(&node, &device);
+    assert!(is_foreign_link(&c, &device), "the container's {device} is left");
+    assert!(c.ip(["link", "show", "tun0"]).is_err(), "no tun0 in the container");
+    chain.del(&c, "tun0").unwrap();
+    assert!(is_foreign_link(&c, &device));
 }

@@ -1,6 +1,7 @@
 //! The graph's view of a plugin call: the endpoint a chained ADD describes.
 
 use crate::cni::{Call, CniError, CniResult, IpNet};
+use crate::netns::check_cni_netns;
 
 use super::{Endpoint, Graph, GraphError, Network, Tx, identity};
 
@@ -29,8 +30,13 @@ pub fn host_interfaces(result: &CniResult) -> impl Iterator<Item = &str> {
 
 /// The endpoint a chained call attaches: identity from CNI_ARGS, the
 /// `aliases` capability and `args.cni.labels`; addresses from `prev`.
-/// Fails with code 7 when the chain gave the container no address.
+/// Fails with code 7 when the chain gave the container no address, and as
+/// [`check_cni_netns`] when CNI_NETNS is no network namespace: the endpoint
+/// records that path, and a recorded path is one later calls enter.
 pub fn endpoint_from_call(call: &Call, prev: &CniResult, service: &str) -> Result<Endpoint, CniError> {
+    if let Some(netns) = &call.env.netns {
+        check_cni_netns(netns)?;
+    }
     let runtime_config = call.conf.runtime_config.clone().map(serde_json::Value::Object);
     let id = identity(
         &call.conf.name,

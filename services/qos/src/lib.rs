@@ -111,6 +111,8 @@ impl Plugin for Qos {
             .netns
             .as_deref()
             .ok_or_else(|| CniError::invalid_env("CNI_NETNS", "ADD needs the container's namespace"))?;
+        // Before the namespace is looked into: a path that is none is code 4.
+        netsvc_core::netns::check_cni_netns(netns)?;
         let host = host_side(netns, &call.env.ifname)?;
         let ep = endpoint_from_call(call, &prev, SERVICE)?;
         let (container_id, ifname) = (&call.env.container_id, &call.env.ifname);

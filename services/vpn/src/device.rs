@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 use wireguard_control::InterfaceName;
 
 use crate::config::BackendChoice;
+use crate::owned;
 use crate::wg::{self, DeviceConfig, DeviceState};
 
 /// The backend a device runs on.
@@ -213,8 +214,13 @@ pub fn state(name: &str, backend: Backend) -> std::io::Result<DeviceState> {
 
 /// Stops the userspace device `name`: its socket goes (wireguard-go watches
 /// it and exits, taking the TUN device along); a process that lingers is
-/// signalled. Nothing to stop is fine.
+/// signalled. Nothing to stop is fine, and so is a name not of our form
+/// (a record is no proof that another's wireguard-go is ours to stop).
 pub fn stop_userspace(name: &str) {
+    if !owned::is_our_name(name) {
+        tracing::warn!("netsvc-vpn: {name:?} is not a device name of ours; its wireguard-go is left alone");
+        return;
+    }
     let _ = std::fs::remove_file(wg::uapi_socket(name));
     let deadline = Instant::now() + EXIT_GRACE;
     while !wireguard_go_pids(name).is_empty() && Instant::now() < deadline {
@@ -226,12 +232,17 @@ pub fn stop_userspace(name: &str) {
 }
 
 /// Removes device `name` from the node, by either backend: a userspace one
-/// is stopped, a kernel one deleted as a link. Gone already is fine.
+/// is stopped, a kernel one deleted as a link, if it is ours (see
+/// [`crate::owned`]); a link of another kind or alias that took the name stays.
+/// Gone already is fine.
 pub fn remove(name: &str) -> Result<(), CniError> {
     stop_userspace(name);
     let name = name.to_string();
     netsvc_core::netns::run(crate::NODE_NETNS, |h| async move {
-        netsvc_core::netlink::links::delete_by_name(&h, &name).await
+        for link in owned::ours_on_node(&h).await?.into_iter().filter(|l| l.name == name) {
+            netsvc_core::netlink::links::delete(&h, link.index).await?;
+        }
+        Ok::<_, netsvc_core::netlink::NetlinkError>(())
     })??;
     Ok(())
 }
@@ -254,9 +265,10 @@ pub fn wireguard_go_pids(name: &str) -> Vec<i32> {
         .collect()
 }
 
-/// The userspace devices whose names start with `prefix` and whose
-/// wireguard-go runs in this process's namespace (the socket folder is the
-/// whole host's: another node's devices are not ours to judge).
+/// The userspace devices named as ours with `prefix` (see
+/// [`owned::has_our_form`]) whose wireguard-go runs in this process's
+/// namespace (the socket folder is the whole host's: another node's devices
+/// are not ours to judge).
 pub fn userspace_devices_here(prefix: &str) -> Vec<String> {
     let Ok(dir) = std::fs::read_dir(wg::UAPI_DIR) else {
         return Vec::new();
@@ -265,7 +277,7 @@ pub fn userspace_devices_here(prefix: &str) -> Vec<String> {
     let here = netns_of("self");
     dir.flatten()
         .filter_map(|e| e.file_name().to_str()?.strip_suffix(".sock").map(str::to_string))
-        .filter(|n| n.starts_with(prefix))
+        .filter(|n| owned::has_our_form(n, prefix))
         .filter(|n| {
             wireguard_go_pids(n)
                 .iter()

@@ -16,11 +16,13 @@ pub mod device;
 pub mod keeper;
 pub mod keys;
 pub mod mesh;
+pub mod owned;
 pub mod status;
 pub mod tunnel;
 pub mod wg;
 
 use std::collections::BTreeSet;
+use std::path::Path;
 
 use config::{BackendChoice, VpnConf};
 use netsvc_core::cni::{Call, CniResult, Descriptor, Feature, Plugin, Result};
@@ -52,9 +54,14 @@ pub fn forget(tx: &mut Tx<'_>, container_id: &str, ifname: &str) -> Result<Forgo
     })
 }
 
-/// Removes what the kernel holds for a forgotten attachment.
-fn tear_down(container_id: &str, ifname: &str, f: &Forgotten) -> Result<()> {
-    tunnel::tear_down(&tunnel::device_name(container_id, ifname), f.tunnel.as_ref());
+/// Removes what the kernel holds for a forgotten attachment. Its tunnel
+/// device is looked for in the recorded namespace and in `netns` (DEL's
+/// CNI_NETNS), so a DEL without a record still finds it.
+fn tear_down(container_id: &str, ifname: &str, f: &Forgotten, netns: Option<&Path>) -> Result<()> {
+    let recorded = f.tunnel.as_ref().map(|r| Path::new(&r.netns));
+    let mut places: Vec<&Path> = recorded.into_iter().chain(netns).collect();
+    places.dedup();
+    tunnel::tear_down(&tunnel::device_name(container_id, ifname), &places);
     if let Some(node) = &f.mesh {
         // Its keeper exits when it sees the device gone.
         device::remove(&node.device)?;
@@ -86,7 +93,7 @@ impl Plugin for Vpn {
         let (container_id, ifname) = (&call.env.container_id, &call.env.ifname);
         let store = open_for(&call.conf)?;
         let forgotten = Graph::new(&store).transaction(&call.conf.name, |tx| forget(tx, container_id, ifname))?;
-        tear_down(container_id, ifname, &forgotten)
+        tear_down(container_id, ifname, &forgotten, call.env.netns.as_deref())
     }
 
     fn check(&self, call: &Call) -> Result<()> {
@@ -113,7 +120,7 @@ impl Plugin for Vpn {
             Ok(gone)
         })?;
         for (container_id, ifname, f) in &gone {
-            tear_down(container_id, ifname, f)?;
+            tear_down(container_id, ifname, f, None)?;
         }
         let mut held = BTreeSet::new();
         for network in graph.networks()? {
@@ -122,7 +129,6 @@ impl Plugin for Vpn {
             }
             held.extend(mesh::nodes(&graph, &network.name)?.into_iter().map(|n| n.device));
         }
-        let ours = |name: &String| name.starts_with(tunnel::PREFIX) || name.starts_with(mesh::PREFIX);
         for name in [tunnel::PREFIX, mesh::PREFIX]
             .into_iter()
             .flat_map(device::userspace_devices_here)
@@ -131,10 +137,12 @@ impl Plugin for Vpn {
                 device::stop_userspace(&name);
             }
         }
+        // Devices of ours only: a name of our form, a WireGuard kind, and our
+        // alias or none yet (see `owned`); "nsmith0" is not ours.
         netsvc_core::netns::run(NODE_NETNS, |h| async move {
-            for name in links::list_names(&h).await? {
-                if ours(&name) && !held.contains(&name) {
-                    links::delete_by_name(&h, &name).await?;
+            for link in owned::ours_on_node(&h).await? {
+                if !held.contains(&link.name) {
+                    links::delete(&h, link.index).await?;
                 }
             }
             Ok::<_, NetlinkError>(())

@@ -187,9 +187,13 @@ fn ensure_device(me: &MeshNode) -> Result<()> {
     if exists.is_none() {
         device::create(&me.device, me.backend)?;
     }
-    let (name, mtu) = (me.device.clone(), me.mtu);
+    let (name, mtu, made) = (me.device.clone(), me.mtu, exists.is_none());
     netsvc_core::netns::run(NODE_NETNS, |h| async move {
         let link = links::get_by_name(&h, &name).await?;
+        if made {
+            // What this plugin makes carries its mark (see `owned`).
+            crate::owned::mark(&h, link.index, &name).await?;
+        }
         if link.mtu != Some(mtu) {
             links::set_mtu(&h, link.index, mtu).await?;
         }

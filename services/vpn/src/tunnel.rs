@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize};
 use crate::config::{PeerConf, TunnelConf};
 use crate::device::{self, Backend};
 use crate::keys::{PrivateKey, PublicKey};
+use crate::owned;
 use crate::wg::DeviceConfig;
 use crate::{NODE_NETNS, SERVICE};
 
@@ -79,6 +80,8 @@ pub fn add(call: &Call, conf: &TunnelConf) -> Result<CniResult> {
         .netns
         .clone()
         .ok_or_else(|| CniError::invalid_env("CNI_NETNS", "ADD needs the container's namespace"))?;
+    // Before anything, even the backend's probe, is done on the node.
+    netsvc_core::netns::check_cni_netns(&netns)?;
     let interface = match (&conf.interface, &prev) {
         (Some(name), _) => name.clone(),
         (None, Some(_)) => CHAINED_INTERFACE.to_string(),
@@ -92,6 +95,8 @@ pub fn add(call: &Call, conf: &TunnelConf) -> Result<CniResult> {
             format!("{interface:?} is already the container's (from an earlier plugin); name the tunnel's device"),
         ));
     }
+    let named_by_runtime = conf.interface.is_none() && prev.is_none();
+    refuse_taken_name(call, &netns, &interface, named_by_runtime)?;
     let private_key = match &conf.private_key_file {
         Some(path) => PrivateKey::read(path).map_err(|why| CniError::invalid_config("privateKeyFile", why))?,
         None => PrivateKey::generate(),
@@ -128,7 +133,7 @@ pub fn add(call: &Call, conf: &TunnelConf) -> Result<CniResult> {
     };
     if let Err(e) = bring_up(&record, &device_config) {
         // Nothing half-done: the device and the record go again.
-        tear_down(&record.device, Some(&record));
+        tear_down(&record.device, &[Path::new(&record.netns)]);
         let _ = graph.transaction(&call.conf.name, |tx| {
             crate::forget(tx, &call.env.container_id, &call.env.ifname)
         });
@@ -136,6 +141,30 @@ pub fn add(call: &Call, conf: &TunnelConf) -> Result<CniResult> {
     }
     tracing::info!(device = %record.device, backend = %backend, public_key = %record.public_key, "tunnel up");
     Ok(result)
+}
+
+/// Fails when the container already has an interface called `interface`,
+/// as the reference plugins do ("container veth name provided (eth0)
+/// already exists"): the device would not get its name, and that interface
+/// is not ours to touch. Code 4 naming CNI_IFNAME when the name is the
+/// runtime's, code 7 naming `interface` when it is the config's (or `wg0`,
+/// the chained default).
+fn refuse_taken_name(call: &Call, netns: &Path, interface: &str, named_by_runtime: bool) -> Result<()> {
+    let name = interface.to_string();
+    let taken = netsvc_core::netns::run(netns, |h| async move { links::find_by_name(&h, &name).await })??;
+    if taken.is_none() {
+        return Ok(());
+    }
+    let clash = format!(
+        "container {} already has an interface {interface:?} (in {}); it is left as it is",
+        call.env.container_id,
+        netns.display()
+    );
+    Err(if named_by_runtime {
+        CniError::invalid_env("CNI_IFNAME", clash)
+    } else {
+        CniError::invalid_config("interface", format!("{clash}; name the tunnel's device"))
+    })
 }
 
 /// `prev` with the tunnel's interface and routes added (a default route
@@ -178,6 +207,9 @@ fn bring_up(r: &TunnelRecord, c: &DeviceConfig) -> Result<()> {
     let (device, mtu) = (r.device.clone(), r.mtu);
     netsvc_core::netns::run(NODE_NETNS, |h| async move {
         let link = links::get_by_name(&h, &device).await?;
+        // Marked ours before it leaves the node: in the container only the
+        // mark tells it from an interface of the same name.
+        owned::mark(&h, link.index, &device).await?;
         // Before the move: wireguard-go does not see MTU changes made in
         // another namespace.
         links::set_mtu(&h, link.index, mtu).await?;
@@ -214,14 +246,21 @@ fn bring_up(r: &TunnelRecord, c: &DeviceConfig) -> Result<()> {
     Ok(())
 }
 
-/// Removes a tunnel device wherever it is: the userspace one by its socket
-/// (wireguard-go then exits and its TUN device goes), a kernel one as a link
-/// in the container or, if it never got there, on the node. Best-effort.
-pub fn tear_down(device: &str, record: Option<&TunnelRecord>) {
+/// Removes the tunnel device made as `device` wherever it is: the userspace
+/// one by its socket (wireguard-go then exits and its TUN device goes), a
+/// kernel one as a link on the node or in any of the namespaces `netns`,
+/// under whatever name it has there. Only a link that proves to be this
+/// device (see [`owned`]) is deleted: an interface of the container's with
+/// the same name stays. Best-effort; a path that is no network namespace
+/// is skipped.
+pub fn tear_down(device: &str, netns: &[&Path]) {
     let _ = device::remove(device);
-    if let Some(r) = record {
-        let interface = r.interface.clone();
-        let _ = netsvc_core::netns::run(&r.netns, |h| async move { links::delete_by_name(&h, &interface).await });
+    for ns in netns {
+        if netsvc_core::netns::check_net_namespace(ns).is_err() {
+            continue;
+        }
+        let device = device.to_string();
+        let _ = netsvc_core::netns::run(ns, |h| async move { owned::delete_device(&h, &device).await });
     }
 }
 
@@ -239,9 +278,18 @@ pub fn check(call: &Call, conf: &TunnelConf) -> Result<()> {
         return Err(missing("the tunnel differs from this config".into()));
     }
     let interface = r.interface.clone();
-    let link = netsvc_core::netns::run(&r.netns, |h| async move { links::find_by_name(&h, &interface).await })??;
-    if !link.is_some_and(|l| l.up) {
-        return Err(missing(format!("{} is not up in the container", r.interface)));
+    let link = netsvc_core::netns::run(&r.netns, |h| async move {
+        Ok::<_, NetlinkError>(owned::list(&h).await?.into_iter().find(|l| l.name == interface))
+    })??;
+    match link {
+        Some(l) if !l.is(&r.device) => {
+            return Err(missing(format!(
+                "{} in the container is not the tunnel's device",
+                r.interface
+            )));
+        }
+        Some(l) if l.up => {}
+        _ => return Err(missing(format!("{} is not up in the container", r.interface))),
     }
     let state = match r.backend {
         Backend::Userspace => device::state(&r.device, r.backend),
