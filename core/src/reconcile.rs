@@ -1,11 +1,13 @@
-//! The reconcile hook: a service re-renders a whole network from the graph,
-//! applying only what differs. `netsvc apply` calls it for every service of a
-//! conflist; services also use it to recover when a fast path finds the
-//! kernel not as recorded.
+//! Reconciling: [`Reconcile`] re-renders a whole network from a conflist's
+//! config and the graph, applying only what differs (`netsvc apply`);
+//! [`Repair`] compares what the store wants of a network on this node with
+//! what the kernel holds, from the store alone, and converges
+//! (`netsvc repair`, the agent, GC, CHECK).
 
 use serde::Serialize;
 
 use crate::cni::{NetConf, Result};
+use crate::store::Store;
 
 /// What one reconcile did.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -25,4 +27,62 @@ pub trait Reconcile {
     /// Re-renders `conf.name`'s network with `conf` for the endpoints the
     /// graph holds, in one atomic change of the service's own state.
     fn reconcile(&self, conf: &NetConf) -> Result<Summary>;
+}
+
+/// How the kernel differs from what the store wants.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DiffKind {
+    /// The store wants it; the kernel lacks it.
+    Missing,
+    /// The kernel holds it; the store does not want it.
+    Extra,
+    /// Both have it, not alike.
+    Differs,
+}
+
+impl DiffKind {
+    pub fn word(self) -> &'static str {
+        match self {
+            DiffKind::Missing => "missing",
+            DiffKind::Extra => "extra",
+            DiffKind::Differs => "differs",
+        }
+    }
+}
+
+/// One difference between the store's desired state of a network on this
+/// node and what the kernel holds in the service's own objects.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub struct Difference {
+    pub service: String,
+    pub network: String,
+    pub kind: DiffKind,
+    /// The kernel object as `nft`, `tc` or `ip` names it (`element
+    /// 10.0.0.2 of set inet netsvc_firewall web_sel4`, `qdisc htb 1: on
+    /// veth1a2b`, `link nsv0123456789ab`).
+    pub object: String,
+}
+
+impl std::fmt::Display for Difference {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}: {} {}", self.service, self.network, self.kind.word(), self.object)
+    }
+}
+
+/// A service's reconciler: what the store wants of a network on this node
+/// against what the kernel holds in the service's own tables and devices,
+/// from the store alone (no conflist). It serves `netsvc repair`, the
+/// agent's drift repair, GC and CHECK.
+pub trait Repair {
+    /// The plugin type this serves.
+    fn plugin_type(&self) -> &'static str;
+
+    /// The differences, changing nothing (`netsvc repair --dry-run`). A
+    /// network the service never rendered on this node has none.
+    fn diff(&self, store: &dyn Store, network: &str) -> Result<Vec<Difference>>;
+
+    /// Converges the kernel on the store (under the network's lock, with an
+    /// intent, as a plugin call); returns the differences it fixed.
+    fn repair(&self, store: &dyn Store, network: &str) -> Result<Vec<Difference>>;
 }
