@@ -6,6 +6,7 @@ pub mod catalog;
 pub mod chart;
 pub mod cli;
 pub mod order;
+pub mod repair;
 pub mod runtime;
 pub mod schema;
 pub mod services;

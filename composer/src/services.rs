@@ -1,7 +1,7 @@
 //! The netsvc services this build knows, by plugin type.
 
 use netsvc_core::cni::{CniError, NetConf, NetConfList};
-use netsvc_core::reconcile::{Reconcile, Summary};
+use netsvc_core::reconcile::{Reconcile, Repair, Summary};
 use serde_json::{Map, Value};
 
 /// The reconcile hook of a netsvc plugin type (`None`: not one of ours).
@@ -12,6 +12,11 @@ pub fn reconciler(plugin_type: &str) -> Option<Box<dyn Reconcile>> {
         netsvc_qos::SERVICE => Some(Box::new(netsvc_qos::Qos)),
         _ => None,
     }
+}
+
+/// Every service's reconciler from the store alone (`netsvc repair`, the agent).
+pub fn repairers() -> Vec<Box<dyn Repair>> {
+    vec![Box::new(netsvc_firewall::Firewall), Box::new(netsvc_lb::Lb)]
 }
 
 /// Re-renders every netsvc service of `list` that has a reconcile hook, in

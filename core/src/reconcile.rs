@@ -66,7 +66,14 @@ pub struct Difference {
 
 impl std::fmt::Display for Difference {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} {}: {} {}", self.service, self.network, self.kind.word(), self.object)
+        write!(
+            f,
+            "{} {}: {} {}",
+            self.service,
+            self.network,
+            self.kind.word(),
+            self.object
+        )
     }
 }
 

@@ -8,6 +8,7 @@ mod exec;
 mod explain;
 mod graph;
 mod plugins;
+mod repair;
 mod status;
 mod validate;
 mod vpn;
@@ -43,6 +44,7 @@ enum Cmd {
     Status(status::StatusArgs),
     /// The plugin catalog: what each plugin type provides, requires and conflicts with.
     Plugins(plugins::PluginsArgs),
+    Repair(repair::RepairArgs),
     /// Write the JSON Schema of every service's config into a folder.
     #[command(after_help = "Example: netsvc schema --out docs/schema")]
     Schema {
@@ -51,7 +53,9 @@ enum Cmd {
     },
     /// Print a shell completion script.
     #[command(after_help = "Example: netsvc completions bash > /etc/bash_completion.d/netsvc")]
-    Completions { shell: clap_complete::Shell },
+    Completions {
+        shell: clap_complete::Shell,
+    },
     /// Write man pages (netsvc.1 and one per subcommand) into a folder.
     #[command(after_help = "Example: netsvc man --out /usr/local/share/man/man1")]
     Man {
@@ -75,6 +79,7 @@ pub fn main() -> i32 {
         Cmd::Explain(a) => explain::run(a),
         Cmd::Graph(a) => graph::run(a),
         Cmd::Plugins(a) => plugins::run(a),
+        Cmd::Repair(a) => repair::run(a),
         Cmd::Status(a) => status::run(a),
         Cmd::Validate(a) => validate::run(a),
         Cmd::Vpn(a) => vpn::run(a),

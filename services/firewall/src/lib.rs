@@ -11,6 +11,7 @@
 //! atomically.
 
 pub mod config;
+pub mod drift;
 pub mod explain;
 pub mod kernel;
 pub mod model;
@@ -24,7 +25,7 @@ use netsvc_core::graph::{
 };
 use netsvc_core::naming::digest_hex;
 use netsvc_core::nft::ElementOp;
-use netsvc_core::reconcile::{Reconcile, Summary};
+use netsvc_core::reconcile::{Difference, Reconcile, Repair, Summary};
 use netsvc_core::store::{LockGuard, Store, open_for};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -65,6 +66,8 @@ enum Program {
 /// they are applied.
 struct Full {
     cmds: Vec<Value>,
+    /// The kernel the commands were planned against.
+    current: kernel::Current,
     endpoints: usize,
     changes: usize,
     _table: LockGuard,
@@ -113,6 +116,7 @@ impl Firewall {
         let changes = cmds.len().saturating_sub(render::globals().len());
         Ok(Full {
             cmds,
+            current,
             endpoints: endpoints.len(),
             changes,
             _table: table,
@@ -360,5 +364,46 @@ impl Reconcile for Firewall {
             endpoints,
             changes,
         })
+    }
+}
+
+impl Repair for Firewall {
+    fn plugin_type(&self) -> &'static str {
+        SERVICE
+    }
+
+    fn diff(&self, store: &dyn Store, network: &str) -> Result<Vec<Difference>> {
+        let graph = Graph::new(store);
+        let session = graph.lock(network)?;
+        session.uncommitted(|tx| match tx.get_record::<Rendered>(SERVICE, SETTINGS)? {
+            Some(r) => {
+                let full = Self::plan_network(store, tx, &r.conf)?;
+                Ok(drift::differences(network, &full.cmds, &full.current))
+            }
+            None => Ok(Vec::new()),
+        })
+    }
+
+    fn repair(&self, store: &dyn Store, network: &str) -> Result<Vec<Difference>> {
+        let graph = Graph::new(store);
+        let session = graph.lock(network)?;
+        let fixed = session.intended(
+            SERVICE,
+            Intent::network(Op::Render),
+            |tx, stale| -> Result<Option<(Full, Vec<Difference>)>> {
+                let Some(r) = tx.get_record::<Rendered>(SERVICE, SETTINGS)? else {
+                    return Ok(None);
+                };
+                let full = Self::plan_network(store, tx, &r.conf)?;
+                let found = drift::differences(network, &full.cmds, &full.current);
+                Ok((!found.is_empty() || stale.is_some()).then_some((full, found)))
+            },
+            |_, (full, found)| {
+                full.apply()?;
+                Ok(found)
+            },
+            |_| Ok(()),
+        )?;
+        Ok(fixed.unwrap_or_default())
     }
 }

@@ -21,6 +21,8 @@ pub struct FullPlan {
     scripts: Vec<NftScript>,
     endpoints: usize,
     changes: usize,
+    /// What the scripts fix, object by object.
+    pub differences: Vec<netsvc_core::reconcile::Difference>,
     _table: LockGuard,
 }
 
@@ -91,10 +93,18 @@ pub fn plan(store: &dyn Store, tx: &mut Tx<'_>, conf: &LbConf, gone: &[IpAddr]) 
 
     let mut changes = 0;
     let mut scripts = Vec::new();
+    let mut differences = Vec::new();
     for f in Family::ALL {
         let mine: Vec<&Rendered> = desired.iter().filter(|d| d.family() == f).collect();
         let theirs_gone: Vec<&Rendered> = removed.iter().copied().filter(|o| o.family() == f).collect();
         let current = currents.remove(&f).flatten();
+        differences.extend(crate::drift::differences(
+            &network,
+            f,
+            &mine,
+            &theirs_gone,
+            current.as_ref(),
+        ));
         let Some(script) = family_script(f, &mine, &theirs_gone, current.as_ref(), &residents, gone)? else {
             continue;
         };
@@ -135,6 +145,7 @@ pub fn plan(store: &dyn Store, tx: &mut Tx<'_>, conf: &LbConf, gone: &[IpAddr]) 
         scripts,
         endpoints: held,
         changes,
+        differences,
         _table: table,
     })
 }

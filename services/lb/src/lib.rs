@@ -11,6 +11,7 @@
 //! every service of the network against what the kernel holds.
 
 pub mod config;
+pub mod drift;
 pub mod kernel;
 pub mod maglev;
 pub mod model;
@@ -28,7 +29,7 @@ use std::net::IpAddr;
 use netsvc_core::graph::{Graph, Intent, Op, Session, Tx, checked_endpoint, endpoint_from_call, record_network};
 use netsvc_core::naming::digest_hex;
 use netsvc_core::nft::SetKind;
-use netsvc_core::reconcile::{Reconcile, Summary};
+use netsvc_core::reconcile::{Difference, Reconcile, Repair, Summary};
 use netsvc_core::store::{Store, open_for};
 use serde::{Deserialize, Serialize};
 
@@ -378,4 +379,51 @@ impl Reconcile for Lb {
             changes,
         })
     }
+}
+
+impl Repair for Lb {
+    fn plugin_type(&self) -> &'static str {
+        SERVICE
+    }
+
+    fn diff(&self, store: &dyn Store, network: &str) -> Result<Vec<Difference>> {
+        let graph = Graph::new(store);
+        let session = graph.lock(network)?;
+        session.uncommitted(|tx| match rendered(tx)? {
+            Some(conf) => Ok(full::plan(store, tx, &conf, &[])?.differences),
+            None => Ok(Vec::new()),
+        })
+    }
+
+    fn repair(&self, store: &dyn Store, network: &str) -> Result<Vec<Difference>> {
+        let graph = Graph::new(store);
+        let session = graph.lock(network)?;
+        let fixed = session.intended(
+            SERVICE,
+            Intent::network(Op::Render),
+            |tx, stale| -> Result<Option<full::FullPlan>> {
+                let Some(conf) = rendered(tx)? else {
+                    return Ok(None);
+                };
+                let gone = stale.map(Intent::ips).unwrap_or_default();
+                let plan = full::plan(store, tx, &conf, &gone)?;
+                Ok((!plan.differences.is_empty() || stale.is_some()).then_some(plan))
+            },
+            |_, plan| {
+                let differences = plan.differences.clone();
+                plan.apply()?;
+                Ok(differences)
+            },
+            |_| Ok(()),
+        )?;
+        Ok(fixed.unwrap_or_default())
+    }
+}
+
+/// The config the network was last rendered with on this node, if it was.
+fn rendered(tx: &mut Tx<'_>) -> Result<Option<LbConf>> {
+    if tx.get_record::<Settings>(SERVICE, SETTINGS)?.is_none() {
+        return Ok(None);
+    }
+    Ok(Some(tx.get_record(SERVICE, CONF)?.unwrap_or_default()))
 }
