@@ -11,6 +11,11 @@
 //!   with a reconcile hook (firewall sets gain remote endpoints, LB services
 //!   remote backends). The DNS daemon and the VPN mesh keepers follow the
 //!   store themselves.
+//! - It keeps this node's kernel state in line with the store: told by
+//!   kernel notifications (nftables and rtnetlink multicast groups, no
+//!   polling) that someone flushed the ruleset, deleted a netsvc table, a
+//!   qdisc or an ifb, or a firewall manager reloaded, it runs every
+//!   service's reconciler ([`crate::repair`]) within moments.
 //! - It keeps the last revision it handled in `<state>/agent/<node>.json`;
 //!   a restart replays only what changed since, and renders everything again
 //!   only when the store compacted past it.
@@ -21,12 +26,13 @@
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use netsvc_core::cni::NetConfList;
 use netsvc_core::graph::Graph;
+use netsvc_core::netlink::notify::{Notice, Notifications};
 use netsvc_core::store::{EventKind, Lease, Revision, Store, StoreError, StoreHandle, Subscription};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -53,6 +59,9 @@ pub struct AgentState {
     pub nodes_removed: Vec<String>,
     /// DELs queued while the store was away, replayed by this run.
     pub dels_replayed: u64,
+    /// Differences between the kernel and the store this run repaired.
+    #[serde(default)]
+    pub drift_repaired: u64,
 }
 
 pub fn state_path(store: &StoreHandle, node: &str) -> PathBuf {
@@ -71,6 +80,8 @@ pub struct Agent {
     lists: Vec<NetConfList>,
     ttl: Duration,
     state: AgentState,
+    /// Differences the drift thread repaired (it runs beside the store's watch).
+    drift_repaired: Arc<AtomicU64>,
 }
 
 impl Agent {
@@ -81,6 +92,7 @@ impl Agent {
             lists,
             ttl,
             state: AgentState::default(),
+            drift_repaired: Arc::new(AtomicU64::new(0)),
         }
     }
 
@@ -101,9 +113,16 @@ impl Agent {
                 .name("registration".into())
                 .spawn(move || keep_registered(&store, &key, &registration, lease, ttl, &stopping))?
         };
+        let drift = {
+            let (store, stopping, repaired) = (self.store.clone(), stopping.clone(), self.drift_repaired.clone());
+            std::thread::Builder::new()
+                .name("drift".into())
+                .spawn(move || keep_kernel_in_line(&store, &stopping, &repaired))?
+        };
         let outcome = self.follow(stop);
         stopping.store(true, Ordering::Relaxed);
         let _ = registrar.join();
+        let _ = drift.join();
         tracing::info!(node = %self.node, "agent stops; its registration lives out its lease");
         outcome
     }
@@ -267,13 +286,75 @@ impl Agent {
         self.state.dels_replayed - before
     }
 
-    fn save(&self) -> anyhow::Result<()> {
+    fn save(&mut self) -> anyhow::Result<()> {
+        self.state.drift_repaired = self.drift_repaired.load(Ordering::Relaxed);
         let path = state_path(&self.store, &self.node);
         if let Some(dir) = path.parent() {
             netsvc_core::store::create_dirs(dir)?;
         }
         netsvc_core::store::atomic_write(&path, &serde_json::to_vec_pretty(&self.state)?)?;
         Ok(())
+    }
+}
+
+/// How long a burst of notifications (a flush is one batch, a reload
+/// several) may run before the repair, and how long one may be waited for.
+const SETTLE: Duration = Duration::from_millis(30);
+const BURST_MAX: Duration = Duration::from_millis(200);
+
+/// Repairs this node's kernel state whenever the kernel tells of a change
+/// to netsvc's own objects, until `stopping`; once at the start too (what
+/// changed while no agent ran).
+fn keep_kernel_in_line(store: &StoreHandle, stopping: &AtomicBool, repaired: &AtomicU64) {
+    let mut notices = match Notifications::open() {
+        Ok(n) => n,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot subscribe to kernel notifications: no drift repair");
+            return;
+        }
+    };
+    let mut pending = true;
+    while !stopping.load(Ordering::Relaxed) {
+        if pending {
+            let burst = Instant::now();
+            while burst.elapsed() < BURST_MAX && notices.wait(SETTLE).is_ok_and(|n| !n.is_empty()) {}
+            pending = false;
+            match crate::repair::run(store, None, false) {
+                Ok(o) => {
+                    for d in &o.differences {
+                        tracing::info!("repaired drift: {d}");
+                    }
+                    for e in &o.errors {
+                        tracing::warn!("drift repair: {e}");
+                    }
+                    repaired.fetch_add(o.differences.len() as u64, Ordering::Relaxed);
+                }
+                Err(e) => tracing::warn!(error = %e, "drift repair"),
+            }
+        }
+        match notices.wait(Duration::from_secs(1)) {
+            Ok(n) => pending = n.iter().any(ours),
+            Err(e) => {
+                tracing::warn!(error = %e, "kernel notifications");
+                std::thread::sleep(Duration::from_millis(500));
+            }
+        }
+    }
+}
+
+/// Whether a notification may concern netsvc's objects: its nftables
+/// tables, its ifb and WireGuard links, any qdisc (a shaped veth's).
+fn ours(n: &Notice) -> bool {
+    match n {
+        Notice::Nft { table } => table.starts_with("netsvc"),
+        Notice::LinkGone { name } => [
+            netsvc_qos::kernel::IFB_PREFIX,
+            netsvc_vpn::tunnel::PREFIX,
+            netsvc_vpn::mesh::PREFIX,
+        ]
+        .iter()
+        .any(|p| name.starts_with(p)),
+        Notice::TcGone { .. } | Notice::Lost => true,
     }
 }
 

@@ -4,10 +4,10 @@
 
 use std::collections::BTreeSet;
 use std::net::{IpAddr, SocketAddr};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use netsvc_tests::chain::{CallArgs, json_of, netsvc};
-use netsvc_tests::{EchoServer, TestNode};
+use netsvc_tests::{Container, Daemon, EchoServer, TestNode};
 use serde_json::{Value, json};
 
 const T: Duration = Duration::from_secs(5);
@@ -67,39 +67,76 @@ fn repair(node: &TestNode, extra: &[&str]) -> BTreeSet<String> {
         .collect()
 }
 
+/// A node with `api` (tier api, serving 8080), `web` (tier web) and `db`
+/// (tier db) attached to the firewall and the load balancer.
+struct Scene {
+    node: TestNode,
+    web: Container,
+    db: Container,
+    api_ip: IpAddr,
+    _api: Container,
+    _server: EchoServer,
+}
+
+impl Scene {
+    fn new() -> Scene {
+        let node = TestNode::new().unwrap();
+        node.ip(["link", "add", "uplink0", "type", "veth", "peer", "name", "uplink1"])
+            .unwrap();
+        node.ip(["link", "set", "uplink0", "up"]).unwrap();
+        node.ip(["link", "set", "uplink1", "up"]).unwrap();
+        node.ip(["route", "add", "default", "dev", "uplink0"]).unwrap();
+        let chain = node.chain(&conflist(&node)).unwrap();
+        let attach = |name: &str| {
+            let c = node.container(name).unwrap();
+            let r = chain
+                .add_with(&c, "eth0", &CallArgs::endpoint(name, Some(&format!("tier:{name}"))))
+                .unwrap();
+            (c, netsvc_tests::chain::container_ip(&r, "eth0").unwrap())
+        };
+        let ((api, api_ip), (web, _), (db, _)) = (attach("api"), attach("web"), attach("db"));
+        let server = EchoServer::start(api.ns(), "0.0.0.0:8080".parse().unwrap(), "api").unwrap();
+        drop(chain);
+        Scene {
+            node,
+            web,
+            db,
+            api_ip,
+            _api: api,
+            _server: server,
+        }
+    }
+
+    fn direct(&self) -> SocketAddr {
+        SocketAddr::new(self.api_ip, 8080)
+    }
+
+    /// Whether every probe says what the policy and the VIP say: web
+    /// reaches api directly and through the VIP; db does not reach api.
+    fn all_as_configured(&self, wait: Duration) -> bool {
+        let via_vip = SocketAddr::new(VIP.parse().unwrap(), 80);
+        let answers = |from: &Container, to| from.tcp_echo(to, "hi", wait).is_ok_and(|r| r.identity == "api");
+        answers(&self.web, self.direct()) && answers(&self.web, via_vip) && !answers(&self.db, self.direct())
+    }
+}
+
 #[test]
 fn repair_lists_exactly_the_injected_drift_fixes_it_and_then_finds_none() {
-    let node = TestNode::new().unwrap();
-    node.ip(["link", "add", "uplink0", "type", "veth", "peer", "name", "uplink1"])
-        .unwrap();
-    node.ip(["link", "set", "uplink0", "up"]).unwrap();
-    node.ip(["link", "set", "uplink1", "up"]).unwrap();
-    node.ip(["route", "add", "default", "dev", "uplink0"]).unwrap();
-    let chain = node.chain(&conflist(&node)).unwrap();
-    let (api, web) = (node.container("api").unwrap(), node.container("web").unwrap());
-    let r = chain
-        .add_with(&api, "eth0", &CallArgs::endpoint("api", Some("tier:api")))
-        .unwrap();
-    let api_ip: IpAddr = netsvc_tests::chain::container_ip(&r, "eth0").unwrap();
-    chain
-        .add_with(&web, "eth0", &CallArgs::endpoint("web", Some("tier:web")))
-        .unwrap();
-    let _srv = EchoServer::start(api.ns(), "0.0.0.0:8080".parse().unwrap(), "api").unwrap();
-    let direct = SocketAddr::new(api_ip, 8080);
-    let via_vip = SocketAddr::new(VIP.parse().unwrap(), 80);
-    assert_eq!(web.tcp_echo(direct, "hi", T).unwrap().identity, "api");
-    assert_eq!(web.tcp_echo(via_vip, "hi", T).unwrap().identity, "api");
+    let scene = Scene::new();
+    let (node, web, api_ip) = (&scene.node, &scene.web, scene.api_ip);
+    let (direct, via_vip) = (scene.direct(), SocketAddr::new(VIP.parse().unwrap(), 80));
+    assert!(scene.all_as_configured(Duration::from_millis(800)), "before any drift");
     assert_eq!(
-        repair(&node, &["--dry-run"]),
+        repair(node, &["--dry-run"]),
         BTreeSet::new(),
         "a fresh network has no drift"
     );
 
     // Drift: the server leaves its selector set, a stranger joins the
     // web set, and the service's only slot is lost.
-    let selected = named(&node, "netsvc_firewall", "_sel4");
-    let from_web = named(&node, "netsvc_firewall", "_i0p04");
-    let slots = named(&node, "netsvc_lb", "_slots");
+    let selected = named(node, "netsvc_firewall", "_sel4");
+    let from_web = named(node, "netsvc_firewall", "_i0p04");
+    let slots = named(node, "netsvc_lb", "_slots");
     let nft = |args: &[&str]| node.exec("nft", args).unwrap();
     nft(&[
         "delete",
@@ -130,12 +167,12 @@ fn repair_lists_exactly_the_injected_drift_fixes_it_and_then_finds_none() {
     ]
     .into();
     assert_eq!(
-        repair(&node, &["--dry-run"]),
+        repair(node, &["--dry-run"]),
         injected,
         "the dry run lists exactly the drift"
     );
     assert_eq!(
-        repair(&node, &["--dry-run", "--network", "drift"]),
+        repair(node, &["--dry-run", "--network", "drift"]),
         injected,
         "and so does one network's"
     );
@@ -144,7 +181,7 @@ fn repair_lists_exactly_the_injected_drift_fixes_it_and_then_finds_none() {
         "a dry run changes nothing"
     );
 
-    assert_eq!(repair(&node, &[]), injected, "the repair fixes what the dry run found");
+    assert_eq!(repair(node, &[]), injected, "the repair fixes what the dry run found");
     assert_eq!(web.tcp_echo(via_vip, "hi", T).unwrap().identity, "api");
     assert_eq!(web.tcp_echo(direct, "hi", T).unwrap().identity, "api");
     let listed = node
@@ -152,9 +189,79 @@ fn repair_lists_exactly_the_injected_drift_fixes_it_and_then_finds_none() {
         .unwrap();
     assert!(!listed.contains(STRAY), "the stranger is gone: {listed}");
     assert_eq!(
-        repair(&node, &["--dry-run"]),
+        repair(node, &["--dry-run"]),
         BTreeSet::new(),
         "a second run finds nothing"
     );
-    assert_eq!(repair(&node, &[]), BTreeSet::new(), "nor does a second repair");
+    assert_eq!(repair(node, &[]), BTreeSet::new(), "nor does a second repair");
+    assert!(scene.all_as_configured(Duration::from_millis(800)), "after the repair");
+}
+
+/// Starts `netsvc agent` on `node` (no conflist: it repairs drift) and
+/// waits until it has made its first pass.
+fn agent(node: &TestNode) -> Daemon {
+    let log = std::fs::File::create(node.state_dir().join("agent.log")).unwrap();
+    let daemon = Daemon::spawn(
+        node.command(netsvc_tests::chain::plugin_dir().join("netsvc"))
+            .args(["agent", "--lease-ttl", "10"])
+            .env("NETSVC_LOG", "info")
+            .stdout(std::process::Stdio::null())
+            .stderr(log),
+    )
+    .unwrap();
+    let agent_dir = node.state_dir().join("agent");
+    let ready = netsvc_tests::poll_until(Duration::from_secs(10), || {
+        std::fs::read_dir(&agent_dir).ok()?.next().map(drop)
+    });
+    assert!(ready.is_some(), "the agent started");
+    daemon
+}
+
+fn agent_log(node: &TestNode) -> String {
+    std::fs::read_to_string(node.state_dir().join("agent.log")).unwrap_or_default()
+}
+
+#[test]
+fn the_agent_restores_policy_and_vips_after_the_ruleset_is_flushed() {
+    let scene = Scene::new();
+    let _agent = agent(&scene.node);
+    assert!(scene.all_as_configured(Duration::from_millis(800)), "before the flush");
+    for round in 0..3 {
+        let flushed = Instant::now();
+        scene.node.exec("nft", ["flush", "ruleset"]).unwrap();
+        let during = scene.all_as_configured(Duration::from_millis(200));
+        let restored = netsvc_tests::poll_until(Duration::from_secs(5), || {
+            scene
+                .all_as_configured(Duration::from_millis(300))
+                .then(|| flushed.elapsed())
+        });
+        let restored = restored.unwrap_or_else(|| panic!("round {round}: not restored:\n{}", agent_log(&scene.node)));
+        eprintln!("round {round}: all as configured right after the flush: {during}; restored after {restored:?}");
+    }
+    let log = agent_log(&scene.node);
+    assert!(
+        log.contains("repaired drift: netsvc-firewall drift: missing table inet netsvc_firewall"),
+        "{log}"
+    );
+    assert!(
+        log.contains("repaired drift: netsvc-lb drift: missing table ip netsvc_lb"),
+        "{log}"
+    );
+}
+
+#[test]
+fn the_agent_restores_a_deleted_table_and_a_lost_member() {
+    let scene = Scene::new();
+    let _agent = agent(&scene.node);
+    let selected = named(&scene.node, "netsvc_firewall", "_sel4");
+    let member = format!("{{ {} }}", scene.api_ip);
+    let nft = |args: &[&str]| scene.node.exec("nft", args).unwrap();
+    nft(&["delete", "table", "ip", "netsvc_lb"]);
+    nft(&["delete", "element", "inet", "netsvc_firewall", &selected, &member]);
+    let restored = netsvc_tests::poll_until(Duration::from_secs(5), || {
+        scene.all_as_configured(Duration::from_millis(300)).then_some(())
+    });
+    assert!(restored.is_some(), "not restored:\n{}", agent_log(&scene.node));
+    let listed = nft(&["list", "set", "inet", "netsvc_firewall", &selected]);
+    assert!(listed.contains(&scene.api_ip.to_string()), "{listed}");
 }

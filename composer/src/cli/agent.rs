@@ -16,8 +16,9 @@ use crate::agent::Agent;
                   --store '{\"type\":\"etcd\",\"endpoints\":[\"http://10.0.0.1:2379\"]}'"
 )]
 pub struct AgentArgs {
-    /// A conflist whose netsvc services this node renders (repeatable).
-    #[arg(long, required = true)]
+    /// A conflist whose netsvc services this node renders as the store
+    /// changes (repeatable; none: only drift is repaired).
+    #[arg(long)]
     conflist: Vec<PathBuf>,
     /// This node's name (default: NETSVC_NODE_NAME, else the host name).
     #[arg(long)]

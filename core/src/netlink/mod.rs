@@ -19,6 +19,7 @@ use crate::cni::error::CniError;
 
 pub mod addresses;
 pub mod links;
+pub mod notify;
 pub mod routes;
 pub mod sync;
 pub mod tc;
