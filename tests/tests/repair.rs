@@ -166,6 +166,16 @@ fn repair_lists_exactly_the_injected_drift_fixes_it_and_then_finds_none() {
         format!("netsvc-lb missing element 0 : {api_ip} of map ip netsvc_lb {slots}"),
     ]
     .into();
+    // CHECK of any attachment of the network names the first difference.
+    let chain = node.chain(&conflist(node)).unwrap();
+    let err = chain
+        .check(web, "eth0")
+        .expect_err("CHECK sees the drift")
+        .cni()
+        .clone();
+    assert_eq!(err.code, 120, "{err}");
+    let first = format!("missing element {api_ip} of set inet netsvc_firewall {selected}");
+    assert!(err.msg.contains(&first), "{err}");
     assert_eq!(
         repair(node, &["--dry-run"]),
         injected,

@@ -301,6 +301,14 @@ impl Plugin for Firewall {
                 return Err(missing(format!("{ip} is missing from set {set}")));
             }
         }
+        // Anything else of the network that differs from the store.
+        if let Some(d) = Repair::diff(self, &store, network)?.first() {
+            return Err(missing(format!(
+                "{} {} (`netsvc repair` fixes it)",
+                d.kind.word(),
+                d.object
+            )));
+        }
         Ok(())
     }
 

@@ -309,6 +309,14 @@ impl Plugin for Lb {
                 }
             }
         }
+        // Anything else of the network that differs from the store.
+        if let Some(d) = Repair::diff(self, &store, network)?.first() {
+            return Err(missing(format!(
+                "{} {} (`netsvc repair` fixes it)",
+                d.kind.word(),
+                d.object
+            )));
+        }
         Ok(())
     }
 
