@@ -138,6 +138,12 @@ impl<'s> Session<'_, 's> {
         Ok(out)
     }
 
+    /// Removes `service`'s intent: what it named is done (or was done
+    /// another way, such as a DEL the kernel took without the store).
+    pub fn clear_intent(&self, service: &str) -> Result<(), GraphError> {
+        self.transaction(|tx| tx.remove_record::<Intent>(service, INTENT_RECORD).map(drop))
+    }
+
     /// Runs `f` on a transaction that is never committed: the graph as it
     /// would be, for a kernel change the store cannot record (a DEL on a
     /// full disk takes what it removes out of the kernel all the same).
@@ -189,7 +195,7 @@ impl<'s> Session<'_, 's> {
             failpoint::hit(&point("staged"))?;
             let out = program(self, plan)?;
             failpoint::hit(&point("programmed"))?;
-            self.transaction(|tx| tx.remove_record::<Intent>(service, INTENT_RECORD).map(drop))?;
+            self.clear_intent(service)?;
             Ok(out)
         };
         finish().map(Some).inspect_err(|_| {

@@ -252,6 +252,7 @@ impl Plugin for Firewall {
         let graph = Graph::new(&store);
         let session = graph.lock(&call.conf.name)?;
         Self::del_locked(&session, &store, call).or_else(|e| {
+            tracing::warn!(error = %e, "DEL failed; removing the attachment from the kernel without the store");
             // The store cannot take the DEL (a full disk): the kernel is
             // rendered as the graph would be without the endpoint, which
             // only takes permissions away. DEL then succeeds unless the
@@ -264,7 +265,11 @@ impl Plugin for Firewall {
                 Ok(ep.is_some())
             });
             match recorded {
-                Ok(false) => Ok(()),
+                Ok(false) => {
+                    // Done, though not the usual way: an intent it left is finished too.
+                    let _ = session.clear_intent(SERVICE);
+                    Ok(())
+                }
                 _ => Err(e),
             }
         })
