@@ -217,6 +217,22 @@ impl ExecReport {
     }
 }
 
+/// Each netsvc plugin alone (the VPN's tunnel too), with its binary from `dir`.
+pub fn netsvc_plugins_in(dir: &std::path::Path) -> Vec<(&'static str, PathBuf, Value)> {
+    netsvc_services()
+        .into_iter()
+        .chain([netsvc_vpn()])
+        .map(|p| (p.name, dir.join(p.name), p.conf))
+        .collect()
+}
+
+/// One plugin alone, `rounds` rounds, on a fresh node.
+pub fn time_plugin(name: &'static str, binary: PathBuf, conf: Value, rounds: usize) -> Result<Timed> {
+    let node = TestNode::new()?;
+    let p = Plugin { name, binary, conf };
+    time_chain(&node, name, true, std::slice::from_ref(&p), rounds)
+}
+
 /// Measures every plugin alone and both chains, each on a fresh node.
 pub fn run(rounds: usize) -> Result<ExecReport> {
     let mut plugins = Vec::new();

@@ -5,6 +5,7 @@
 //! and scripts, each writing its figures there), then `netsvc-bench report`
 //! turns them into `bench/results/report.md` and PNG charts.
 
+mod compare;
 mod exec;
 mod plots;
 mod qos;
@@ -42,6 +43,24 @@ enum Command {
         #[arg(long)]
         out: PathBuf,
     },
+    /// Whole-process ADD and DEL of each netsvc plugin, two builds
+    /// interleaved (before, after, after, before, …) in one run (root).
+    Compare {
+        /// The folder of the first build's plugin binaries.
+        #[arg(long)]
+        before: PathBuf,
+        /// The folder of the second build's plugin binaries.
+        #[arg(long)]
+        after: PathBuf,
+        /// Rounds of each plugin per measurement.
+        #[arg(long, default_value_t = 20)]
+        rounds: usize,
+        /// Measurements of each build.
+        #[arg(long, default_value_t = 4)]
+        repeat: usize,
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
     /// Writes report.md and the charts from the figures in DIR/raw.
     Report {
         #[arg(long, default_value = "bench/results")]
@@ -57,6 +76,17 @@ fn main() -> Result<()> {
     match Cli::parse().command {
         Command::Exec { rounds, out } => write_json(&out, &exec::run(rounds)?),
         Command::Qos { seconds, out } => write_json(&out, &qos::run(seconds)?),
+        Command::Compare {
+            before,
+            after,
+            rounds,
+            repeat,
+            out,
+        } => {
+            let c = compare::run(&before, &after, rounds, repeat)?;
+            print!("{}", compare::table(&c));
+            out.map_or(Ok(()), |out| write_json(&out, &c))
+        }
         Command::Report { dir } => report::write(&dir),
     }
 }
