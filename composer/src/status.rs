@@ -24,6 +24,17 @@ pub struct NetworkStatus {
     pub shaping: Vec<Shaping>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub vpn: Option<netsvc_vpn::status::NetworkStatus>,
+    /// Calls of this node that died before they finished, by service (the
+    /// next call, `netsvc repair` or the agent finishes them).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub unfinished: Vec<Unfinished>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Unfinished {
+    pub service: String,
+    #[serde(flatten)]
+    pub intent: netsvc_core::graph::Intent,
 }
 
 #[derive(Debug, Serialize)]
@@ -81,7 +92,17 @@ fn networks(store: &StoreHandle, only: Option<&str>) -> anyhow::Result<Vec<Netwo
             .record::<Value>(&network.name, netsvc_firewall::SERVICE, "settings")?
             .map(|r| r["conf"].clone());
         let vpn_index = vpn.iter().position(|v| v.network == network.name);
+        let mut unfinished = Vec::new();
+        for service in crate::services::KNOWN {
+            if let Some(intent) = netsvc_core::graph::pending(&graph, &network.name, service)? {
+                unfinished.push(Unfinished {
+                    service: service.to_string(),
+                    intent,
+                });
+            }
+        }
         out.push(NetworkStatus {
+            unfinished,
             shaping: graph.shapings(&network.name)?,
             endpoints,
             services,
@@ -110,6 +131,16 @@ pub fn render(status: &Status) -> String {
             net.gateway.as_deref().unwrap_or("-"),
             net.bridge.as_deref().unwrap_or("-")
         );
+        for u in &n.unfinished {
+            let _ = writeln!(
+                s,
+                "  unfinished {} {} of {} (pid {}): `netsvc repair` finishes it",
+                u.service,
+                u.intent.op.word(),
+                u.intent.container_id.as_deref().unwrap_or("the network"),
+                u.intent.pid
+            );
+        }
         let _ = writeln!(s, "  endpoints ({}):", n.endpoints.len());
         for e in &n.endpoints {
             let labels: Vec<String> = e.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();

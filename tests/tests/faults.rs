@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use netsvc_core::failpoint::FAILPOINT_ENV;
-use netsvc_tests::chain::{CallArgs, Chain, container_ip};
+use netsvc_tests::chain::{CallArgs, Chain, container_ip, json_of, netsvc};
 use netsvc_tests::{Container, EchoServer, TestNode};
 use serde_json::{Value, json};
 
@@ -205,6 +205,11 @@ fn killed_at(svc: Svc, step: &str) {
         plain.add_with(&victim, "eth0", &victim_args).unwrap();
         faulty.del(&victim, "eth0").expect_err("killed DEL fails");
     }
+    // The dead call's intent is there for `netsvc status` to show.
+    let status = json_of(&netsvc(&scene.node, &["status", "--format", "json"]), "netsvc status");
+    let unfinished = &status["networks"][0]["unfinished"][0];
+    assert_eq!(unfinished["service"], svc.plugin(), "{point}: {status}");
+    assert_eq!(unfinished["op"], &step[..3], "{point}: {status}");
     // What a runtime does next: DEL (again), which must succeed.
     plain
         .del(&victim, "eth0")
