@@ -180,6 +180,12 @@ impl<'s> Session<'_, 's> {
             {
                 intent.addresses = ep.ips;
             }
+            // What a dead call left to clean is carried on, should this one die too.
+            for a in stale.iter().flat_map(|s| &s.addresses) {
+                if !intent.addresses.contains(a) {
+                    intent.addresses.push(a.clone());
+                }
+            }
             let plan = stage(tx, stale.as_ref())?;
             if plan.is_some() {
                 tx.put_record(service, INTENT_RECORD, &intent)?;

@@ -1,0 +1,140 @@
+//! The order of one plugin call (`Session::intended`) over a real file
+//! store: the intent is committed with the graph change before `program`
+//! runs and cleared after; a failure undoes; a dead call's intent is found
+//! by the next call, its ADD rolled back in the graph.
+
+use std::cell::Cell;
+
+use netsvc_core::cni::CniError;
+use netsvc_core::graph::{Endpoint, Graph, INTENT_RECORD, Intent, Op, pending};
+use netsvc_core::store::FileStore;
+
+const SERVICE: &str = "svc";
+
+fn ep(cid: &str) -> Endpoint {
+    Endpoint {
+        network: "n1".into(),
+        container_id: cid.into(),
+        ifname: "eth0".into(),
+        ips: vec!["10.0.0.2/24".into()],
+        ..Default::default()
+    }
+}
+
+fn store() -> (tempfile::TempDir, FileStore) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = FileStore::open(dir.path().join("state")).unwrap();
+    (dir, store)
+}
+
+#[test]
+fn the_intent_is_committed_before_program_runs_and_cleared_after() {
+    let (_dir, store) = store();
+    let graph = Graph::new(&store).on_node("a");
+    let session = graph.lock("n1").unwrap();
+    let seen_during = Cell::new(None);
+    let out = session
+        .intended(
+            SERVICE,
+            Intent::attachment(Op::Add, "c1", "eth0").with_addresses(&ep("c1").ips),
+            |tx, stale| -> Result<Option<u32>, CniError> {
+                assert!(stale.is_none());
+                tx.attach_endpoint(&ep("c1"), SERVICE)?;
+                Ok(Some(7))
+            },
+            |_, plan| {
+                // What a process dying here would leave: the graph change and its intent.
+                let g = Graph::new(&store).on_node("a");
+                seen_during.set(Some((
+                    pending(&g, "n1", SERVICE).unwrap(),
+                    g.endpoint("n1", "c1", "eth0").unwrap().is_some(),
+                )));
+                Ok(plan + 1)
+            },
+            |_| panic!("nothing to undo"),
+        )
+        .unwrap();
+    assert_eq!(out, Some(8));
+    let (intent, recorded) = seen_during.take().unwrap();
+    let intent = intent.expect("the intent is in the store while the kernel is programmed");
+    assert_eq!(
+        (intent.op, intent.addresses),
+        (Op::Add, vec!["10.0.0.2/24".to_string()])
+    );
+    assert!(recorded, "and so is the graph change");
+    assert_eq!(pending(&graph, "n1", SERVICE).unwrap(), None, "cleared after");
+}
+
+#[test]
+fn a_failed_program_undoes_and_returns_its_error() {
+    let (_dir, store) = store();
+    let graph = Graph::new(&store).on_node("a");
+    let session = graph.lock("n1").unwrap();
+    let undone = Cell::new(false);
+    let err = session
+        .intended(
+            SERVICE,
+            Intent::attachment(Op::Add, "c1", "eth0"),
+            |tx, _| -> Result<Option<()>, CniError> {
+                tx.attach_endpoint(&ep("c1"), SERVICE)?;
+                Ok(Some(()))
+            },
+            |_, ()| -> Result<(), CniError> { Err(CniError::io("the kernel said no")) },
+            |s| {
+                undone.set(true);
+                s.transaction(|tx| tx.detach_endpoint("c1", "eth0", SERVICE).map(drop))?;
+                s.clear_intent(SERVICE)?;
+                Ok(())
+            },
+        )
+        .expect_err("the program's error");
+    assert!(err.msg.contains("the kernel said no"), "{err}");
+    assert!(undone.get());
+    assert_eq!(graph.endpoint("n1", "c1", "eth0").unwrap(), None);
+    assert_eq!(pending(&graph, "n1", SERVICE).unwrap(), None);
+}
+
+#[test]
+fn a_dead_add_is_rolled_back_by_the_next_call_which_carries_its_addresses_on() {
+    let (_dir, store) = store();
+    let graph = Graph::new(&store).on_node("a");
+    // A call that died after its first commit: the endpoint and its intent.
+    graph
+        .transaction("n1", |tx| -> Result<(), CniError> {
+            tx.attach_endpoint(&ep("dead"), SERVICE)?;
+            let intent = Intent::attachment(Op::Add, "dead", "eth0").with_addresses(&ep("dead").ips);
+            tx.put_record(SERVICE, INTENT_RECORD, &intent)?;
+            Ok(())
+        })
+        .unwrap();
+    let session = graph.lock("n1").unwrap();
+    let mut other = ep("c2");
+    other.ips = vec!["10.0.0.3/24".into()];
+    session
+        .intended(
+            SERVICE,
+            Intent::attachment(Op::Add, "c2", "eth0").with_addresses(&other.ips),
+            |tx, stale| -> Result<Option<()>, CniError> {
+                let stale = stale.expect("the dead call's intent");
+                assert_eq!((stale.op, stale.container_id.as_deref()), (Op::Add, Some("dead")));
+                assert_eq!(tx.get_endpoint("dead", "eth0")?, None, "rolled back in the graph");
+                tx.attach_endpoint(&other, SERVICE)?;
+                Ok(Some(()))
+            },
+            |_, ()| -> Result<(), CniError> {
+                let g = Graph::new(&store).on_node("a");
+                let carried = pending(&g, "n1", SERVICE).unwrap().unwrap().addresses;
+                assert_eq!(
+                    carried,
+                    ["10.0.0.3/24", "10.0.0.2/24"],
+                    "the dead call's addresses go on"
+                );
+                Ok(())
+            },
+            |_| Ok(()),
+        )
+        .unwrap();
+    assert_eq!(graph.endpoint("n1", "dead", "eth0").unwrap(), None);
+    assert!(graph.endpoint("n1", "c2", "eth0").unwrap().is_some());
+    assert_eq!(pending(&graph, "n1", SERVICE).unwrap(), None);
+}
