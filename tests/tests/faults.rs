@@ -491,3 +491,33 @@ fn firewall_survives_a_truncated_endpoint_document() {
 fn lb_survives_a_truncated_endpoint_document() {
     truncated_document(Svc::Lb);
 }
+
+/// A dead LB ADD finished by another container's ADD, then the runtime's
+/// DEL of the dead one, with the firewall still holding its endpoint (DEL
+/// runs the chain backwards): its hairpin element goes too.
+#[test]
+fn lb_add_killed_then_finished_by_another_add_leaves_nothing() {
+    let node = TestNode::new().unwrap();
+    let conf = node.bridge_conflist(
+        NETWORK,
+        "1.0.0",
+        SUBNET,
+        vec![Svc::Firewall.conf(None), Svc::Lb.conf(None)],
+    );
+    let plain = node.chain(&conf).unwrap();
+    let mut faulty = node.chain(&conf).unwrap();
+    with_failpoint(&mut faulty, "netsvc-lb/add/programmed=kill");
+    let (first, victim, next) = (
+        node.container("first").unwrap(),
+        node.container("victim").unwrap(),
+        node.container("next").unwrap(),
+    );
+    plain.add_with(&first, "eth0", &args("first", "api", None)).unwrap();
+    faulty
+        .add_with(&victim, "eth0", &args("victim", "api", Some(RECYCLED)))
+        .expect_err("killed");
+    plain.add_with(&next, "eth0", &args("next", "api", None)).unwrap();
+    plain.del(&victim, "eth0").unwrap();
+    let ruleset = node.exec("nft", ["list", "ruleset"]).unwrap();
+    assert!(!ruleset.contains(RECYCLED), "{RECYCLED} is left:\n{ruleset}");
+}

@@ -225,7 +225,13 @@ fn family_script(
         .map(|k| k.to_string())
         .collect();
     s.add_elements(HAIRPIN, &pairs)?;
-    let left: Vec<IpAddr> = gone.iter().copied().filter(|a| Family::of(*a) == f).collect();
+    // An address a resident holds again keeps its element.
+    let held: Vec<IpAddr> = residents.iter().flat_map(|e| model::addresses(e, f)).collect();
+    let left: Vec<IpAddr> = gone
+        .iter()
+        .copied()
+        .filter(|a| Family::of(*a) == f && !held.contains(a))
+        .collect();
     let stale: Vec<String> = model::hairpin_keys(&left).iter().map(ToString::to_string).collect();
     s.add_elements(HAIRPIN, &stale)?;
     s.delete_elements(HAIRPIN, &stale)?;

@@ -163,16 +163,18 @@ impl Lb {
     }
 }
 
-/// Addresses the runtime or the container says the attachment had that no
-/// endpoint of the network holds (a DEL the store has no record of).
+/// Addresses the runtime or the container says the attachment had that the
+/// LB holds for no endpoint of the network (a DEL the store has no record of).
 fn orphan_addresses(tx: &mut Tx<'_>, call: &Call) -> Result<Vec<IpAddr>> {
     let shown = netsvc_core::attachment::runtime_addresses(call);
     if shown.is_empty() {
         return Ok(shown);
     }
+    // Other services may still hold this very endpoint: only ours count.
     let held: Vec<IpAddr> = tx
         .endpoints()?
         .iter()
+        .filter(|e| e.held_by(SERVICE))
         .flat_map(|e| Family::ALL.iter().flat_map(|f| model::addresses(e, *f)))
         .collect();
     Ok(shown.into_iter().filter(|a| !held.contains(a)).collect())
@@ -219,7 +221,13 @@ impl Plugin for Lb {
                         tx.put_record(SERVICE, SETTINGS, &s)?;
                         Program::Fast(plan)
                     }
-                    None => Program::Full(full::plan(&store, tx, &conf, &[])?),
+                    // What a dead call left leaves the hairpin set too.
+                    None => Program::Full(full::plan(
+                        &store,
+                        tx,
+                        &conf,
+                        &stale.map(Intent::ips).unwrap_or_default(),
+                    )?),
                 };
                 Ok(Some(Planned {
                     program,
