@@ -275,3 +275,68 @@ fn the_agent_restores_a_deleted_table_and_a_lost_member() {
     let listed = nft(&["list", "set", "inet", "netsvc_firewall", &selected]);
     assert!(listed.contains(&scene.api_ip.to_string()), "{listed}");
 }
+
+/// Every qdisc and class on `device`, as tc prints them (handles and
+/// rates), without the one counter tc prints unasked.
+fn shaping_of(node: &TestNode, device: &str) -> String {
+    let qdiscs = node.exec("tc", ["qdisc", "show", "dev", device]).unwrap_or_default();
+    let classes = node.exec("tc", ["class", "show", "dev", device]).unwrap_or_default();
+    let all = format!("{qdiscs}{classes}");
+    let mut words = Vec::new();
+    let mut skip = false;
+    for w in all.split_inclusive(char::is_whitespace) {
+        if !std::mem::take(&mut skip) {
+            skip = w.trim() == "direct_packets_stat";
+            words.push(if skip { "" } else { w });
+        }
+    }
+    words.concat()
+}
+
+#[test]
+fn the_agent_restores_a_deleted_qdisc_and_a_deleted_ifb() {
+    let node = TestNode::new().unwrap();
+    let qos = json!({"type": "netsvc-qos", "ingressRate": "10mbit", "egressRate": "20mbit"});
+    let chain = node
+        .chain(&node.bridge_conflist("shaped", "1.0.0", "10.253.0.0/24", vec![qos]))
+        .unwrap();
+    let c = node.container("c").unwrap();
+    chain.add_with(&c, "eth0", &CallArgs::endpoint("c", None)).unwrap();
+    let veth = c.veth_peer_in("eth0", &node).unwrap();
+    let ifb = node.links_of_kind("ifb").unwrap().pop().expect("the endpoint's ifb");
+    let (veth_before, ifb_before) = (shaping_of(&node, &veth), shaping_of(&node, &ifb));
+    assert!(veth_before.contains("qdisc htb 1: root") && veth_before.contains("10Mbit"), "{veth_before}");
+    assert!(ifb_before.contains("qdisc htb 1: root") && ifb_before.contains("20Mbit"), "{ifb_before}");
+    let _agent = agent(&node);
+
+    // The shaping to the container: its root qdisc deleted.
+    node.exec("tc", ["qdisc", "del", "dev", &veth, "root"]).unwrap();
+    let restored = netsvc_tests::poll_until(Duration::from_secs(5), || {
+        (shaping_of(&node, &veth) == veth_before).then_some(())
+    });
+    assert!(
+        restored.is_some(),
+        "{veth} not restored: {}\n{}",
+        shaping_of(&node, &veth),
+        agent_log(&node)
+    );
+
+    // The shaping from the container: its ifb deleted (and with it the redirect's target).
+    node.ip(["link", "del", &ifb]).unwrap();
+    let restored = netsvc_tests::poll_until(Duration::from_secs(5), || {
+        (shaping_of(&node, &ifb) == ifb_before && shaping_of(&node, &veth) == veth_before).then_some(())
+    });
+    assert!(
+        restored.is_some(),
+        "{ifb} not restored: {}\n{}",
+        shaping_of(&node, &ifb),
+        agent_log(&node)
+    );
+    // Traffic from the container reaches the ifb again (the redirect points at the new one).
+    let before = node.exec("tc", ["-s", "qdisc", "show", "dev", &ifb]).unwrap();
+    let gateway = "10.253.0.1".parse().unwrap();
+    assert!(c.ping(gateway, 3, T), "the container reaches its gateway");
+    let after = node.exec("tc", ["-s", "qdisc", "show", "dev", &ifb]).unwrap();
+    assert_ne!(before, after, "packets from the container pass the new ifb");
+    chain.del(&c, "eth0").unwrap();
+}
