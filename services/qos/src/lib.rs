@@ -188,10 +188,11 @@ impl Plugin for Qos {
             // again): what the attachment would have goes by its names.
             Ok(None) => Teardown::of(container_id, ifname, None, netns).run(),
             Err(e) => {
-                // The store cannot take the DEL (a full disk): the shaping
-                // comes off all the same, as the graph would be without the
-                // endpoint. DEL then succeeds unless the store still records
-                // the endpoint (the runtime retries).
+                // The store cannot take the DEL's intent (a full disk): the
+                // shaping comes off all the same, as the graph would be
+                // without the endpoint; then the removal alone is tried
+                // (deleting needs no room). DEL fails only when the store
+                // still records the endpoint (the runtime retries).
                 let recorded = session.uncommitted(|tx| -> Result<bool> {
                     let held = tx
                         .get_endpoint(container_id, ifname)?
@@ -202,7 +203,11 @@ impl Plugin for Qos {
                 });
                 match recorded {
                     Ok(false) => Ok(()),
-                    _ => Err(e),
+                    Ok(true) => session
+                        .transaction(|tx| forget(tx, container_id, ifname))
+                        .map(drop)
+                        .map_err(|_| e),
+                    Err(_) => Err(e),
                 }
             }
         }

@@ -148,10 +148,11 @@ impl Plugin for Vpn {
             Ok(Some(())) => Ok(()),
             Ok(None) => tear_down(container_id, ifname, &Forgotten::default(), netns),
             Err(e) => {
-                // The store cannot take the DEL (a full disk): the devices
-                // go all the same, as the graph would be without the
-                // endpoint. DEL then succeeds unless the store still records
-                // it (the runtime retries).
+                // The store cannot take the DEL's intent (a full disk): the
+                // devices go all the same, as the graph would be without
+                // the endpoint; then the removal alone is tried (deleting
+                // needs no room). DEL fails only when the store still
+                // records the endpoint (the runtime retries).
                 let recorded = session.uncommitted(|tx| -> Result<bool> {
                     let f = forget(tx, container_id, ifname)?;
                     tear_down(container_id, ifname, &f, netns)?;
@@ -159,7 +160,11 @@ impl Plugin for Vpn {
                 });
                 match recorded {
                     Ok(false) => Ok(()),
-                    _ => Err(e),
+                    Ok(true) => session
+                        .transaction(|tx| forget(tx, container_id, ifname))
+                        .map(drop)
+                        .map_err(|_| e),
+                    Err(_) => Err(e),
                 }
             }
         }
