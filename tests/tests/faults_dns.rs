@@ -224,10 +224,13 @@ fn del_on_a_full_disk_still_stops_the_name_and_add_serves_nothing() {
         .unwrap();
     assert_eq!(dig(&scene.client, &[&fqdn("victim")]), [RECYCLED]);
     disk.fill();
-    // The store cannot forget it: DEL fails (the runtime retries), but the
-    // daemon stops answering the name at once.
-    let err = scene.chain().del(&victim, "eth0").expect_err("DEL on a full disk");
-    assert!(err.to_string().contains("No space left"), "a clear error: {err}");
+    // The DEL's intent cannot be written: the daemon stops answering the
+    // name all the same, and DEL fails (the runtime retries) unless the
+    // removal alone fits (a deleted document frees room; on this tmpfs it
+    // does, so `withdrawn_endpoints_are_not_answered…` tests the withdrawal).
+    if let Err(err) = scene.chain().del(&victim, "eth0") {
+        assert!(err.to_string().contains("No space left"), "a clear error: {err}");
+    }
     scene.assert_not_answered("DEL on a full disk");
     let other = scene.node.container("other").unwrap();
     let err = scene
@@ -293,4 +296,41 @@ fn repair_restarts_the_daemon_and_drops_a_dead_adds_name_then_finds_none() {
     assert_eq!(repair(node, "repair_runner", NETWORK, true), Vec::<String>::new());
     scene.assert_nothing_left("after the repair");
     scene.chain().del(&victim, "eth0").unwrap();
+}
+
+/// What a DEL on a store that cannot be written tells the daemon: the
+/// endpoint is not answered while the store still holds it, and once the
+/// store forgets it the daemon forgets the withdrawal too.
+#[test]
+fn withdrawn_endpoints_are_not_answered_until_the_store_forgets_them() {
+    use netsvc_dns::daemon::{Paths, control};
+    let scene = Scene::new(None);
+    let victim = scene.node.container("victim").unwrap();
+    scene
+        .chain()
+        .add_with(&victim, "eth0", &args("victim", Some(RECYCLED)))
+        .unwrap();
+    assert_eq!(dig(&scene.client, &[&fqdn("victim")]), [RECYCLED]);
+    let socket = Paths::new(scene.node.state_dir()).control();
+    let endpoint = format!("{}:eth0", victim.name());
+    control::withdraw(&socket, NETWORK, &endpoint, Duration::from_secs(5))
+        .unwrap()
+        .unwrap();
+    scene.assert_not_answered("withdrawn");
+    let view = control::served(&socket, NETWORK, Duration::from_secs(5))
+        .unwrap()
+        .unwrap();
+    assert_eq!(view.withdrawn, std::slice::from_ref(&endpoint));
+    assert_eq!(
+        repair(&scene.node, "repair_runner", NETWORK, true),
+        Vec::<String>::new(),
+        "a withdrawn endpoint is no difference"
+    );
+    scene.chain().del(&victim, "eth0").unwrap();
+    let view = control::served(&socket, NETWORK, Duration::from_secs(5))
+        .unwrap()
+        .unwrap();
+    assert_eq!(view.withdrawn, Vec::<String>::new(), "forgotten with the endpoint");
+    scene.assert_nothing_left("after DEL");
+    scene.assert_recycled_address_has_its_own_name("after DEL");
 }

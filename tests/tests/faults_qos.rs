@@ -231,10 +231,12 @@ fn del_on_a_full_disk_still_takes_the_shaping_off_and_add_opens_nothing() {
         .add_with(&victim, "eth0", &args("victim", Some(RECYCLED)))
         .unwrap();
     disk.fill();
-    // The store cannot forget it: DEL fails (the runtime retries), but the
-    // shaping is off already.
-    let err = scene.alone().del(&victim, "eth0").expect_err("DEL on a full disk");
-    assert!(err.to_string().contains("No space left"), "a clear error: {err}");
+    // The DEL's intent cannot be written: the shaping comes off all the
+    // same, and DEL fails (the runtime retries) unless the removal alone fits (a
+    // deleted document frees room; on this tmpfs it does).
+    if let Err(err) = scene.alone().del(&victim, "eth0") {
+        assert!(err.to_string().contains("No space left"), "a clear error: {err}");
+    }
     assert_eq!(scene.shaping_left(), Vec::<String>::new(), "DEL on a full disk");
     // ADD on a full disk fails and shapes nothing.
     let other = scene.node.container("other").unwrap();

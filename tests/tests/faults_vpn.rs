@@ -202,8 +202,12 @@ fn tunnel_del_on_a_full_disk_still_removes_the_device_and_add_makes_none() {
     let victim = scene.node.container("victim").unwrap();
     scene.chain().add_with(&victim, IFNAME, &args("victim", None)).unwrap();
     disk.fill();
-    let err = scene.chain().del(&victim, IFNAME).expect_err("DEL on a full disk");
-    assert!(err.to_string().contains("No space left"), "a clear error: {err}");
+    // The DEL's intent cannot be written: the device goes all the same, and
+    // DEL fails (the runtime retries) unless the removal alone fits (a
+    // deleted document frees room; on this tmpfs it does).
+    if let Err(err) = scene.chain().del(&victim, IFNAME) {
+        assert!(err.to_string().contains("No space left"), "a clear error: {err}");
+    }
     assert_no_device(&scene.node, &device_name(victim.name(), IFNAME), "DEL on a full disk");
     let other = scene.node.container("other").unwrap();
     let err = scene
