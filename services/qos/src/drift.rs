@@ -205,15 +205,20 @@ pub fn devices<'a>(records: impl IntoIterator<Item = &'a Applied>) -> BTreeSet<S
     out
 }
 
-/// What the kernel lost of what `applied` shaped (CHECK), or `None` when it all holds.
-pub fn lost(network: &str, applied: &Applied) -> Result<Option<String>> {
-    let seen = observe(devices([applied]))?;
+/// The differences of one shaped endpoint alone (no extra ifbs).
+pub fn of_endpoint(network: &str, applied: &Applied, seen: &Observed) -> Vec<Difference> {
     let wanted = Wanted {
         shaped: vec![applied],
         rolled_back: Vec::new(),
         held_ifbs: seen.ifbs.clone(),
     };
-    Ok(differences(network, &wanted, &seen)
+    differences(network, &wanted, seen)
+}
+
+/// What the kernel lost of what `applied` shaped (CHECK), or `None` when it all holds.
+pub fn lost(network: &str, applied: &Applied) -> Result<Option<String>> {
+    let seen = observe(devices([applied]))?;
+    Ok(of_endpoint(network, applied, &seen)
         .into_iter()
         .next()
         .map(|d| format!("{} is {}", d.object, d.kind.word())))

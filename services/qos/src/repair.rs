@@ -46,6 +46,8 @@ impl Reconcile for Qos {
                 let cleanup = Cleanup::of(tx, stale)?;
                 let records = applied::local_records(tx)?;
                 endpoints = records.len();
+                // One read of the kernel for the whole network.
+                let seen = drift::observe(drift::devices(records.iter().map(|(_, a)| a)))?;
                 let mut work = Vec::new();
                 for (ep, applied) in records {
                     if static_rates && wanted != applied.qos {
@@ -63,7 +65,7 @@ impl Reconcile for Qos {
                             applied: fresh,
                             restart: Some(ifb),
                         });
-                    } else if drift::lost(&conf.name, &applied)?.is_some() {
+                    } else if !drift::of_endpoint(&conf.name, &applied, &seen).is_empty() {
                         work.push(Reshape { applied, restart: None });
                     }
                 }
@@ -141,12 +143,7 @@ fn plan(graph: &Graph<'_>, tx: &mut Tx<'_>, stale: Option<&Intent>) -> Result<Pl
         unfixable: Vec::new(),
     };
     for a in &shaped {
-        let one = Wanted {
-            shaped: vec![a],
-            rolled_back: Vec::new(),
-            held_ifbs: seen.ifbs.clone(),
-        };
-        let found = drift::differences(&network, &one, &seen);
+        let found = drift::of_endpoint(&network, a, &seen);
         if found.is_empty() {
             continue;
         }
