@@ -188,6 +188,14 @@ pub trait Store: Send + Sync {
     /// registration is such a key. (The file store serves one machine, whose
     /// holders share its fate: its key lives until revoked.)
     fn put_leased(&self, key: &str, value: &serde_json::Value, ttl: Duration) -> Result<Lease, StoreError>;
+
+    /// The store as opened with its state dir, when it is one: what a
+    /// reconciler given a `&dyn Store` needs to reach node-local files (a
+    /// daemon's control socket, node keys) and to start a helper process
+    /// on the same store.
+    fn as_handle(&self) -> Option<&StoreHandle> {
+        None
+    }
 }
 
 /// Changes as they come, from a [`Store::subscribe`].

@@ -226,6 +226,10 @@ impl Store for StoreHandle {
     fn put_leased(&self, key: &str, value: &Value, ttl: Duration) -> Result<Lease, StoreError> {
         self.store.put_leased(key, value, ttl)
     }
+
+    fn as_handle(&self) -> Option<&StoreHandle> {
+        Some(self)
+    }
 }
 
 impl std::fmt::Debug for StoreHandle {

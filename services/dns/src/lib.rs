@@ -5,12 +5,21 @@
 //! the A/AAAA/PTR records), records what its network serves (domain, listen
 //! address, upstreams, TTL), makes sure the daemon runs and has loaded the
 //! change, and adds `dns` to the result so the runtime writes resolv.conf.
+//!
+//! Every call takes the order of the core's `Session::intended`: the graph
+//! change is committed with the call's intent, then the daemon (which
+//! serves the store, and follows it) is made to load it, then the intent is
+//! cleared. A dead ADD's endpoint is rolled back by the next call, and the
+//! daemon drops its names on that call's sync.
 
 pub mod config;
 pub mod daemon;
+pub mod served;
 pub mod snapshot;
 pub mod supervise;
 pub mod zone;
+
+mod repair;
 
 use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::time::Duration;
@@ -20,7 +29,9 @@ use hickory_proto::op::{Message, Query};
 use hickory_proto::rr::Name;
 pub use hickory_proto::rr::RecordType;
 use netsvc_core::cni::{Call, CniError, CniResult, Descriptor, Feature, Plugin, Result};
-use netsvc_core::graph::{Graph, Tx, checked_endpoint, endpoint_from_call, record_network};
+use netsvc_core::graph::{
+    Graph, Intent, Op, Session, Tx, checked_endpoint, endpoint_from_call, pending, record_network,
+};
 use netsvc_core::store::open_for;
 use serde::{Deserialize, Serialize};
 
@@ -61,23 +72,34 @@ impl Plugin for Dns {
         let ep = endpoint_from_call(call, &prev, SERVICE)?;
         supervise::daemon_binary()?;
         let store = open_for(&call.conf)?;
-        Graph::new(&store).transaction(&call.conf.name, |tx| -> Result<()> {
-            record_network(tx, &prev)?;
-            let newly = tx.attach_endpoint(&ep, SERVICE)?;
-            let before: Option<Settings> = tx.get_record(SERVICE, SETTINGS)?;
-            let endpoints = before.map_or(0, |s| s.endpoints) + u64::from(newly);
-            tx.put_record(
-                SERVICE,
-                SETTINGS,
-                &Settings {
-                    served: served.clone(),
-                    endpoints,
-                },
-            )?;
-            Ok(())
-        })?;
-        // The container may resolve as soon as ADD returns: wait for the daemon.
-        supervise::ensure_synced(&store)?;
+        let graph = Graph::new(&store);
+        let session = graph.lock(&call.conf.name)?;
+        let intent = Intent::attachment(Op::Add, &call.env.container_id, &call.env.ifname).with_addresses(&ep.ips);
+        session.intended(
+            SERVICE,
+            intent,
+            |tx, stale| -> Result<Option<()>> {
+                if stale.is_some() {
+                    recount(tx)?;
+                }
+                record_network(tx, &prev)?;
+                let newly = tx.attach_endpoint(&ep, SERVICE)?;
+                let before: Option<Settings> = tx.get_record(SERVICE, SETTINGS)?;
+                let endpoints = before.map_or(0, |s| s.endpoints) + u64::from(newly);
+                tx.put_record(
+                    SERVICE,
+                    SETTINGS,
+                    &Settings {
+                        served: served.clone(),
+                        endpoints,
+                    },
+                )?;
+                Ok(Some(()))
+            },
+            // The container may resolve as soon as ADD returns: wait for the daemon.
+            |_, ()| supervise::ensure_synced(&store).map(drop),
+            |s| Self::del_locked(s, &store, call),
+        )?;
         let dns = &mut prev.dns;
         let ns = served.listen.ip().to_string();
         if !dns.nameservers.contains(&ns) {
@@ -91,17 +113,35 @@ impl Plugin for Dns {
 
     fn del(&self, call: &Call) -> Result<()> {
         let store = open_for(&call.conf)?;
-        let changed = Graph::new(&store).transaction(&call.conf.name, |tx| -> Result<bool> {
-            let Some(_) = tx.detach_endpoint(&call.env.container_id, &call.env.ifname, SERVICE)? else {
-                return Ok(false);
+        let graph = Graph::new(&store);
+        let session = graph.lock(&call.conf.name)?;
+        Self::del_locked(&session, &store, call).or_else(|e| {
+            // The store cannot take the DEL's intent (a full disk): the
+            // daemon stops serving the endpoint all the same; then the
+            // removal alone is tried. DEL fails only when the store still
+            // records the endpoint (the runtime retries).
+            let (id, ifname) = (&call.env.container_id, &call.env.ifname);
+            let recorded = session.uncommitted(|tx| -> Result<bool> {
+                let Some(ep) = tx.get_endpoint(id, ifname)?.filter(|ep| ep.held_by(SERVICE)) else {
+                    return Ok(false);
+                };
+                supervise::withdraw(store.state_dir(), &call.conf.name, &ep.id())?;
+                Ok(true)
+            });
+            let removed = || {
+                session.transaction(|tx| -> Result<()> {
+                    if tx.detach_endpoint(id, ifname, SERVICE)?.is_some() {
+                        release(tx, 1)?;
+                    }
+                    Ok(())
+                })
             };
-            release(tx, 1)?;
-            Ok(true)
-        })?;
-        if changed {
-            supervise::poke(store.state_dir());
-        }
-        Ok(())
+            match recorded {
+                Ok(false) => Ok(()),
+                Ok(true) => removed().map_err(|_| e),
+                Err(_) => Err(e),
+            }
+        })
     }
 
     /// Fails unless the daemon answers the endpoint's first name with its addresses.
@@ -111,6 +151,13 @@ impl Plugin for Dns {
         let network = &call.conf.name;
         let missing = |what: String| CniError::state_missing(SERVICE, what);
         let ep = checked_endpoint(&graph, call, SERVICE)?;
+        if let Some(i) = pending(&graph, network, SERVICE)? {
+            return Err(missing(format!(
+                "a {} call (pid {}) died before it finished; the next call or `netsvc repair` finishes it",
+                i.op.word(),
+                i.pid
+            )));
+        }
         let settings: Settings = graph
             .record(network, SERVICE, SETTINGS)?
             .ok_or_else(|| missing(format!("network {network} has no DNS settings")))?;
@@ -141,18 +188,32 @@ impl Plugin for Dns {
     /// Drops the endpoints of attachments that are gone.
     fn gc(&self, call: &Call) -> Result<()> {
         let store = open_for(&call.conf)?;
-        Graph::new(&store).transaction(&call.conf.name, |tx| -> Result<()> {
-            let mut gone = 0;
-            // The runtime lists this node's containers only.
-            for ep in tx.local_endpoints(SERVICE)? {
-                let valid = call.gc_keeps(&ep.container_id, &ep.ifname);
-                if !valid && tx.detach_endpoint(&ep.container_id, &ep.ifname, SERVICE)?.is_some() {
-                    gone += 1;
+        let graph = Graph::new(&store);
+        let session = graph.lock(&call.conf.name)?;
+        session.intended(
+            SERVICE,
+            Intent::network(Op::Gc),
+            |tx, stale| -> Result<Option<()>> {
+                if stale.is_some() {
+                    recount(tx)?;
                 }
-            }
-            release(tx, gone)
-        })?;
-        supervise::poke(store.state_dir());
+                let mut gone = 0;
+                // The runtime lists this node's containers only.
+                for ep in tx.local_endpoints(SERVICE)? {
+                    let valid = call.gc_keeps(&ep.container_id, &ep.ifname);
+                    if !valid && tx.detach_endpoint(&ep.container_id, &ep.ifname, SERVICE)?.is_some() {
+                        gone += 1;
+                    }
+                }
+                release(tx, gone)?;
+                Ok(Some(()))
+            },
+            |_, ()| {
+                supervise::poke(store.state_dir());
+                Ok(())
+            },
+            |_| Ok(()),
+        )?;
         Ok(())
     }
 
@@ -167,6 +228,46 @@ impl Plugin for Dns {
             _ => Ok(()),
         }
     }
+}
+
+impl Dns {
+    /// DEL of one attachment under a held lock (also how a failed ADD
+    /// undoes itself): the endpoint leaves the graph, then the daemon
+    /// loads the graph without it.
+    fn del_locked(session: &Session<'_, '_>, store: &netsvc_core::store::StoreHandle, call: &Call) -> Result<()> {
+        let (id, ifname) = (&call.env.container_id, &call.env.ifname);
+        session.intended(
+            SERVICE,
+            Intent::attachment(Op::Del, id, ifname),
+            |tx, stale| -> Result<Option<()>> {
+                if stale.is_some() {
+                    recount(tx)?;
+                }
+                let left = tx.detach_endpoint(id, ifname, SERVICE)?.is_some();
+                if left {
+                    release(tx, 1)?;
+                }
+                Ok((left || stale.is_some()).then_some(()))
+            },
+            |_, ()| {
+                supervise::poke(store.state_dir());
+                Ok(())
+            },
+            |_| Ok(()),
+        )?;
+        Ok(())
+    }
+}
+
+/// The endpoint count counted again (a dead ADD's endpoint, rolled back by
+/// the core, was counted), and the settings gone with the last one.
+fn recount(tx: &mut Tx<'_>) -> Result<()> {
+    let Some(mut s) = tx.get_record::<Settings>(SERVICE, SETTINGS)? else {
+        return Ok(());
+    };
+    s.endpoints = tx.local_endpoints(SERVICE)?.len() as u64;
+    tx.put_record(SERVICE, SETTINGS, &s)?;
+    release(tx, 0)
 }
 
 /// `gone` endpoints left: the count drops, and the network's settings go

@@ -1,27 +1,39 @@
 //! Reads what the resolver serves from the store: every network with DNS
 //! settings, its DNS endpoints and its LB services.
 
+use std::collections::BTreeSet;
+
 use netsvc_core::graph::{Graph, GraphError};
 use netsvc_core::store::Store;
 
 use crate::zone::{NetworkData, Zone};
 use crate::{SERVICE, SETTINGS, Settings};
 
-/// The zone as of the store's current revision.
-pub fn load(store: &dyn Store) -> Result<Zone, GraphError> {
+/// An endpoint a DEL withdrew from the daemon: (network, endpoint id).
+pub type Withdrawn = (String, String);
+
+/// The zone as of the store's current revision, without the `withdrawn`
+/// endpoints; and those of them the store still holds (the others are
+/// forgotten: the store caught up).
+pub fn load(store: &dyn Store, withdrawn: &BTreeSet<Withdrawn>) -> Result<(Zone, BTreeSet<Withdrawn>), GraphError> {
     // Read the revision first: a change racing the reads is picked up next time.
     let revision = store.revision()?;
     let graph = Graph::new(store);
     let mut networks = Vec::new();
+    let mut still = BTreeSet::new();
     for net in graph.networks()? {
         let Some(settings) = graph.record::<Settings>(&net.name, SERVICE, SETTINGS)? else {
             continue;
         };
-        let endpoints = graph
-            .endpoints(&net.name)?
-            .into_iter()
-            .filter(|e| e.held_by(SERVICE))
-            .collect();
+        let mut endpoints = graph.endpoints(&net.name)?;
+        endpoints.retain(|e| {
+            let key = (net.name.clone(), e.id());
+            let hidden = withdrawn.contains(&key);
+            if hidden {
+                still.insert(key);
+            }
+            e.held_by(SERVICE) && !hidden
+        });
         networks.push(NetworkData {
             services: graph.services(&net.name)?,
             name: net.name,
@@ -29,5 +41,5 @@ pub fn load(store: &dyn Store) -> Result<Zone, GraphError> {
             endpoints,
         });
     }
-    Ok(Zone::build(networks, revision))
+    Ok((Zone::build(networks, revision), still))
 }

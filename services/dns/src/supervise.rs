@@ -12,20 +12,29 @@ use netsvc_core::store::StoreHandle;
 
 use crate::daemon::{Paths, control};
 
+/// The daemon's binary name.
+const DAEMON: &str = "netsvc-dnsd";
 /// How long a plugin waits for the daemon to start and load.
 const START_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// The daemon binary: installed beside the plugin.
+/// The daemon binary: installed beside the plugin (or the `netsvc` command
+/// line), else in a folder of CNI_PATH (a command line installed apart from
+/// the plugins, as `netsvc repair` may be).
 pub fn daemon_binary() -> Result<PathBuf, CniError> {
     let exe = std::env::current_exe().map_err(|e| CniError::not_available(format!("cannot find own binary: {e}")))?;
-    let daemon = exe.with_file_name("netsvc-dnsd");
-    if !daemon.is_file() {
-        return Err(CniError::not_available(format!(
-            "netsvc-dnsd is not installed beside the plugin ({})",
-            daemon.display()
-        )));
-    }
-    Ok(daemon)
+    let beside = exe.with_file_name(DAEMON);
+    let on_path = std::env::var_os("CNI_PATH")
+        .map(|p| std::env::split_paths(&p).map(|d| d.join(DAEMON)).collect::<Vec<_>>())
+        .unwrap_or_default();
+    std::iter::once(beside.clone())
+        .chain(on_path)
+        .find(|p| p.is_file())
+        .ok_or_else(|| {
+            CniError::not_available(format!(
+                "netsvc-dnsd is not installed beside the plugin ({}) nor on CNI_PATH",
+                beside.display()
+            ))
+        })
 }
 
 /// Makes sure the daemon of the store's state dir runs and serves the store
@@ -56,6 +65,26 @@ pub fn ensure_synced(store: &StoreHandle) -> Result<u64, CniError> {
 /// Asks a running daemon to reload; nothing when none runs (DEL, GC).
 pub fn poke(state_dir: &Path) {
     let _ = control::sync(&Paths::new(state_dir).control(), Duration::from_secs(2));
+}
+
+/// Tells a running daemon to stop serving `endpoint` of `network` (a DEL the
+/// store cannot take); fine when none runs (then nothing serves it).
+pub fn withdraw(state_dir: &Path, network: &str, endpoint: &str) -> Result<(), CniError> {
+    match control::withdraw(&Paths::new(state_dir).control(), network, endpoint, START_TIMEOUT) {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(why)) => Err(CniError::io(format!("netsvc-dnsd cannot withdraw {endpoint}: {why}"))),
+        Err(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused
+            ) =>
+        {
+            Ok(())
+        }
+        Err(e) => Err(CniError::io(format!(
+            "netsvc-dnsd cannot be asked to withdraw {endpoint}: {e}"
+        ))),
+    }
 }
 
 /// Starts the daemon detached, on the same store. A second daemon for the

@@ -163,6 +163,11 @@ impl Zone {
         found.map(|(_, u)| u.clone()).unwrap_or_default()
     }
 
+    /// The network `name` as served, if it is.
+    pub fn network(&self, name: &str) -> Option<&NetworkData> {
+        self.networks.iter().find(|n| n.name == name)
+    }
+
     pub fn serial(&self) -> u32 {
         self.serial
     }

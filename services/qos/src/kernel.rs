@@ -2,11 +2,15 @@
 //! host veth (traffic to the container) and on a per-endpoint ifb that the
 //! host veth's ingress redirects to (traffic from the container).
 
+use futures::TryStreamExt;
 use netsvc_core::naming::fnv64;
 use netsvc_core::netlink::sync::Rtnl;
 use netsvc_core::netlink::tc::{self, INGRESS_HANDLE, INGRESS_PARENT, Mode, Psched, ROOT, TcObject, handle};
 use netsvc_core::netlink::{NetlinkError, Request, Result, links};
 use rtnetlink::Handle;
+use rtnetlink::packet_route::tc::{
+    TcActionAttribute, TcActionMirrorOption, TcActionOption, TcAttribute, TcFilterU32Option, TcMessage, TcOption,
+};
 
 use crate::plan::{DevicePlan, MAJOR};
 
@@ -83,6 +87,71 @@ pub async fn unshape(h: &Handle, host_veth: Option<&str>, ifb: Option<&str>) -> 
         tc::delete_qdisc(h, link.index, INGRESS_PARENT).await?;
     }
     Ok(())
+}
+
+/// Takes off the host veth `name` only what proves to be ours (a DEL that
+/// has no record of the devices): an HTB root with our handle, and an
+/// ingress qdisc holding our redirect.
+pub async fn unshape_ours(h: &Handle, name: &str) -> Result<()> {
+    let Some(link) = links::find_by_name(h, name).await? else {
+        return Ok(());
+    };
+    let qdiscs = tc::list_qdiscs(h, link.index).await?;
+    if qdiscs
+        .iter()
+        .any(|q| q.parent == ROOT && q.kind == "htb" && q.handle == handle(MAJOR, 0))
+    {
+        tc::delete_qdisc(h, link.index, ROOT).await?;
+    }
+    if redirect_target(h, link.index).await?.is_some() {
+        tc::delete_qdisc(h, link.index, INGRESS_PARENT).await?;
+    }
+    Ok(())
+}
+
+/// Where the ingress of link `veth` redirects to (an ifindex), when it
+/// holds a redirect as ours: a u32 filter of our priority with a mirred action.
+pub async fn redirect_target(h: &Handle, veth: u32) -> Result<Option<u32>> {
+    let index = i32::try_from(veth).map_err(|_| NetlinkError::invalid("ifindex", format!("{veth} is out of range")))?;
+    let listed: std::result::Result<Vec<TcMessage>, _> =
+        h.traffic_filter(index).get().ingress().execute().try_collect().await;
+    let msgs = match listed.map_err(|source| NetlinkError::Request {
+        op: "list ingress filters".into(),
+        source,
+    }) {
+        Ok(msgs) => msgs,
+        // No ingress qdisc, or no link: no filters.
+        Err(e) if e.is_not_found() || e.errno() == Some(libc::EINVAL) => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    Ok(msgs
+        .iter()
+        .filter(|m| (m.header.info >> 16) as u16 == REDIRECT_PRIO)
+        .find_map(mirred_target))
+}
+
+/// The device a filter's mirred action sends to.
+fn mirred_target(msg: &TcMessage) -> Option<u32> {
+    let options = msg.attributes.iter().find_map(|a| match a {
+        TcAttribute::Options(o) => Some(o),
+        _ => None,
+    })?;
+    let actions = options.iter().find_map(|o| match o {
+        TcOption::U32(TcFilterU32Option::Action(acts)) => Some(acts),
+        _ => None,
+    })?;
+    actions
+        .iter()
+        .flat_map(|a| &a.attributes)
+        .filter_map(|a| match a {
+            TcActionAttribute::Options(opts) => Some(opts),
+            _ => None,
+        })
+        .flatten()
+        .find_map(|o| match o {
+            TcActionOption::Mirror(TcActionMirrorOption::Parms(p)) => Some(p.ifindex),
+            _ => None,
+        })
 }
 
 /// What a device holds: its qdiscs and classes.

@@ -163,12 +163,18 @@ pub fn configure(name: &str, backend: Backend, c: &DeviceConfig) -> Result<(), C
         Some(now) => wg::Change::between(c, now),
         None => wg::Change::replace(c),
     };
+    apply(name, backend, &change)
+}
+
+/// Makes `change` on device `name` (in this namespace for the kernel
+/// backend); nothing when it is empty.
+pub fn apply(name: &str, backend: Backend, change: &wg::Change<'_>) -> Result<(), CniError> {
     if change.is_empty() {
         return Ok(());
     }
     let r = match backend {
-        Backend::Kernel => wg::kernel_update(&change).apply(&iface(name)?, wireguard_control::Backend::Kernel),
-        Backend::Userspace => wg::uapi_apply(name, &change),
+        Backend::Kernel => wg::kernel_update(change).apply(&iface(name)?, wireguard_control::Backend::Kernel),
+        Backend::Userspace => wg::uapi_apply(name, change),
     };
     r.map_err(|e| CniError::io(format!("cannot configure WireGuard device {name}: {e}")))
 }

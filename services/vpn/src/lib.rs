@@ -10,9 +10,17 @@
 //! (through its UAPI socket) where not: `backend: auto|kernel|userspace`.
 //! Private keys never reach stdout, logs or results: only public keys are
 //! recorded.
+//!
+//! Every call takes the order of the core's `Session::intended`: the graph
+//! change is committed with the call's intent before a device is made or
+//! removed, and cleared after. A dead ADD's attachment is rolled back by
+//! the next call, which removes its device (and wireguard-go); devices of
+//! ours no record holds go too.
 
+pub mod cleanup;
 pub mod config;
 pub mod device;
+pub mod drift;
 pub mod keeper;
 pub mod keys;
 pub mod mesh;
@@ -21,13 +29,14 @@ pub mod status;
 pub mod tunnel;
 pub mod wg;
 
-use std::collections::BTreeSet;
+mod repair;
+
 use std::path::Path;
 
+use cleanup::Cleanup;
 use config::{BackendChoice, VpnConf};
 use netsvc_core::cni::{Call, CniResult, Descriptor, Feature, Plugin, Result};
-use netsvc_core::graph::{Graph, Tx};
-use netsvc_core::netlink::{NetlinkError, links};
+use netsvc_core::graph::{Endpoint, Graph, Intent, Op, Session, Tx};
 use netsvc_core::store::open_for;
 
 /// The plugin type, and this service's name in the graph.
@@ -38,26 +47,43 @@ const NODE_NETNS: &str = netsvc_core::netns::OWN;
 /// What leaves the graph with an attachment.
 #[derive(Debug, Default)]
 pub struct Forgotten {
+    /// The plugin held its endpoint.
+    pub held: bool,
     pub tunnel: Option<tunnel::TunnelRecord>,
     /// The node whose last mesh endpoint on the network this was.
     pub mesh: Option<mesh::MeshNode>,
 }
 
-/// Takes an attachment out of the graph, whichever mode it was in.
+/// An attachment that left the graph: container id, ifname, its records.
+type Gone = (String, String, Forgotten);
+
+/// The key of an attachment's records (the endpoint's id).
+pub fn record_name(container_id: &str, ifname: &str) -> String {
+    Endpoint {
+        container_id: container_id.to_string(),
+        ifname: ifname.to_string(),
+        ..Default::default()
+    }
+    .id()
+}
+
+/// Takes an attachment out of the graph, whichever mode it was in. Its
+/// records go even when the endpoint is gone already: a dead ADD's endpoint
+/// is rolled back by the core, its records are ours to drop.
 pub fn forget(tx: &mut Tx<'_>, container_id: &str, ifname: &str) -> Result<Forgotten> {
-    let Some(ep) = tx.detach_endpoint(container_id, ifname, SERVICE)? else {
-        return Ok(Forgotten::default());
-    };
+    let held = tx.detach_endpoint(container_id, ifname, SERVICE)?.is_some();
+    let id = record_name(container_id, ifname);
     Ok(Forgotten {
-        tunnel: tx.remove_record(tunnel::RECORDS, &ep.id())?,
-        mesh: mesh::forget_member(tx, &ep.id())?,
+        held,
+        tunnel: tx.remove_record(tunnel::RECORDS, &id)?,
+        mesh: mesh::forget_member(tx, &id)?,
     })
 }
 
 /// Removes what the kernel holds for a forgotten attachment. Its tunnel
 /// device is looked for in the recorded namespace and in `netns` (DEL's
 /// CNI_NETNS), so a DEL without a record still finds it.
-fn tear_down(container_id: &str, ifname: &str, f: &Forgotten, netns: Option<&Path>) -> Result<()> {
+pub fn tear_down(container_id: &str, ifname: &str, f: &Forgotten, netns: Option<&Path>) -> Result<()> {
     let recorded = f.tunnel.as_ref().map(|r| Path::new(&r.netns));
     let mut places: Vec<&Path> = recorded.into_iter().chain(netns).collect();
     places.dedup();
@@ -67,6 +93,29 @@ fn tear_down(container_id: &str, ifname: &str, f: &Forgotten, netns: Option<&Pat
         device::remove(&node.device)?;
     }
     Ok(())
+}
+
+/// DEL of one attachment under a held lock (also how a failed ADD undoes
+/// itself). `None` when the store had nothing of it.
+fn del_locked(session: &Session<'_, '_>, call: &Call) -> Result<Option<()>> {
+    let (container_id, ifname) = (&call.env.container_id, &call.env.ifname);
+    let netns = call.env.netns.as_deref();
+    session.intended(
+        SERVICE,
+        Intent::attachment(Op::Del, container_id, ifname),
+        |tx, stale| -> Result<Option<(Cleanup, Forgotten)>> {
+            let cleanup = Cleanup::of(tx, stale)?;
+            let f = forget(tx, container_id, ifname)?;
+            let recorded = f.held || f.tunnel.is_some() || f.mesh.is_some();
+            Ok((recorded || !cleanup.is_empty()).then_some((cleanup, f)))
+        },
+        |s, (cleanup, f)| {
+            cleanup.run(s.graph())?;
+            tear_down(container_id, ifname, &f, netns)
+        },
+        // Removing is idempotent: the next call finishes the intent.
+        |_| Ok(()),
+    )
 }
 
 pub struct Vpn;
@@ -91,13 +140,50 @@ impl Plugin for Vpn {
     /// attachment always gets, so DEL cleans up even without a record.
     fn del(&self, call: &Call) -> Result<()> {
         let (container_id, ifname) = (&call.env.container_id, &call.env.ifname);
+        let netns = call.env.netns.as_deref();
         let store = open_for(&call.conf)?;
-        let forgotten = Graph::new(&store).transaction(&call.conf.name, |tx| forget(tx, container_id, ifname))?;
-        tear_down(container_id, ifname, &forgotten, call.env.netns.as_deref())
+        let graph = Graph::new(&store);
+        let session = graph.lock(&call.conf.name)?;
+        match del_locked(&session, call) {
+            Ok(Some(())) => Ok(()),
+            Ok(None) => tear_down(container_id, ifname, &Forgotten::default(), netns),
+            Err(e) => {
+                // The store cannot take the DEL's intent (a full disk): the
+                // devices go all the same, as the graph would be without
+                // the endpoint; then the removal alone is tried (deleting
+                // needs no room). DEL fails only when the store still
+                // records the endpoint (the runtime retries).
+                let recorded = session.uncommitted(|tx| -> Result<bool> {
+                    let f = forget(tx, container_id, ifname)?;
+                    tear_down(container_id, ifname, &f, netns)?;
+                    Ok(f.held || f.tunnel.is_some() || f.mesh.is_some())
+                });
+                match recorded {
+                    Ok(false) => Ok(()),
+                    Ok(true) => session
+                        .transaction(|tx| forget(tx, container_id, ifname))
+                        .map(drop)
+                        .map_err(|_| e),
+                    Err(_) => Err(e),
+                }
+            }
+        }
     }
 
     fn check(&self, call: &Call) -> Result<()> {
-        match VpnConf::from_netconf(&call.conf)? {
+        let conf = VpnConf::from_netconf(&call.conf)?;
+        let store = open_for(&call.conf)?;
+        if let Some(i) = netsvc_core::graph::pending(&Graph::new(&store), &call.conf.name, SERVICE)? {
+            return Err(netsvc_core::cni::CniError::state_missing(
+                SERVICE,
+                format!(
+                    "a {} call (pid {}) died before it finished; the next call or `netsvc repair` finishes it",
+                    i.op.word(),
+                    i.pid
+                ),
+            ));
+        }
+        match conf {
             VpnConf::Tunnel(t) => tunnel::check(call, &t),
             VpnConf::Mesh(m) => mesh::check(call, &m),
         }
@@ -108,45 +194,31 @@ impl Plugin for Vpn {
     fn gc(&self, call: &Call) -> Result<()> {
         let store = open_for(&call.conf)?;
         let graph = Graph::new(&store);
-        let gone = graph.transaction(&call.conf.name, |tx| -> Result<Vec<(String, String, Forgotten)>> {
-            let mut gone = Vec::new();
-            // The runtime lists this node's containers only.
-            for ep in tx.local_endpoints(SERVICE)? {
-                if ep.held_by(SERVICE) && !call.gc_keeps(&ep.container_id, &ep.ifname) {
-                    let f = forget(tx, &ep.container_id, &ep.ifname)?;
-                    gone.push((ep.container_id, ep.ifname, f));
+        let session = graph.lock(&call.conf.name)?;
+        session.intended(
+            SERVICE,
+            Intent::network(Op::Gc),
+            |tx, stale| -> Result<Option<(Cleanup, Vec<Gone>)>> {
+                let mut cleanup = Cleanup::of(tx, stale)?;
+                cleanup.sweep = true;
+                let mut gone = Vec::new();
+                // The runtime lists this node's containers only.
+                for ep in tx.local_endpoints(SERVICE)? {
+                    if !call.gc_keeps(&ep.container_id, &ep.ifname) {
+                        let f = forget(tx, &ep.container_id, &ep.ifname)?;
+                        gone.push((ep.container_id, ep.ifname, f));
+                    }
                 }
-            }
-            Ok(gone)
-        })?;
-        for (container_id, ifname, f) in &gone {
-            tear_down(container_id, ifname, f, None)?;
-        }
-        let mut held = BTreeSet::new();
-        for network in graph.networks()? {
-            for (_, t) in graph.records::<tunnel::TunnelRecord>(&network.name, tunnel::RECORDS)? {
-                held.insert(t.device);
-            }
-            held.extend(mesh::nodes(&graph, &network.name)?.into_iter().map(|n| n.device));
-        }
-        for name in [tunnel::PREFIX, mesh::PREFIX]
-            .into_iter()
-            .flat_map(device::userspace_devices_here)
-        {
-            if !held.contains(&name) {
-                device::stop_userspace(&name);
-            }
-        }
-        // Devices of ours only: a name of our form, a WireGuard kind, and our
-        // alias or none yet (see `owned`); "nsmith0" is not ours.
-        netsvc_core::netns::run(NODE_NETNS, |h| async move {
-            for link in owned::ours_on_node(&h).await? {
-                if !held.contains(&link.name) {
-                    links::delete(&h, link.index).await?;
+                Ok(Some((cleanup, gone)))
+            },
+            |s, (cleanup, gone)| {
+                for (container_id, ifname, f) in &gone {
+                    tear_down(container_id, ifname, f, None)?;
                 }
-            }
-            Ok::<_, NetlinkError>(())
-        })??;
+                cleanup.run(s.graph())
+            },
+            |_| Ok(()),
+        )?;
         Ok(())
     }
 

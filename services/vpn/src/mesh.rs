@@ -11,13 +11,16 @@ use std::path::Path;
 use std::time::Duration;
 
 use netsvc_core::cni::{Call, CniError, CniResult, IpNet, Result};
-use netsvc_core::graph::{Graph, Peer, Tx, checked_endpoint, endpoint_from_call, peers_prefix, record_network};
+use netsvc_core::graph::{
+    Graph, Intent, Op, Peer, Tx, checked_endpoint, endpoint_from_call, peers_prefix, record_network,
+};
 use netsvc_core::naming::fnv64;
 use netsvc_core::netlink::routes::{self, Route};
 use netsvc_core::netlink::{NetlinkError, addresses, links};
 use netsvc_core::store::{StoreHandle, open_for};
 use serde::{Deserialize, Serialize};
 
+use crate::cleanup::Cleanup;
 use crate::config::{MeshConf, OVERHEAD, PeerConf};
 use crate::device::{self, Backend};
 use crate::keys::{PrivateKey, node_key_path};
@@ -111,29 +114,32 @@ pub fn add(call: &Call, conf: &MeshConf) -> Result<CniResult> {
     };
     let graph = Graph::new(&store);
     let network = &call.conf.name;
-    graph.transaction(network, |tx| -> Result<()> {
-        record_network(tx, &prev)?;
-        tx.attach_endpoint(&ep, SERVICE)?;
-        tx.put_record(RECORDS, &ep.id(), &Member { node: node.clone() })?;
-        tx.put_record(RECORDS, &node_record(&node), &me)?;
-        Ok(())
-    })?;
-    // Published once the device listens with its key: a node that learnt of
-    // us earlier would start a handshake nobody answers, and retry only
-    // after WireGuard's 5 s rekey timeout.
-    let up = ensure_device(&me)
-        .and_then(|()| sync(&store, network, &node))
-        .and_then(|()| graph.transaction(network, |tx| tx.put_peer(&published).map_err(CniError::from)))
-        .and_then(|()| crate::keeper::ensure_running(&store, network, &node));
-    if let Err(e) = up {
-        let forgotten = graph.transaction(network, |tx| {
-            crate::forget(tx, &call.env.container_id, &call.env.ifname)
-        });
-        if let Ok(crate::Forgotten { mesh: Some(node), .. }) = forgotten {
-            let _ = device::remove(&node.device);
-        }
-        return Err(e);
-    }
+    let session = graph.lock(network)?;
+    let intent = Intent::attachment(Op::Add, &call.env.container_id, &call.env.ifname).with_addresses(&ep.ips);
+    session.intended(
+        SERVICE,
+        intent,
+        |tx, stale| -> Result<Option<Cleanup>> {
+            let cleanup = Cleanup::of(tx, stale)?;
+            record_network(tx, &prev)?;
+            tx.attach_endpoint(&ep, SERVICE)?;
+            tx.put_record(RECORDS, &ep.id(), &Member { node: node.clone() })?;
+            tx.put_record(RECORDS, &node_record(&node), &me)?;
+            Ok(Some(cleanup))
+        },
+        // Published once the device listens with its key: a node that
+        // learnt of us earlier would start a handshake nobody answers, and
+        // retry only after WireGuard's 5 s rekey timeout.
+        |s, cleanup| {
+            cleanup.run(s.graph())?;
+            ensure_device(&me)?;
+            sync(&store, network, &node)?;
+            s.transaction(|tx| tx.put_peer(&published).map_err(CniError::from))?;
+            crate::keeper::ensure_running(&store, network, &node)
+        },
+        // The node's device goes with its last endpoint, as on DEL.
+        |s| crate::del_locked(s, call).map(drop),
+    )?;
     Ok(prev)
 }
 
@@ -154,6 +160,21 @@ pub fn forget_member(tx: &mut Tx<'_>, endpoint: &str) -> Result<Option<MeshNode>
     }
     tx.remove_peer(&member.node)?;
     Ok(tx.remove_record(RECORDS, &node_record(&member.node))?)
+}
+
+/// The mesh devices of the nodes the transaction's local endpoints are on.
+pub fn local_nodes(tx: &mut Tx<'_>) -> Result<Vec<MeshNode>> {
+    let mut names = std::collections::BTreeSet::new();
+    for ep in tx.local_endpoints(SERVICE)? {
+        if let Some(m) = tx.get_record::<Member>(RECORDS, &ep.id())? {
+            names.insert(m.node);
+        }
+    }
+    let mut out = Vec::new();
+    for node in names {
+        out.extend(tx.get_record::<MeshNode>(RECORDS, &node_record(&node))?);
+    }
+    Ok(out)
 }
 
 /// The node's private key, made on first use.
@@ -181,7 +202,7 @@ fn underlay_mtu(endpoint: IpAddr) -> Result<u32> {
 }
 
 /// Makes the node's device when it has none: created, MTU set, up.
-fn ensure_device(me: &MeshNode) -> Result<()> {
+pub(crate) fn ensure_device(me: &MeshNode) -> Result<()> {
     let name = me.device.clone();
     let exists = netsvc_core::netns::run(NODE_NETNS, |h| async move { links::find_by_name(&h, &name).await })??;
     if exists.is_none() {

@@ -8,13 +8,14 @@ use std::os::fd::AsFd;
 use std::path::Path;
 
 use netsvc_core::cni::{Call, CniError, CniResult, Interface, IpConfig, IpNet, Result, Route};
-use netsvc_core::graph::{Graph, checked_endpoint, endpoint_from_call, record_network};
+use netsvc_core::graph::{Graph, Intent, Op, checked_endpoint, endpoint_from_call, record_network};
 use netsvc_core::naming::fnv64;
 use netsvc_core::netlink::routes::{self, Route as KernelRoute};
 use netsvc_core::netlink::{NetlinkError, addresses, links};
 use netsvc_core::store::open_for;
 use serde::{Deserialize, Serialize};
 
+use crate::cleanup::Cleanup;
 use crate::config::{PeerConf, TunnelConf};
 use crate::device::{self, Backend};
 use crate::keys::{PrivateKey, PublicKey};
@@ -115,30 +116,38 @@ pub fn add(call: &Call, conf: &TunnelConf) -> Result<CniResult> {
     };
     let result = with_tunnel(prev.clone(), &record);
     let ep = endpoint_from_call(call, &result, SERVICE)?;
-    // Recorded before the kernel is touched, so a GC meanwhile never takes
-    // the new device for an orphan.
-    let store = open_for(&call.conf)?;
-    let graph = Graph::new(&store);
-    graph.transaction(&call.conf.name, |tx| -> Result<()> {
-        // Alone, the tunnel's own address is the network's.
-        record_network(tx, &result)?;
-        tx.attach_endpoint(&ep, SERVICE)?;
-        tx.put_record(RECORDS, &ep.id(), &record)?;
-        Ok(())
-    })?;
     let device_config = DeviceConfig {
         private_key,
         listen_port: conf.listen_port,
         peers: conf.peers.clone(),
     };
-    if let Err(e) = bring_up(&record, &device_config) {
-        // Nothing half-done: the device and the record go again.
-        tear_down(&record.device, &[Path::new(&record.netns)]);
-        let _ = graph.transaction(&call.conf.name, |tx| {
-            crate::forget(tx, &call.env.container_id, &call.env.ifname)
-        });
-        return Err(e);
-    }
+    let store = open_for(&call.conf)?;
+    let graph = Graph::new(&store);
+    let session = graph.lock(&call.conf.name)?;
+    let intent = Intent::attachment(Op::Add, &call.env.container_id, &call.env.ifname).with_addresses(&ep.ips);
+    // Recorded before the kernel is touched, so a GC meanwhile never takes
+    // the new device for an orphan.
+    session.intended(
+        SERVICE,
+        intent,
+        |tx, stale| -> Result<Option<Cleanup>> {
+            let cleanup = Cleanup::of(tx, stale)?;
+            // Alone, the tunnel's own address is the network's.
+            record_network(tx, &result)?;
+            tx.attach_endpoint(&ep, SERVICE)?;
+            tx.put_record(RECORDS, &ep.id(), &record)?;
+            Ok(Some(cleanup))
+        },
+        |s, cleanup| {
+            cleanup.run(s.graph())?;
+            bring_up(&record, &device_config)
+        },
+        // Nothing half-done: the device, then the graph, as a DEL.
+        |s| {
+            tear_down(&record.device, &[Path::new(&record.netns)]);
+            crate::del_locked(s, call).map(drop)
+        },
+    )?;
     tracing::info!(device = %record.device, backend = %backend, public_key = %record.public_key, "tunnel up");
     Ok(result)
 }

@@ -1,6 +1,11 @@
-//! The control socket: a plugin asks the daemon to load the store now and
-//! learns which revision it serves. One line each way:
-//! `sync` → `ok <revision>` or `error <why>`.
+//! The control socket: one request line, one reply line, `ok <payload>` or
+//! `error <why>`.
+//!
+//! - `sync`: load the store now; the revision served.
+//! - `served <network>`: what is served for the network, as JSON (a
+//!   [`View`]); nothing is loaded first, so a daemon behind the store shows.
+//! - `withdraw <network> <endpoint-id>`: stop serving an endpoint a DEL
+//!   could not take out of the store, until the store drops it too.
 
 use std::future::Future;
 use std::io::{BufRead, BufReader, Write};
@@ -8,19 +13,20 @@ use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::time::Duration;
 
-use anyhow::Result;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader as AsyncBufReader};
 use tokio::net::UnixListener;
 
 use super::limits::{self, ClientSlots};
+use crate::served::View;
 
-/// Serves `sync` requests with `reload`.
-pub async fn serve<F, Fut>(listener: UnixListener, reload: F)
+/// Serves requests with `handle`, which maps a request line (trimmed) to
+/// the reply's payload or the error's text.
+pub async fn serve<F, Fut>(listener: UnixListener, handle: F)
 where
-    F: Fn() -> Fut + Send + Sync + 'static,
-    Fut: Future<Output = Result<(u64, Vec<String>)>> + Send,
+    F: Fn(String) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<String, String>> + Send,
 {
-    let reload = std::sync::Arc::new(reload);
+    let handle = std::sync::Arc::new(handle);
     let slots = ClientSlots::new();
     loop {
         let slot = slots.wait().await;
@@ -31,36 +37,57 @@ where
                 continue;
             }
         };
-        let reload = reload.clone();
+        let handle = handle.clone();
         tokio::spawn(async move {
             let _slot = slot;
             let (read, mut write) = conn.into_split();
             let mut line = String::new();
-            if AsyncBufReader::new(read).read_line(&mut line).await.is_err() || line.trim() != "sync" {
-                let _ = write.write_all(b"error expected sync\n").await;
+            if AsyncBufReader::new(read).read_line(&mut line).await.is_err() {
                 return;
             }
-            let reply = match reload().await {
-                Ok((rev, errors)) if errors.is_empty() => format!("ok {rev}\n"),
-                Ok((_, errors)) => format!("error cannot listen on {}\n", errors.join("; ")),
-                Err(e) => format!("error {e:#}\n"),
+            let reply = match handle(line.trim().to_string()).await {
+                Ok(payload) => format!("ok {payload}\n"),
+                // One line, whatever the error said.
+                Err(why) => format!("error {}\n", why.replace('\n', "; ")),
             };
             let _ = write.write_all(reply.as_bytes()).await;
         });
     }
 }
 
-/// Asks the daemon behind `socket` to sync; the revision it serves.
-pub fn sync(socket: &Path, timeout: Duration) -> std::io::Result<Result<u64, String>> {
+/// One request to the daemon behind `socket`: the reply's payload, or the
+/// daemon's error (the outer error: it could not be asked).
+fn ask(socket: &Path, request: &str, timeout: Duration) -> std::io::Result<Result<String, String>> {
     let mut conn = UnixStream::connect(socket)?;
     conn.set_read_timeout(Some(timeout))?;
     conn.set_write_timeout(Some(timeout))?;
-    conn.write_all(b"sync\n")?;
+    conn.write_all(format!("{request}\n").as_bytes())?;
     let mut line = String::new();
     BufReader::new(conn).read_line(&mut line)?;
-    let line = line.trim();
+    let line = line.trim_end_matches('\n');
     Ok(match line.strip_prefix("ok ") {
-        Some(rev) => rev.parse().map_err(|_| format!("bad reply {line:?}")),
+        Some(payload) => Ok(payload.to_string()),
         None => Err(line.strip_prefix("error ").unwrap_or(line).to_string()),
     })
+}
+
+/// Asks the daemon behind `socket` to sync; the revision it serves.
+pub fn sync(socket: &Path, timeout: Duration) -> std::io::Result<Result<u64, String>> {
+    Ok(ask(socket, "sync", timeout)?.and_then(|rev| rev.parse().map_err(|_| format!("bad reply ok {rev:?}"))))
+}
+
+/// What the daemon behind `socket` serves for `network`.
+pub fn served(socket: &Path, network: &str, timeout: Duration) -> std::io::Result<Result<View, String>> {
+    Ok(ask(socket, &format!("served {network}"), timeout)?
+        .and_then(|json| serde_json::from_str(&json).map_err(|e| format!("bad reply to served: {e}"))))
+}
+
+/// Tells the daemon behind `socket` to stop serving `endpoint` of `network`.
+pub fn withdraw(
+    socket: &Path,
+    network: &str,
+    endpoint: &str,
+    timeout: Duration,
+) -> std::io::Result<Result<(), String>> {
+    Ok(ask(socket, &format!("withdraw {network} {endpoint}"), timeout)?.map(drop))
 }

@@ -14,6 +14,7 @@ mod server;
 
 pub mod control;
 
+use std::collections::BTreeSet;
 use std::fs::{File, OpenOptions, Permissions};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -25,7 +26,8 @@ use netsvc_core::store::{Store, StoreHandle};
 use tokio::net::UnixListener;
 use tokio::sync::Mutex;
 
-use crate::snapshot;
+use crate::served::{self, NetworkView, View};
+use crate::snapshot::{self, Withdrawn};
 use server::{Listeners, Shared};
 
 /// The longest wait between checks of the store's revision.
@@ -63,6 +65,9 @@ struct State {
     listeners: Mutex<Listeners>,
     /// The revision served; `None` before the first load.
     loaded: Mutex<Option<u64>>,
+    /// Endpoints DELs withdrew that the store still holds (it could not be
+    /// written): not served until the store forgets them. Lost on restart.
+    withdrawn: std::sync::Mutex<BTreeSet<Withdrawn>>,
 }
 
 impl State {
@@ -75,7 +80,12 @@ impl State {
             Some(r) if r == revision => r,
             _ => {
                 let store = self.store.clone();
-                let zone = tokio::task::spawn_blocking(move || snapshot::load(&*store)).await??;
+                let hidden = self.withdrawn()?;
+                let (zone, still) = tokio::task::spawn_blocking(move || snapshot::load(&*store, &hidden)).await??;
+                *self
+                    .withdrawn
+                    .lock()
+                    .map_err(|_| anyhow::anyhow!("withdrawn lock poisoned"))? = still;
                 let served = u64::from(zone.serial()).max(revision);
                 tracing::debug!(revision = served, "zone reloaded");
                 *self.zone.write().map_err(|_| anyhow::anyhow!("zone lock poisoned"))? = Arc::new(zone);
@@ -94,6 +104,71 @@ impl State {
             .collect();
         let errors = self.listeners.lock().await.update(&wanted, &self.zone).await;
         Ok((served, errors))
+    }
+
+    fn withdrawn(&self) -> Result<BTreeSet<Withdrawn>> {
+        Ok(self
+            .withdrawn
+            .lock()
+            .map_err(|_| anyhow::anyhow!("withdrawn lock poisoned"))?
+            .clone())
+    }
+
+    /// Stops serving `endpoint` of `network` (reloaded at once).
+    async fn withdraw(&self, network: &str, endpoint: &str) -> Result<()> {
+        self.withdrawn
+            .lock()
+            .map_err(|_| anyhow::anyhow!("withdrawn lock poisoned"))?
+            .insert((network.to_string(), endpoint.to_string()));
+        *self.loaded.lock().await = None;
+        self.sync().await.map(drop)
+    }
+
+    /// What is served for `network` now (nothing is loaded first).
+    async fn served(&self, network: &str) -> Result<View> {
+        let revision = self.loaded.lock().await.unwrap_or_default();
+        let zone = server::current(&self.zone);
+        let listeners = self.listeners.lock().await;
+        let view = zone.network(network).map(|n| NetworkView {
+            listen: n.served.listen,
+            listening: listeners.is_open(n.served.listen),
+            names: served::names(&n.served.domain, &n.endpoints),
+        });
+        let withdrawn = self
+            .withdrawn()?
+            .into_iter()
+            .filter(|(net, _)| net == network)
+            .map(|(_, ep)| ep)
+            .collect();
+        Ok(View {
+            revision,
+            network: view,
+            withdrawn,
+        })
+    }
+
+    /// One control request (see [`control`]).
+    async fn handle(&self, request: &str) -> Result<String, String> {
+        let words: Vec<&str> = request.split_whitespace().collect();
+        let failed = |e: anyhow::Error| format!("{e:#}");
+        match words.as_slice() {
+            ["sync"] => match self.sync().await.map_err(failed)? {
+                (revision, errors) if errors.is_empty() => Ok(revision.to_string()),
+                (_, errors) => Err(format!("cannot listen on {}", errors.join("; "))),
+            },
+            ["served", network] => {
+                let view = self.served(network).await.map_err(failed)?;
+                serde_json::to_string(&view).map_err(|e| e.to_string())
+            }
+            ["withdraw", network, endpoint] => self
+                .withdraw(network, endpoint)
+                .await
+                .map(|()| String::new())
+                .map_err(failed),
+            _ => Err(format!(
+                "unknown request {request:?} (sync | served NETWORK | withdraw NETWORK ENDPOINT)"
+            )),
+        }
     }
 }
 
@@ -134,6 +209,7 @@ async fn run(store: Arc<StoreHandle>, paths: &Paths) -> Result<()> {
         zone: Arc::new(RwLock::new(Arc::default())),
         listeners: Mutex::new(Listeners::default()),
         loaded: Mutex::new(None),
+        withdrawn: std::sync::Mutex::default(),
     });
     if let Err(e) = state.sync().await {
         tracing::warn!(error = %e, "first load");
@@ -144,9 +220,9 @@ async fn run(store: Arc<StoreHandle>, paths: &Paths) -> Result<()> {
     std::fs::set_permissions(paths.control(), Permissions::from_mode(0o600))?;
     tokio::spawn(control::serve(control, {
         let state = state.clone();
-        move || {
+        move |request: String| {
             let state = state.clone();
-            async move { state.sync().await }
+            async move { state.handle(&request).await }
         }
     }));
     {

@@ -38,6 +38,11 @@ pub struct Listeners {
 }
 
 impl Listeners {
+    /// Whether `addr` is open.
+    pub fn is_open(&self, addr: SocketAddr) -> bool {
+        self.open.contains_key(&addr)
+    }
+
     /// Opens what `wanted` adds and closes what it drops; the addresses that
     /// could not be opened, with why.
     pub async fn update(&mut self, wanted: &[SocketAddr], zone: &Shared) -> Vec<String> {
