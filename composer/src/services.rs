@@ -16,7 +16,13 @@ pub fn reconciler(plugin_type: &str) -> Option<Box<dyn Reconcile>> {
 
 /// Every service's reconciler from the store alone (`netsvc repair`, the agent).
 pub fn repairers() -> Vec<Box<dyn Repair>> {
-    vec![Box::new(netsvc_firewall::Firewall), Box::new(netsvc_lb::Lb)]
+    vec![
+        Box::new(netsvc_firewall::Firewall),
+        Box::new(netsvc_lb::Lb),
+        Box::new(netsvc_qos::Qos),
+        Box::new(netsvc_dns::Dns),
+        Box::new(netsvc_vpn::Vpn),
+    ]
 }
 
 /// Re-renders every netsvc service of `list` that has a reconcile hook, in
