@@ -224,14 +224,6 @@ fn del_on_a_full_disk_still_stops_the_name_and_add_serves_nothing() {
         .unwrap();
     assert_eq!(dig(&scene.client, &[&fqdn("victim")]), [RECYCLED]);
     disk.fill();
-    // The DEL's intent cannot be written: the daemon stops answering the
-    // name all the same, and DEL fails (the runtime retries) unless the
-    // removal alone fits (a deleted document frees room; on this tmpfs it
-    // does, so `withdrawn_endpoints_are_not_answered…` tests the withdrawal).
-    if let Err(err) = scene.chain().del(&victim, "eth0") {
-        assert!(err.to_string().contains("No space left"), "a clear error: {err}");
-    }
-    scene.assert_not_answered("DEL on a full disk");
     let other = scene.node.container("other").unwrap();
     let err = scene
         .chain()
@@ -240,6 +232,14 @@ fn del_on_a_full_disk_still_stops_the_name_and_add_serves_nothing() {
     assert!(err.to_string().contains("No space left"), "a clear error: {err}");
     assert_eq!(dig(&scene.client, &[&fqdn("other")]), Vec::<String>::new());
     scene.chain().del(&other, "eth0").unwrap();
+    // The DEL's intent cannot be written: the daemon stops answering the
+    // name all the same, and DEL fails (the runtime retries) unless the
+    // removal alone fits (a deleted document frees room; on this tmpfs it
+    // does, so `withdrawn_endpoints_are_not_answered…` tests the withdrawal).
+    if let Err(err) = scene.chain().del(&victim, "eth0") {
+        assert!(err.to_string().contains("No space left"), "a clear error: {err}");
+    }
+    scene.assert_not_answered("DEL on a full disk");
     disk.free();
     scene.chain().del(&victim, "eth0").unwrap();
     scene.assert_nothing_left("disk freed");

@@ -231,13 +231,6 @@ fn del_on_a_full_disk_still_takes_the_shaping_off_and_add_opens_nothing() {
         .add_with(&victim, "eth0", &args("victim", Some(RECYCLED)))
         .unwrap();
     disk.fill();
-    // The DEL's intent cannot be written: the shaping comes off all the
-    // same, and DEL fails (the runtime retries) unless the removal alone fits (a
-    // deleted document frees room; on this tmpfs it does).
-    if let Err(err) = scene.alone().del(&victim, "eth0") {
-        assert!(err.to_string().contains("No space left"), "a clear error: {err}");
-    }
-    assert_eq!(scene.shaping_left(), Vec::<String>::new(), "DEL on a full disk");
     // ADD on a full disk fails and shapes nothing.
     let other = scene.node.container("other").unwrap();
     let err = scene
@@ -245,8 +238,22 @@ fn del_on_a_full_disk_still_takes_the_shaping_off_and_add_opens_nothing() {
         .add_with(&other, "eth0", &args("other", None))
         .expect_err("ADD on a full disk");
     assert!(err.to_string().contains("No space left"), "a clear error: {err}");
-    assert_eq!(scene.shaping_left(), Vec::<String>::new(), "ADD on a full disk");
+    let veth = other.veth_peer_in("eth0", &scene.node).unwrap();
+    let on_veth = scene.node.exec("tc", ["qdisc", "show", "dev", &veth]).unwrap();
+    assert!(!on_veth.contains("htb") && !on_veth.contains("ingress"), "{on_veth}");
+    let ifbs = scene.node.links_of_kind("ifb").unwrap();
+    assert!(
+        !ifbs.contains(&ifb_name(other.name(), "eth0")),
+        "ADD on a full disk: {ifbs:?}"
+    );
     scene.alone().del(&other, "eth0").unwrap();
+    // The DEL's intent cannot be written: the shaping comes off all the
+    // same, and DEL fails (the runtime retries) unless the removal alone
+    // fits (a deleted document frees room; on this tmpfs it does).
+    if let Err(err) = scene.alone().del(&victim, "eth0") {
+        assert!(err.to_string().contains("No space left"), "a clear error: {err}");
+    }
+    assert_eq!(scene.shaping_left(), Vec::<String>::new(), "DEL on a full disk");
     disk.free();
     scene.alone().del(&victim, "eth0").unwrap();
     scene.assert_nothing_left("disk freed");

@@ -202,13 +202,6 @@ fn tunnel_del_on_a_full_disk_still_removes_the_device_and_add_makes_none() {
     let victim = scene.node.container("victim").unwrap();
     scene.chain().add_with(&victim, IFNAME, &args("victim", None)).unwrap();
     disk.fill();
-    // The DEL's intent cannot be written: the device goes all the same, and
-    // DEL fails (the runtime retries) unless the removal alone fits (a
-    // deleted document frees room; on this tmpfs it does).
-    if let Err(err) = scene.chain().del(&victim, IFNAME) {
-        assert!(err.to_string().contains("No space left"), "a clear error: {err}");
-    }
-    assert_no_device(&scene.node, &device_name(victim.name(), IFNAME), "DEL on a full disk");
     let other = scene.node.container("other").unwrap();
     let err = scene
         .chain()
@@ -217,6 +210,13 @@ fn tunnel_del_on_a_full_disk_still_removes_the_device_and_add_makes_none() {
     assert!(err.to_string().contains("No space left"), "a clear error: {err}");
     assert_no_device(&scene.node, &device_name(other.name(), IFNAME), "ADD on a full disk");
     scene.chain().del(&other, IFNAME).unwrap();
+    // The DEL's intent cannot be written: the device goes all the same, and
+    // DEL fails (the runtime retries) unless the removal alone fits (a
+    // deleted document frees room; on this tmpfs it does).
+    if let Err(err) = scene.chain().del(&victim, IFNAME) {
+        assert!(err.to_string().contains("No space left"), "a clear error: {err}");
+    }
+    assert_no_device(&scene.node, &device_name(victim.name(), IFNAME), "DEL on a full disk");
     disk.free();
     scene.chain().del(&victim, IFNAME).unwrap();
     scene.assert_nothing_left(&victim, "disk freed");
@@ -340,6 +340,36 @@ fn mesh_add_failing_undoes_itself() {
     scene.assert_nothing_left(&point);
     scene.chain().del(&victim, "eth0").unwrap();
     scene.assert_nothing_left(&point);
+}
+
+#[test]
+fn mesh_calls_killed_at_random_moments_leave_no_device() {
+    let scene = Mesh::new();
+    let mut rng = faults_support::Lcg::seeded();
+    let seed = rng.0;
+    let mut kills = 0;
+    for round in 0..8 {
+        let when = format!("seed {seed} round {round}");
+        let victim = scene.node.container(&format!("victim{round}")).unwrap();
+        let del = round % 2 == 1;
+        let chain = scene.chain();
+        if del {
+            chain.add_with(&victim, "eth0", &args("victim", None)).unwrap();
+        }
+        let delay = Duration::from_micros(rng.below(if del { 60_000 } else { 80_000 }));
+        kills += usize::from(killed_after(&scene.node, PLUGIN, delay, || {
+            if del {
+                chain.del(&victim, "eth0").map(drop)
+            } else {
+                chain.add_with(&victim, "eth0", &args("victim", None)).map(drop)
+            }
+        }));
+        chain
+            .del(&victim, "eth0")
+            .unwrap_or_else(|e| panic!("{when}: DEL after the kill: {e}"));
+        scene.assert_nothing_left(&when);
+    }
+    eprintln!("{kills} of 8 calls killed (seed {seed})");
 }
 
 /// This suite's repair, run again in a node's namespace by [`repair`].
