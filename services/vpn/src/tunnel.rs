@@ -11,6 +11,7 @@ use netsvc_core::cni::{Call, CniError, CniResult, Interface, IpConfig, IpNet, Re
 use netsvc_core::graph::{Graph, Intent, Op, checked_endpoint, endpoint_from_call, record_network};
 use netsvc_core::naming::fnv64;
 use netsvc_core::netlink::routes::{self, Route as KernelRoute};
+use netsvc_core::netlink::sync::Rtnl;
 use netsvc_core::netlink::{NetlinkError, addresses, links};
 use netsvc_core::store::open_for;
 use serde::{Deserialize, Serialize};
@@ -159,9 +160,12 @@ pub fn add(call: &Call, conf: &TunnelConf) -> Result<CniResult> {
 /// runtime's, code 7 naming `interface` when it is the config's (or `wg0`,
 /// the chained default).
 fn refuse_taken_name(call: &Call, netns: &Path, interface: &str, named_by_runtime: bool) -> Result<()> {
-    let name = interface.to_string();
-    let taken = netsvc_core::netns::run(netns, |h| async move { links::find_by_name(&h, &name).await })??;
-    if taken.is_none() {
+    // Asked from the node by the id it gives the container's namespace: no
+    // thread enters the container for one look-up.
+    let ns = netsvc_core::netns::open(netns)?;
+    let mut rtnl = Rtnl::open()?;
+    let nsid = rtnl.nsid_for(ns.as_fd())?;
+    if rtnl.find_by_name_in(nsid, interface)?.is_none() {
         return Ok(());
     }
     let clash = format!(
