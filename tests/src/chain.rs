@@ -49,6 +49,29 @@ pub fn netsvc(node: &TestNode, args: &[&str]) -> std::process::Output {
     crate::process::output_with_timeout(&mut cmd, std::time::Duration::from_secs(30)).expect("netsvc runs")
 }
 
+/// `netsvc repair --format json [extra…]` on `node` (`--dry-run`,
+/// `--network N`): each difference it found or fixed as (service, `<kind>
+/// <object>`), in its order. Panics when a service could not be compared.
+pub fn netsvc_repair(node: &TestNode, extra: &[&str]) -> Vec<(String, String)> {
+    let mut cmd = node.command(plugin_dir().join("netsvc"));
+    cmd.args(["repair", "--format", "json"])
+        .args(extra)
+        // Where a daemon a repair starts is found, as a runtime's CNI_PATH says.
+        .env("CNI_PATH", plugin_dir());
+    let out = crate::process::output_with_timeout(&mut cmd, std::time::Duration::from_secs(30)).expect("netsvc runs");
+    let report = json_of(&out, "netsvc repair");
+    assert_eq!(report["errors"], json!([]), "netsvc repair: {report}");
+    report["differences"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|d| {
+            let field = |k: &str| d[k].as_str().unwrap_or_default().to_string();
+            (field("service"), format!("{} {}", field("kind"), field("object")))
+        })
+        .collect()
+}
+
 /// `netsvc exec args…` on `node`, results cached in its state dir, plugins
 /// found on [`cni_path`].
 pub fn netsvc_exec(node: &TestNode, args: &[&str]) -> std::process::Output {

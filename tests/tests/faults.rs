@@ -5,11 +5,13 @@
 //! the same address with other labels is denied where policy says so and
 //! gets no VIP traffic (real probes).
 
+mod faults_support;
+
 use std::net::{IpAddr, SocketAddr};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
-use netsvc_core::failpoint::FAILPOINT_ENV;
+use faults_support::{Lcg, SmallDisk, assert_store_forgets, killed_after, with_failpoint};
 use netsvc_tests::chain::{CallArgs, Chain, container_ip, json_of, netsvc};
 use netsvc_tests::{Container, EchoServer, TestNode};
 use serde_json::{Value, json};
@@ -140,13 +142,7 @@ impl Scene {
             !ruleset.contains(RECYCLED),
             "{when}: the kernel still holds {RECYCLED}:\n{ruleset}"
         );
-        for (path, body) in netsvc_tests::files_under(&state_dir.join("kv"), ".lock") {
-            assert!(
-                !body.contains(&format!("\"{container}\"")),
-                "{when}: {path} still names {container}: {body}"
-            );
-            assert!(!path.ends_with("/intent.json"), "{when}: {path} left: {body}");
-        }
+        assert_store_forgets(state_dir, container, when);
     }
 
     /// A container given the victim's address with a tier the service
@@ -180,10 +176,6 @@ impl Scene {
 
 fn conflist(node: &TestNode, svc: Svc, state_dir: Option<&Path>) -> Value {
     node.bridge_conflist(NETWORK, "1.0.0", SUBNET, vec![svc.conf(state_dir)])
-}
-
-fn with_failpoint(chain: &mut Chain, spec: &str) {
-    chain.runtime.invoker.env.push((FAILPOINT_ENV.into(), spec.into()));
 }
 
 /// The victim (granted something) is killed at `step` of ADD or DEL, then
@@ -292,52 +284,13 @@ fn lb_add_failing_in_the_kernel_undoes_itself() {
     failing_at(Svc::Lb, "add/programmed");
 }
 
-/// Plugin processes of `plugin` running for `node` (by their state dir),
-/// killed with SIGKILL; how many.
-fn kill_plugins(node: &TestNode, plugin: &str) -> usize {
-    let marker = format!("NETSVC_STATE_DIR={}", node.state_dir().display());
-    let mut killed = 0;
-    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
-            continue;
-        };
-        let exe = std::fs::read_link(entry.path().join("exe")).unwrap_or_default();
-        if exe.file_name().is_none_or(|n| n != plugin) {
-            continue;
-        }
-        let environ = std::fs::read(entry.path().join("environ")).unwrap_or_default();
-        if environ.split(|b| *b == 0).any(|v| v == marker.as_bytes()) {
-            // SAFETY: kill(2) of a process this test's node started.
-            unsafe { libc::kill(pid, libc::SIGKILL) };
-            killed += 1;
-        }
-    }
-    killed
-}
-
-/// A small pseudo-random sequence (no dependency; the seed is printed).
-struct Lcg(u64);
-
-impl Lcg {
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 = self
-            .0
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        (self.0 >> 33) % n
-    }
-}
-
 /// Rounds of ADD then DEL of the victim, each call SIGKILLed at a random
 /// moment (or finishing first), then the runtime's DEL.
 fn killed_at_random(svc: Svc) {
     let scene = Scene::new(svc, None);
     let plain = scene.chain(None);
-    let seed = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .subsec_nanos() as u64;
-    let mut rng = Lcg(seed);
+    let mut rng = Lcg::seeded();
+    let seed = rng.0;
     let mut kills = 0;
     for round in 0..8 {
         let when = format!("seed {seed} round {round}");
@@ -347,19 +300,15 @@ fn killed_at_random(svc: Svc) {
         if del {
             plain.add_with(&victim, "eth0", &victim_args).unwrap();
         }
-        let delay = Duration::from_micros(rng.below(25_000));
-        std::thread::scope(|s| {
-            let call = s.spawn(|| {
-                if del {
-                    plain.del(&victim, "eth0").map(drop)
-                } else {
-                    plain.add_with(&victim, "eth0", &victim_args).map(drop)
-                }
-            });
-            std::thread::sleep(delay);
-            kills += kill_plugins(&scene.node, svc.plugin());
-            let _ = call.join().unwrap();
+        let delay = Duration::from_micros(rng.below(5_000));
+        let killed = killed_after(&scene.node, svc.plugin(), delay, || {
+            if del {
+                plain.del(&victim, "eth0").map(drop)
+            } else {
+                plain.add_with(&victim, "eth0", &victim_args).map(drop)
+            }
         });
+        kills += usize::from(killed);
         plain
             .del(&victim, "eth0")
             .unwrap_or_else(|e| panic!("{when}: DEL after the kill: {e}"));
@@ -377,48 +326,6 @@ fn firewall_calls_killed_at_random_moments_leave_no_hole() {
 #[test]
 fn lb_calls_killed_at_random_moments_leave_no_hole() {
     killed_at_random(Svc::Lb);
-}
-
-/// A small tmpfs the service's store lives on, unmounted on drop.
-struct SmallDisk {
-    dir: PathBuf,
-    _mountpoint: tempfile::TempDir,
-}
-
-impl SmallDisk {
-    fn new() -> SmallDisk {
-        let mountpoint = tempfile::Builder::new().prefix("netsvc-disk").tempdir().unwrap();
-        let dir = mountpoint.path().to_path_buf();
-        let ok = std::process::Command::new("mount")
-            .args(["-t", "tmpfs", "-o", "size=1m,mode=0700", "tmpfs"])
-            .arg(&dir)
-            .status()
-            .unwrap();
-        assert!(ok.success(), "mount a tmpfs on {}", dir.display());
-        SmallDisk {
-            dir,
-            _mountpoint: mountpoint,
-        }
-    }
-
-    /// Takes every free page.
-    fn fill(&self) {
-        use std::io::Write;
-        let mut f = std::fs::File::create(self.dir.join("filler")).unwrap();
-        let page = [0u8; 4096];
-        while f.write_all(&page).is_ok() {}
-        let _ = f.sync_all();
-    }
-
-    fn free(&self) {
-        std::fs::remove_file(self.dir.join("filler")).unwrap();
-    }
-}
-
-impl Drop for SmallDisk {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("umount").arg(&self.dir).status();
-    }
 }
 
 fn full_disk(svc: Svc) {

@@ -246,12 +246,6 @@ fn del_on_a_full_disk_still_stops_the_name_and_add_serves_nothing() {
     scene.assert_recycled_address_has_its_own_name("disk freed");
 }
 
-/// This suite's repair, run again in a node's namespace by [`repair`].
-#[test]
-fn repair_runner() {
-    faults_support::serve_repair(&netsvc_dns::Dns);
-}
-
 fn daemon_pid(state_dir: &Path) -> i32 {
     std::fs::read_to_string(state_dir.join("dnsd/pid"))
         .unwrap()
@@ -264,7 +258,7 @@ fn daemon_pid(state_dir: &Path) -> i32 {
 fn repair_restarts_the_daemon_and_drops_a_dead_adds_name_then_finds_none() {
     let scene = Scene::new(None);
     let node = &scene.node;
-    assert_eq!(repair(node, "repair_runner", NETWORK, true), Vec::<String>::new());
+    assert_eq!(repair(node, "netsvc-dns", NETWORK, true), Vec::<String>::new());
 
     // A daemon that died.
     let pid = daemon_pid(node.state_dir());
@@ -273,11 +267,11 @@ fn repair_restarts_the_daemon_and_drops_a_dead_adds_name_then_finds_none() {
         (!Path::new(&format!("/proc/{pid}")).exists()).then_some(())
     });
     assert!(gone.is_some(), "the daemon is gone");
-    let found = repair(node, "repair_runner", NETWORK, true);
+    let found = repair(node, "netsvc-dns", NETWORK, true);
     assert_eq!(found.len(), 1, "{found:?}");
     assert!(found[0].starts_with("missing process netsvc-dnsd"), "{found:?}");
-    assert_eq!(repair(node, "repair_runner", NETWORK, false), found);
-    assert_eq!(repair(node, "repair_runner", NETWORK, false), Vec::<String>::new());
+    assert_eq!(repair(node, "netsvc-dns", NETWORK, false), found);
+    assert_eq!(repair(node, "netsvc-dns", NETWORK, false), Vec::<String>::new());
     assert_ne!(daemon_pid(node.state_dir()), pid, "a new daemon");
     assert_eq!(dig(&scene.client, &[&fqdn("client")]).len(), 1, "it answers again");
 
@@ -291,9 +285,9 @@ fn repair_restarts_the_daemon_and_drops_a_dead_adds_name_then_finds_none() {
         .expect_err("killed ADD");
     assert_eq!(dig(&scene.client, &[&fqdn("victim")]), [RECYCLED]);
     let dead = vec![format!("extra name {} A {RECYCLED}", fqdn("victim"))];
-    assert_eq!(repair(node, "repair_runner", NETWORK, true), dead);
-    assert_eq!(repair(node, "repair_runner", NETWORK, false), dead);
-    assert_eq!(repair(node, "repair_runner", NETWORK, true), Vec::<String>::new());
+    assert_eq!(repair(node, "netsvc-dns", NETWORK, true), dead);
+    assert_eq!(repair(node, "netsvc-dns", NETWORK, false), dead);
+    assert_eq!(repair(node, "netsvc-dns", NETWORK, true), Vec::<String>::new());
     scene.assert_nothing_left("after the repair");
     scene.chain().del(&victim, "eth0").unwrap();
 }
@@ -322,7 +316,7 @@ fn withdrawn_endpoints_are_not_answered_until_the_store_forgets_them() {
         .unwrap();
     assert_eq!(view.withdrawn, std::slice::from_ref(&endpoint));
     assert_eq!(
-        repair(&scene.node, "repair_runner", NETWORK, true),
+        repair(&scene.node, "netsvc-dns", NETWORK, true),
         Vec::<String>::new(),
         "a withdrawn endpoint is no difference"
     );

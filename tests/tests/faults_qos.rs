@@ -262,14 +262,8 @@ fn del_on_a_full_disk_still_takes_the_shaping_off_and_add_opens_nothing() {
     scene.assert_recycled_address_is_shaped_as_its_own("disk freed");
 }
 
-/// This suite's repair, run again in a node's namespace by [`repair`].
-#[test]
-fn repair_runner() {
-    faults_support::serve_repair(&netsvc_qos::Qos);
-}
-
 fn repaired(node: &TestNode, dry_run: bool) -> Vec<String> {
-    let mut found = repair(node, "repair_runner", NETWORK, dry_run);
+    let mut found = repair(node, "netsvc-qos", NETWORK, dry_run);
     found.sort();
     found
 }

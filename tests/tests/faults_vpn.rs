@@ -372,14 +372,8 @@ fn mesh_calls_killed_at_random_moments_leave_no_device() {
     eprintln!("{kills} of 8 calls killed (seed {seed})");
 }
 
-/// This suite's repair, run again in a node's namespace by [`repair`].
-#[test]
-fn repair_runner() {
-    faults_support::serve_repair(&netsvc_vpn::Vpn);
-}
-
 fn repaired(node: &TestNode, dry_run: bool) -> Vec<String> {
-    let mut found = repair(node, "repair_runner", NETWORK, dry_run);
+    let mut found = repair(node, "netsvc-vpn", NETWORK, dry_run);
     found.sort();
     found
 }

@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use netsvc_tests::chain::{CallArgs, json_of, netsvc};
+use netsvc_tests::chain::{CallArgs, netsvc_repair};
 use netsvc_tests::{Container, Daemon, EchoServer, TestNode};
 use serde_json::{Value, json};
 
@@ -48,22 +48,9 @@ fn named(node: &TestNode, table: &str, suffix: &str) -> String {
 /// `netsvc repair [extra…] --format json` on the node: its differences as
 /// `<service> <kind> <object>` lines.
 fn repair(node: &TestNode, extra: &[&str]) -> BTreeSet<String> {
-    let mut args = vec!["repair", "--format", "json"];
-    args.extend(extra);
-    let out = json_of(&netsvc(node, &args), "netsvc repair");
-    assert_eq!(out["errors"], json!([]), "{out}");
-    out["differences"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|d| {
-            format!(
-                "{} {} {}",
-                d["service"].as_str().unwrap(),
-                d["kind"].as_str().unwrap(),
-                d["object"].as_str().unwrap()
-            )
-        })
+    netsvc_repair(node, extra)
+        .into_iter()
+        .map(|(service, difference)| format!("{service} {difference}"))
         .collect()
 }
 

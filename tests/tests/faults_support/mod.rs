@@ -1,7 +1,7 @@
-//! What the fault suites of QoS, DNS and VPN share: failpoints on a chain,
+//! What the fault suites share: failpoints on a chain,
 //! a plugin SIGKILLed at a random moment of its call, a small disk, the
-//! store's view of an attachment, and a service's repair run inside a
-//! node's namespace (the test binary itself, run again there).
+//! store's view of an attachment, and a service's repair (`netsvc repair`
+//! on the node).
 
 #![allow(dead_code)] // each suite uses its own part
 
@@ -10,8 +10,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use netsvc_core::failpoint::FAILPOINT_ENV;
-use netsvc_core::reconcile::Repair;
-use netsvc_tests::chain::{CallArgs, Chain, plugin_dir};
+use netsvc_tests::chain::{CallArgs, Chain, netsvc_repair};
 use netsvc_tests::{TestNode, files_under};
 
 /// An endpoint called `name`, given the address `ip` when asked (host-local
@@ -146,62 +145,16 @@ impl Drop for SmallDisk {
     }
 }
 
-/// Names the repair a re-run test binary does: `<network> <dry|fix>`.
-const REPAIR_ENV: &str = "NETSVC_TEST_REPAIR";
-/// How a re-run test binary prints each difference.
-const DIFF_LINE: &str = "DIFFERENCE ";
-
-/// The body of a suite's `repair_runner` test: nothing in a normal run;
-/// when the test binary is run again by [`repair`], the repair (or diff)
-/// of `service` on the network it names, each difference on a line.
-pub fn serve_repair(service: &dyn Repair) {
-    let Ok(task) = std::env::var(REPAIR_ENV) else {
-        return;
-    };
-    let (network, mode) = task.split_once(' ').expect("<network> <dry|fix>");
-    let store = netsvc_core::store::open(None).expect("open the node's store");
-    let found = match mode {
-        "dry" => service.diff(&store, network),
-        _ => service.repair(&store, network),
-    };
-    match found {
-        Ok(found) => {
-            for d in found {
-                println!("{DIFF_LINE}{} {}", d.kind.word(), d.object);
-            }
-        }
-        Err(e) => println!("{DIFF_LINE}error {}", e.msg),
+/// `service`'s differences on `network` as `netsvc repair` finds
+/// (`dry_run`) or fixes them: `<kind> <object>` each.
+pub fn repair(node: &TestNode, service: &str, network: &str, dry_run: bool) -> Vec<String> {
+    let mut args = vec!["--network", network];
+    if dry_run {
+        args.push("--dry-run");
     }
-}
-
-/// Runs the suite's `runner` test (its [`serve_repair`]) again, in `node`'s
-/// namespace with its state dir: `<kind> <object>` per difference found
-/// (`dry_run`) or fixed.
-pub fn repair(node: &TestNode, runner: &str, network: &str, dry_run: bool) -> Vec<String> {
-    let exe = std::env::current_exe().unwrap();
-    let mode = if dry_run { "dry" } else { "fix" };
-    let out = node
-        .command(exe)
-        .args([runner, "--exact", "--nocapture", "--test-threads=1"])
-        .env(REPAIR_ENV, format!("{network} {mode}"))
-        // Where a daemon a repair starts is found.
-        .env("CNI_PATH", plugin_dir())
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "repair runner: {stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let found: Vec<String> = stdout
-        .lines()
-        // libtest may print "test … " before the first line.
-        .filter_map(|l| l.find(DIFF_LINE).map(|i| l[i + DIFF_LINE.len()..].to_string()))
-        .collect();
-    assert!(
-        !found.iter().any(|d| d.starts_with("error ")),
-        "repair failed: {found:?}"
-    );
-    found
+    netsvc_repair(node, &args)
+        .into_iter()
+        .filter(|(s, _)| s == service)
+        .map(|(_, d)| d)
+        .collect()
 }
