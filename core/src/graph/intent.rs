@@ -151,6 +151,40 @@ impl<'s> Session<'_, 's> {
         f(&mut self.graph.tx(&self.network))
     }
 
+    /// DEL's last resort, when the store could not take the DEL with its
+    /// intent (a full disk): `unprogram` takes the attachment out of the
+    /// kernel as the graph would be without it, staging that graph in the
+    /// transaction it is given, which is then committed alone (a removal
+    /// may fit where the intent did not). Taking out of the kernel first is
+    /// safe: it only takes permissions away. DEL succeeds once the store
+    /// has no record of the attachment; otherwise it fails with `failed`,
+    /// and the runtime retries.
+    pub fn del_without_intent<E>(
+        &self,
+        service: &str,
+        failed: E,
+        unprogram: impl FnOnce(&mut Tx<'_>) -> Result<(), E>,
+    ) -> Result<(), E>
+    where
+        E: From<GraphError> + std::fmt::Display,
+    {
+        tracing::warn!(service, network = %self.network, error = %failed,
+            "DEL failed; taking the attachment out of the kernel without the intent");
+        let mut tx = self.graph.tx(&self.network);
+        if let Err(e) = unprogram(&mut tx) {
+            tracing::warn!(service, error = %e, "could not take the attachment out of the kernel");
+            return Err(failed);
+        }
+        match tx.commit() {
+            Ok(()) => {
+                // Done, though not the usual way: an intent a call left is finished too.
+                let _ = self.clear_intent(service);
+                Ok(())
+            }
+            Err(_) => Err(failed),
+        }
+    }
+
     /// Steps 3 to 5 of a call of `service`. `stage` changes the graph,
     /// given the intent a dead call left (already rolled back in the
     /// graph), and says what to program (`None`: nothing, and no intent is

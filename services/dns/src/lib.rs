@@ -116,31 +116,15 @@ impl Plugin for Dns {
         let graph = Graph::new(&store);
         let session = graph.lock(&call.conf.name)?;
         Self::del_locked(&session, &store, call).or_else(|e| {
-            // The store cannot take the DEL's intent (a full disk): the
-            // daemon stops serving the endpoint all the same; then the
-            // removal alone is tried. DEL fails only when the store still
-            // records the endpoint (the runtime retries).
-            let (id, ifname) = (&call.env.container_id, &call.env.ifname);
-            let recorded = session.uncommitted(|tx| -> Result<bool> {
-                let Some(ep) = tx.get_endpoint(id, ifname)?.filter(|ep| ep.held_by(SERVICE)) else {
-                    return Ok(false);
-                };
-                supervise::withdraw(store.state_dir(), &call.conf.name, &ep.id())?;
-                Ok(true)
-            });
-            let removed = || {
-                session.transaction(|tx| -> Result<()> {
-                    if tx.detach_endpoint(id, ifname, SERVICE)?.is_some() {
-                        release(tx, 1)?;
-                    }
-                    Ok(())
-                })
-            };
-            match recorded {
-                Ok(false) => Ok(()),
-                Ok(true) => removed().map_err(|_| e),
-                Err(_) => Err(e),
-            }
+            // The daemon stops serving the endpoint until the store drops it.
+            session.del_without_intent(SERVICE, e, |tx| -> Result<()> {
+                let (id, ifname) = (&call.env.container_id, &call.env.ifname);
+                if let Some(ep) = tx.detach_endpoint(id, ifname, SERVICE)? {
+                    supervise::withdraw(store.state_dir(), &call.conf.name, &ep.id())?;
+                    release(tx, 1)?;
+                }
+                Ok(())
+            })
         })
     }
 

@@ -252,26 +252,14 @@ impl Plugin for Firewall {
         let graph = Graph::new(&store);
         let session = graph.lock(&call.conf.name)?;
         Self::del_locked(&session, &store, call).or_else(|e| {
-            tracing::warn!(error = %e, "DEL failed; removing the attachment from the kernel without the store");
-            // The store cannot take the DEL (a full disk): the kernel is
-            // rendered as the graph would be without the endpoint, which
-            // only takes permissions away. DEL then succeeds unless the
-            // store still records the endpoint (the runtime retries).
-            let recorded = session.uncommitted(|tx| -> Result<bool> {
-                let ep = tx.detach_endpoint(&call.env.container_id, &call.env.ifname, SERVICE)?;
+            // The kernel as the graph would be without the endpoint.
+            session.del_without_intent(SERVICE, e, |tx| -> Result<()> {
+                tx.detach_endpoint(&call.env.container_id, &call.env.ifname, SERVICE)?;
                 if let Some(r) = tx.get_record::<Rendered>(SERVICE, SETTINGS)? {
                     Self::plan_network(&store, tx, &r.conf)?.apply()?;
                 }
-                Ok(ep.is_some())
-            });
-            match recorded {
-                Ok(false) => {
-                    // Done, though not the usual way: an intent it left is finished too.
-                    let _ = session.clear_intent(SERVICE);
-                    Ok(())
-                }
-                _ => Err(e),
-            }
+                Ok(())
+            })
         })
     }
 

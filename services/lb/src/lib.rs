@@ -248,31 +248,17 @@ impl Plugin for Lb {
         let graph = Graph::new(&store);
         let session = graph.lock(&call.conf.name)?;
         Self::del_locked(&session, &store, call).or_else(|e| {
-            tracing::warn!(error = %e, "DEL failed; removing the attachment from the kernel without the store");
-            // The store cannot take the DEL (a full disk): the kernel is
-            // rendered as the graph would be without the endpoint, which
-            // only takes backends away. DEL then succeeds unless the store
-            // still records the endpoint (the runtime retries).
-            let recorded = session.uncommitted(|tx| -> Result<bool> {
+            // The kernel as the graph would be without the endpoint, in full.
+            session.del_without_intent(SERVICE, e, |tx| -> Result<()> {
                 let Some(planned) = Self::stage_del(&store, tx, call, None)? else {
-                    return Ok(false);
+                    return Ok(());
                 };
-                let recorded = tx.get_endpoint(&call.env.container_id, &call.env.ifname)?.is_some();
                 let plan = match planned.program {
                     Program::Full(full) => full,
                     Program::Fast(_) => full::plan(&store, tx, &planned.conf, &planned.gone)?,
                 };
-                plan.apply()?;
-                Ok(recorded)
-            });
-            match recorded {
-                Ok(false) => {
-                    // Done, though not the usual way: an intent it left is finished too.
-                    let _ = session.clear_intent(SERVICE);
-                    Ok(())
-                }
-                _ => Err(e),
-            }
+                plan.apply().map(drop)
+            })
         })
     }
 

@@ -187,29 +187,10 @@ impl Plugin for Qos {
             // Nothing recorded (a store that lost the document, or a DEL
             // again): what the attachment would have goes by its names.
             Ok(None) => Teardown::of(container_id, ifname, None, netns).run(),
-            Err(e) => {
-                // The store cannot take the DEL's intent (a full disk): the
-                // shaping comes off all the same, as the graph would be
-                // without the endpoint; then the removal alone is tried
-                // (deleting needs no room). DEL fails only when the store
-                // still records the endpoint (the runtime retries).
-                let recorded = session.uncommitted(|tx| -> Result<bool> {
-                    let held = tx
-                        .get_endpoint(container_id, ifname)?
-                        .is_some_and(|ep| ep.held_by(SERVICE));
-                    let record = forget(tx, container_id, ifname)?;
-                    Teardown::of(container_id, ifname, record.as_ref(), netns).run()?;
-                    Ok(held || record.is_some())
-                });
-                match recorded {
-                    Ok(false) => Ok(()),
-                    Ok(true) => session
-                        .transaction(|tx| forget(tx, container_id, ifname))
-                        .map(drop)
-                        .map_err(|_| e),
-                    Err(_) => Err(e),
-                }
-            }
+            Err(e) => session.del_without_intent(SERVICE, e, |tx| -> Result<()> {
+                let record = forget(tx, container_id, ifname)?;
+                Teardown::of(container_id, ifname, record.as_ref(), netns).run()
+            }),
         }
     }
 

@@ -147,26 +147,10 @@ impl Plugin for Vpn {
         match del_locked(&session, call) {
             Ok(Some(())) => Ok(()),
             Ok(None) => tear_down(container_id, ifname, &Forgotten::default(), netns),
-            Err(e) => {
-                // The store cannot take the DEL's intent (a full disk): the
-                // devices go all the same, as the graph would be without
-                // the endpoint; then the removal alone is tried (deleting
-                // needs no room). DEL fails only when the store still
-                // records the endpoint (the runtime retries).
-                let recorded = session.uncommitted(|tx| -> Result<bool> {
-                    let f = forget(tx, container_id, ifname)?;
-                    tear_down(container_id, ifname, &f, netns)?;
-                    Ok(f.held || f.tunnel.is_some() || f.mesh.is_some())
-                });
-                match recorded {
-                    Ok(false) => Ok(()),
-                    Ok(true) => session
-                        .transaction(|tx| forget(tx, container_id, ifname))
-                        .map(drop)
-                        .map_err(|_| e),
-                    Err(_) => Err(e),
-                }
-            }
+            Err(e) => session.del_without_intent(SERVICE, e, |tx| -> Result<()> {
+                let f = forget(tx, container_id, ifname)?;
+                tear_down(container_id, ifname, &f, netns)
+            }),
         }
     }
 
