@@ -151,6 +151,21 @@ impl<'s> Session<'_, 's> {
         f(&mut self.graph.tx(&self.network))
     }
 
+    /// What a call of `service` would plan, changing nothing (`netsvc
+    /// repair --dry-run`): `stage` runs on a transaction never committed,
+    /// given the intent a dead call left, rolled back as the next call
+    /// would roll it back.
+    pub fn dry_run<T, E: From<GraphError>>(
+        &self,
+        service: &str,
+        stage: impl FnOnce(&mut Tx<'_>, Option<&Intent>) -> Result<T, E>,
+    ) -> Result<T, E> {
+        self.uncommitted(|tx| {
+            let stale = roll_back_stale(tx, service)?;
+            stage(tx, stale.as_ref())
+        })
+    }
+
     /// DEL's last resort, when the store could not take the DEL with its
     /// intent (a full disk): `unprogram` takes the attachment out of the
     /// kernel as the graph would be without it, staging that graph in the
@@ -208,6 +223,10 @@ impl<'s> Session<'_, 's> {
         let point = |step: &str| format!("{service}/{op}/{step}");
         let plan = self.transaction(|tx| -> Result<Option<P>, E> {
             let stale = roll_back_stale(tx, service)?;
+            if let Some(s) = &stale {
+                tracing::warn!(service, network = %tx.network_name(), op = s.op.word(), pid = s.pid,
+                    container = ?s.container_id, "finishing what a call that died left");
+            }
             // A DEL's addresses are the graph's, read before it detaches them.
             if let (Some(id), Some(ifname), true) = (&intent.container_id, &intent.ifname, intent.addresses.is_empty())
                 && let Some(ep) = tx.get_endpoint(id, ifname)?
@@ -253,8 +272,6 @@ fn roll_back_stale(tx: &mut Tx<'_>, service: &str) -> Result<Option<Intent>, Gra
     let Some(stale) = tx.get_record::<Intent>(service, INTENT_RECORD)? else {
         return Ok(None);
     };
-    tracing::warn!(service, network = %tx.network_name(), op = stale.op.word(), pid = stale.pid,
-        container = ?stale.container_id, "finishing what a call that died left");
     if let (Op::Add, Some(id), Some(ifname)) = (stale.op, &stale.container_id, &stale.ifname) {
         tx.detach_endpoint(id, ifname, service)?;
     }

@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use netsvc_core::cni::{CniError, Result};
-use netsvc_core::graph::{Endpoint, Graph, INTENT_RECORD, Intent, Op, Tx};
+use netsvc_core::graph::{Endpoint, Graph, Intent, Op, Tx};
 use netsvc_core::reconcile::{Difference, Repair};
 use netsvc_core::store::{Store, StoreHandle};
 
@@ -66,12 +66,8 @@ impl Repair for Dns {
         let handle = handle_of(store)?;
         let graph = Graph::new(store);
         let session = graph.lock(network)?;
-        session.uncommitted(|tx| {
-            let stale = tx.get_record::<Intent>(SERVICE, INTENT_RECORD)?;
-            if let Some(i) = &stale {
-                if let (Op::Add, Some(id), Some(ifname)) = (i.op, &i.container_id, &i.ifname) {
-                    tx.detach_endpoint(id, ifname, SERVICE)?;
-                }
+        session.dry_run(SERVICE, |tx, stale| {
+            if stale.is_some() {
                 recount(tx)?;
             }
             compare(handle, tx)

@@ -376,7 +376,7 @@ impl Repair for Firewall {
     fn diff(&self, store: &dyn Store, network: &str) -> Result<Vec<Difference>> {
         let graph = Graph::new(store);
         let session = graph.lock(network)?;
-        session.uncommitted(|tx| match tx.get_record::<Rendered>(SERVICE, SETTINGS)? {
+        session.dry_run(SERVICE, |tx, _| match tx.get_record::<Rendered>(SERVICE, SETTINGS)? {
             Some(r) => {
                 let full = Self::plan_network(store, tx, &r.conf)?;
                 Ok(drift::differences(network, &full.cmds, &full.current))

@@ -396,8 +396,8 @@ impl Repair for Lb {
     fn diff(&self, store: &dyn Store, network: &str) -> Result<Vec<Difference>> {
         let graph = Graph::new(store);
         let session = graph.lock(network)?;
-        session.uncommitted(|tx| match rendered(tx)? {
-            Some(conf) => Ok(full::plan(store, tx, &conf, &[])?.differences),
+        session.dry_run(SERVICE, |tx, stale| match rendered(tx)? {
+            Some(conf) => Ok(full::plan(store, tx, &conf, &stale.map(Intent::ips).unwrap_or_default())?.differences),
             None => Ok(Vec::new()),
         })
     }

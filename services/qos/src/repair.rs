@@ -5,7 +5,7 @@
 use std::collections::BTreeSet;
 
 use netsvc_core::cni::{NetConf, Result};
-use netsvc_core::graph::{Graph, INTENT_RECORD, Intent, Op, Tx};
+use netsvc_core::graph::{Graph, Intent, Op, Tx};
 use netsvc_core::netlink::NetlinkError;
 use netsvc_core::netlink::links;
 use netsvc_core::reconcile::{Difference, Reconcile, Repair, Summary};
@@ -214,19 +214,7 @@ impl Repair for Qos {
     fn diff(&self, store: &dyn Store, network: &str) -> Result<Vec<Difference>> {
         let graph = Graph::new(store);
         let session = graph.lock(network)?;
-        session.uncommitted(|tx| {
-            let stale = tx.get_record::<Intent>(SERVICE, INTENT_RECORD)?;
-            if let Some(Intent {
-                op: Op::Add,
-                container_id: Some(id),
-                ifname: Some(ifname),
-                ..
-            }) = &stale
-            {
-                tx.detach_endpoint(id, ifname, SERVICE)?;
-            }
-            Ok(plan(&graph, tx, stale.as_ref())?.differences())
-        })
+        session.dry_run(SERVICE, |tx, stale| Ok(plan(&graph, tx, stale)?.differences()))
     }
 
     fn repair(&self, store: &dyn Store, network: &str) -> Result<Vec<Difference>> {

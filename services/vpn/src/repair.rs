@@ -6,7 +6,7 @@
 use std::path::Path;
 
 use netsvc_core::cni::{CniError, Result};
-use netsvc_core::graph::{Graph, INTENT_RECORD, Intent, Op, Tx};
+use netsvc_core::graph::{Graph, Intent, Op, Tx};
 use netsvc_core::netlink::{NetlinkError, links, routes};
 use netsvc_core::reconcile::{DiffKind, Difference, Repair};
 use netsvc_core::store::{Store, StoreHandle};
@@ -289,18 +289,8 @@ impl Repair for Vpn {
         let handle = handle_of(store)?;
         let graph = Graph::new(store);
         let session = graph.lock(network)?;
-        session.uncommitted(|tx| {
-            let stale = tx.get_record::<Intent>(SERVICE, INTENT_RECORD)?;
-            if let Some(Intent {
-                op: Op::Add,
-                container_id: Some(id),
-                ifname: Some(ifname),
-                ..
-            }) = &stale
-            {
-                tx.detach_endpoint(id, ifname, SERVICE)?;
-            }
-            let plan = plan(&graph, handle, tx, stale.as_ref())?;
+        session.dry_run(SERVICE, |tx, stale| {
+            let plan = plan(&graph, handle, tx, stale)?;
             let mut all = plan.found;
             all.extend(plan.unfixable);
             Ok(all)
