@@ -283,3 +283,19 @@ fn roll_back_stale(tx: &mut Tx<'_>, service: &str) -> Result<Option<Intent>, Gra
 pub fn pending(graph: &Graph<'_>, network: &str, service: &str) -> Result<Option<Intent>, GraphError> {
     graph.record(network, service, INTENT_RECORD)
 }
+
+/// CHECK's question for every service: code 120 when a call of `service`
+/// on `network` died before it finished.
+pub fn check_finished(graph: &Graph<'_>, network: &str, service: &str) -> Result<(), CniError> {
+    match pending(graph, network, service)? {
+        Some(i) => Err(CniError::state_missing(
+            service,
+            format!(
+                "a {} call (pid {}) died before it finished; the next call or `netsvc repair` finishes it",
+                i.op.word(),
+                i.pid
+            ),
+        )),
+        None => Ok(()),
+    }
+}

@@ -29,9 +29,7 @@ use hickory_proto::op::{Message, Query};
 use hickory_proto::rr::Name;
 pub use hickory_proto::rr::RecordType;
 use netsvc_core::cni::{Call, CniError, CniResult, Descriptor, Feature, Plugin, Result};
-use netsvc_core::graph::{
-    Graph, Intent, Op, Session, Tx, checked_endpoint, endpoint_from_call, pending, record_network,
-};
+use netsvc_core::graph::{Graph, Intent, Op, Session, Tx, checked_endpoint, endpoint_from_call, record_network};
 use netsvc_core::store::open_for;
 use serde::{Deserialize, Serialize};
 
@@ -135,13 +133,7 @@ impl Plugin for Dns {
         let network = &call.conf.name;
         let missing = |what: String| CniError::state_missing(SERVICE, what);
         let ep = checked_endpoint(&graph, call, SERVICE)?;
-        if let Some(i) = pending(&graph, network, SERVICE)? {
-            return Err(missing(format!(
-                "a {} call (pid {}) died before it finished; the next call or `netsvc repair` finishes it",
-                i.op.word(),
-                i.pid
-            )));
-        }
+        netsvc_core::graph::check_finished(&graph, network, SERVICE)?;
         let settings: Settings = graph
             .record(network, SERVICE, SETTINGS)?
             .ok_or_else(|| missing(format!("network {network} has no DNS settings")))?;

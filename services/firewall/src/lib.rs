@@ -269,13 +269,7 @@ impl Plugin for Firewall {
         let network = &call.conf.name;
         let missing = |what: String| CniError::state_missing(SERVICE, what);
         let ep = checked_endpoint(&graph, call, SERVICE)?;
-        if let Some(i) = netsvc_core::graph::pending(&graph, network, SERVICE)? {
-            return Err(missing(format!(
-                "a {} call (pid {}) died before it finished; the next call or `netsvc repair` finishes it",
-                i.op.word(),
-                i.pid
-            )));
-        }
+        netsvc_core::graph::check_finished(&graph, network, SERVICE)?;
         let rendered: Rendered = graph
             .record(network, SERVICE, SETTINGS)?
             .ok_or_else(|| missing(format!("network {network} was never rendered")))?;

@@ -270,13 +270,7 @@ impl Plugin for Lb {
         let network = &call.conf.name;
         let missing = |what: String| CniError::state_missing(SERVICE, what);
         let ep = checked_endpoint(&graph, call, SERVICE)?;
-        if let Some(i) = netsvc_core::graph::pending(&graph, network, SERVICE)? {
-            return Err(missing(format!(
-                "a {} call (pid {}) died before it finished; the next call or `netsvc repair` finishes it",
-                i.op.word(),
-                i.pid
-            )));
-        }
+        netsvc_core::graph::check_finished(&graph, network, SERVICE)?;
         let conf: LbConf = graph
             .record(network, SERVICE, CONF)?
             .ok_or_else(|| missing(format!("network {network} was never rendered")))?;

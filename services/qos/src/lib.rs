@@ -201,13 +201,7 @@ impl Plugin for Qos {
         let network = &call.conf.name;
         let ep = checked_endpoint(&graph, call, SERVICE)?;
         let missing = |what: String| CniError::state_missing(SERVICE, what);
-        if let Some(i) = netsvc_core::graph::pending(&graph, network, SERVICE)? {
-            return Err(missing(format!(
-                "a {} call (pid {}) died before it finished; the next call or `netsvc repair` finishes it",
-                i.op.word(),
-                i.pid
-            )));
-        }
+        netsvc_core::graph::check_finished(&graph, network, SERVICE)?;
         let applied: Applied = graph
             .record(network, SERVICE, &ep.id())?
             .ok_or_else(|| missing(format!("nothing recorded for {}", ep.id())))?;

@@ -157,16 +157,7 @@ impl Plugin for Vpn {
     fn check(&self, call: &Call) -> Result<()> {
         let conf = VpnConf::from_netconf(&call.conf)?;
         let store = open_for(&call.conf)?;
-        if let Some(i) = netsvc_core::graph::pending(&Graph::new(&store), &call.conf.name, SERVICE)? {
-            return Err(netsvc_core::cni::CniError::state_missing(
-                SERVICE,
-                format!(
-                    "a {} call (pid {}) died before it finished; the next call or `netsvc repair` finishes it",
-                    i.op.word(),
-                    i.pid
-                ),
-            ));
-        }
+        netsvc_core::graph::check_finished(&Graph::new(&store), &call.conf.name, SERVICE)?;
         match conf {
             VpnConf::Tunnel(t) => tunnel::check(call, &t),
             VpnConf::Mesh(m) => mesh::check(call, &m),
