@@ -25,14 +25,14 @@ pub fn runtime_addresses(call: &Call) -> Vec<IpAddr> {
         return Vec::new();
     };
     let ifname = call.env.ifname.clone();
-    let found = crate::netns::run(netns, |h| async move {
-        let Some(link) = links::find_by_name(&h, &ifname).await? else {
+    let found = crate::netlink::within(netns, |rtnl| {
+        let Some(link) = links::find_by_name(rtnl, &ifname)? else {
             return Ok(Vec::new());
         };
-        addresses::list(&h, Some(link.index)).await
+        addresses::list(rtnl, Some(link.index))
     });
     match found {
-        Ok(Ok(addrs)) => addrs
+        Ok(addrs) => addrs
             .into_iter()
             .map(|a| a.address)
             .filter(|a| !a.is_loopback() && !is_link_local(a))

@@ -2,8 +2,7 @@
 
 use crate::cni::{CniError, CniResult};
 use crate::graph::host_interfaces;
-use crate::netlink::sync::Rtnl;
-use crate::netlink::{NetlinkError, links};
+use crate::netlink::{Rtnl, links};
 
 /// Same-bridge traffic is switched at layer 2 and meets the IP hooks (and
 /// conntrack) only through br_netfilter: turn it on for the chain's bridge
@@ -16,23 +15,14 @@ pub fn pass_bridged_traffic(prev: &CniResult) -> Result<(), CniError> {
         return Ok(());
     }
     // Set once per bridge: later calls only read it.
-    let mut unset = Vec::new();
     let mut rtnl = Rtnl::open()?;
     for name in names {
-        if let Some(link) = rtnl.find_by_name(&name)?
+        if let Some(link) = links::find_by_name(&mut rtnl, &name)?
             && link.kind.as_deref() == Some("bridge")
             && link.bridge_netfilter != Some(true)
         {
-            unset.push(link.index);
+            links::set_bridge_netfilter(&mut rtnl, link.index, true)?;
         }
-    }
-    if !unset.is_empty() {
-        crate::netns::run(crate::netns::OWN, |h| async move {
-            for index in unset {
-                links::set_bridge_netfilter(&h, index, true).await?;
-            }
-            Ok::<(), NetlinkError>(())
-        })??;
     }
     Ok(())
 }

@@ -4,7 +4,9 @@
 //! back. Compiled into debug builds only; a release build's [`hit`] is a no-op.
 //!
 //! `NETSVC_FAILPOINT=<point>=<action>[,<point>=<action>…]`, a point being
-//! `<service>/<step>` (for example `netsvc-firewall/add/staged=kill`).
+//! `<service>/<step>` (for example `netsvc-firewall/add/staged=kill`), or
+//! `store/write/<n>`: right after the process's n-th document write of the
+//! file store, where only `kill` applies (a commit cut off halfway).
 
 use crate::cni::CniError;
 
@@ -35,6 +37,23 @@ pub fn hit(point: &str) -> Result<(), CniError> {
 pub fn hit(_point: &str) -> Result<(), CniError> {
     Ok(())
 }
+
+/// Counts a document the file store wrote; the process dies there when
+/// `store/write/<n>` says so for this count.
+#[cfg(debug_assertions)]
+pub fn document_written() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static WRITTEN: AtomicUsize = AtomicUsize::new(0);
+    if std::env::var_os(FAILPOINT_ENV).is_none() {
+        return;
+    }
+    let n = WRITTEN.fetch_add(1, Ordering::Relaxed) + 1;
+    let _ = hit(&format!("store/write/{n}"));
+}
+
+#[cfg(not(debug_assertions))]
+#[inline(always)]
+pub fn document_written() {}
 
 /// The action `spec` gives `point`, if any.
 #[cfg_attr(not(debug_assertions), allow(dead_code))]

@@ -7,19 +7,8 @@
 //! namespace. A panic inside the work is caught when the thread is joined and
 //! returned as [`NetnsError::Panicked`]; it never unwinds into the caller.
 //!
-//! The async variants build a current-thread tokio runtime *on the namespace
-//! thread*, so no task can migrate to a thread in another namespace. A netlink
-//! socket belongs to the namespace it was opened in: [`run`] opens the
-//! rtnetlink connection inside the target namespace and hands its
-//! [`Handle`](rtnetlink::Handle) to the closure.
-//!
-//! ```no_run
-//! # fn demo() -> Result<(), netsvc_core::netns::NetnsError> {
-//! let names = netsvc_core::netns::run("/var/run/netns/c1", |handle| async move {
-//!     netsvc_core::netlink::links::list_names(&handle).await
-//! })?;
-//! # let _ = names; Ok(()) }
-//! ```
+//! A netlink socket belongs to the namespace it was opened in:
+//! [`crate::netlink::within`] opens one on such a thread.
 //!
 //! Errors map to CNI codes (see `From<NetnsError> for CniError`): a namespace
 //! path that does not exist is code 3 ("container unknown" — the container's
@@ -34,7 +23,6 @@
 //! cannot open as one.
 
 use std::fs::File;
-use std::future::Future;
 use std::os::fd::{AsFd, AsRawFd};
 use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
@@ -73,20 +61,6 @@ pub enum NetnsError {
     /// The namespace thread could not be started.
     #[error("cannot start namespace thread: {0}")]
     Spawn(#[source] std::io::Error),
-    /// The tokio runtime could not be built inside the namespace.
-    #[error("cannot build tokio runtime in {path}: {source}")]
-    Runtime {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    /// The rtnetlink connection could not be opened.
-    #[error("cannot open netlink socket in {path}: {source}")]
-    Netlink {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
     /// The work panicked; the panic was contained on the namespace thread.
     #[error("work inside network namespace {path} panicked: {message}")]
     Panicked { path: PathBuf, message: String },
@@ -268,63 +242,6 @@ fn is_current(ns: &File) -> bool {
     use std::os::unix::fs::MetadataExt;
     ns.metadata()
         .is_ok_and(|target| current_inode().is_ok_and(|own| own == target.ino()))
-}
-
-/// Run the future made by `f` inside the namespace at `path`, on a fresh
-/// thread with its own current-thread tokio runtime (time and I/O enabled).
-/// The future itself need not be `Send`: it never leaves that thread.
-pub fn run_async<T, F, Fut>(path: impl AsRef<Path>, f: F) -> Result<T, NetnsError>
-where
-    F: FnOnce() -> Fut + Send,
-    Fut: Future<Output = T>,
-    T: Send,
-{
-    let path = path.as_ref();
-    run_sync(path, move || {
-        let rt = runtime(path)?;
-        Ok(rt.block_on(f()))
-    })?
-}
-
-/// Like [`run_async`], with an rtnetlink [`Handle`](rtnetlink::Handle) opened
-/// inside the namespace and passed to `f`. The connection task lives until
-/// the future completes.
-pub fn run<T, F, Fut>(path: impl AsRef<Path>, f: F) -> Result<T, NetnsError>
-where
-    F: FnOnce(rtnetlink::Handle) -> Fut + Send,
-    Fut: Future<Output = T>,
-    T: Send,
-{
-    let path = path.as_ref();
-    run_sync(path, move || {
-        let rt = runtime(path)?;
-        rt.block_on(async move {
-            let handle = connect().map_err(|source| NetnsError::Netlink {
-                path: path.to_path_buf(),
-                source,
-            })?;
-            Ok(f(handle).await)
-        })
-    })?
-}
-
-/// Open an rtnetlink connection in the *current thread's* namespace and spawn
-/// its driver on the current tokio runtime. Call it from inside [`run_async`]
-/// (or any thread already in the right namespace, within a runtime).
-pub fn connect() -> std::io::Result<rtnetlink::Handle> {
-    let (connection, handle, _) = rtnetlink::new_connection()?;
-    tokio::spawn(connection);
-    Ok(handle)
-}
-
-fn runtime(path: &Path) -> Result<tokio::runtime::Runtime, NetnsError> {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|source| NetnsError::Runtime {
-            path: path.to_path_buf(),
-            source,
-        })
 }
 
 fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {

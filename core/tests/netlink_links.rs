@@ -9,7 +9,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::os::fd::AsFd;
 
 use common::TestNs;
-use netsvc_core::netlink::sync::Rtnl;
+use netsvc_core::netlink::{self, Rtnl};
 use netsvc_core::netlink::{addresses, links, routes};
 use netsvc_core::netns;
 
@@ -20,27 +20,26 @@ const CTR_IP: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 2);
 /// wired and addressed entirely through our netlink code.
 fn wire(node: &TestNs, ctr: &TestNs) {
     let ctr_fd = netns::open(&ctr.path).unwrap();
-    netns::run(&node.path, |h| async move {
-        links::create_veth(&h, "hveth", "tmp-peer", Some(1400)).await?;
-        let peer = links::get_by_name(&h, "tmp-peer").await?;
-        links::move_to_netns(&h, peer.index, std::os::fd::AsFd::as_fd(&ctr_fd)).await?;
-        let host = links::get_by_name(&h, "hveth").await?;
+    netlink::within(&node.path, |h| {
+        links::create_veth(h, "hveth", "tmp-peer", Some(1400))?;
+        let peer = links::get_by_name(h, "tmp-peer")?;
+        links::move_to_netns(h, peer.index, std::os::fd::AsFd::as_fd(&ctr_fd))?;
+        let host = links::get_by_name(h, "hveth")?;
         assert_eq!(host.mtu, Some(1400));
-        addresses::add(&h, host.index, IpAddr::V4(HOST_IP), 24).await?;
-        links::set_up(&h, host.index).await?;
-        Ok::<_, netsvc_core::netlink::NetlinkError>(())
+        addresses::add(h, host.index, IpAddr::V4(HOST_IP), 24)?;
+        links::set_up(h, host.index)?;
+        Ok(())
     })
-    .unwrap()
     .unwrap();
-    netns::run(&ctr.path, |h| async move {
-        let peer = links::get_by_name(&h, "tmp-peer").await?;
-        links::rename(&h, peer.index, "eth0").await?;
-        links::set_mtu(&h, peer.index, 1400).await?;
-        addresses::add(&h, peer.index, IpAddr::V4(CTR_IP), 24).await?;
-        addresses::add(&h, peer.index, "fd77::2".parse().unwrap(), 64).await?;
-        links::set_up(&h, peer.index).await?;
+    netlink::within(&ctr.path, |h| {
+        let peer = links::get_by_name(h, "tmp-peer")?;
+        links::rename(h, peer.index, "eth0")?;
+        links::set_mtu(h, peer.index, 1400)?;
+        addresses::add(h, peer.index, IpAddr::V4(CTR_IP), 24)?;
+        addresses::add(h, peer.index, "fd77::2".parse().unwrap(), 64)?;
+        links::set_up(h, peer.index)?;
         routes::add(
-            &h,
+            h,
             &routes::Route {
                 dst: "10.99.0.0".parse().unwrap(),
                 dst_len: 16,
@@ -48,12 +47,10 @@ fn wire(node: &TestNs, ctr: &TestNs) {
                 oif: None,
                 metric: Some(50),
             },
-        )
-        .await?;
-        routes::add_default(&h, IpAddr::V4(HOST_IP), Some(peer.index)).await?;
-        Ok::<_, netsvc_core::netlink::NetlinkError>(())
+        )?;
+        routes::add_default(h, IpAddr::V4(HOST_IP), Some(peer.index))?;
+        Ok(())
     })
-    .unwrap()
     .unwrap();
 }
 
@@ -75,13 +72,13 @@ fn veth_move_address_route_give_connectivity() {
     ctr.exec(&["ping", "-c", "1", "-W", "2", "10.99.0.1"]);
 
     // our own listings agree
-    let (addrs, rts) = netns::run(&ctr.path, |h| async move {
-        let eth0 = links::get_by_name(&h, "eth0").await.unwrap();
+    let (addrs, rts) = netlink::within(&ctr.path, |h| {
+        let eth0 = links::get_by_name(h, "eth0").unwrap();
         assert!(eth0.up);
         assert_eq!(eth0.kind.as_deref(), Some("veth"));
-        let a = addresses::list(&h, Some(eth0.index)).await.unwrap();
-        let r = routes::list(&h, false).await.unwrap();
-        (a, r)
+        let a = addresses::list(h, Some(eth0.index)).unwrap();
+        let r = routes::list(h, false).unwrap();
+        Ok((a, r))
     })
     .unwrap();
     assert!(
@@ -137,8 +134,8 @@ fn deletes_are_idempotent() {
     let node = TestNs::new("del-node");
     let ctr = TestNs::new("del-ctr");
     wire(&node, &ctr);
-    netns::run(&ctr.path, |h| async move {
-        let eth0 = links::get_by_name(&h, "eth0").await.unwrap();
+    netlink::within(&ctr.path, |h| {
+        let eth0 = links::get_by_name(h, "eth0").unwrap();
         let route = routes::Route {
             dst: "10.99.0.0".parse().unwrap(),
             dst_len: 16,
@@ -147,49 +144,48 @@ fn deletes_are_idempotent() {
             metric: Some(50),
         };
         for _ in 0..2 {
-            routes::delete(&h, &route).await.unwrap();
-            addresses::delete(&h, eth0.index, IpAddr::V4(CTR_IP), 24).await.unwrap();
+            routes::delete(h, &route).unwrap();
+            addresses::delete(h, eth0.index, IpAddr::V4(CTR_IP), 24).unwrap();
         }
         assert!(
-            !addresses::list(&h, Some(eth0.index))
-                .await
+            !addresses::list(h, Some(eth0.index))
                 .unwrap()
                 .iter()
                 .any(|a| a.address == IpAddr::V4(CTR_IP))
         );
-        links::set_down(&h, eth0.index).await.unwrap();
-        assert!(!links::get_by_index(&h, eth0.index).await.unwrap().up);
-        links::delete(&h, eth0.index).await.unwrap();
-        links::delete(&h, eth0.index).await.unwrap();
-        links::delete_by_name(&h, "eth0").await.unwrap();
-        addresses::delete(&h, eth0.index, IpAddr::V4(CTR_IP), 24).await.unwrap();
-        assert!(links::find_by_name(&h, "eth0").await.unwrap().is_none());
-        assert!(links::get_by_name(&h, "eth0").await.unwrap_err().is_not_found());
+        links::set_down(h, eth0.index).unwrap();
+        assert!(!links::get_by_index(h, eth0.index).unwrap().up);
+        links::delete(h, eth0.index).unwrap();
+        links::delete(h, eth0.index).unwrap();
+        links::delete_by_name(h, "eth0").unwrap();
+        addresses::delete(h, eth0.index, IpAddr::V4(CTR_IP), 24).unwrap();
+        assert!(links::find_by_name(h, "eth0").unwrap().is_none());
+        assert!(links::get_by_name(h, "eth0").unwrap_err().is_not_found());
+        Ok(())
     })
     .unwrap();
     // deleting one end removed the pair
     let (ok, _) = node.try_exec(&["ip", "link", "show", "hveth"]);
     assert!(!ok);
     // adding twice reports "exists"
-    netns::run(&node.path, |h| async move {
-        let idx = links::create_ifb(&h, "ifbx").await.unwrap();
-        let e = links::create_ifb(&h, "ifbx").await.unwrap_err();
+    netlink::within(&node.path, |h| {
+        let idx = links::create_ifb(h, "ifbx").unwrap();
+        let e = links::create_ifb(h, "ifbx").unwrap_err();
         assert!(e.is_exists(), "{e}");
-        links::delete(&h, idx).await.unwrap();
+        links::delete(h, idx).unwrap();
+        Ok(())
     })
     .unwrap();
 }
 
 #[test]
-fn a_link_made_over_the_sync_socket_comes_back_with_its_index() {
+fn a_link_made_comes_back_with_its_index() {
     let ns = TestNs::new("mk-ifb");
-    let (made, again) = netns::run_sync(&ns.path, || -> Result<_, netsvc_core::netlink::NetlinkError> {
-        let mut rtnl = Rtnl::open()?;
-        let made = rtnl.create_link(links::ifb_creation("ifb-made")?)?;
-        let again = rtnl.create_link(links::ifb_creation("ifb-made")?).unwrap_err();
+    let (made, again) = netlink::within(&ns.path, |rtnl| {
+        let made = links::create(rtnl, links::ifb_creation("ifb-made")?)?;
+        let again = links::create(rtnl, links::ifb_creation("ifb-made")?).unwrap_err();
         Ok((made, again))
     })
-    .unwrap()
     .unwrap();
     let shown: serde_json::Value = serde_json::from_str(&ns.exec(&["ip", "-j", "link", "show", "ifb-made"])).unwrap();
     let index = shown[0]["ifindex"].as_u64().and_then(|i| u32::try_from(i).ok());

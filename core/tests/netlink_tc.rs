@@ -9,27 +9,25 @@ use std::net::Ipv4Addr;
 use std::time::Duration;
 
 use common::TestNs;
-use netsvc_core::netlink::sync::Rtnl;
 use netsvc_core::netlink::tc::{self, HtbClass, HtbQdisc, Mode, Psched, Rate, Tbf, TbfLimit, U32Match, handle};
+use netsvc_core::netlink::{self, Rtnl};
 use netsvc_core::netlink::{NetlinkError, links};
-use netsvc_core::netns;
 
 /// A namespace with a veth pair `ta`/`tb` (both ends inside it).
 /// `up`: set both ends up (a down link sends nothing, so the HTB token
 /// buckets stay exactly as encoded).
 fn veth_ns(tag: &str, up: bool) -> (TestNs, u32, u32) {
     let ns = TestNs::new(tag);
-    let (a, b) = netns::run(&ns.path, |h| async move {
-        links::create_veth(&h, "ta", "tb", None).await?;
-        let a = links::get_by_name(&h, "ta").await?.index;
-        let b = links::get_by_name(&h, "tb").await?.index;
+    let (a, b) = netlink::within(&ns.path, |h| {
+        links::create_veth(h, "ta", "tb", None)?;
+        let a = links::get_by_name(h, "ta")?.index;
+        let b = links::get_by_name(h, "tb")?.index;
         if up {
-            links::set_up(&h, a).await?;
-            links::set_up(&h, b).await?;
+            links::set_up(h, a)?;
+            links::set_up(h, b)?;
         }
         Ok::<_, NetlinkError>((a, b))
     })
-    .unwrap()
     .unwrap();
     (ns, a, b)
 }
@@ -53,7 +51,7 @@ fn htb_qdisc_class_and_u32_filter() {
         prio: 1,
         quantum: None,
     };
-    netns::run(&ns.path, |h| async move {
+    netlink::within(&ns.path, |h| {
         let q = HtbQdisc {
             default_class: 0x10,
             r2q: 10,
@@ -80,25 +78,24 @@ fn htb_qdisc_class_and_u32_filter() {
         // Add of an existing class is EEXIST, alone or in a batch whose
         // other requests pass (the first refusal is the batch's answer).
         let again = tc::htb_class(a, handle(1, 0), handle(1, 0x10), &class, &ps, Mode::Add)?;
-        let e = again.clone().send(&h).await.unwrap_err();
+        let e = h.send(again.clone()).unwrap_err();
         assert!(e.is_exists(), "{e}");
         let gone = tc::qdisc_deletion(a, tc::INGRESS_PARENT)?;
         let e = Rtnl::open()?.apply(&[gone, again]).unwrap_err();
         assert!(e.is_exists() && e.to_string().contains("add htb class"), "{e}");
-        let qd = tc::list_qdiscs(&h, a).await?;
+        let qd = tc::list_qdiscs(h, a)?;
         assert!(
             qd.iter()
                 .any(|q| q.kind == "htb" && q.handle == handle(1, 0) && q.parent == tc::ROOT),
             "{qd:?}"
         );
-        let cl = tc::list_classes(&h, a).await?;
+        let cl = tc::list_classes(h, a)?;
         assert!(
             cl.iter().any(|c| c.kind == "htb" && c.handle == handle(1, 0x10)),
             "{cl:?}"
         );
         Ok::<_, NetlinkError>(())
     })
-    .unwrap()
     .unwrap();
 
     let q = ns.tc_json(&["-s", "qdisc", "show", "dev", "ta"]);
@@ -141,19 +138,18 @@ fn htb_qdisc_class_and_u32_filter() {
     assert!(f.contains(r#""protocol":"ip","pref":1"#), "{f}");
 
     // delete the filters, then the root qdisc, twice each: Ok
-    netns::run(&ns.path, |h| async move {
+    netlink::within(&ns.path, |h| {
         for _ in 0..2 {
-            tc::delete_filters(&h, a, handle(1, 0), 1, tc::ETH_P_IP).await?;
+            tc::delete_filters(h, a, handle(1, 0), 1, tc::ETH_P_IP)?;
         }
         for _ in 0..2 {
-            tc::delete_qdisc(&h, a, tc::ROOT).await?;
-            tc::delete_qdisc(&h, a, tc::INGRESS_PARENT).await?;
+            tc::delete_qdisc(h, a, tc::ROOT)?;
+            tc::delete_qdisc(h, a, tc::INGRESS_PARENT)?;
         }
         // a link that does not exist at all
-        tc::delete_qdisc(&h, 999_999, tc::ROOT).await?;
+        tc::delete_qdisc(h, 999_999, tc::ROOT)?;
         Ok::<_, NetlinkError>(())
     })
-    .unwrap()
     .unwrap();
     let q = ns.tc_json(&["qdisc", "show", "dev", "ta"]);
     assert!(q.as_array().unwrap().iter().all(|q| q["kind"] != "htb"), "{q}");
@@ -168,22 +164,17 @@ fn tbf_reports_rate_burst_latency() {
         burst: 10_240,
         limit: TbfLimit::Latency(Duration::from_millis(25)),
     };
-    netns::run(&ns.path, |h| async move {
-        tc::tbf_qdisc(b, tc::ROOT, 0, &tbf, &ps, Mode::Replace)?
-            .send(&h)
-            .await?;
+    netlink::within(&ns.path, |h| {
+        h.send(tc::tbf_qdisc(b, tc::ROOT, 0, &tbf, &ps, Mode::Replace)?)?;
         // replace again with a new rate: still one qdisc
         let faster = Tbf {
             rate: Rate::from_bits_per_sec(16_000_000),
             limit: TbfLimit::Bytes(50_000),
             ..tbf
         };
-        tc::tbf_qdisc(b, tc::ROOT, 0, &faster, &ps, Mode::Replace)?
-            .send(&h)
-            .await?;
-        tc::tbf_qdisc(b, tc::ROOT, 0, &tbf, &ps, Mode::Replace)?.send(&h).await
+        h.send(tc::tbf_qdisc(b, tc::ROOT, 0, &faster, &ps, Mode::Replace)?)?;
+        h.send(tc::tbf_qdisc(b, tc::ROOT, 0, &tbf, &ps, Mode::Replace)?)
     })
-    .unwrap()
     .unwrap();
     let q = ns.tc_json(&["-s", "qdisc", "show", "dev", "tb"]);
     let all = q.as_array().unwrap();
@@ -203,22 +194,19 @@ fn tbf_reports_rate_burst_latency() {
 fn ingress_and_mirred_redirect_to_ifb() {
     let (ns, _, b) = veth_ns("ifb", true);
     let ps = Psched::from_proc().unwrap();
-    let ifb = netns::run(&ns.path, |h| async move {
-        let ifb = links::create_ifb(&h, "ifb-tb").await?;
-        links::set_up(&h, ifb).await?;
-        tc::ingress_qdisc(b, Mode::Add)?.send(&h).await?;
-        tc::redirect_filter(b, tc::INGRESS_HANDLE, 1, ifb)?.send(&h).await?;
+    let ifb = netlink::within(&ns.path, |h| {
+        let ifb = links::create_ifb(h, "ifb-tb")?;
+        links::set_up(h, ifb)?;
+        h.send(tc::ingress_qdisc(b, Mode::Add)?)?;
+        h.send(tc::redirect_filter(b, tc::INGRESS_HANDLE, 1, ifb)?)?;
         let shaping = Tbf {
             rate: Rate::from_bits_per_sec(4_000_000),
             burst: 8_000,
             limit: TbfLimit::Bytes(64_000),
         };
-        tc::tbf_qdisc(ifb, tc::ROOT, 0, &shaping, &ps, Mode::Add)?
-            .send(&h)
-            .await?;
+        h.send(tc::tbf_qdisc(ifb, tc::ROOT, 0, &shaping, &ps, Mode::Add)?)?;
         Ok::<_, NetlinkError>(ifb)
     })
-    .unwrap()
     .unwrap();
     let q = ns.tc_json(&["qdisc", "show", "dev", "tb"]);
     assert!(
@@ -248,15 +236,14 @@ fn ingress_and_mirred_redirect_to_ifb() {
     let stats = ns.tc_json(&["-s", "qdisc", "show", "dev", "ifb-tb"]);
     assert!(stats[0]["packets"].as_u64().unwrap_or(0) > 0, "{stats}");
 
-    netns::run(&ns.path, |h| async move {
+    netlink::within(&ns.path, |h| {
         for _ in 0..2 {
-            tc::delete_qdisc(&h, b, tc::INGRESS_PARENT).await?;
-            tc::delete_qdisc(&h, ifb, tc::ROOT).await?;
-            links::delete(&h, ifb).await?;
+            tc::delete_qdisc(h, b, tc::INGRESS_PARENT)?;
+            tc::delete_qdisc(h, ifb, tc::ROOT)?;
+            links::delete(h, ifb)?;
         }
         Ok::<_, NetlinkError>(())
     })
-    .unwrap()
     .unwrap();
     let q = ns.tc_json(&["qdisc", "show", "dev", "tb"]);
     assert!(q.as_array().unwrap().iter().all(|q| q["kind"] != "ingress"), "{q}");

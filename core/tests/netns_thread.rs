@@ -29,9 +29,15 @@ fn panic_is_an_error_and_caller_stays_home() {
     let cni: netsvc_core::cni::error::CniError = err.into();
     assert_eq!(cni.code, netns::PANIC_CODE);
 
-    // async work panicking inside the runtime, too
-    let err = netns::run(&ns.path, |_h| async { panic!("async boom") }).unwrap_err();
-    assert!(matches!(err, NetnsError::Panicked { .. }), "{err:?}");
+    // work with a netlink socket panicking, too
+    let err = netsvc_core::netlink::within(&ns.path, |_| -> netsvc_core::netlink::Result<()> {
+        panic!("socket boom")
+    })
+    .unwrap_err();
+    assert!(
+        matches!(&err, netsvc_core::netlink::NetlinkError::Netns(NetnsError::Panicked { message, .. }) if message.contains("socket boom")),
+        "{err:?}"
+    );
     assert_eq!(thread_ns_inode(), before);
 
     // the namespace is still usable afterwards
@@ -40,14 +46,10 @@ fn panic_is_an_error_and_caller_stays_home() {
 }
 
 #[test]
-fn handle_is_opened_inside_the_namespace() {
+fn socket_is_opened_inside_the_namespace() {
     let ns = TestNs::new("nsh");
     ns.exec(&["ip", "link", "add", "probe0", "type", "ifb"]);
-    let names = netns::run(&ns.path, |h| async move {
-        netsvc_core::netlink::links::list_names(&h).await
-    })
-    .unwrap()
-    .unwrap();
+    let names = netsvc_core::netlink::within(&ns.path, netsvc_core::netlink::links::list_names).unwrap();
     let mut names = names;
     names.sort();
     assert_eq!(names, vec!["lo".to_string(), "probe0".to_string()]);

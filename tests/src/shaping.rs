@@ -158,17 +158,16 @@ fn received_rate(child: Child) -> Result<f64> {
 /// in-process, the moment taken as the dump returns (a loaded machine can
 /// take many milliseconds to start the reading thread).
 pub fn root_qdisc_bytes(ns: &Netns, device: &str) -> Result<(Instant, u64)> {
-    let device = device.to_string();
-    netsvc_core::netns::run(ns.path(), |h| async move {
-        let link = links::get_by_name(&h, &device).await?;
-        let qdiscs = tc::list_qdiscs(&h, link.index).await?;
-        let at = Instant::now();
-        qdiscs
-            .iter()
-            .find(|q| q.parent == tc::ROOT)
-            .map(|q| (at, q.bytes))
-            .with_context(|| format!("no root qdisc on {device}"))
-    })?
+    let (at, qdiscs) = netsvc_core::netlink::within(ns.path(), |rtnl| {
+        let link = links::get_by_name(rtnl, device)?;
+        let qdiscs = tc::list_qdiscs(rtnl, link.index)?;
+        Ok((Instant::now(), qdiscs))
+    })?;
+    qdiscs
+        .iter()
+        .find(|q| q.parent == tc::ROOT)
+        .map(|q| (at, q.bytes))
+        .with_context(|| format!("no root qdisc on {device}"))
 }
 
 impl Netns {

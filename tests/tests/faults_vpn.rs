@@ -326,6 +326,45 @@ fn mesh_del_killed_after_the_device_is_gone() {
     mesh_killed_at("del/programmed");
 }
 
+/// Kills `op` right after the n-th document the store writes for it, for
+/// every n until the call runs through: each commit cut off halfway (an
+/// endpoint's member record gone and its node's peer not yet) is finished
+/// by the runtime's next DEL.
+fn mesh_cut_off_after_each_document(op: &str) {
+    let scene = Mesh::new();
+    for n in 1.. {
+        let when = format!("{op} killed after document {n}");
+        let victim = scene.node.container(&format!("victim{n}")).unwrap();
+        let mut faulty = scene.chain();
+        with_failpoint(&mut faulty, &format!("store/write/{n}=kill"));
+        let killed = if op == "add" {
+            faulty.add_with(&victim, "eth0", &args("victim", None)).is_err()
+        } else {
+            scene.chain().add_with(&victim, "eth0", &args("victim", None)).unwrap();
+            faulty.del(&victim, "eth0").is_err()
+        };
+        scene
+            .chain()
+            .del(&victim, "eth0")
+            .unwrap_or_else(|e| panic!("{when}: DEL after the kill: {e}"));
+        scene.assert_nothing_left(&when);
+        if !killed {
+            assert!(n > 3, "{op} writes more than {} documents", n - 1);
+            break;
+        }
+    }
+}
+
+#[test]
+fn mesh_add_cut_off_after_each_document_leaves_nothing() {
+    mesh_cut_off_after_each_document("add");
+}
+
+#[test]
+fn mesh_del_cut_off_after_each_document_leaves_nothing() {
+    mesh_cut_off_after_each_document("del");
+}
+
 #[test]
 fn mesh_add_failing_undoes_itself() {
     let scene = Mesh::new();

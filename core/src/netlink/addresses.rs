@@ -1,12 +1,12 @@
 //! IPv4 and IPv6 addresses: add, list, delete (missing is `Ok`).
 
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr};
 
-use futures::TryStreamExt;
+use netlink_packet_core::{NLM_F_CREATE, NLM_F_EXCL};
 use netlink_packet_route::address::{AddressAttribute, AddressMessage};
-use rtnetlink::Handle;
+use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 
-use super::{NetlinkError, Result, ok_if_missing};
+use super::{NetlinkError, Request, Result, Rtnl};
 
 /// An address on a link: `address/prefix_len` on link `index`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -46,63 +46,65 @@ fn from_message(msg: &AddressMessage) -> Option<Address> {
     })
 }
 
-/// Add `address/prefix_len` to link `index`. Adding an address that is
-/// already there is an error (`is_exists()`), like `ip addr add`.
-pub async fn add(handle: &Handle, index: u32, address: IpAddr, prefix_len: u8) -> Result<()> {
-    check_prefix(address, prefix_len)?;
-    handle
-        .address()
-        .add(index, address, prefix_len)
-        .execute()
-        .await
-        .map_err(|e| NetlinkError::request(format!("add address {address}/{prefix_len} to #{index}"), e))
+/// The message naming `address/prefix_len` on link `index`, as `ip addr`
+/// builds it (an IPv4 address is its own `IFA_LOCAL`, with its broadcast).
+fn message(index: u32, address: IpAddr, prefix_len: u8) -> AddressMessage {
+    let mut msg = AddressMessage::default();
+    msg.header.index = index;
+    msg.header.prefix_len = prefix_len;
+    msg.header.family = match address {
+        IpAddr::V4(_) => AddressFamily::Inet,
+        IpAddr::V6(_) => AddressFamily::Inet6,
+    };
+    msg.attributes.push(AddressAttribute::Address(address));
+    msg.attributes.push(AddressAttribute::Local(address));
+    if let IpAddr::V4(v4) = address
+        && prefix_len < 31
+    {
+        let broadcast = Ipv4Addr::from(u32::MAX >> prefix_len | u32::from(v4));
+        msg.attributes.push(AddressAttribute::Broadcast(broadcast));
+    }
+    msg
 }
 
-async fn list_messages(handle: &Handle, index: Option<u32>) -> Result<Vec<AddressMessage>> {
-    let mut req = handle.address().get();
-    if let Some(index) = index {
-        req = req.set_link_index_filter(index);
-    }
-    req.execute()
-        .try_collect()
-        .await
-        .map_err(|e| NetlinkError::request("list addresses", e))
+/// Add `address/prefix_len` to link `index`. Adding an address that is
+/// already there is an error (`is_exists()`), like `ip addr add`.
+pub fn add(rtnl: &mut Rtnl, index: u32, address: IpAddr, prefix_len: u8) -> Result<()> {
+    check_prefix(address, prefix_len)?;
+    rtnl.send(Request::new(
+        format!("add address {address}/{prefix_len} to #{index}"),
+        RouteNetlinkMessage::NewAddress(message(index, address, prefix_len)),
+        NLM_F_CREATE | NLM_F_EXCL,
+    ))
 }
 
 /// The addresses of link `index`, or of every link when `None`.
-pub async fn list(handle: &Handle, index: Option<u32>) -> Result<Vec<Address>> {
-    Ok(list_messages(handle, index)
-        .await?
+pub fn list(rtnl: &mut Rtnl, index: Option<u32>) -> Result<Vec<Address>> {
+    Ok(rtnl
+        .dump(
+            "list addresses",
+            RouteNetlinkMessage::GetAddress(AddressMessage::default()),
+        )?
         .iter()
-        .filter_map(from_message)
+        .filter_map(|m| match m {
+            RouteNetlinkMessage::NewAddress(a) => from_message(a),
+            _ => None,
+        })
+        .filter(|a| index.is_none_or(|i| a.index == i))
         .collect())
 }
 
 /// Delete `address/prefix_len` from link `index`; missing is `Ok`.
-pub async fn delete(handle: &Handle, index: u32, address: IpAddr, prefix_len: u8) -> Result<()> {
+pub fn delete(rtnl: &mut Rtnl, index: u32, address: IpAddr, prefix_len: u8) -> Result<()> {
     check_prefix(address, prefix_len)?;
-    let msgs = match list_messages(handle, Some(index)).await {
-        Ok(m) => m,
-        Err(e) if e.is_not_found() => return Ok(()),
-        Err(e) => return Err(e),
-    };
-    let want = Address {
-        index,
-        address,
-        prefix_len,
-    };
-    for msg in msgs {
-        if from_message(&msg) == Some(want) {
-            let r = handle
-                .address()
-                .del(msg)
-                .execute()
-                .await
-                .map_err(|e| NetlinkError::request(format!("delete address {address}/{prefix_len}"), e));
-            return ok_if_missing(r);
-        }
-    }
-    Ok(())
+    rtnl.send(
+        Request::new(
+            format!("delete address {address}/{prefix_len}"),
+            RouteNetlinkMessage::DelAddress(message(index, address, prefix_len)),
+            0,
+        )
+        .missing_ok(),
+    )
 }
 
 #[cfg(test)]

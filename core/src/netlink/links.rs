@@ -5,13 +5,13 @@
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::path::Path;
 
-use futures::TryStreamExt;
 use netlink_packet_core::{NLM_F_CREATE, NLM_F_EXCL};
 use netlink_packet_route::RouteNetlinkMessage;
-use netlink_packet_route::link::{InfoBridge, InfoData, InfoKind, LinkAttribute, LinkFlags, LinkInfo, LinkMessage};
-use rtnetlink::{Handle, LinkIfb, LinkUnspec, LinkVeth};
+use netlink_packet_route::link::{
+    InfoBridge, InfoData, InfoKind, InfoVeth, LinkAttribute, LinkExtentMask, LinkFlags, LinkInfo, LinkMessage,
+};
 
-use super::{NetlinkError, Request, Result, ok_if_missing, validate_ifname};
+use super::{NetlinkError, Request, Result, Rtnl, validate_ifname};
 
 /// The facts of a link services need, read from a `LinkMessage`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -94,84 +94,113 @@ fn kind_name(kind: &InfoKind) -> String {
 }
 
 /// The link called `name`, or `None` when there is none.
-pub async fn find_by_name(handle: &Handle, name: &str) -> Result<Option<Link>> {
+pub fn find_by_name(rtnl: &mut Rtnl, name: &str) -> Result<Option<Link>> {
     validate_ifname("ifname", name)?;
-    let mut stream = handle.link().get().match_name(name.to_string()).execute();
-    match stream.try_next().await {
-        Ok(Some(msg)) => Ok(Some(Link::from(&msg))),
-        Ok(None) => Ok(None),
-        Err(e) => {
-            let e = NetlinkError::request(format!("get link {name}"), e);
-            if e.is_not_found() { Ok(None) } else { Err(e) }
-        }
-    }
+    let mut msg = LinkMessage::default();
+    msg.attributes.push(LinkAttribute::IfName(name.to_string()));
+    get_link(rtnl, msg, &format!("get link {name}"))
+}
+
+/// The link called `name` in the namespace the socket's namespace knows as
+/// `nsid` (`IFLA_TARGET_NETNSID`), or `None`.
+pub fn find_by_name_in(rtnl: &mut Rtnl, nsid: i32, name: &str) -> Result<Option<Link>> {
+    validate_ifname("ifname", name)?;
+    let mut msg = LinkMessage::default();
+    msg.attributes.push(LinkAttribute::IfName(name.to_string()));
+    msg.attributes.push(LinkAttribute::IfNetnsId(nsid));
+    get_link(rtnl, msg, &format!("get link {name} in namespace {nsid}"))
 }
 
 /// The link called `name`; [`NetlinkError::LinkNotFound`] when missing.
-pub async fn get_by_name(handle: &Handle, name: &str) -> Result<Link> {
-    find_by_name(handle, name)
-        .await?
-        .ok_or_else(|| NetlinkError::LinkNotFound(name.to_string()))
+pub fn get_by_name(rtnl: &mut Rtnl, name: &str) -> Result<Link> {
+    find_by_name(rtnl, name)?.ok_or_else(|| NetlinkError::LinkNotFound(name.to_string()))
 }
 
 /// The link with index `index`, or `None` when there is none.
-pub async fn find_by_index(handle: &Handle, index: u32) -> Result<Option<Link>> {
-    let mut stream = handle.link().get().match_index(index).execute();
-    match stream.try_next().await {
-        Ok(Some(msg)) => Ok(Some(Link::from(&msg))),
-        Ok(None) => Ok(None),
-        Err(e) => {
-            let e = NetlinkError::request(format!("get link #{index}"), e);
-            if e.is_not_found() { Ok(None) } else { Err(e) }
-        }
-    }
+pub fn find_by_index(rtnl: &mut Rtnl, index: u32) -> Result<Option<Link>> {
+    let mut msg = LinkMessage::default();
+    msg.header.index = index;
+    get_link(rtnl, msg, &format!("get link #{index}"))
 }
 
 /// The link with index `index`; [`NetlinkError::LinkNotFound`] when missing.
-pub async fn get_by_index(handle: &Handle, index: u32) -> Result<Link> {
-    find_by_index(handle, index)
-        .await?
-        .ok_or_else(|| NetlinkError::LinkNotFound(format!("#{index}")))
+pub fn get_by_index(rtnl: &mut Rtnl, index: u32) -> Result<Link> {
+    find_by_index(rtnl, index)?.ok_or_else(|| NetlinkError::LinkNotFound(format!("#{index}")))
 }
 
-/// Every link of the handle's namespace.
-pub async fn list(handle: &Handle) -> Result<Vec<Link>> {
-    let msgs: Vec<LinkMessage> = handle
-        .link()
-        .get()
-        .execute()
-        .try_collect()
-        .await
-        .map_err(|e| NetlinkError::request("list links", e))?;
-    Ok(msgs.iter().map(Link::from).collect())
+fn get_link(rtnl: &mut Rtnl, mut msg: LinkMessage, op: &str) -> Result<Option<Link>> {
+    // The counters are no fact a caller reads: the kernel need not fill them.
+    msg.attributes
+        .push(LinkAttribute::ExtMask(vec![LinkExtentMask::SkipStats]));
+    match rtnl.get(op, RouteNetlinkMessage::GetLink(msg))? {
+        Some(RouteNetlinkMessage::NewLink(link)) => Ok(Some(Link::from(&link))),
+        Some(other) => Err(NetlinkError::unexpected(op, format!("{other:?}"))),
+        None => Ok(None),
+    }
 }
 
-/// The names of every link of the handle's namespace.
-pub async fn list_names(handle: &Handle) -> Result<Vec<String>> {
-    Ok(list(handle).await?.into_iter().map(|l| l.name).collect())
+/// Every link of the socket's namespace, as the kernel describes them.
+pub fn list_messages(rtnl: &mut Rtnl) -> Result<Vec<LinkMessage>> {
+    let mut msg = LinkMessage::default();
+    msg.attributes
+        .push(LinkAttribute::ExtMask(vec![LinkExtentMask::SkipStats]));
+    Ok(rtnl
+        .dump("list links", RouteNetlinkMessage::GetLink(msg))?
+        .into_iter()
+        .filter_map(|m| match m {
+            RouteNetlinkMessage::NewLink(link) => Some(link),
+            _ => None,
+        })
+        .collect())
 }
 
-/// Create a veth pair `name` <-> `peer` in the handle's namespace (both ends
+/// Every link of the socket's namespace.
+pub fn list(rtnl: &mut Rtnl) -> Result<Vec<Link>> {
+    Ok(list_messages(rtnl)?.iter().map(Link::from).collect())
+}
+
+/// The names of every link of the socket's namespace.
+pub fn list_names(rtnl: &mut Rtnl) -> Result<Vec<String>> {
+    Ok(list(rtnl)?.into_iter().map(|l| l.name).collect())
+}
+
+/// A link message naming the link `index` and nothing else yet.
+fn of_index(index: u32) -> LinkMessage {
+    let mut msg = LinkMessage::default();
+    msg.header.index = index;
+    msg
+}
+
+/// A link message making a link `name` of `kind`, with `data` when given.
+fn creation(name: &str, kind: InfoKind, data: Option<InfoData>) -> LinkMessage {
+    let mut msg = LinkMessage::default();
+    msg.attributes.push(LinkAttribute::IfName(name.to_string()));
+    let mut info = vec![LinkInfo::Kind(kind)];
+    info.extend(data.map(LinkInfo::Data));
+    msg.attributes.push(LinkAttribute::LinkInfo(info));
+    msg
+}
+
+/// Create a veth pair `name` <-> `peer` in the socket's namespace (both ends
 /// down). Move one end with [`move_to_netns`].
-pub async fn create_veth(handle: &Handle, name: &str, peer: &str, mtu: Option<u32>) -> Result<()> {
+pub fn create_veth(rtnl: &mut Rtnl, name: &str, peer: &str, mtu: Option<u32>) -> Result<()> {
     validate_ifname("ifname", name)?;
     validate_ifname("peer", peer)?;
-    let mut builder = LinkVeth::new(name, peer);
-    if let Some(mtu) = mtu {
-        builder = builder.mtu(mtu);
-    }
-    handle
-        .link()
-        .add(builder.build())
-        .execute()
-        .await
-        .map_err(|e| NetlinkError::request(format!("create veth {name}/{peer}"), e))
+    let mut peer_msg = LinkMessage::default();
+    peer_msg.attributes.push(LinkAttribute::IfName(peer.to_string()));
+    let mut msg = creation(name, InfoKind::Veth, Some(InfoData::Veth(InfoVeth::Peer(peer_msg))));
+    msg.attributes.extend(mtu.map(LinkAttribute::Mtu));
+    rtnl.send(Request::new(
+        format!("create veth {name}/{peer}"),
+        RouteNetlinkMessage::NewLink(msg),
+        NLM_F_CREATE | NLM_F_EXCL,
+    ))
 }
 
 /// The creation of an ifb device `name` (down); `EEXIST` when taken.
 pub fn ifb_creation(name: &str) -> Result<Request> {
     validate_ifname("ifname", name)?;
-    let msg = RouteNetlinkMessage::NewLink(LinkIfb::new(name).build());
+    let msg = RouteNetlinkMessage::NewLink(creation(name, InfoKind::Ifb, None));
     Ok(Request::new(
         format!("create ifb {name}"),
         msg,
@@ -179,39 +208,49 @@ pub fn ifb_creation(name: &str) -> Result<Request> {
     ))
 }
 
-/// Create an ifb device `name` (down) and return its index.
-pub async fn create_ifb(handle: &Handle, name: &str) -> Result<u32> {
-    ifb_creation(name)?.send(handle).await?;
-    Ok(get_by_name(handle, name).await?.index)
+/// Makes a link (`creation`: an RTM_NEWLINK request) and returns its
+/// index as the kernel echoes it with the acknowledgement; `None` from a
+/// kernel that echoes nothing (ask by name then).
+pub fn create(rtnl: &mut Rtnl, creation: Request) -> Result<Option<u32>> {
+    let answered = rtnl.apply(&[creation.echoed()])?;
+    Ok(answered.iter().find_map(|m| match m {
+        RouteNetlinkMessage::NewLink(link) => Some(link.header.index),
+        _ => None,
+    }))
 }
 
-async fn set(handle: &Handle, op: String, msg: LinkMessage) -> Result<()> {
-    handle
-        .link()
-        .set(msg)
-        .execute()
-        .await
-        .map_err(|e| NetlinkError::request(op, e))
+/// Create an ifb device `name` (down) and return its index.
+pub fn create_ifb(rtnl: &mut Rtnl, name: &str) -> Result<u32> {
+    match create(rtnl, ifb_creation(name)?)? {
+        Some(index) => Ok(index),
+        None => Ok(get_by_name(rtnl, name)?.index),
+    }
+}
+
+/// A change of link `index`'s settings (RTM_SETLINK).
+fn change(op: String, msg: LinkMessage) -> Request {
+    Request::new(op, RouteNetlinkMessage::SetLink(msg), 0)
 }
 
 /// Setting the link administratively up.
 pub fn up(index: u32) -> Request {
-    let msg = RouteNetlinkMessage::SetLink(LinkUnspec::new_with_index(index).up().build());
-    Request::new(format!("set link #{index} up"), msg, 0)
+    let mut msg = of_index(index);
+    msg.header.flags = LinkFlags::Up;
+    msg.header.change_mask = LinkFlags::Up;
+    change(format!("set link #{index} up"), msg)
 }
 
 /// Set the link administratively up.
-pub async fn set_up(handle: &Handle, index: u32) -> Result<()> {
-    up(index).send(handle).await
+pub fn set_up(rtnl: &mut Rtnl, index: u32) -> Result<()> {
+    rtnl.send(up(index))
 }
 
 /// Make a bridge pass its bridged IPv4/IPv6 traffic through the inet hooks
 /// (br_netfilter's per-bridge `nf_call_iptables`/`nf_call_ip6tables`), so
 /// conntrack and forward-hook filtering see container-to-container traffic
 /// on that bridge only, whatever the namespace-wide sysctl says.
-pub async fn set_bridge_netfilter(handle: &Handle, index: u32, on: bool) -> Result<()> {
-    let mut msg = LinkMessage::default();
-    msg.header.index = index;
+pub fn set_bridge_netfilter(rtnl: &mut Rtnl, index: u32, on: bool) -> Result<()> {
+    let mut msg = of_index(index);
     msg.attributes.push(LinkAttribute::LinkInfo(vec![
         LinkInfo::Kind(InfoKind::Bridge),
         LinkInfo::Data(InfoData::Bridge(vec![
@@ -221,63 +260,77 @@ pub async fn set_bridge_netfilter(handle: &Handle, index: u32, on: bool) -> Resu
     ]));
     // Link-kind settings go through RTM_NEWLINK (the kernel's changelink);
     // RTM_SETLINK ignores IFLA_LINKINFO without an error.
-    handle
-        .link()
-        .change(msg)
-        .execute()
-        .await
-        .map_err(|e| NetlinkError::request(format!("set bridge #{index} nf_call_iptables {on}"), e))
+    rtnl.send(Request::new(
+        format!("set bridge #{index} nf_call_iptables {on}"),
+        RouteNetlinkMessage::NewLink(msg),
+        0,
+    ))
 }
 
 /// Set the link administratively down.
-pub async fn set_down(handle: &Handle, index: u32) -> Result<()> {
-    let msg = LinkUnspec::new_with_index(index).down().build();
-    set(handle, format!("set link #{index} down"), msg).await
+pub fn set_down(rtnl: &mut Rtnl, index: u32) -> Result<()> {
+    let mut msg = of_index(index);
+    msg.header.change_mask = LinkFlags::Up;
+    rtnl.send(change(format!("set link #{index} down"), msg))
 }
 
 /// Set the link's MTU (bytes).
-pub async fn set_mtu(handle: &Handle, index: u32, mtu: u32) -> Result<()> {
-    let msg = LinkUnspec::new_with_index(index).mtu(mtu).build();
-    set(handle, format!("set link #{index} mtu {mtu}"), msg).await
+pub fn set_mtu(rtnl: &mut Rtnl, index: u32, mtu: u32) -> Result<()> {
+    let mut msg = of_index(index);
+    msg.attributes.push(LinkAttribute::Mtu(mtu));
+    rtnl.send(change(format!("set link #{index} mtu {mtu}"), msg))
+}
+
+/// Setting the link's alias (`ifalias`, what `ip link` shows as "alias").
+pub fn alias(index: u32, alias: &str) -> Request {
+    let mut msg = of_index(index);
+    msg.attributes.push(LinkAttribute::IfAlias(alias.to_string()));
+    change(format!("set the alias of link #{index}"), msg)
 }
 
 /// Rename the link (it must be down).
-pub async fn rename(handle: &Handle, index: u32, new_name: &str) -> Result<()> {
+pub fn rename(rtnl: &mut Rtnl, index: u32, new_name: &str) -> Result<()> {
     validate_ifname("ifname", new_name)?;
-    let msg = LinkUnspec::new_with_index(index).name(new_name.to_string()).build();
-    set(handle, format!("rename link #{index} to {new_name}"), msg).await
+    let mut msg = of_index(index);
+    msg.attributes.push(LinkAttribute::IfName(new_name.to_string()));
+    rtnl.send(change(format!("rename link #{index} to {new_name}"), msg))
 }
 
 /// Move the link into the namespace open at `netns` (see [`crate::netns::open`]).
 /// The link keeps its name unless one is already taken there (then it fails).
-pub async fn move_to_netns(handle: &Handle, index: u32, netns: BorrowedFd<'_>) -> Result<()> {
-    let msg = LinkUnspec::new_with_index(index).setns_by_fd(netns.as_raw_fd()).build();
-    set(handle, format!("move link #{index} to netns"), msg).await
+pub fn move_to_netns(rtnl: &mut Rtnl, index: u32, netns: BorrowedFd<'_>) -> Result<()> {
+    let mut msg = of_index(index);
+    msg.attributes.push(LinkAttribute::NetNsFd(netns.as_raw_fd()));
+    rtnl.send(change(format!("move link #{index} to netns"), msg))
+}
+
+/// The deletion of link `index`; a link that does not exist counts as done.
+pub fn deletion(index: u32) -> Request {
+    Request::new(
+        format!("delete link #{index}"),
+        RouteNetlinkMessage::DelLink(of_index(index)),
+        0,
+    )
+    .missing_ok()
 }
 
 /// Delete the link. A link that does not exist is `Ok` (idempotent DEL).
-pub async fn delete(handle: &Handle, index: u32) -> Result<()> {
-    let r = handle
-        .link()
-        .del(index)
-        .execute()
-        .await
-        .map_err(|e| NetlinkError::request(format!("delete link #{index}"), e));
-    ok_if_missing(r)
+pub fn delete(rtnl: &mut Rtnl, index: u32) -> Result<()> {
+    rtnl.send(deletion(index))
 }
 
 /// Delete the link called `name`; missing is `Ok`.
-pub async fn delete_by_name(handle: &Handle, name: &str) -> Result<()> {
-    match find_by_name(handle, name).await? {
-        Some(link) => delete(handle, link.index).await,
+pub fn delete_by_name(rtnl: &mut Rtnl, name: &str) -> Result<()> {
+    match find_by_name(rtnl, name)? {
+        Some(link) => delete(rtnl, link.index),
         None => Ok(()),
     }
 }
 
-/// The peer index (`IFLA_LINK`) of the veth `ifname` in the handle's namespace.
+/// The peer index (`IFLA_LINK`) of the veth `ifname` in the socket's namespace.
 /// The index is valid in the *peer's* namespace.
-pub async fn veth_peer_index(handle: &Handle, ifname: &str) -> Result<u32> {
-    veth_peer(&get_by_name(handle, ifname).await?)
+pub fn veth_peer_index(rtnl: &mut Rtnl, ifname: &str) -> Result<u32> {
+    veth_peer(&get_by_name(rtnl, ifname)?)
 }
 
 /// A veth's peer index (in the peer's namespace); an error for any other link.
@@ -303,23 +356,19 @@ fn veth_peer(link: &Link) -> Result<u32> {
 /// the container. Blocking: call it outside any async runtime thread.
 pub fn host_veth_peer(container_netns: &Path, ifname: &str, host_netns: &Path) -> Result<Link> {
     let container = crate::netns::open(container_netns)?;
-    crate::netns::run_sync(host_netns, || {
-        let mut rtnl = super::sync::Rtnl::open()?;
+    super::within(host_netns, |rtnl| {
         let nsid = rtnl.nsid_for(container.as_fd())?;
-        let inside = rtnl
-            .find_by_name_in(nsid, ifname)?
-            .ok_or_else(|| NetlinkError::LinkNotFound(ifname.to_string()))?;
+        let inside =
+            find_by_name_in(rtnl, nsid, ifname)?.ok_or_else(|| NetlinkError::LinkNotFound(ifname.to_string()))?;
         let peer = veth_peer(&inside)?;
-        let link = rtnl
-            .find_by_index(peer)?
-            .ok_or_else(|| NetlinkError::LinkNotFound(format!("#{peer}")))?;
+        let link = get_by_index(rtnl, peer)?;
         // Each end must name the other: index, and namespace.
         let paired = link.link == Some(inside.index) && link.link_netnsid == Some(nsid);
         if link.kind.as_deref() != Some("veth") || !paired {
             return Err(not_host_side(ifname, peer, &link.name));
         }
         Ok(link)
-    })?
+    })
 }
 
 fn not_host_side(ifname: &str, peer: u32, name: &str) -> NetlinkError {

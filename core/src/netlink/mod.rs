@@ -1,18 +1,20 @@
 //! Kernel programming over rtnetlink that more than one service needs: links,
 //! addresses, routes and traffic control (qdiscs, classes, filters).
 //!
-//! Every function takes an [`rtnetlink::Handle`]; the handle decides the
-//! namespace (open it inside the target namespace with [`crate::netns::run`]).
-//! Deleting something that is already gone is `Ok` everywhere: CNI DEL must be
-//! idempotent.
+//! Every function takes the one socket type, [`Rtnl`]; the socket decides the
+//! namespace (open one inside another namespace with [`within`]). Changes are
+//! built purely as [`Request`]s, so several go in one datagram
+//! ([`Rtnl::apply`]). Deleting something that is already gone is `Ok`
+//! everywhere: CNI DEL must be idempotent. Errors carry the kernel's errno.
 //!
 //! Units: rates are [`tc::Rate`] (stored as **bytes per second**, the kernel's
 //! unit; build one from bits/s with [`tc::Rate::from_bits_per_sec`], as CNI's
 //! `bandwidth` capability gives bits/s). Bursts, buffers and limits are
 //! **bytes**.
 
-use futures::StreamExt;
-use netlink_packet_core::{NLM_F_ACK, NLM_F_ECHO, NLM_F_REQUEST, NetlinkMessage, NetlinkPayload};
+use std::path::Path;
+
+use netlink_packet_core::NLM_F_ECHO;
 use netlink_packet_route::RouteNetlinkMessage;
 
 use crate::cni::error::CniError;
@@ -21,19 +23,20 @@ pub mod addresses;
 pub mod links;
 pub mod notify;
 pub mod routes;
-pub mod sync;
+pub mod socket;
 pub mod tc;
+
+pub use socket::Rtnl;
 
 /// Errors of netlink operations.
 #[derive(Debug, thiserror::Error)]
 pub enum NetlinkError {
-    /// The kernel (or the netlink connection) rejected a request.
-    #[error("netlink {op} failed: {source}")]
-    Request {
-        op: String,
-        #[source]
-        source: rtnetlink::Error,
-    },
+    /// The kernel refused a request with `errno`.
+    #[error("netlink {op} failed: {}", std::io::Error::from_raw_os_error(*errno))]
+    Kernel { op: String, errno: i32 },
+    /// The kernel answered something a request does not expect.
+    #[error("netlink {op}: unexpected answer: {what}")]
+    Unexpected { op: String, what: String },
     /// A link looked up by name or index does not exist.
     #[error("link {0} not found")]
     LinkNotFound(String),
@@ -53,8 +56,19 @@ pub enum NetlinkError {
 }
 
 impl NetlinkError {
-    pub(crate) fn request(op: impl Into<String>, source: rtnetlink::Error) -> Self {
-        NetlinkError::Request { op: op.into(), source }
+    /// The kernel's refusal of `op`, from the (negative) code of its answer.
+    pub(crate) fn kernel(op: impl Into<String>, code: i32) -> Self {
+        NetlinkError::Kernel {
+            op: op.into(),
+            errno: code.abs(),
+        }
+    }
+
+    pub(crate) fn unexpected(op: impl Into<String>, what: impl Into<String>) -> Self {
+        NetlinkError::Unexpected {
+            op: op.into(),
+            what: what.into(),
+        }
     }
 
     pub fn invalid(field: &str, why: impl std::fmt::Display) -> Self {
@@ -67,10 +81,7 @@ impl NetlinkError {
     /// The errno the kernel answered with, if this is a kernel rejection.
     pub fn errno(&self) -> Option<i32> {
         match self {
-            NetlinkError::Request {
-                source: rtnetlink::Error::NetlinkError(msg),
-                ..
-            } => Some(msg.raw_code().abs()),
+            NetlinkError::Kernel { errno, .. } => Some(*errno),
             _ => None,
         }
     }
@@ -105,26 +116,8 @@ impl From<NetlinkError> for CniError {
 
 pub type Result<T, E = NetlinkError> = std::result::Result<T, E>;
 
-/// Send one request with `NLM_F_REQUEST | NLM_F_ACK | flags` and wait for the
-/// acknowledgement. The thin "send" step for messages built by hand.
-pub async fn send_ack(handle: &rtnetlink::Handle, op: &str, message: RouteNetlinkMessage, flags: u16) -> Result<()> {
-    let mut req = NetlinkMessage::from(message);
-    req.header.flags = NLM_F_REQUEST | NLM_F_ACK | flags;
-    let mut handle = handle.clone();
-    let mut responses = handle.request(req).map_err(|e| NetlinkError::request(op, e))?;
-    while let Some(msg) = responses.next().await {
-        if let NetlinkPayload::Error(err) = msg.payload
-            && err.code.is_some()
-        {
-            return Err(NetlinkError::request(op, rtnetlink::Error::NetlinkError(err)));
-        }
-    }
-    Ok(())
-}
-
-/// One change to send, built purely: alone over an [`rtnetlink::Handle`]
-/// ([`Request::send`]), or with others in one datagram over
-/// [`sync::Rtnl::apply`]. The same message either way.
+/// One change to send, built purely: alone ([`Rtnl::send`]) or with others
+/// in one datagram ([`Rtnl::apply`]).
 #[derive(Debug, Clone)]
 pub struct Request {
     /// What it does, for errors: "add htb class".
@@ -163,12 +156,12 @@ impl Request {
     fn outcome(missing_ok: bool, answer: Result<()>) -> Result<()> {
         if missing_ok { ok_if_missing(answer) } else { answer }
     }
+}
 
-    /// Sends it alone and waits for the acknowledgement.
-    pub async fn send(self, handle: &rtnetlink::Handle) -> Result<()> {
-        let answer = send_ack(handle, &self.op, self.message, self.flags).await;
-        Request::outcome(self.missing_ok, answer)
-    }
+/// Runs `f` with a socket of the network namespace at `path`, on a thread
+/// of that namespace (see [`crate::netns::run_sync`]).
+pub fn within<T: Send>(path: impl AsRef<Path>, f: impl FnOnce(&mut Rtnl) -> Result<T> + Send) -> Result<T> {
+    crate::netns::run_sync(path, || f(&mut Rtnl::open()?))?
 }
 
 /// Map "already gone" to `Ok(())` (for idempotent deletes).

@@ -2,12 +2,13 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use futures::TryStreamExt;
-use netlink_packet_route::AddressFamily;
-use netlink_packet_route::route::{RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteProtocol, RouteScope};
-use rtnetlink::{Handle, RouteMessageBuilder};
+use netlink_packet_core::{NLM_F_CREATE, NLM_F_EXCL};
+use netlink_packet_route::route::{
+    RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteProtocol, RouteScope, RouteType,
+};
+use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 
-use super::{NetlinkError, Result, ok_if_missing};
+use super::{NetlinkError, Request, Result, Rtnl};
 
 /// A route: `dst/dst_len [via gateway] [dev oif] [metric]`. A route with no
 /// gateway is a link-scope (on-link) route.
@@ -56,21 +57,42 @@ pub fn build(route: &Route) -> Result<RouteMessage> {
     {
         return Err(invalid(route, "gateway family differs from destination"));
     }
-    let mut b = RouteMessageBuilder::<IpAddr>::new()
-        .destination_prefix(route.dst, route.dst_len)
-        .map_err(|e| invalid(route, &e.to_string()))?;
-    if let Some(gw) = route.gateway {
-        b = b.gateway(gw).map_err(|e| invalid(route, &e.to_string()))?;
+    let max = if route.dst.is_ipv4() { 32 } else { 128 };
+    if route.dst_len > max {
+        return Err(invalid(route, &format!("prefix longer than {max}")));
+    }
+    let mut msg = RouteMessage::default();
+    msg.header.address_family = family(route.dst);
+    msg.header.destination_prefix_length = route.dst_len;
+    msg.header.table = RouteHeader::RT_TABLE_MAIN;
+    msg.header.protocol = RouteProtocol::Static;
+    msg.header.scope = RouteScope::Universe;
+    msg.header.kind = RouteType::Unicast;
+    if route.dst_len > 0 {
+        msg.attributes.push(RouteAttribute::Destination(address(route.dst)));
+    }
+    match route.gateway {
+        Some(gw) => msg.attributes.push(RouteAttribute::Gateway(address(gw))),
+        None => msg.header.scope = RouteScope::Link,
+    }
+    msg.attributes.extend(route.oif.map(RouteAttribute::Oif));
+    msg.attributes.extend(route.metric.map(RouteAttribute::Priority));
+    Ok(msg)
+}
+
+fn family(ip: IpAddr) -> AddressFamily {
+    if ip.is_ipv4() {
+        AddressFamily::Inet
     } else {
-        b = b.scope(RouteScope::Link);
+        AddressFamily::Inet6
     }
-    if let Some(oif) = route.oif {
-        b = b.output_interface(oif);
+}
+
+fn address(ip: IpAddr) -> RouteAddress {
+    match ip {
+        IpAddr::V4(v4) => RouteAddress::Inet(v4),
+        IpAddr::V6(v6) => RouteAddress::Inet6(v6),
     }
-    if let Some(metric) = route.metric {
-        b = b.priority(metric);
-    }
-    Ok(b.build())
 }
 
 fn from_message(msg: &RouteMessage) -> Option<Route> {
@@ -108,56 +130,42 @@ fn ip(a: &RouteAddress) -> Option<IpAddr> {
 
 /// Add `route` to the main table. An identical route already present is an
 /// error (`is_exists()`).
-pub async fn add(handle: &Handle, route: &Route) -> Result<()> {
-    let msg = build(route)?;
-    handle
-        .route()
-        .add(msg)
-        .execute()
-        .await
-        .map_err(|e| NetlinkError::request(format!("add route {}/{}", route.dst, route.dst_len), e))
+pub fn add(rtnl: &mut Rtnl, route: &Route) -> Result<()> {
+    rtnl.send(Request::new(
+        format!("add route {}/{}", route.dst, route.dst_len),
+        RouteNetlinkMessage::NewRoute(build(route)?),
+        NLM_F_CREATE | NLM_F_EXCL,
+    ))
 }
 
 /// Delete `route` from the main table; missing is `Ok`. Matches whatever
 /// protocol and scope the route was added with (as `ip route del` does):
 /// routes other programs added are often `proto unspec`.
-pub async fn delete(handle: &Handle, route: &Route) -> Result<()> {
+pub fn delete(rtnl: &mut Rtnl, route: &Route) -> Result<()> {
     let mut msg = build(route)?;
     msg.header.protocol = RouteProtocol::Unspec;
     msg.header.scope = RouteScope::NoWhere;
-    let r = handle
-        .route()
-        .del(msg)
-        .execute()
-        .await
-        .map_err(|e| NetlinkError::request(format!("delete route {}/{}", route.dst, route.dst_len), e));
-    ok_if_missing(r)
+    let op = format!("delete route {}/{}", route.dst, route.dst_len);
+    rtnl.send(Request::new(op, RouteNetlinkMessage::DelRoute(msg), 0).missing_ok())
 }
 
 /// The main-table unicast routes of one family (`v6 = false` for IPv4).
-pub async fn list(handle: &Handle, v6: bool) -> Result<Vec<Route>> {
-    let builder = if v6 {
-        RouteMessageBuilder::<Ipv6Addr>::new().build()
-    } else {
-        RouteMessageBuilder::<Ipv4Addr>::new().build()
-    };
-    let msgs: Vec<RouteMessage> = handle
-        .route()
-        .get(builder)
-        .execute()
-        .try_collect()
-        .await
-        .map_err(|e| NetlinkError::request("list routes", e))?;
-    Ok(msgs
+pub fn list(rtnl: &mut Rtnl, v6: bool) -> Result<Vec<Route>> {
+    let mut msg = RouteMessage::default();
+    msg.header.address_family = if v6 { AddressFamily::Inet6 } else { AddressFamily::Inet };
+    Ok(rtnl
+        .dump("list routes", RouteNetlinkMessage::GetRoute(msg))?
         .iter()
-        .filter(|m| m.header.table == RouteHeader::RT_TABLE_MAIN)
-        .filter_map(from_message)
+        .filter_map(|m| match m {
+            RouteNetlinkMessage::NewRoute(r) if r.header.table == RouteHeader::RT_TABLE_MAIN => from_message(r),
+            _ => None,
+        })
         .collect())
 }
 
 /// Add the default route via `gateway` (on `oif` when given).
-pub async fn add_default(handle: &Handle, gateway: IpAddr, oif: Option<u32>) -> Result<()> {
-    add(handle, &Route::default_via(gateway, oif)).await
+pub fn add_default(rtnl: &mut Rtnl, gateway: IpAddr, oif: Option<u32>) -> Result<()> {
+    add(rtnl, &Route::default_via(gateway, oif))
 }
 
 #[cfg(test)]

@@ -525,6 +525,7 @@ impl Store for FileStore {
                 Some(value) => place_doc(path, value, event.revision)?,
                 None => self.drop_doc(path)?,
             }
+            crate::failpoint::document_written();
         }
         Ok(())
     }

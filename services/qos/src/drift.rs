@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use netsvc_core::cni::Result;
 use netsvc_core::netlink::tc::{self, INGRESS_PARENT, ROOT, TcObject, handle};
-use netsvc_core::netlink::{NetlinkError, links};
+use netsvc_core::netlink::{self, links};
 use netsvc_core::reconcile::{DiffKind, Difference};
 
 use crate::applied::Applied;
@@ -172,26 +172,25 @@ fn tree(device: &str, plan: &DevicePlan, state: &LinkState, note: &mut impl FnMu
 
 /// Reads the node's links and the trees of `devices` (those that exist).
 pub fn observe(devices: BTreeSet<String>) -> Result<Observed> {
-    let seen = netsvc_core::netns::run(NODE_NETNS, |h| async move {
-        let all = links::list(&h).await?;
+    let seen = netlink::within(NODE_NETNS, |rtnl| {
+        let all = links::list(rtnl)?;
         let names: BTreeMap<u32, String> = all.iter().map(|l| (l.index, l.name.clone())).collect();
         let mut seen = Observed {
-            ifbs: kernel::our_ifbs(&h).await?.into_iter().collect(),
+            ifbs: kernel::ours(&all).collect(),
             ..Default::default()
         };
         for link in all.iter().filter(|l| devices.contains(&l.name)) {
-            let redirect = kernel::redirect_target(&h, link.index)
-                .await?
+            let redirect = kernel::redirect_target(rtnl, link.index)?
                 .map(|i| names.get(&i).cloned().unwrap_or_else(|| format!("#{i}")));
             let state = LinkState {
-                qdiscs: tc::list_qdiscs(&h, link.index).await?,
-                classes: tc::list_classes(&h, link.index).await?,
+                qdiscs: tc::list_qdiscs(rtnl, link.index)?,
+                classes: tc::list_classes(rtnl, link.index)?,
                 redirect,
             };
             seen.links.insert(link.name.clone(), state);
         }
-        Ok::<_, NetlinkError>(seen)
-    })??;
+        Ok(seen)
+    })?;
     Ok(seen)
 }
 

@@ -2,15 +2,13 @@
 //! host veth (traffic to the container) and on a per-endpoint ifb that the
 //! host veth's ingress redirects to (traffic from the container).
 
-use futures::TryStreamExt;
-use netsvc_core::naming::fnv64;
-use netsvc_core::netlink::sync::Rtnl;
-use netsvc_core::netlink::tc::{self, INGRESS_HANDLE, INGRESS_PARENT, Mode, Psched, ROOT, TcObject, handle};
-use netsvc_core::netlink::{NetlinkError, Request, Result, links};
-use rtnetlink::Handle;
-use rtnetlink::packet_route::tc::{
+use netlink_packet_route::tc::{
     TcActionAttribute, TcActionMirrorOption, TcActionOption, TcAttribute, TcFilterU32Option, TcMessage, TcOption,
 };
+use netsvc_core::naming::fnv64;
+use netsvc_core::netlink::links::Link;
+use netsvc_core::netlink::tc::{self, INGRESS_HANDLE, INGRESS_PARENT, Mode, Psched, ROOT, TcObject, handle};
+use netsvc_core::netlink::{NetlinkError, Request, Result, Rtnl, links};
 
 use crate::plan::{DevicePlan, MAJOR};
 
@@ -52,13 +50,13 @@ pub fn shaping(ifindex: u32, plan: &DevicePlan, ps: &Psched) -> Result<Vec<Reque
 
 /// The ifb `name` (made when missing, left down), its index.
 pub fn ensure_ifb(rtnl: &mut Rtnl, name: &str) -> Result<u32> {
-    match rtnl.create_link(links::ifb_creation(name)?) {
+    match links::create(rtnl, links::ifb_creation(name)?) {
         Ok(Some(index)) => return Ok(index),
         Ok(None) => {}
         Err(e) if e.is_exists() => {}
         Err(e) => return Err(e),
     }
-    match rtnl.find_by_name(name)? {
+    match links::find_by_name(rtnl, name)? {
         Some(link) if link.kind.as_deref() == Some("ifb") => Ok(link.index),
         Some(_) => Err(NetlinkError::invalid("ifb", format!("{name} exists and is not an ifb"))),
         None => Err(NetlinkError::LinkNotFound(name.to_string())),
@@ -76,55 +74,47 @@ pub fn redirect_to_ifb(veth: u32, ifb: u32) -> Result<Vec<Request>> {
 
 /// Takes the shaping off: the ifb goes, and the host veth (when it is still
 /// there) loses its root and ingress qdiscs. Whatever is already gone is fine.
-pub async fn unshape(h: &Handle, host_veth: Option<&str>, ifb: Option<&str>) -> Result<()> {
-    if let Some(ifb) = ifb {
-        links::delete_by_name(h, ifb).await?;
+/// The ifb leaves in the same datagram as the qdiscs: one round trip.
+pub fn unshape(rtnl: &mut Rtnl, host_veth: Option<&str>, ifb: Option<&str>) -> Result<()> {
+    let mut requests = Vec::new();
+    for name in ifb.into_iter().chain(host_veth) {
+        let Some(link) = links::find_by_name(rtnl, name)? else {
+            continue;
+        };
+        if Some(name) == ifb {
+            requests.push(links::deletion(link.index));
+        } else {
+            requests.push(tc::qdisc_deletion(link.index, ROOT)?);
+            requests.push(tc::qdisc_deletion(link.index, INGRESS_PARENT)?);
+        }
     }
-    if let Some(name) = host_veth
-        && let Some(link) = links::find_by_name(h, name).await?
-    {
-        tc::delete_qdisc(h, link.index, ROOT).await?;
-        tc::delete_qdisc(h, link.index, INGRESS_PARENT).await?;
-    }
-    Ok(())
+    rtnl.apply(&requests).map(drop)
 }
 
 /// Takes off the host veth `name` only what proves to be ours (a DEL that
 /// has no record of the devices): an HTB root with our handle, and an
 /// ingress qdisc holding our redirect.
-pub async fn unshape_ours(h: &Handle, name: &str) -> Result<()> {
-    let Some(link) = links::find_by_name(h, name).await? else {
+pub fn unshape_ours(rtnl: &mut Rtnl, name: &str) -> Result<()> {
+    let Some(link) = links::find_by_name(rtnl, name)? else {
         return Ok(());
     };
-    let qdiscs = tc::list_qdiscs(h, link.index).await?;
+    let qdiscs = tc::list_qdiscs(rtnl, link.index)?;
     if qdiscs
         .iter()
         .any(|q| q.parent == ROOT && q.kind == "htb" && q.handle == handle(MAJOR, 0))
     {
-        tc::delete_qdisc(h, link.index, ROOT).await?;
+        tc::delete_qdisc(rtnl, link.index, ROOT)?;
     }
-    if redirect_target(h, link.index).await?.is_some() {
-        tc::delete_qdisc(h, link.index, INGRESS_PARENT).await?;
+    if redirect_target(rtnl, link.index)?.is_some() {
+        tc::delete_qdisc(rtnl, link.index, INGRESS_PARENT)?;
     }
     Ok(())
 }
 
 /// Where the ingress of link `veth` redirects to (an ifindex), when it
 /// holds a redirect as ours: a u32 filter of our priority with a mirred action.
-pub async fn redirect_target(h: &Handle, veth: u32) -> Result<Option<u32>> {
-    let index = i32::try_from(veth).map_err(|_| NetlinkError::invalid("ifindex", format!("{veth} is out of range")))?;
-    let listed: std::result::Result<Vec<TcMessage>, _> =
-        h.traffic_filter(index).get().ingress().execute().try_collect().await;
-    let msgs = match listed.map_err(|source| NetlinkError::Request {
-        op: "list ingress filters".into(),
-        source,
-    }) {
-        Ok(msgs) => msgs,
-        // No ingress qdisc, or no link: no filters.
-        Err(e) if e.is_not_found() || e.errno() == Some(libc::EINVAL) => return Ok(None),
-        Err(e) => return Err(e),
-    };
-    Ok(msgs
+pub fn redirect_target(rtnl: &mut Rtnl, veth: u32) -> Result<Option<u32>> {
+    Ok(tc::list_filters(rtnl, veth, INGRESS_PARENT)?
         .iter()
         .filter(|m| (m.header.info >> 16) as u16 == REDIRECT_PRIO)
         .find_map(mirred_target))
@@ -161,24 +151,27 @@ pub struct Tree {
 }
 
 /// The tree of the link `name`; `None` when there is no such link.
-pub async fn tree(h: &Handle, name: &str) -> Result<Option<Tree>> {
-    let Some(link) = links::find_by_name(h, name).await? else {
+pub fn tree(rtnl: &mut Rtnl, name: &str) -> Result<Option<Tree>> {
+    let Some(link) = links::find_by_name(rtnl, name)? else {
         return Ok(None);
     };
     Ok(Some(Tree {
-        qdiscs: tc::list_qdiscs(h, link.index).await?,
-        classes: tc::list_classes(h, link.index).await?,
+        qdiscs: tc::list_qdiscs(rtnl, link.index)?,
+        classes: tc::list_classes(rtnl, link.index)?,
     }))
 }
 
-/// Every ifb whose name this plugin would have given.
-pub async fn our_ifbs(h: &Handle) -> Result<Vec<String>> {
-    Ok(links::list(h)
-        .await?
-        .into_iter()
+/// The ifbs among `links` whose names this plugin would have given.
+pub fn ours(links: &[Link]) -> impl Iterator<Item = String> + '_ {
+    links
+        .iter()
         .filter(|l| l.kind.as_deref() == Some("ifb") && l.name.starts_with(IFB_PREFIX))
-        .map(|l| l.name)
-        .collect())
+        .map(|l| l.name.clone())
+}
+
+/// Every ifb whose name this plugin would have given.
+pub fn our_ifbs(rtnl: &mut Rtnl) -> Result<Vec<String>> {
+    Ok(ours(&links::list(rtnl)?).collect())
 }
 
 #[cfg(test)]

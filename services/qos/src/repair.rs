@@ -6,8 +6,6 @@ use std::collections::BTreeSet;
 
 use netsvc_core::cni::{NetConf, Result};
 use netsvc_core::graph::{Graph, Intent, Op, Tx};
-use netsvc_core::netlink::NetlinkError;
-use netsvc_core::netlink::links;
 use netsvc_core::reconcile::{Difference, Reconcile, Repair, Summary};
 use netsvc_core::store::{Store, open_for};
 
@@ -15,7 +13,7 @@ use crate::applied::{self, Applied, forget, shaping};
 use crate::config::QosConf;
 use crate::drift::{self, Wanted};
 use crate::shape::{self, Teardown};
-use crate::{Cleanup, NODE_NETNS, Qos, SERVICE, kernel};
+use crate::{Cleanup, Qos, SERVICE, kernel};
 
 /// An endpoint to shape again; `restart` when a direction may have gone
 /// (its devices are unshaped first).
@@ -194,14 +192,7 @@ fn fix(plan: &Plan) -> Result<()> {
     for a in &plan.reshape {
         shape::apply(a, None)?;
     }
-    let extra = plan.extra_ifbs.clone();
-    netsvc_core::netns::run(NODE_NETNS, |h| async move {
-        for ifb in &extra {
-            links::delete_by_name(&h, ifb).await?;
-        }
-        Ok::<_, NetlinkError>(())
-    })??;
-    Ok(())
+    shape::remove_ifbs(&plan.extra_ifbs)
 }
 
 impl Repair for Qos {

@@ -7,10 +7,9 @@ use std::path::Path;
 
 use netsvc_core::cni::{CniError, Result};
 use netsvc_core::graph::Graph;
-use netsvc_core::netlink::NetlinkError;
 use netsvc_core::netlink::links::{self, Link, host_veth_peer};
-use netsvc_core::netlink::sync::Rtnl;
 use netsvc_core::netlink::tc::Psched;
+use netsvc_core::netlink::{self, NetlinkError};
 
 use crate::applied::{self, Applied};
 use crate::plan::Side;
@@ -36,20 +35,15 @@ pub fn host_side(netns: &Path, ifname: &str) -> Result<Link> {
 /// Whatever tree the devices had is replaced, so applying twice is applying once.
 pub fn apply(a: &Applied, veth: Option<u32>) -> Result<()> {
     let ps = Psched::from_proc().unwrap_or_default();
-    netsvc_core::netns::run_sync(NODE_NETNS, || -> Result<(), NetlinkError> {
-        let mut rtnl = Rtnl::open()?;
+    netlink::within(NODE_NETNS, |rtnl| {
         let veth = match veth {
             Some(index) => index,
-            None => {
-                rtnl.find_by_name(&a.host_veth)?
-                    .ok_or_else(|| NetlinkError::LinkNotFound(a.host_veth.clone()))?
-                    .index
-            }
+            None => links::get_by_name(rtnl, &a.host_veth)?.index,
         };
         let ifb = a
             .ifb
             .as_deref()
-            .map(|name| kernel::ensure_ifb(&mut rtnl, name))
+            .map(|name| kernel::ensure_ifb(rtnl, name))
             .transpose()?;
         let mut requests = Vec::new();
         for (side, _, plan) in a.plans() {
@@ -68,16 +62,13 @@ pub fn apply(a: &Applied, veth: Option<u32>) -> Result<()> {
         }
         // One datagram: the kernel takes the changes in this order.
         rtnl.apply(&requests).map(drop)
-    })??;
+    })?;
     Ok(())
 }
 
 /// Takes the shaping off `host_veth` and removes `ifb`; gone already is fine.
 pub fn unapply(host_veth: Option<&str>, ifb: Option<&str>) -> Result<()> {
-    let (host_veth, ifb) = (host_veth.map(str::to_string), ifb.map(str::to_string));
-    netsvc_core::netns::run(NODE_NETNS, |h| async move {
-        kernel::unshape(&h, host_veth.as_deref(), ifb.as_deref()).await
-    })??;
+    netlink::within(NODE_NETNS, |rtnl| kernel::unshape(rtnl, host_veth, ifb))?;
     Ok(())
 }
 
@@ -119,7 +110,7 @@ impl Teardown {
             Ok(link) => link.name,
             Err(_) => return Ok(()), // no veth pair there: nothing of ours on it
         };
-        netsvc_core::netns::run(NODE_NETNS, |h| async move { kernel::unshape_ours(&h, &veth).await })??;
+        netlink::within(NODE_NETNS, |rtnl| kernel::unshape_ours(rtnl, &veth))?;
         Ok(())
     }
 }
@@ -140,7 +131,7 @@ pub fn held_ifbs(graph: &Graph<'_>) -> Result<BTreeSet<String>> {
 /// record read afterwards is an orphan (a dead call's, or a DEL's that
 /// cannot have a record any more).
 pub fn orphan_ifbs(graph: &Graph<'_>) -> Result<Vec<String>> {
-    let ours = netsvc_core::netns::run(NODE_NETNS, |h| async move { kernel::our_ifbs(&h).await })??;
+    let ours = netlink::within(NODE_NETNS, kernel::our_ifbs)?;
     let held = held_ifbs(graph)?;
     Ok(ours.into_iter().filter(|i| !held.contains(i)).collect())
 }
@@ -148,12 +139,17 @@ pub fn orphan_ifbs(graph: &Graph<'_>) -> Result<Vec<String>> {
 /// Removes the ifbs of ours no record holds; the ones removed.
 pub fn sweep_orphans(graph: &Graph<'_>) -> Result<Vec<String>> {
     let orphans = orphan_ifbs(graph)?;
-    let names = orphans.clone();
-    netsvc_core::netns::run(NODE_NETNS, |h| async move {
-        for ifb in &names {
-            links::delete_by_name(&h, ifb).await?;
-        }
-        Ok::<_, NetlinkError>(())
-    })??;
+    remove_ifbs(&orphans)?;
     Ok(orphans)
+}
+
+/// Removes the ifbs called `names`; gone already is fine.
+pub fn remove_ifbs(names: &[String]) -> Result<()> {
+    netlink::within(NODE_NETNS, |rtnl| {
+        for ifb in names {
+            links::delete_by_name(rtnl, ifb)?;
+        }
+        Ok(())
+    })?;
+    Ok(())
 }

@@ -8,7 +8,7 @@ use std::collections::BTreeSet;
 
 use netsvc_core::cni::Result;
 use netsvc_core::graph::{Graph, Intent, Op, Tx};
-use netsvc_core::netlink::{NetlinkError, links};
+use netsvc_core::netlink::{self, links};
 
 use crate::{Forgotten, NODE_NETNS, device, forget, mesh, owned, tear_down, tunnel};
 
@@ -31,7 +31,7 @@ impl Cleanup {
             (Some(id), Some(ifname)) => {
                 // A dead DEL committed its records' removal already.
                 let f = match intent.op {
-                    Op::Add => forget(tx, id, ifname)?,
+                    Op::Add => forget(tx, id, ifname, None)?,
                     _ => Forgotten::default(),
                 };
                 Some((id.clone(), ifname.clone(), f))
@@ -91,9 +91,9 @@ pub fn ours() -> Result<Ours> {
         .into_iter()
         .flat_map(device::userspace_devices_here)
         .collect();
-    let links = netsvc_core::netns::run(NODE_NETNS, |h| async move {
-        Ok::<_, NetlinkError>(owned::ours_on_node(&h).await?.into_iter().map(|l| l.name).collect())
-    })??;
+    let links = netlink::within(NODE_NETNS, |rtnl| {
+        Ok(owned::ours_on_node(rtnl)?.into_iter().map(|l| l.name).collect())
+    })?;
     Ok(Ours { userspace, links })
 }
 
@@ -111,13 +111,13 @@ pub fn remove_orphans(found: &Ours, held: &BTreeSet<String>) -> Result<()> {
         device::stop_userspace(name);
     }
     let orphans: Vec<String> = found.links.iter().filter(|n| !held.contains(*n)).cloned().collect();
-    netsvc_core::netns::run(NODE_NETNS, |h| async move {
-        for link in owned::ours_on_node(&h).await? {
+    netlink::within(NODE_NETNS, |rtnl| {
+        for link in owned::ours_on_node(rtnl)? {
             if orphans.contains(&link.name) {
-                links::delete(&h, link.index).await?;
+                links::delete(rtnl, link.index)?;
             }
         }
-        Ok::<_, NetlinkError>(())
-    })??;
+        Ok(())
+    })?;
     Ok(())
 }

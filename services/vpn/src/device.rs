@@ -243,13 +243,12 @@ pub fn stop_userspace(name: &str) {
 /// Gone already is fine.
 pub fn remove(name: &str) -> Result<(), CniError> {
     stop_userspace(name);
-    let name = name.to_string();
-    netsvc_core::netns::run(crate::NODE_NETNS, |h| async move {
-        for link in owned::ours_on_node(&h).await?.into_iter().filter(|l| l.name == name) {
-            netsvc_core::netlink::links::delete(&h, link.index).await?;
+    netsvc_core::netlink::within(crate::NODE_NETNS, |rtnl| {
+        for link in owned::ours_on_node(rtnl)?.into_iter().filter(|l| l.name == name) {
+            netsvc_core::netlink::links::delete(rtnl, link.index)?;
         }
-        Ok::<_, netsvc_core::netlink::NetlinkError>(())
-    })??;
+        Ok(())
+    })?;
     Ok(())
 }
 

@@ -50,8 +50,8 @@ pub struct Forgotten {
     /// The plugin held its endpoint.
     pub held: bool,
     pub tunnel: Option<tunnel::TunnelRecord>,
-    /// The node whose last mesh endpoint on the network this was.
-    pub mesh: Option<mesh::MeshNode>,
+    /// The mesh device of the node whose last endpoint on the network this was.
+    pub mesh: Option<String>,
 }
 
 /// An attachment that left the graph: container id, ifname, its records.
@@ -70,14 +70,25 @@ pub fn record_name(container_id: &str, ifname: &str) -> String {
 /// Takes an attachment out of the graph, whichever mode it was in. Its
 /// records go even when the endpoint is gone already: a dead ADD's endpoint
 /// is rolled back by the core, its records are ours to drop.
-pub fn forget(tx: &mut Tx<'_>, container_id: &str, ifname: &str) -> Result<Forgotten> {
+/// `mesh_node`: the mesh node of the call, when its config is a mesh (see
+/// [`mesh::forget_member`]).
+pub fn forget(tx: &mut Tx<'_>, container_id: &str, ifname: &str, mesh_node: Option<&str>) -> Result<Forgotten> {
     let held = tx.detach_endpoint(container_id, ifname, SERVICE)?.is_some();
     let id = record_name(container_id, ifname);
     Ok(Forgotten {
         held,
         tunnel: tx.remove_record(tunnel::RECORDS, &id)?,
-        mesh: mesh::forget_member(tx, &id)?,
+        mesh: mesh::forget_member(tx, &id, mesh_node)?,
     })
+}
+
+/// The mesh node a call of a mesh config runs as; `None` for a tunnel (or
+/// a config that no longer parses: DEL goes on without it).
+fn mesh_node_of(call: &Call) -> Option<String> {
+    match VpnConf::from_netconf(&call.conf) {
+        Ok(VpnConf::Mesh(m)) => mesh::this_node(m.node.as_deref()).ok(),
+        _ => None,
+    }
 }
 
 /// Removes what the kernel holds for a forgotten attachment. Its tunnel
@@ -90,7 +101,7 @@ pub fn tear_down(container_id: &str, ifname: &str, f: &Forgotten, netns: Option<
     tunnel::tear_down(&tunnel::device_name(container_id, ifname), &places);
     if let Some(node) = &f.mesh {
         // Its keeper exits when it sees the device gone.
-        device::remove(&node.device)?;
+        device::remove(node)?;
     }
     Ok(())
 }
@@ -100,12 +111,13 @@ pub fn tear_down(container_id: &str, ifname: &str, f: &Forgotten, netns: Option<
 fn del_locked(session: &Session<'_, '_>, call: &Call) -> Result<Option<()>> {
     let (container_id, ifname) = (&call.env.container_id, &call.env.ifname);
     let netns = call.env.netns.as_deref();
+    let mesh_node = mesh_node_of(call);
     session.intended(
         SERVICE,
         Intent::attachment(Op::Del, container_id, ifname),
         |tx, stale| -> Result<Option<(Cleanup, Forgotten)>> {
             let cleanup = Cleanup::of(tx, stale)?;
-            let f = forget(tx, container_id, ifname)?;
+            let f = forget(tx, container_id, ifname, mesh_node.as_deref())?;
             let recorded = f.held || f.tunnel.is_some() || f.mesh.is_some();
             Ok((recorded || !cleanup.is_empty()).then_some((cleanup, f)))
         },
@@ -148,7 +160,7 @@ impl Plugin for Vpn {
             Ok(Some(())) => Ok(()),
             Ok(None) => tear_down(container_id, ifname, &Forgotten::default(), netns),
             Err(e) => session.del_without_intent(SERVICE, e, |tx| -> Result<()> {
-                let f = forget(tx, container_id, ifname)?;
+                let f = forget(tx, container_id, ifname, mesh_node_of(call).as_deref())?;
                 tear_down(container_id, ifname, &f, netns)
             }),
         }
@@ -180,7 +192,7 @@ impl Plugin for Vpn {
                 // The runtime lists this node's containers only.
                 for ep in tx.local_endpoints(SERVICE)? {
                     if !call.gc_keeps(&ep.container_id, &ep.ifname) {
-                        let f = forget(tx, &ep.container_id, &ep.ifname)?;
+                        let f = forget(tx, &ep.container_id, &ep.ifname, None)?;
                         gone.push((ep.container_id, ep.ifname, f));
                     }
                 }

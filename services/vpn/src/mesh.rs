@@ -16,7 +16,7 @@ use netsvc_core::graph::{
 };
 use netsvc_core::naming::fnv64;
 use netsvc_core::netlink::routes::{self, Route};
-use netsvc_core::netlink::{NetlinkError, addresses, links};
+use netsvc_core::netlink::{self, addresses, links};
 use netsvc_core::store::{StoreHandle, open_for};
 use serde::{Deserialize, Serialize};
 
@@ -143,23 +143,28 @@ pub fn add(call: &Call, conf: &MeshConf) -> Result<CniResult> {
     Ok(prev)
 }
 
-/// Takes an endpoint's membership out of the graph; when it was its node's
-/// last on the network, the node's record and published peer go too and the
-/// node is returned (its device is then to be removed).
-pub fn forget_member(tx: &mut Tx<'_>, endpoint: &str) -> Result<Option<MeshNode>> {
-    let Some(member) = tx.remove_record::<Member>(RECORDS, endpoint)? else {
+/// Takes an endpoint's membership out of the graph; when its node (the
+/// member record's, else `call_node`: the DEL's own) has no endpoint on the
+/// network left, the node's record and published peer go too and its
+/// device is returned (to be removed). Each goes on its own: a commit a
+/// killed call left halfway may have taken the member and not the peer.
+pub fn forget_member(tx: &mut Tx<'_>, endpoint: &str, call_node: Option<&str>) -> Result<Option<String>> {
+    let member = tx.remove_record::<Member>(RECORDS, endpoint)?;
+    let Some(node) = member.map(|m| m.node).or(call_node.map(str::to_string)) else {
         return Ok(None);
     };
     for other in tx.endpoints()?.into_iter().filter(|e| e.held_by(SERVICE)) {
         if tx
             .get_record::<Member>(RECORDS, &other.id())?
-            .is_some_and(|m| m.node == member.node)
+            .is_some_and(|m| m.node == node)
         {
             return Ok(None);
         }
     }
-    tx.remove_peer(&member.node)?;
-    Ok(tx.remove_record(RECORDS, &node_record(&member.node))?)
+    let peer = tx.remove_peer(&node)?;
+    let record = tx.remove_record::<MeshNode>(RECORDS, &node_record(&node))?;
+    let network = tx.network_name().to_string();
+    Ok((peer.is_some() || record.is_some()).then(|| record.map_or_else(|| device_name(&node, &network), |r| r.device)))
 }
 
 /// The mesh devices of the nodes the transaction's local endpoints are on.
@@ -186,13 +191,13 @@ fn node_key(state_dir: &Path, node: &str) -> Result<PrivateKey> {
 
 /// The MTU of the node's link that holds `endpoint`.
 fn underlay_mtu(endpoint: IpAddr) -> Result<u32> {
-    let mtu = netsvc_core::netns::run(NODE_NETNS, |h| async move {
-        let held = addresses::list(&h, None).await?;
+    let mtu = netlink::within(NODE_NETNS, |rtnl| {
+        let held = addresses::list(rtnl, None)?;
         match held.iter().find(|a| a.address == endpoint) {
-            Some(a) => Ok(links::get_by_index(&h, a.index).await?.mtu),
-            None => Ok::<_, NetlinkError>(None),
+            Some(a) => Ok(links::get_by_index(rtnl, a.index)?.mtu),
+            None => Ok(None),
         }
-    })??;
+    })?;
     mtu.ok_or_else(|| {
         CniError::invalid_config(
             "endpoint",
@@ -203,23 +208,22 @@ fn underlay_mtu(endpoint: IpAddr) -> Result<u32> {
 
 /// Makes the node's device when it has none: created, MTU set, up.
 pub(crate) fn ensure_device(me: &MeshNode) -> Result<()> {
-    let name = me.device.clone();
-    let exists = netsvc_core::netns::run(NODE_NETNS, |h| async move { links::find_by_name(&h, &name).await })??;
+    let name = &me.device;
+    let exists = netlink::within(NODE_NETNS, |rtnl| links::find_by_name(rtnl, name))?;
     if exists.is_none() {
-        device::create(&me.device, me.backend)?;
+        device::create(name, me.backend)?;
     }
-    let (name, mtu, made) = (me.device.clone(), me.mtu, exists.is_none());
-    netsvc_core::netns::run(NODE_NETNS, |h| async move {
-        let link = links::get_by_name(&h, &name).await?;
-        if made {
+    netlink::within(NODE_NETNS, |rtnl| {
+        let link = links::get_by_name(rtnl, name)?;
+        if exists.is_none() {
             // What this plugin makes carries its mark (see `owned`).
-            crate::owned::mark(&h, link.index, &name).await?;
+            crate::owned::mark(rtnl, link.index, name)?;
         }
-        if link.mtu != Some(mtu) {
-            links::set_mtu(&h, link.index, mtu).await?;
+        if link.mtu != Some(me.mtu) {
+            links::set_mtu(rtnl, link.index, me.mtu)?;
         }
-        links::set_up(&h, link.index).await
-    })??;
+        links::set_up(rtnl, link.index)
+    })?;
     Ok(())
 }
 
@@ -242,12 +246,11 @@ pub fn sync(store: &StoreHandle, network: &str, node: &str) -> Result<()> {
         peers,
     };
     device::configure(&me.device, me.backend, &config)?;
-    let name = me.device.clone();
-    netsvc_core::netns::run(NODE_NETNS, |h| async move {
-        let index = links::get_by_name(&h, &name).await?.index;
+    netlink::within(NODE_NETNS, |rtnl| {
+        let index = links::get_by_name(rtnl, &me.device)?.index;
         let mut present = Vec::new();
         for v6 in [false, true] {
-            for r in routes::list(&h, v6).await?.into_iter().filter(|r| r.oif == Some(index)) {
+            for r in routes::list(rtnl, v6)?.into_iter().filter(|r| r.oif == Some(index)) {
                 let dst = IpNet {
                     addr: r.dst,
                     prefix: r.dst_len,
@@ -255,7 +258,7 @@ pub fn sync(store: &StoreHandle, network: &str, node: &str) -> Result<()> {
                 if wanted.contains(&dst) {
                     present.push(dst);
                 } else {
-                    routes::delete(&h, &r).await?;
+                    routes::delete(rtnl, &r)?;
                 }
             }
         }
@@ -267,10 +270,10 @@ pub fn sync(store: &StoreHandle, network: &str, node: &str) -> Result<()> {
                 oif: Some(index),
                 metric: None,
             };
-            routes::add(&h, &route).await?;
+            routes::add(rtnl, &route)?;
         }
-        Ok::<_, NetlinkError>(())
-    })??;
+        Ok(())
+    })?;
     Ok(())
 }
 
@@ -349,9 +352,7 @@ pub fn watched_prefix(network: &str) -> Result<String> {
 /// lookup (a netlink error on a busy node) must not end the keeper.
 pub fn device_exists(network: &str, node: &str) -> bool {
     let name = device_name(node, network);
-    let looked = netsvc_core::netns::run(NODE_NETNS, |h| async move { links::find_by_name(&h, &name).await })
-        .map_err(|e| e.to_string())
-        .and_then(|found| found.map_err(|e| e.to_string()));
+    let looked = netlink::within(NODE_NETNS, |rtnl| links::find_by_name(rtnl, &name));
     match looked {
         Ok(found) => found.is_some(),
         Err(e) => {

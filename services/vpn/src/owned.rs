@@ -8,11 +8,8 @@
 //! digits), a WireGuard device with no alias yet is ours too: a call that
 //! died between making and marking it.
 
-use futures::TryStreamExt;
-use netsvc_core::netlink::{NetlinkError, Request, links};
-use rtnetlink::packet_route::RouteNetlinkMessage;
-use rtnetlink::packet_route::link::{InfoKind, LinkAttribute, LinkFlags, LinkInfo, LinkMessage};
-use rtnetlink::{Handle, LinkUnspec};
+use netlink_packet_route::link::{InfoKind, LinkAttribute, LinkFlags, LinkInfo, LinkMessage};
+use netsvc_core::netlink::{NetlinkError, Rtnl, links};
 
 use crate::{SERVICE, mesh, tunnel};
 
@@ -84,47 +81,30 @@ impl Seen {
     }
 }
 
-/// Every link of the handle's namespace.
-pub async fn list(h: &Handle) -> Result<Vec<Seen>, NetlinkError> {
-    let msgs: Vec<LinkMessage> =
-        h.link()
-            .get()
-            .execute()
-            .try_collect()
-            .await
-            .map_err(|source| NetlinkError::Request {
-                op: "list links".into(),
-                source,
-            })?;
-    Ok(msgs.iter().map(Seen::from).collect())
+/// Every link of the socket's namespace.
+pub fn list(rtnl: &mut Rtnl) -> Result<Vec<Seen>, NetlinkError> {
+    Ok(links::list_messages(rtnl)?.iter().map(Seen::from).collect())
 }
 
 /// Marks link `index` as the device made as `device` (on the node, before
 /// it moves anywhere).
-pub async fn mark(h: &Handle, index: u32, device: &str) -> Result<(), NetlinkError> {
-    let msg = LinkUnspec::new_with_index(index).alias(identity(device)).build();
-    Request::new(
-        format!("set the alias of link #{index}"),
-        RouteNetlinkMessage::SetLink(msg),
-        0,
-    )
-    .send(h)
-    .await
+pub fn mark(rtnl: &mut Rtnl, index: u32, device: &str) -> Result<(), NetlinkError> {
+    rtnl.send(links::alias(index, &identity(device)))
 }
 
-/// Deletes the links of the handle's namespace made as `device`, under any
+/// Deletes the links of the socket's namespace made as `device`, under any
 /// name (in a container it may still have its node name, or the one it was
 /// given there). Anything else, whatever its name, stays.
-pub async fn delete_device(h: &Handle, device: &str) -> Result<(), NetlinkError> {
-    for link in list(h).await?.into_iter().filter(|l| l.is(device)) {
-        links::delete(h, link.index).await?;
+pub fn delete_device(rtnl: &mut Rtnl, device: &str) -> Result<(), NetlinkError> {
+    for link in list(rtnl)?.into_iter().filter(|l| l.is(device)) {
+        links::delete(rtnl, link.index)?;
     }
     Ok(())
 }
 
 /// The node's devices of ours (see [`Seen::ours_on_node`]) by name.
-pub async fn ours_on_node(h: &Handle) -> Result<Vec<Seen>, NetlinkError> {
-    Ok(list(h).await?.into_iter().filter(Seen::ours_on_node).collect())
+pub fn ours_on_node(rtnl: &mut Rtnl) -> Result<Vec<Seen>, NetlinkError> {
+    Ok(list(rtnl)?.into_iter().filter(Seen::ours_on_node).collect())
 }
 
 #[cfg(test)]

@@ -7,7 +7,7 @@ use std::path::Path;
 
 use netsvc_core::cni::{CniError, Result};
 use netsvc_core::graph::{Graph, Intent, Op, Tx};
-use netsvc_core::netlink::{NetlinkError, links, routes};
+use netsvc_core::netlink::{self, NetlinkError, links, routes};
 use netsvc_core::reconcile::{DiffKind, Difference, Repair};
 use netsvc_core::store::{Store, StoreHandle};
 
@@ -54,7 +54,7 @@ fn plan(graph: &Graph<'_>, store: &StoreHandle, tx: &mut Tx<'_>, stale: Option<&
     }) = stale
     {
         out.rolled_back
-            .push((id.clone(), ifname.clone(), forget(tx, id, ifname)?));
+            .push((id.clone(), ifname.clone(), forget(tx, id, ifname, None)?));
     }
     // Listed before the records are read (see `cleanup::ours`).
     let ours = cleanup::ours()?;
@@ -152,10 +152,9 @@ fn observe_tunnel(r: &TunnelRecord) -> Result<TunnelSeen> {
     if netsvc_core::netns::check_net_namespace(netns).is_err() {
         return Ok(TunnelSeen::default());
     }
-    let device = r.device.clone();
-    let link = netsvc_core::netns::run(netns, |h| async move {
-        Ok::<_, NetlinkError>(owned::list(&h).await?.into_iter().find(|l| l.is(&device)))
-    })??;
+    let link = netlink::within(netns, |rtnl| {
+        Ok(owned::list(rtnl)?.into_iter().find(|l| l.is(&r.device)))
+    })?;
     let Some(link) = link else {
         return Ok(TunnelSeen::default());
     };
@@ -181,23 +180,21 @@ fn observe_mesh(store: &StoreHandle, network: &str, n: &MeshNode, ours: &Ours) -
         return Ok(MeshSeen::default());
     }
     let state = device::state(&n.device, n.backend).ok();
-    let name = n.device.clone();
-    let routes = netsvc_core::netns::run(NODE_NETNS, |h| async move {
-        let Some(link) = links::find_by_name(&h, &name).await? else {
+    let routes = netlink::within(NODE_NETNS, |rtnl| {
+        let Some(link) = links::find_by_name(rtnl, &n.device)? else {
             return Ok(Default::default());
         };
         let mut out = std::collections::BTreeSet::new();
         for v6 in [false, true] {
-            for r in routes::list(&h, v6)
-                .await?
+            for r in routes::list(rtnl, v6)?
                 .into_iter()
                 .filter(|r| r.oif == Some(link.index))
             {
                 out.insert(format!("{}/{}", r.dst, r.dst_len));
             }
         }
-        Ok::<_, NetlinkError>(out)
-    })??;
+        Ok(out)
+    })?;
     Ok(MeshSeen {
         present: true,
         public_key: state
@@ -218,17 +215,16 @@ fn observe_mesh(store: &StoreHandle, network: &str, n: &MeshNode, ours: &Ours) -
 /// key stays as it is).
 fn fix_tunnel(r: &TunnelRecord) -> Result<()> {
     let netns = Path::new(&r.netns);
-    let device = r.device.clone();
-    let name = netsvc_core::netns::run(netns, |h| async move {
-        let link = owned::list(&h).await?.into_iter().find(|l| l.is(&device));
+    let name = netlink::within(netns, |rtnl| {
+        let link = owned::list(rtnl)?.into_iter().find(|l| l.is(&r.device));
         let Some(link) = link else {
-            return Err(NetlinkError::LinkNotFound(device));
+            return Err(NetlinkError::LinkNotFound(r.device.clone()));
         };
         if !link.up {
-            links::set_up(&h, link.index).await?;
+            links::set_up(rtnl, link.index)?;
         }
         Ok(link.name)
-    })??;
+    })?;
     let read = |name: &str| match r.backend {
         Backend::Userspace => device::state(&r.device, r.backend),
         Backend::Kernel => {

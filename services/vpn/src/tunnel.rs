@@ -11,8 +11,7 @@ use netsvc_core::cni::{Call, CniError, CniResult, Interface, IpConfig, IpNet, Re
 use netsvc_core::graph::{Graph, Intent, Op, checked_endpoint, endpoint_from_call, record_network};
 use netsvc_core::naming::fnv64;
 use netsvc_core::netlink::routes::{self, Route as KernelRoute};
-use netsvc_core::netlink::sync::Rtnl;
-use netsvc_core::netlink::{NetlinkError, addresses, links};
+use netsvc_core::netlink::{self, Rtnl, addresses, links};
 use netsvc_core::store::open_for;
 use serde::{Deserialize, Serialize};
 
@@ -165,7 +164,7 @@ fn refuse_taken_name(call: &Call, netns: &Path, interface: &str, named_by_runtim
     let ns = netsvc_core::netns::open(netns)?;
     let mut rtnl = Rtnl::open()?;
     let nsid = rtnl.nsid_for(ns.as_fd())?;
-    if rtnl.find_by_name_in(nsid, interface)?.is_none() {
+    if links::find_by_name_in(&mut rtnl, nsid, interface)?.is_none() {
         return Ok(());
     }
     let clash = format!(
@@ -217,31 +216,29 @@ fn bring_up(r: &TunnelRecord, c: &DeviceConfig) -> Result<()> {
     device::create(&r.device, r.backend)?;
     device::configure(&r.device, r.backend, c)?;
     let container = netsvc_core::netns::open(&r.netns)?;
-    let (device, mtu) = (r.device.clone(), r.mtu);
-    netsvc_core::netns::run(NODE_NETNS, |h| async move {
-        let link = links::get_by_name(&h, &device).await?;
+    netlink::within(NODE_NETNS, |rtnl| {
+        let link = links::get_by_name(rtnl, &r.device)?;
         // Marked ours before it leaves the node: in the container only the
         // mark tells it from an interface of the same name.
-        owned::mark(&h, link.index, &device).await?;
+        owned::mark(rtnl, link.index, &r.device)?;
         // Before the move: wireguard-go does not see MTU changes made in
         // another namespace.
-        links::set_mtu(&h, link.index, mtu).await?;
-        links::move_to_netns(&h, link.index, container.as_fd()).await
-    })??;
-    let r = r.clone();
-    netsvc_core::netns::run(r.netns.clone(), |h| async move {
-        let link = links::get_by_name(&h, &r.device).await?;
+        links::set_mtu(rtnl, link.index, r.mtu)?;
+        links::move_to_netns(rtnl, link.index, container.as_fd())
+    })?;
+    netlink::within(&r.netns, |rtnl| {
+        let link = links::get_by_name(rtnl, &r.device)?;
         if r.interface != r.device {
-            links::rename(&h, link.index, &r.interface).await?;
+            links::rename(rtnl, link.index, &r.interface)?;
         }
-        addresses::add(&h, link.index, r.address.addr, r.address.prefix).await?;
-        links::set_up(&h, link.index).await?;
+        addresses::add(rtnl, link.index, r.address.addr, r.address.prefix)?;
+        links::set_up(rtnl, link.index)?;
         for dst in &r.routes {
             if dst.prefix == 0 {
                 // The tunnel takes over the default route.
-                for old in routes::list(&h, !dst.is_ipv4()).await? {
+                for old in routes::list(rtnl, !dst.is_ipv4())? {
                     if old.is_default() {
-                        routes::delete(&h, &old).await?;
+                        routes::delete(rtnl, &old)?;
                     }
                 }
             }
@@ -252,10 +249,10 @@ fn bring_up(r: &TunnelRecord, c: &DeviceConfig) -> Result<()> {
                 oif: Some(link.index),
                 metric: None,
             };
-            routes::add(&h, &route).await?;
+            routes::add(rtnl, &route)?;
         }
-        Ok::<_, NetlinkError>(())
-    })??;
+        Ok(())
+    })?;
     Ok(())
 }
 
@@ -272,8 +269,7 @@ pub fn tear_down(device: &str, netns: &[&Path]) {
         if netsvc_core::netns::check_net_namespace(ns).is_err() {
             continue;
         }
-        let device = device.to_string();
-        let _ = netsvc_core::netns::run(ns, |h| async move { owned::delete_device(&h, &device).await });
+        let _ = netlink::within(ns, |rtnl| owned::delete_device(rtnl, device));
     }
 }
 
@@ -290,10 +286,9 @@ pub fn check(call: &Call, conf: &TunnelConf) -> Result<()> {
     if r.peers != conf.peers || r.address != conf.address || r.routes != routes_of(conf) {
         return Err(missing("the tunnel differs from this config".into()));
     }
-    let interface = r.interface.clone();
-    let link = netsvc_core::netns::run(&r.netns, |h| async move {
-        Ok::<_, NetlinkError>(owned::list(&h).await?.into_iter().find(|l| l.name == interface))
-    })??;
+    let link = netlink::within(&r.netns, |rtnl| {
+        Ok(owned::list(rtnl)?.into_iter().find(|l| l.name == r.interface))
+    })?;
     match link {
         Some(l) if !l.is(&r.device) => {
             return Err(missing(format!(

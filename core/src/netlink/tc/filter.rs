@@ -7,11 +7,10 @@ use netlink_packet_route::tc::{
     TcAction, TcActionAttribute, TcActionGeneric, TcActionMirror, TcActionMirrorOption, TcActionOption, TcActionType,
     TcFilterU32, TcFilterU32Option, TcHandle, TcMirror, TcMirrorActionType, TcOption,
 };
-use rtnetlink::Handle;
 
 use super::u32::{self, U32Match};
 use super::{ETH_P_ALL, ETH_P_IP, message};
-use crate::netlink::{Request, Result};
+use crate::netlink::{Request, Result, Rtnl};
 
 /// A filter's `tcm_info`: priority in the upper 16 bits, the ethertype in
 /// network order in the lower.
@@ -65,11 +64,11 @@ pub fn redirect_filter(ifindex: u32, parent: u32, prio: u16, target_ifindex: u32
 }
 
 /// Delete every filter of priority `prio` at `parent`; missing is `Ok`.
-pub async fn delete_filters(h: &Handle, ifindex: u32, parent: u32, prio: u16, protocol: u16) -> Result<()> {
+pub fn delete_filters(rtnl: &mut Rtnl, ifindex: u32, parent: u32, prio: u16, protocol: u16) -> Result<()> {
     let mut msg = message(ifindex, parent, 0, filter_info(prio, protocol), "", Vec::new())?;
     msg.attributes.clear();
     let msg = RouteNetlinkMessage::DelTrafficFilter(msg);
-    Request::new("delete filter", msg, 0).missing_ok().send(h).await
+    rtnl.send(Request::new("delete filter", msg, 0).missing_ok())
 }
 
 #[cfg(test)]

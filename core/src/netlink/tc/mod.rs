@@ -14,16 +14,13 @@
 //!
 //! Encoding ([`htb`], [`tbf`], [`u32`]) is pure, and so are the functions
 //! here that wrap the encoded options in a [`Request`]: send one alone
-//! ([`Request::send`]) or a tree in one datagram
-//! ([`crate::netlink::sync::Rtnl::apply`]).
+//! ([`Rtnl::send`]) or a tree in one datagram ([`Rtnl::apply`]).
 
-use futures::TryStreamExt;
 use netlink_packet_core::{DefaultNla, NLM_F_CREATE, NLM_F_EXCL, NLM_F_REPLACE};
 use netlink_packet_route::RouteNetlinkMessage;
 use netlink_packet_route::tc::{TcAttribute, TcHandle, TcMessage, TcOption, TcStats2};
-use rtnetlink::Handle;
 
-use super::{NetlinkError, Request, Result};
+use super::{NetlinkError, Request, Result, Rtnl};
 
 pub mod filter;
 pub mod htb;
@@ -201,8 +198,8 @@ pub fn qdisc_deletion(ifindex: u32, parent: u32) -> Result<Request> {
 
 /// Delete the qdisc at `parent` ([`ROOT`] or [`INGRESS_PARENT`]). No such
 /// qdisc (or no such link) is `Ok`.
-pub async fn delete_qdisc(h: &Handle, ifindex: u32, parent: u32) -> Result<()> {
-    qdisc_deletion(ifindex, parent)?.send(h).await
+pub fn delete_qdisc(rtnl: &mut Rtnl, ifindex: u32, parent: u32) -> Result<()> {
+    rtnl.send(qdisc_deletion(ifindex, parent)?)
 }
 
 /// What a qdisc or class dump tells: kind, handle, parent, bytes sent.
@@ -245,32 +242,48 @@ fn object(msg: &TcMessage) -> TcObject {
 }
 
 /// The qdiscs of link `ifindex` (for CHECK).
-pub async fn list_qdiscs(h: &Handle, ifindex: u32) -> Result<Vec<TcObject>> {
-    let msgs: Vec<TcMessage> = h
-        .qdisc()
-        .get()
-        .execute()
-        .try_collect()
-        .await
-        .map_err(|e| NetlinkError::request("list qdiscs", e))?;
-    Ok(msgs
-        .iter()
+pub fn list_qdiscs(rtnl: &mut Rtnl, ifindex: u32) -> Result<Vec<TcObject>> {
+    let query = RouteNetlinkMessage::GetQueueDiscipline(query(ifindex, 0)?);
+    Ok(dumped(rtnl.dump("list qdiscs", query)?)
         .filter(|m| i64::from(m.header.index) == i64::from(ifindex))
-        .map(object)
+        .map(|m| object(&m))
         .collect())
 }
 
 /// The classes of link `ifindex` (for CHECK).
-pub async fn list_classes(h: &Handle, ifindex: u32) -> Result<Vec<TcObject>> {
-    let index = i32::try_from(ifindex).map_err(|_| NetlinkError::invalid("ifindex", ifindex))?;
-    let msgs: Vec<TcMessage> = h
-        .traffic_class(index)
-        .get()
-        .execute()
-        .try_collect()
-        .await
-        .map_err(|e| NetlinkError::request("list classes", e))?;
-    Ok(msgs.iter().map(object).collect())
+pub fn list_classes(rtnl: &mut Rtnl, ifindex: u32) -> Result<Vec<TcObject>> {
+    let query = RouteNetlinkMessage::GetTrafficClass(query(ifindex, 0)?);
+    Ok(dumped(rtnl.dump("list classes", query)?).map(|m| object(&m)).collect())
+}
+
+/// The filters of link `ifindex` at `parent` ([`INGRESS_PARENT`]'s are
+/// the ingress qdisc's); none when the link or the qdisc is missing.
+pub fn list_filters(rtnl: &mut Rtnl, ifindex: u32, parent: u32) -> Result<Vec<TcMessage>> {
+    let query = RouteNetlinkMessage::GetTrafficFilter(query(ifindex, parent)?);
+    match rtnl.dump("list filters", query) {
+        Ok(answers) => Ok(dumped(answers).collect()),
+        // No such qdisc (EINVAL) or link: no filters.
+        Err(e) if e.is_not_found() || e.errno() == Some(libc::EINVAL) => Ok(Vec::new()),
+        Err(e) => Err(e),
+    }
+}
+
+/// A dump's query for the objects of link `ifindex` under `parent`.
+fn query(ifindex: u32, parent: u32) -> Result<TcMessage> {
+    let mut msg = TcMessage::default();
+    msg.header.index = i32::try_from(ifindex).map_err(|_| NetlinkError::invalid("ifindex", ifindex))?;
+    msg.header.parent = TcHandle::from(parent);
+    Ok(msg)
+}
+
+/// The tc messages among a dump's answers.
+fn dumped(answers: Vec<RouteNetlinkMessage>) -> impl Iterator<Item = TcMessage> {
+    answers.into_iter().filter_map(|m| match m {
+        RouteNetlinkMessage::NewQueueDiscipline(m)
+        | RouteNetlinkMessage::NewTrafficClass(m)
+        | RouteNetlinkMessage::NewTrafficFilter(m) => Some(m),
+        _ => None,
+    })
 }
 
 #[cfg(test)]
