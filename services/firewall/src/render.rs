@@ -704,7 +704,7 @@ mod tests {
 
     #[test]
     fn first_render_allows_what_the_policy_allows_and_drops_the_rest() {
-        let (plan, cmds) = first_render();
+        let (_, cmds) = first_render();
         let mut t = Table::apply(&cmds);
         let verdict = |t: &Table, src, dst, proto, port| t.verdict(&new_conn(src, dst, proto, port)).0;
         // Ingress of api: tcp/8080-8090 from web, or from 10/8 but 10.1/16.
@@ -757,7 +757,6 @@ mod tests {
             "drop",
             "web's egress is open, not across networks"
         );
-        let _ = plan;
     }
 
     #[test]
