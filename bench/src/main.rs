@@ -5,6 +5,8 @@
 //! and scripts, each writing its figures there), then `netsvc-bench report`
 //! turns them into `bench/results/report.md` and PNG charts.
 
+#![forbid(unsafe_code)]
+
 mod compare;
 mod exec;
 mod plots;

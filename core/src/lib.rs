@@ -13,3 +13,5 @@ pub mod nft;
 pub mod node;
 pub mod reconcile;
 pub mod store;
+#[cfg(test)]
+mod test_support;

@@ -9,8 +9,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::os::fd::AsFd;
 
 use common::TestNs;
-use netsvc_core::netlink::{self, Rtnl};
-use netsvc_core::netlink::{addresses, links, routes};
+use netsvc_core::netlink::{self, NetlinkError, Rtnl, addresses, links, routes};
 use netsvc_core::netns;
 
 const HOST_IP: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 1);
@@ -118,10 +117,30 @@ fn veth_peer_finder_returns_host_side() {
     let nsid_of = || netns::run_sync(&node.path, || Rtnl::open()?.nsid_of(alone_fd.as_fd())).unwrap();
     assert_eq!(nsid_of().unwrap(), None);
     let e = links::host_veth_peer(&alone.path, "eth0", &node.path).unwrap_err();
-    assert!(
-        e.is_not_found() || e.to_string().contains("not a veth peered with eth0"),
-        "{e}"
-    );
+    // eth0's peer index is inner0's, in `alone`: in the node's namespace
+    // that index is either no link or some link that is not eth0's peer.
+    let index_in = |ns: &TestNs, name: &str| -> u64 {
+        let link: serde_json::Value = serde_json::from_str(&ns.exec(&["ip", "-j", "link", "show", name])).unwrap();
+        link[0]["ifindex"].as_u64().unwrap()
+    };
+    let inner = index_in(&alone, "inner0");
+    let node_links: serde_json::Value = serde_json::from_str(&node.exec(&["ip", "-j", "link", "show"])).unwrap();
+    let same_index = node_links
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["ifindex"].as_u64() == Some(inner));
+    match same_index {
+        None => assert!(
+            matches!(&e, NetlinkError::LinkNotFound(what) if *what == format!("#{inner}")),
+            "no link #{inner} in the node: {e}"
+        ),
+        Some(link) => {
+            let name = link["ifname"].as_str().unwrap();
+            let want = format!("peer #{inner} of eth0 is {name} in the host namespace, not a veth peered with eth0");
+            assert!(e.to_string().contains(&want), "{e}");
+        }
+    }
     assert!(nsid_of().unwrap().is_some());
 
     // a gone container namespace is "not found" too (DEL treats it as done)

@@ -45,6 +45,7 @@ mod ping;
 pub mod podman;
 mod process;
 pub mod shaping;
+pub mod store_writer;
 mod sysctl;
 pub mod timing;
 pub mod wireguard;

@@ -34,6 +34,9 @@ impl Netns {
     /// Creates a namespace named [`unique_name`]`(prefix)` and brings lo up.
     pub fn create(prefix: &str) -> Result<Netns> {
         static SWEEP: std::sync::Once = std::sync::Once::new();
+        if !nix::unistd::geteuid().is_root() {
+            bail!("the integration tests need root (to make network namespaces): run them as root, as CI does");
+        }
         SWEEP.call_once(sweep_orphans);
         let name = unique_name(prefix);
         // `ip netns add` only makes the namespace and its bind mount; the root

@@ -219,14 +219,13 @@ fn spawn(input: NftInput<'_>) -> Result<Vec<u8>, NftError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_support::{require_program, require_root};
 
     /// Debian's nft links libnftables: where one is installed, the other
     /// loads, so batches never pay for a spawned nft.
     #[test]
     fn libnftables_loads_where_nft_is_installed() {
-        if !std::path::Path::new("/usr/sbin/nft").exists() {
-            return;
-        }
+        require_program(NFT, "nftables");
         assert!(library().is_some(), "libnftables.so.1 did not load");
     }
 
@@ -234,9 +233,7 @@ mod tests {
     /// command it cannot parse with nft's own message, as the binary does.
     #[test]
     fn a_bad_command_fails_with_nfts_message_both_ways() {
-        if !std::path::Path::new("/usr/sbin/nft").exists() {
-            return;
-        }
+        require_program(NFT, "nftables");
         let bad = NftInput::Script(b"frobnicate table inet x\n");
         let in_process = library().expect("loaded").run(bad).unwrap_err().to_string();
         let spawned = spawn(bad).unwrap_err().to_string();
@@ -249,9 +246,8 @@ mod tests {
     /// is not repeated in the next answer, nor a listing in the next.
     #[test]
     fn a_kept_context_answers_each_call_alone() {
-        if !std::path::Path::new("/usr/sbin/nft").exists() || !nix::unistd::geteuid().is_root() {
-            return;
-        }
+        require_program(NFT, "nftables");
+        require_root("a libnftables context opens a netlink socket to list tables");
         let lib = library().expect("loaded");
         let bad = NftInput::Script(b"frobnicate table inet x\n");
         let first = lib.run(bad).unwrap_err().to_string();

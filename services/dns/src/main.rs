@@ -1,3 +1,5 @@
+#![forbid(unsafe_code)]
+
 fn main() {
     netsvc_core::cni::run(netsvc_dns::Dns)
 }

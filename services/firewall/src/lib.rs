@@ -10,6 +10,8 @@
 //! diffs the network against the kernel and applies the difference
 //! atomically.
 
+#![forbid(unsafe_code)]
+
 pub mod config;
 pub mod drift;
 pub mod explain;

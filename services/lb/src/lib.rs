@@ -10,6 +10,8 @@
 //! that died before this one take the full path ([`full`]), which ensures
 //! every service of the network against what the kernel holds.
 
+#![forbid(unsafe_code)]
+
 pub mod config;
 pub mod drift;
 pub mod kernel;

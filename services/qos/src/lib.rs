@@ -12,6 +12,8 @@
 //! when the kernel or the container is already gone, and what a call that
 //! died left (its ifb, the qdiscs on its host veth) is taken off by the next.
 
+#![forbid(unsafe_code)]
+
 pub mod applied;
 pub mod config;
 pub mod drift;

@@ -5,6 +5,8 @@
 //! Config: `{"type": "netsvc-testplugin", "test": {"mark": "x", "panic": false}}`;
 //! `test` denies unknown keys. STATUS answers 50 while `testplugin/unavailable` exists.
 
+#![forbid(unsafe_code)]
+
 use std::path::PathBuf;
 
 use netsvc_core::cni::{Call, CniError, CniResult, Descriptor, Feature, Interface, Plugin, Result};

@@ -1,77 +1,23 @@
-//! Cross-process guarantees of the FileStore. The test binary re-executes
-//! itself (the `child` test, gated by env vars) to act as a writer process.
+//! Cross-process guarantees of the FileStore: writers are separate
+//! processes (the `netsvc-store-writer` binary), as plugins are.
 
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use netsvc_core::store::{FileStore, Store, StoreError};
+use netsvc_core::store::{FileStore, Store};
+use netsvc_tests::store_writer::{BIG, COUNTER, big_doc};
 use serde_json::json;
 
-const ROLE: &str = "NETSVC_TEST_ROLE";
-const DIR: &str = "NETSVC_TEST_DIR";
-const ITERS: &str = "NETSVC_TEST_ITERS";
-const COUNTER: &str = "counters/shared";
-const BIG: &str = "docs/big";
-
-/// Runs only as a re-executed child; a no-op in a normal test run.
-#[test]
-fn child() {
-    let Ok(role) = std::env::var(ROLE) else {
-        return;
-    };
-    let dir = std::env::var(DIR).expect("dir");
-    let iters: u64 = std::env::var(ITERS).ok().and_then(|v| v.parse().ok()).unwrap_or(0);
-    let s = FileStore::open(dir).expect("open");
-    match role.as_str() {
-        "cas" => (0..iters).for_each(|_| increment_cas(&s)),
-        "lock" => {
-            for _ in 0..iters {
-                let _g = s.lock_network("n1", Duration::from_secs(60)).expect("lock");
-                let cur = s.get(COUNTER).expect("get").map(|e| e.value["n"].as_u64().expect("n"));
-                s.put(COUNTER, &json!({"n": cur.unwrap_or(0) + 1})).expect("put");
-            }
-        }
-        "big" => {
-            // Large documents take long enough to write that a kill lands mid-write.
-            // Numbered from ITERS, so the test tells this writer's documents from an earlier one's.
-            for i in iters.. {
-                s.put(BIG, &big_doc(i)).expect("put");
-            }
-        }
-        other => panic!("unknown role {other}"),
-    }
-}
-
-fn increment_cas(s: &FileStore) {
-    loop {
-        let cur = s.get(COUNTER).expect("get");
-        let (n, rev) = match &cur {
-            Some(e) => (e.value["n"].as_u64().expect("n"), Some(e.revision)),
-            None => (0, None),
-        };
-        match s.compare_and_swap(COUNTER, rev, &json!({"n": n + 1})) {
-            Ok(_) => return,
-            Err(StoreError::Conflict { .. }) => std::thread::yield_now(),
-            Err(e) => panic!("cas: {e}"),
-        }
-    }
-}
-
-/// A self-checking document: `len` items, each equal to `i`.
-fn big_doc(i: u64) -> serde_json::Value {
-    let items: Vec<u64> = vec![i; 200_000];
-    json!({"i": i, "len": items.len(), "items": items})
-}
-
-fn spawn(role: &str, dir: &std::path::Path, iters: u64) -> Child {
-    Command::new(std::env::current_exe().expect("current_exe"))
-        .args(["child", "--exact", "--test-threads=1", "--nocapture"])
-        .env(ROLE, role)
-        .env(DIR, dir)
-        .env(ITERS, iters.to_string())
+/// Starts one writer process of `role` on the store at `dir`.
+fn spawn(role: &str, dir: &Path, n: u64) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_netsvc-store-writer"))
+        .arg(role)
+        .arg(dir)
+        .arg(n.to_string())
         .stdout(Stdio::null())
         .spawn()
-        .expect("spawn child")
+        .expect("spawn netsvc-store-writer")
 }
 
 fn run_writers(role: &str, procs: u64, iters: u64) {
