@@ -268,7 +268,7 @@ impl Agent {
     /// how many were replayed.
     fn replay_queued_dels(&mut self) -> u64 {
         let before = self.state.dels_replayed;
-        for (file, pending) in netsvc_core::cni::pending::queued(self.store.state_dir()) {
+        for (file, pending) in netsvc_core::runtime::pending::queued(self.store.state_dir()) {
             tracing::debug!(container = %pending.container_id, plugin = pending.plugin_type(), "replaying a queued DEL");
             let Some(plugin) = plugin(pending.plugin_type()) else {
                 let _ = std::fs::remove_file(&file);

@@ -6,12 +6,14 @@ pub mod bridged;
 pub mod cni;
 pub mod failpoint;
 pub mod graph;
+pub mod inet;
 pub mod naming;
 pub mod netlink;
 pub mod netns;
 pub mod nft;
 pub mod node;
 pub mod reconcile;
+pub mod runtime;
 pub mod store;
 #[cfg(test)]
 mod test_support;

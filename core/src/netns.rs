@@ -33,7 +33,7 @@ use crate::cni::error::CniError;
 
 /// A panic inside namespace work is an internal bug: the same code as a
 /// panic anywhere else in a plugin.
-pub use crate::cni::plugin::PANIC_CODE;
+pub use crate::cni::PANIC_CODE;
 
 /// Errors of namespace work.
 #[derive(Debug, thiserror::Error)]

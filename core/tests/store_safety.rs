@@ -184,7 +184,7 @@ fn everything_a_store_round_makes_is_private() {
         "stateDir": state.display().to_string(),
     }))
     .expect("conf");
-    netsvc_core::cni::pending::queue(&Call { env, conf }).expect("queue");
+    netsvc_core::runtime::pending::queue(&Call { env, conf }).expect("queue");
 
     let mut seen = Vec::new();
     walk(&state, &mut seen);

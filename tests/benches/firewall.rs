@@ -44,7 +44,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion};
-use netsvc_core::cni::dispatch;
+use netsvc_core::runtime::dispatch;
 use netsvc_firewall::Firewall;
 use netsvc_tests::Netns;
 use netsvc_tests::chain::{REFERENCE_PLUGIN_DIR, plugin_dir};

@@ -62,7 +62,8 @@ use std::time::{Duration, Instant};
 
 use criterion::measurement::WallTime;
 use criterion::{BenchmarkGroup, BenchmarkId, Criterion};
-use netsvc_core::cni::{CniArgs, dispatch};
+use netsvc_core::cni::CniArgs;
+use netsvc_core::runtime::dispatch;
 use netsvc_lb::Lb;
 use netsvc_tests::chain::{CallArgs, plugin_dir};
 use netsvc_tests::timing::{as_ms, median, quantile, record};

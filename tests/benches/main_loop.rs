@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use netsvc_core::cni::dispatch;
+use netsvc_core::runtime::dispatch;
 use netsvc_tests::noop::Noop;
 use serde_json::json;
 

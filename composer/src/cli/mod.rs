@@ -70,7 +70,7 @@ enum Cmd {
 
 /// Runs the CLI and returns the process exit code.
 pub fn main() -> i32 {
-    netsvc_core::cni::plugin::init_logging();
+    netsvc_core::runtime::init_logging();
     let cli = Cli::parse();
     let outcome = match cli.command {
         Cmd::Compose(a) => compose::run(a),

@@ -66,6 +66,13 @@ impl Code {
     }
 }
 
+/// What caused an error, where the caller acts on it (never printed).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cause {
+    /// The store could not be reached: a DEL is queued for the agent.
+    StoreUnavailable,
+}
+
 /// A CNI error as printed on stdout: `{cniVersion, code, msg, details}`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
 #[error("{msg}{}", if details.is_empty() { String::new() } else { format!(": {details}") })]
@@ -74,6 +81,8 @@ pub struct CniError {
     pub msg: String,
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub details: String,
+    #[serde(skip)]
+    pub cause: Option<Cause>,
 }
 
 impl CniError {
@@ -82,11 +91,23 @@ impl CniError {
             code: code.as_u32(),
             msg: msg.into(),
             details: String::new(),
+            cause: None,
         }
     }
 
     pub fn with_details(mut self, details: impl Into<String>) -> Self {
         self.details = details.into();
+        self
+    }
+
+    /// The same error, marked with what caused it (`details` still tells a human).
+    pub fn caused_by(mut self, cause: Cause) -> Self {
+        if self.details.is_empty() {
+            self.details = match cause {
+                Cause::StoreUnavailable => "store unavailable".into(),
+            };
+        }
+        self.cause = Some(cause);
         self
     }
 

@@ -18,7 +18,7 @@ use super::netlink::{
     NLM_F_REQUEST, attr, attr_str, message, nest, nfproto, reserve_seqs, send,
 };
 use super::{NftError, NftTable, family_str, validate_name};
-use crate::graph::Protocol;
+use crate::inet::Protocol;
 
 // linux/netfilter/nf_tables.h.
 const NFT_MSG_NEWRULE: u16 = 6;

@@ -1,6 +1,6 @@
 //! Store errors, each mapped to a CNI error code.
 
-use crate::cni::CniError;
+use crate::cni::{Cause, CniError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -76,9 +76,7 @@ impl From<StoreError> for CniError {
         match &e {
             // Contention or an unreachable server: the runtime may retry the whole call.
             StoreError::Conflict { .. } | StoreError::Timeout { .. } => CniError::try_again(e.to_string()),
-            StoreError::Unavailable { .. } => {
-                CniError::try_again(e.to_string()).with_details(crate::cni::pending::STORE_UNAVAILABLE)
-            }
+            StoreError::Unavailable { .. } => CniError::try_again(e.to_string()).caused_by(Cause::StoreUnavailable),
             StoreError::InvalidConfig { field, why } => CniError::invalid_config(field, why.clone()),
             StoreError::InvalidKey { key, why } => CniError::invalid_config("store key", format!("{key:?}: {why}")),
             StoreError::InvalidStateDir { path, why } => {

@@ -1,5 +1,5 @@
 #![forbid(unsafe_code)]
 
 fn main() {
-    netsvc_core::cni::run(netsvc_lb::Lb)
+    netsvc_core::runtime::run(netsvc_lb::Lb)
 }

@@ -1,5 +1,5 @@
 #![forbid(unsafe_code)]
 
 fn main() {
-    netsvc_core::cni::run(netsvc_qos::Qos)
+    netsvc_core::runtime::run(netsvc_qos::Qos)
 }

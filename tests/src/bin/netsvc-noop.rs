@@ -3,5 +3,5 @@
 #![forbid(unsafe_code)]
 
 fn main() {
-    netsvc_core::cni::run(netsvc_tests::noop::Noop)
+    netsvc_core::runtime::run(netsvc_tests::noop::Noop)
 }

@@ -133,5 +133,5 @@ impl Plugin for TestPlugin {
 }
 
 fn main() {
-    netsvc_core::cni::run(TestPlugin)
+    netsvc_core::runtime::run(TestPlugin)
 }

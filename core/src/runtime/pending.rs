@@ -8,11 +8,8 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::{Call, CniArgs, CniError, Command, Env, NetConf, Result};
+use crate::cni::{Call, CniArgs, CniError, Command, Env, NetConf, Result};
 use crate::store::{STATE_DIR_ENV, atomic_write, create_dirs, resolve_state_dir};
-
-/// Marks a [`CniError`] that came from an unreachable store (its `details`).
-pub const STORE_UNAVAILABLE: &str = "store unavailable";
 
 /// One queued DEL: the plugin's config and the attachment.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
