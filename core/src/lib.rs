@@ -12,4 +12,5 @@ pub mod netns;
 pub mod nft;
 pub mod node;
 pub mod reconcile;
+pub mod service;
 pub mod store;

@@ -20,6 +20,9 @@ pub mod supervise;
 pub mod zone;
 
 mod repair;
+mod service;
+
+pub use service::DESCRIPTION;
 
 use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::time::Duration;

@@ -16,6 +16,9 @@ pub mod explain;
 pub mod kernel;
 pub mod model;
 pub mod render;
+mod service;
+
+pub use service::DESCRIPTION;
 
 use config::FirewallConf;
 use model::Membership;
@@ -32,7 +35,7 @@ use serde_json::Value;
 
 /// The plugin type, and this service's name in the graph.
 pub const SERVICE: &str = "netsvc-firewall";
-const SETTINGS: &str = "settings";
+pub(crate) const SETTINGS: &str = "settings";
 /// The lock of full renders; a leading `_` keeps it apart from network names.
 const TABLE_LOCK: &str = "_netsvc-firewall";
 pub use netsvc_core::cni::CODE_STATE_MISSING;

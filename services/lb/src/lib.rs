@@ -17,6 +17,9 @@ pub mod maglev;
 pub mod model;
 pub mod render;
 pub mod rules;
+mod service;
+
+pub use service::DESCRIPTION;
 
 mod fast;
 mod full;

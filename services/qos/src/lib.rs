@@ -21,6 +21,9 @@ pub mod shape;
 pub mod units;
 
 mod repair;
+mod service;
+
+pub use service::DESCRIPTION;
 
 use applied::{Applied, forget, shaping};
 use config::QosConf;

@@ -30,6 +30,9 @@ pub mod tunnel;
 pub mod wg;
 
 mod repair;
+mod service;
+
+pub use service::DESCRIPTION;
 
 use std::path::Path;
 
