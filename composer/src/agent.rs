@@ -347,13 +347,10 @@ fn keep_kernel_in_line(store: &StoreHandle, stopping: &AtomicBool, repaired: &At
 fn ours(n: &Notice) -> bool {
     match n {
         Notice::Nft { table } => table.starts_with("netsvc"),
-        Notice::LinkGone { name } => [
-            netsvc_qos::kernel::IFB_PREFIX,
-            netsvc_vpn::tunnel::PREFIX,
-            netsvc_vpn::mesh::PREFIX,
-        ]
-        .iter()
-        .any(|p| name.starts_with(p)),
+        Notice::LinkGone { name } => crate::services::ALL
+            .iter()
+            .flat_map(|s| s.link_prefixes)
+            .any(|p| name.starts_with(p)),
         Notice::TcGone { .. } | Notice::Lost => true,
     }
 }
