@@ -4,6 +4,7 @@
 //! agent) iterates over it; adding a service is one line here.
 
 use netsvc_core::cni::{CniError, NetConf, NetConfList};
+use netsvc_core::node::NodeName;
 use netsvc_core::reconcile::{Reconcile, Repair, Summary};
 use netsvc_core::service::Service;
 use serde_json::{Map, Value};
@@ -39,13 +40,13 @@ pub fn repairers() -> impl Iterator<Item = &'static dyn Repair> {
 }
 
 /// Re-renders every netsvc service of `list` that has a reconcile hook, in
-/// chain order: each plugin's index, type and outcome.
-pub fn reconcile_all(list: &NetConfList) -> Vec<(usize, &str, Result<Summary, CniError>)> {
+/// chain order, on `node`: each plugin's index, type and outcome.
+pub fn reconcile_all<'l>(list: &'l NetConfList, node: &NodeName) -> Vec<(usize, &'l str, Result<Summary, CniError>)> {
     (0..list.plugins.len())
         .filter_map(|i| {
             let service = reconciler(list.plugin_type(i))?;
             let raw = crate::runtime::plugin_conf(list, i, &list.cni_version, &Default::default(), None);
-            let outcome = NetConf::from_value(&Value::Object(raw)).and_then(|conf| service.reconcile(&conf));
+            let outcome = NetConf::from_value(&Value::Object(raw)).and_then(|conf| service.reconcile(&conf, node));
             Some((i, list.plugin_type(i), outcome))
         })
         .collect()

@@ -7,6 +7,7 @@
 use std::fmt::Write;
 
 use netsvc_core::graph::{Endpoint, Graph, Network};
+use netsvc_core::node::NodeName;
 use netsvc_core::store::{FileStore, QuarantinedDoc, StoreHandle, StoreSpec};
 use serde::Serialize;
 use serde_json::{Map, Value};
@@ -59,9 +60,9 @@ pub struct Status {
 }
 
 /// Every network (or only `network`) as the store holds it, and what the
-/// store quarantined.
-pub fn collect(store: &StoreHandle, only: Option<&str>) -> anyhow::Result<Status> {
-    let networks = networks(store, only)?;
+/// store quarantined, as `node` sees them.
+pub fn collect(store: &StoreHandle, node: &NodeName, only: Option<&str>) -> anyhow::Result<Status> {
+    let networks = networks(store, node, only)?;
     // After the networks: reading them is what finds a bad document.
     let quarantined = match store.spec() {
         StoreSpec::File => FileStore::open(store.state_dir())?.quarantined(),
@@ -70,8 +71,8 @@ pub fn collect(store: &StoreHandle, only: Option<&str>) -> anyhow::Result<Status
     Ok(Status { networks, quarantined })
 }
 
-fn networks(store: &StoreHandle, only: Option<&str>) -> anyhow::Result<Vec<NetworkStatus>> {
-    let graph = Graph::new(store);
+fn networks(store: &StoreHandle, node: &NodeName, only: Option<&str>) -> anyhow::Result<Vec<NetworkStatus>> {
+    let graph = Graph::new(store, node);
     let mut out = Vec::new();
     for network in graph.networks()? {
         if only.is_some_and(|n| n != network.name) {
@@ -92,7 +93,7 @@ fn networks(store: &StoreHandle, only: Option<&str>) -> anyhow::Result<Vec<Netwo
             .collect();
         let (mut parts, mut text) = (Map::new(), Vec::new());
         for view in crate::services::ALL.iter().filter_map(|s| s.status) {
-            if let Some(part) = view.collect(store, &network.name)? {
+            if let Some(part) = view.collect(store, node, &network.name)? {
                 parts.insert(view.key().to_string(), part.json);
                 text.push(part.text);
             }

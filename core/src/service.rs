@@ -9,6 +9,7 @@
 use serde_json::Value;
 
 use crate::cni::{Descriptor, Plugin, Result};
+use crate::node::NodeName;
 use crate::reconcile::{Reconcile, Repair};
 use crate::store::Store;
 
@@ -68,7 +69,8 @@ pub trait StatusView {
     /// The key of the network's object in `--format json`.
     fn key(&self) -> &'static str;
 
-    /// The network's state for this service as the store holds it (public
+    /// The network's state for this service as the store holds it for
+    /// `node` (public
     /// material only); `None`: nothing to show (the key is left out).
-    fn collect(&self, store: &dyn Store, network: &str) -> Result<Option<StatusPart>>;
+    fn collect(&self, store: &dyn Store, node: &NodeName, network: &str) -> Result<Option<StatusPart>>;
 }

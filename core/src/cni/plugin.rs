@@ -12,6 +12,7 @@ use super::env::{Command, Env};
 use super::error::{CniError, Result};
 use super::result::CniResult;
 use super::version::{self, LATEST, SUPPORTED_VERSIONS, Version};
+use crate::node::NodeName;
 
 /// Code for a plugin that panicked: plugin-specific, so a runtime never
 /// mistakes it for one of the spec's codes.
@@ -22,6 +23,9 @@ pub const PANIC_CODE: u32 = 999;
 pub struct Call {
     pub env: Env,
     pub conf: NetConf,
+    /// The node the call runs on, resolved once as the call starts (from
+    /// `NETSVC_NODE_NAME`, else the host name).
+    pub node: NodeName,
 }
 
 impl Call {
@@ -132,7 +136,8 @@ fn handle<P: Plugin + ?Sized>(
     raw: Result<Value>,
     stdin_version: &str,
 ) -> Result<Option<Value>> {
-    let env = Env::from_lookup(env)?;
+    let lookup = env;
+    let env = Env::from_lookup(lookup)?;
     if env.command == Command::Version {
         return Ok(Some(json!({
             "cniVersion": stdin_version,
@@ -155,7 +160,8 @@ fn handle<P: Plugin + ?Sized>(
             env.command.as_str()
         )));
     }
-    let call = Call { env, conf };
+    let node = NodeName::resolve(None, lookup)?;
+    let call = Call { env, conf, node };
     tracing::debug!(command = call.env.command.as_str(), container = %call.env.container_id, "call");
     match call.env.command {
         Command::Add => {

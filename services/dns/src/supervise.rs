@@ -8,6 +8,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use netsvc_core::cni::CniError;
+use netsvc_core::node::{NODE_ENV, NodeName};
 use netsvc_core::store::StoreHandle;
 
 use crate::daemon::{Paths, control};
@@ -38,8 +39,9 @@ pub fn daemon_binary() -> Result<PathBuf, CniError> {
 }
 
 /// Makes sure the daemon of the store's state dir runs and serves the store
-/// as it is now (every listen address open); starts it when needed.
-pub fn ensure_synced(store: &StoreHandle) -> Result<u64, CniError> {
+/// as it is now (every listen address open); starts it when needed, for
+/// `node`.
+pub fn ensure_synced(store: &StoreHandle, node: &NodeName) -> Result<u64, CniError> {
     let paths = Paths::new(store.state_dir());
     let deadline = Instant::now() + START_TIMEOUT;
     let mut started = false;
@@ -48,7 +50,7 @@ pub fn ensure_synced(store: &StoreHandle) -> Result<u64, CniError> {
             Ok(Ok(revision)) => return Ok(revision),
             Ok(Err(why)) => return Err(CniError::try_again(format!("netsvc-dnsd: {why}"))),
             Err(_) if !started => {
-                start(store)?;
+                start(store, node)?;
                 started = true;
             }
             Err(e) if Instant::now() >= deadline => {
@@ -90,12 +92,13 @@ pub fn withdraw(state_dir: &Path, network: &str, endpoint: &str) -> Result<(), C
 /// Starts the daemon detached, on the same store. A second daemon for the
 /// same state dir exits at once (it holds a lock for its life), so racing
 /// starts are harmless.
-fn start(store: &StoreHandle) -> Result<(), CniError> {
+fn start(store: &StoreHandle, node: &NodeName) -> Result<(), CniError> {
     let daemon = daemon_binary()?;
     let mut cmd = Command::new(&daemon);
     cmd.arg("--state-dir")
         .arg(store.state_dir())
         .envs(store.child_env())
+        .env(NODE_ENV, node.as_str())
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null());

@@ -28,6 +28,7 @@ use netsvc_core::graph::{
 };
 use netsvc_core::naming::digest_hex;
 use netsvc_core::nft::ElementOp;
+use netsvc_core::node::NodeName;
 use netsvc_core::reconcile::{Difference, Reconcile, Repair, Summary};
 use netsvc_core::store::{LockGuard, Store, open_for};
 use serde::{Deserialize, Serialize};
@@ -213,7 +214,7 @@ impl Plugin for Firewall {
         let ep = endpoint_from_call(call, &prev, SERVICE)?;
         netsvc_core::bridged::pass_bridged_traffic(&prev)?;
         let store = open_for(&call.conf)?;
-        let graph = Graph::new(&store);
+        let graph = Graph::new(&store, &call.node);
         let session = graph.lock(&call.conf.name)?;
         let intent = Intent::attachment(Op::Add, &call.env.container_id, &call.env.ifname).with_addresses(&ep.ips);
         session.intended(
@@ -252,7 +253,7 @@ impl Plugin for Firewall {
     /// so a DEL after a config change removes exactly what ADD made.
     fn del(&self, call: &Call) -> Result<()> {
         let store = open_for(&call.conf)?;
-        let graph = Graph::new(&store);
+        let graph = Graph::new(&store, &call.node);
         let session = graph.lock(&call.conf.name)?;
         Self::del_locked(&session, &store, call).or_else(|e| {
             // The kernel as the graph would be without the endpoint.
@@ -268,7 +269,7 @@ impl Plugin for Firewall {
 
     fn check(&self, call: &Call) -> Result<()> {
         let store = open_for(&call.conf)?;
-        let graph = Graph::new(&store);
+        let graph = Graph::new(&store, &call.node);
         let network = &call.conf.name;
         let missing = |what: String| CniError::state_missing(SERVICE, what);
         let ep = checked_endpoint(&graph, call, SERVICE)?;
@@ -292,7 +293,7 @@ impl Plugin for Firewall {
             }
         }
         // Anything else of the network that differs from the store.
-        if let Some(d) = Repair::diff(self, &store, network)?.first() {
+        if let Some(d) = Repair::diff(self, &store, &call.node, network)?.first() {
             return Err(missing(format!(
                 "{} {} (`netsvc repair` fixes it)",
                 d.kind.word(),
@@ -306,7 +307,7 @@ impl Plugin for Firewall {
     /// network from what remains (which also repairs drift).
     fn gc(&self, call: &Call) -> Result<()> {
         let store = open_for(&call.conf)?;
-        let graph = Graph::new(&store);
+        let graph = Graph::new(&store, &call.node);
         let session = graph.lock(&call.conf.name)?;
         session.intended(
             SERVICE,
@@ -342,10 +343,10 @@ impl Reconcile for Firewall {
         SERVICE
     }
 
-    fn reconcile(&self, conf: &NetConf) -> Result<Summary> {
+    fn reconcile(&self, conf: &NetConf, node: &NodeName) -> Result<Summary> {
         let fw = FirewallConf::from_netconf(conf)?;
         let store = open_for(conf)?;
-        let graph = Graph::new(&store);
+        let graph = Graph::new(&store, node);
         let session = graph.lock(&conf.name)?;
         let (endpoints, changes) = session
             .intended(
@@ -370,8 +371,8 @@ impl Repair for Firewall {
         SERVICE
     }
 
-    fn diff(&self, store: &dyn Store, network: &str) -> Result<Vec<Difference>> {
-        let graph = Graph::new(store);
+    fn diff(&self, store: &dyn Store, node: &NodeName, network: &str) -> Result<Vec<Difference>> {
+        let graph = Graph::new(store, node);
         let session = graph.lock(network)?;
         session.dry_run(SERVICE, |tx, _| match tx.get_record::<Rendered>(SERVICE, SETTINGS)? {
             Some(r) => {
@@ -382,8 +383,8 @@ impl Repair for Firewall {
         })
     }
 
-    fn repair(&self, store: &dyn Store, network: &str) -> Result<Vec<Difference>> {
-        let graph = Graph::new(store);
+    fn repair(&self, store: &dyn Store, node: &NodeName, network: &str) -> Result<Vec<Difference>> {
+        let graph = Graph::new(store, node);
         let session = graph.lock(network)?;
         let fixed = session.intended(
             SERVICE,

@@ -3,6 +3,7 @@
 
 use netsvc_core::cni::Result;
 use netsvc_core::graph::Graph;
+use netsvc_core::node::NodeName;
 use netsvc_core::service::{Service, StatusPart, StatusView};
 use netsvc_core::store::Store;
 use serde_json::Value;
@@ -30,8 +31,8 @@ impl StatusView for Policies {
         "firewall"
     }
 
-    fn collect(&self, store: &dyn Store, network: &str) -> Result<Option<StatusPart>> {
-        let Some(rendered) = Graph::new(store).record::<Value>(network, SERVICE, SETTINGS)? else {
+    fn collect(&self, store: &dyn Store, node: &NodeName, network: &str) -> Result<Option<StatusPart>> {
+        let Some(rendered) = Graph::new(store, node).record::<Value>(network, SERVICE, SETTINGS)? else {
             return Ok(None);
         };
         let conf = rendered["conf"].clone();

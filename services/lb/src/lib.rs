@@ -27,6 +27,7 @@ mod full;
 use config::LbConf;
 use model::{Family, Rendered};
 use netsvc_core::cni::{Call, CniError, CniResult, Descriptor, Feature, NetConf, Plugin, Result};
+use netsvc_core::node::NodeName;
 use std::net::IpAddr;
 
 use netsvc_core::graph::{Graph, Intent, Op, Session, Tx, checked_endpoint, endpoint_from_call, record_network};
@@ -203,7 +204,7 @@ impl Plugin for Lb {
         // A backend's reply to a client on its bridge must meet conntrack to be un-NATed.
         netsvc_core::bridged::pass_bridged_traffic(&prev)?;
         let store = open_for(&call.conf)?;
-        let graph = Graph::new(&store);
+        let graph = Graph::new(&store, &call.node);
         let session = graph.lock(&call.conf.name)?;
         let intent = Intent::attachment(Op::Add, &call.env.container_id, &call.env.ifname).with_addresses(&ep.ips);
         session.intended(
@@ -248,7 +249,7 @@ impl Plugin for Lb {
     /// so a DEL after a config change removes exactly what ADD made.
     fn del(&self, call: &Call) -> Result<()> {
         let store = open_for(&call.conf)?;
-        let graph = Graph::new(&store);
+        let graph = Graph::new(&store, &call.node);
         let session = graph.lock(&call.conf.name)?;
         Self::del_locked(&session, &store, call).or_else(|e| {
             // The kernel as the graph would be without the endpoint, in full.
@@ -269,7 +270,7 @@ impl Plugin for Lb {
     /// not hold the endpoint among its backends.
     fn check(&self, call: &Call) -> Result<()> {
         let store = open_for(&call.conf)?;
-        let graph = Graph::new(&store);
+        let graph = Graph::new(&store, &call.node);
         let network = &call.conf.name;
         let missing = |what: String| CniError::state_missing(SERVICE, what);
         let ep = checked_endpoint(&graph, call, SERVICE)?;
@@ -306,7 +307,7 @@ impl Plugin for Lb {
             }
         }
         // Anything else of the network that differs from the store.
-        if let Some(d) = Repair::diff(self, &store, network)?.first() {
+        if let Some(d) = Repair::diff(self, &store, &call.node, network)?.first() {
             return Err(missing(format!(
                 "{} {} (`netsvc repair` fixes it)",
                 d.kind.word(),
@@ -320,7 +321,7 @@ impl Plugin for Lb {
     /// network from what remains (which also repairs drift).
     fn gc(&self, call: &Call) -> Result<()> {
         let store = open_for(&call.conf)?;
-        let graph = Graph::new(&store);
+        let graph = Graph::new(&store, &call.node);
         let session = graph.lock(&call.conf.name)?;
         session.intended(
             SERVICE,
@@ -362,10 +363,10 @@ impl Reconcile for Lb {
         SERVICE
     }
 
-    fn reconcile(&self, conf: &NetConf) -> Result<Summary> {
+    fn reconcile(&self, conf: &NetConf, node: &NodeName) -> Result<Summary> {
         let lb = LbConf::from_netconf(conf)?;
         let store = open_for(conf)?;
-        let graph = Graph::new(&store);
+        let graph = Graph::new(&store, node);
         let session = graph.lock(&conf.name)?;
         let (endpoints, changes) = session
             .intended(
@@ -390,8 +391,8 @@ impl Repair for Lb {
         SERVICE
     }
 
-    fn diff(&self, store: &dyn Store, network: &str) -> Result<Vec<Difference>> {
-        let graph = Graph::new(store);
+    fn diff(&self, store: &dyn Store, node: &NodeName, network: &str) -> Result<Vec<Difference>> {
+        let graph = Graph::new(store, node);
         let session = graph.lock(network)?;
         session.dry_run(SERVICE, |tx, stale| match rendered(tx)? {
             Some(conf) => Ok(full::plan(store, tx, &conf, &stale.map(Intent::ips).unwrap_or_default())?.differences),
@@ -399,8 +400,8 @@ impl Repair for Lb {
         })
     }
 
-    fn repair(&self, store: &dyn Store, network: &str) -> Result<Vec<Difference>> {
-        let graph = Graph::new(store);
+    fn repair(&self, store: &dyn Store, node: &NodeName, network: &str) -> Result<Vec<Difference>> {
+        let graph = Graph::new(store, node);
         let session = graph.lock(network)?;
         let fixed = session.intended(
             SERVICE,

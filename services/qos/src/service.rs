@@ -5,6 +5,7 @@ use std::fmt::Write;
 
 use netsvc_core::cni::Result;
 use netsvc_core::graph::Graph;
+use netsvc_core::node::NodeName;
 use netsvc_core::service::{Service, StatusPart, StatusView};
 use netsvc_core::store::Store;
 
@@ -35,8 +36,8 @@ impl StatusView for Shapings {
         "shaping"
     }
 
-    fn collect(&self, store: &dyn Store, network: &str) -> Result<Option<StatusPart>> {
-        let shapings = Graph::new(store).shapings(network)?;
+    fn collect(&self, store: &dyn Store, node: &NodeName, network: &str) -> Result<Option<StatusPart>> {
+        let shapings = Graph::new(store, node).shapings(network)?;
         let mut text = String::new();
         for sh in &shapings {
             let _ = writeln!(

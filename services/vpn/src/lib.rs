@@ -145,7 +145,7 @@ impl Plugin for Vpn {
         let (container_id, ifname) = (&call.env.container_id, &call.env.ifname);
         let netns = call.env.netns.as_deref();
         let store = open_for(&call.conf)?;
-        let graph = Graph::new(&store);
+        let graph = Graph::new(&store, &call.node);
         let session = graph.lock(&call.conf.name)?;
         match del_locked(&session, call) {
             Ok(Some(())) => Ok(()),
@@ -160,7 +160,7 @@ impl Plugin for Vpn {
     fn check(&self, call: &Call) -> Result<()> {
         let conf = VpnConf::from_netconf(&call.conf)?;
         let store = open_for(&call.conf)?;
-        netsvc_core::graph::check_finished(&Graph::new(&store), &call.conf.name, SERVICE)?;
+        netsvc_core::graph::check_finished(&Graph::new(&store, &call.node), &call.conf.name, SERVICE)?;
         match conf {
             VpnConf::Tunnel(t) => tunnel::check(call, &t),
             VpnConf::Mesh(m) => mesh::check(call, &m),
@@ -171,7 +171,7 @@ impl Plugin for Vpn {
     /// and any device of ours that no record of any network holds.
     fn gc(&self, call: &Call) -> Result<()> {
         let store = open_for(&call.conf)?;
-        let graph = Graph::new(&store);
+        let graph = Graph::new(&store, &call.node);
         let session = graph.lock(&call.conf.name)?;
         session.intended(
             SERVICE,

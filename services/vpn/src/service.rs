@@ -2,6 +2,7 @@
 //! status` shows of it: the network's block of [`crate::status`].
 
 use netsvc_core::cni::{CniError, Result};
+use netsvc_core::node::NodeName;
 use netsvc_core::service::{Service, StatusPart, StatusView};
 use netsvc_core::store::Store;
 
@@ -28,8 +29,8 @@ impl StatusView for Tunnels {
         "vpn"
     }
 
-    fn collect(&self, store: &dyn Store, network: &str) -> Result<Option<StatusPart>> {
-        let Some(status) = crate::status::collect(store, Some(network))?.pop() else {
+    fn collect(&self, store: &dyn Store, node: &NodeName, network: &str) -> Result<Option<StatusPart>> {
+        let Some(status) = crate::status::collect(store, node, Some(network))?.pop() else {
             return Ok(None);
         };
         // The VPN's own block, without its network line.
