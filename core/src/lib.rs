@@ -13,4 +13,5 @@ pub mod nft;
 pub mod node;
 pub mod reconcile;
 pub mod service;
+pub mod spawn;
 pub mod store;

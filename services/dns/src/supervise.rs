@@ -2,7 +2,6 @@
 //! its own session, stdio on /dev/null, logs in its own file), and wait until
 //! it serves what the store holds.
 
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -102,11 +101,9 @@ fn start(store: &StoreHandle, node: &NodeName) -> Result<(), CniError> {
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null());
-    // SAFETY: setsid is async-signal-safe; the child leaves our session so
-    // the runtime that runs the plugin never waits on it.
-    unsafe {
-        cmd.pre_exec(|| nix::unistd::setsid().map(drop).map_err(std::io::Error::from));
-    }
+    // The child leaves our session so the runtime that runs the plugin
+    // never waits on it.
+    netsvc_core::spawn::new_session_on_exec(&mut cmd);
     cmd.spawn()
         .map_err(|e| CniError::not_available(format!("cannot start {}: {e}", daemon.display())))?;
     Ok(())
