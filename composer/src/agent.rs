@@ -33,6 +33,7 @@ use anyhow::Context;
 use netsvc_core::cni::NetConfList;
 use netsvc_core::graph::Graph;
 use netsvc_core::netlink::notify::{Notice, Notifications};
+use netsvc_core::node::NodeName;
 use netsvc_core::store::{EventKind, Lease, Revision, Store, StoreError, StoreHandle, Subscription};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -76,7 +77,7 @@ pub fn read_state(store: &StoreHandle, node: &str) -> Option<AgentState> {
 
 pub struct Agent {
     store: Arc<StoreHandle>,
-    node: String,
+    node: NodeName,
     lists: Vec<NetConfList>,
     ttl: Duration,
     state: AgentState,
@@ -85,7 +86,7 @@ pub struct Agent {
 }
 
 impl Agent {
-    pub fn new(store: StoreHandle, node: String, lists: Vec<NetConfList>, ttl: Duration) -> Self {
+    pub fn new(store: StoreHandle, node: NodeName, lists: Vec<NetConfList>, ttl: Duration) -> Self {
         Agent {
             store: Arc::new(store),
             node,
@@ -114,10 +115,11 @@ impl Agent {
                 .spawn(move || keep_registered(&store, &key, &registration, lease, ttl, &stopping))?
         };
         let drift = {
-            let (store, stopping, repaired) = (self.store.clone(), stopping.clone(), self.drift_repaired.clone());
+            let (store, node) = (self.store.clone(), self.node.clone());
+            let (stopping, repaired) = (stopping.clone(), self.drift_repaired.clone());
             std::thread::Builder::new()
                 .name("drift".into())
-                .spawn(move || keep_kernel_in_line(&store, &stopping, &repaired))?
+                .spawn(move || keep_kernel_in_line(&store, &node, &stopping, &repaired))?
         };
         let outcome = self.follow(stop);
         stopping.store(true, Ordering::Relaxed);
@@ -194,7 +196,7 @@ impl Agent {
         let mut networks: BTreeSet<String> = events.iter().filter_map(|e| changed_network(&e.key)).collect();
         for e in events.iter().filter(|e| e.kind == EventKind::Delete) {
             if let Some(node) = e.key.strip_prefix(NODES_PREFIX)
-                && node != self.node
+                && node != self.node.as_str()
             {
                 // Rendered now, not when the removal's own events come back.
                 networks.extend(self.remove_node(node));
@@ -207,7 +209,7 @@ impl Agent {
 
     /// Re-renders each network (of ours) that holds a container of this node.
     fn render(&mut self, networks: &BTreeSet<String>) {
-        let graph = Graph::new(&*self.store).on_node(&self.node);
+        let graph = Graph::new(&*self.store, &self.node);
         for list in self.lists.iter().filter(|l| networks.contains(&l.name)) {
             let here = graph
                 .endpoints(&list.name)
@@ -217,7 +219,7 @@ impl Agent {
                 continue;
             }
             let started = Instant::now();
-            for (_, plugin_type, outcome) in reconcile_all(list) {
+            for (_, plugin_type, outcome) in reconcile_all(list, &self.node) {
                 match outcome {
                     Ok(s) => {
                         self.state.renders += 1;
@@ -234,7 +236,7 @@ impl Agent {
     /// A node whose registration expired: its endpoints, VPN peer and
     /// records leave every network. Returns the networks it was in.
     fn remove_node(&mut self, dead: &str) -> Vec<String> {
-        let graph = Graph::new(&*self.store).on_node(&self.node);
+        let graph = Graph::new(&*self.store, &self.node);
         let Ok(networks) = graph.networks() else {
             return Vec::new();
         };
@@ -274,7 +276,7 @@ impl Agent {
                 let _ = std::fs::remove_file(&file);
                 continue;
             };
-            match pending.call().and_then(|call| plugin.del(&call)) {
+            match pending.call(&self.node).and_then(|call| plugin.del(&call)) {
                 Ok(()) => {
                     tracing::debug!(container = %pending.container_id, "queued DEL replayed");
                     let _ = std::fs::remove_file(&file);
@@ -305,7 +307,7 @@ const BURST_MAX: Duration = Duration::from_millis(200);
 /// Repairs this node's kernel state whenever the kernel tells of a change
 /// to netsvc's own objects, until `stopping`; once at the start too (what
 /// changed while no agent ran).
-fn keep_kernel_in_line(store: &StoreHandle, stopping: &AtomicBool, repaired: &AtomicU64) {
+fn keep_kernel_in_line(store: &StoreHandle, node: &NodeName, stopping: &AtomicBool, repaired: &AtomicU64) {
     let mut notices = match Notifications::open() {
         Ok(n) => n,
         Err(e) => {
@@ -319,7 +321,7 @@ fn keep_kernel_in_line(store: &StoreHandle, stopping: &AtomicBool, repaired: &At
             let burst = Instant::now();
             while burst.elapsed() < BURST_MAX && notices.wait(SETTLE).is_ok_and(|n| !n.is_empty()) {}
             pending = false;
-            match crate::repair::run(store, None, false) {
+            match crate::repair::run(store, node, None, false) {
                 Ok(o) => {
                     for d in &o.differences {
                         tracing::info!("repaired drift: {d}");
@@ -347,13 +349,10 @@ fn keep_kernel_in_line(store: &StoreHandle, stopping: &AtomicBool, repaired: &At
 fn ours(n: &Notice) -> bool {
     match n {
         Notice::Nft { table } => table.starts_with("netsvc"),
-        Notice::LinkGone { name } => [
-            netsvc_qos::kernel::IFB_PREFIX,
-            netsvc_vpn::tunnel::PREFIX,
-            netsvc_vpn::mesh::PREFIX,
-        ]
-        .iter()
-        .any(|p| name.starts_with(p)),
+        Notice::LinkGone { name } => crate::services::ALL
+            .iter()
+            .flat_map(|s| s.link_prefixes)
+            .any(|p| name.starts_with(p)),
         Notice::TcGone { .. } | Notice::Lost => true,
     }
 }

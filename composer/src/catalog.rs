@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use netsvc_core::cni::config::decode_at;
-use netsvc_core::cni::{CniError, Descriptor, Feature, Plugin};
+use netsvc_core::cni::{CniError, Descriptor, Feature};
 
 /// Where users' descriptors are read from unless told otherwise.
 pub const DEFAULT_DIR: &str = "/etc/netsvc/catalog";
@@ -32,13 +32,7 @@ impl Catalog {
     /// netsvc's services and the reference plugins.
     pub fn builtin() -> Catalog {
         use Feature::*;
-        let ours = [
-            netsvc_firewall::Firewall.descriptor(),
-            netsvc_lb::Lb.descriptor(),
-            netsvc_dns::Dns.descriptor(),
-            netsvc_qos::Qos.descriptor(),
-            netsvc_vpn::Vpn.descriptor(),
-        ];
+        let ours = crate::services::ALL.iter().map(|s| s.descriptor());
         let veth = [Interface, HostVeth, Ip, Routes];
         let link = [Interface, Ip, Routes];
         let references = [
@@ -55,20 +49,29 @@ impl Catalog {
             reference("static", &[Ip], &[], &[]),
             reference("dhcp", &[Ip], &[], &[]),
             reference("portmap", &[PortMapping], &[Interface, Ip], &[]),
-            reference("bandwidth", &[Shaping], &[Interface, HostVeth], &[netsvc_qos::SERVICE]),
+            reference("bandwidth", &[Shaping], &[Interface, HostVeth], &[]),
             reference("firewall", &[Policy], &[Interface, Ip], &[]),
             reference("tuning", &[], &[Interface], &[]),
             reference("sbr", &[Routes], &[Interface, Ip], &[]),
             reference("vrf", &[], &[Interface], &[]),
             reference("loopback", &[], &[], &[]),
         ];
-        Catalog {
-            by_type: ours
-                .into_iter()
-                .chain(references)
-                .map(|d| (d.plugin_type.clone(), d))
-                .collect(),
+        let ours: Vec<Descriptor> = ours.collect();
+        let mut by_type: BTreeMap<String, Descriptor> =
+            references.into_iter().map(|d| (d.plugin_type.clone(), d)).collect();
+        // A conflict is mutual: a reference plugin a service conflicts with
+        // lists the service too (`bandwidth` the QoS).
+        for d in &ours {
+            for c in &d.conflicts {
+                if let Some(other) = by_type.get_mut(c)
+                    && !other.conflicts.contains(&d.plugin_type)
+                {
+                    other.conflicts.push(d.plugin_type.clone());
+                }
+            }
         }
+        by_type.extend(ours.into_iter().map(|d| (d.plugin_type.clone(), d)));
+        Catalog { by_type }
     }
 
     /// Adds the descriptors in `dir` (`*.json`, one descriptor each); they
@@ -120,7 +123,8 @@ mod tests {
     #[test]
     fn ours_come_from_the_services_and_users_add_their_own() {
         let builtin = Catalog::builtin();
-        assert_eq!(builtin.get("netsvc-qos"), netsvc_qos::Qos.descriptor());
+        assert_eq!(builtin.get("netsvc-qos"), netsvc_qos::DESCRIPTION.descriptor());
+        assert_eq!(builtin.get("bandwidth").conflicts, ["netsvc-qos"]);
         assert!(builtin.knows("bridge") && builtin.knows("bandwidth") && !builtin.knows("acme"));
         assert!(builtin.get("acme").requires.is_empty());
         let dir = tempfile::tempdir().unwrap();

@@ -4,6 +4,7 @@
 //! runs the same after someone flushed or deleted netsvc's kernel objects.
 
 use netsvc_core::graph::Graph;
+use netsvc_core::node::NodeName;
 use netsvc_core::reconcile::Difference;
 use netsvc_core::store::Store;
 
@@ -18,19 +19,24 @@ pub struct Outcome {
     pub errors: Vec<String>,
 }
 
-/// Repairs (or with `dry_run`, only compares) `only`, else every network.
-pub fn run(store: &dyn Store, only: Option<&str>, dry_run: bool) -> anyhow::Result<Outcome> {
+/// Repairs (or with `dry_run`, only compares) `only`, else every network,
+/// on `node`.
+pub fn run(store: &dyn Store, node: &NodeName, only: Option<&str>, dry_run: bool) -> anyhow::Result<Outcome> {
     let networks: Vec<String> = match only {
         Some(n) => vec![n.to_string()],
-        None => Graph::new(store).networks()?.into_iter().map(|n| n.name).collect(),
+        None => Graph::new(store, node)
+            .networks()?
+            .into_iter()
+            .map(|n| n.name)
+            .collect(),
     };
     let mut out = Outcome::default();
     for network in &networks {
         for service in repairers() {
             let found = if dry_run {
-                service.diff(store, network)
+                service.diff(store, node, network)
             } else {
-                service.repair(store, network)
+                service.repair(store, node, network)
             };
             match found {
                 Ok(d) => out.differences.extend(d),

@@ -6,22 +6,12 @@ use serde_json::Value;
 
 /// (plugin type, schema) for every service, in a fixed order.
 pub fn service_schemas() -> Vec<(&'static str, Value)> {
-    let schemas = [
-        (
-            netsvc_firewall::SERVICE,
-            schemars::schema_for!(netsvc_firewall::config::FirewallConf),
-        ),
-        (netsvc_lb::SERVICE, schemars::schema_for!(netsvc_lb::config::LbConf)),
-        (netsvc_dns::SERVICE, schemars::schema_for!(netsvc_dns::config::DnsConf)),
-        (netsvc_qos::SERVICE, schemars::schema_for!(netsvc_qos::config::QosConf)),
-        (netsvc_vpn::SERVICE, netsvc_vpn::config::json_schema()),
-    ];
-    schemas
-        .into_iter()
-        .map(|(t, schema)| {
-            let mut v = schema.to_value();
-            v["title"] = Value::String(t.to_string());
-            (t, v)
+    crate::services::ALL
+        .iter()
+        .map(|s| {
+            let mut v = (s.schema)();
+            v["title"] = Value::String(s.name.to_string());
+            (s.name, v)
         })
         .collect()
 }

@@ -1,38 +1,52 @@
-//! The netsvc services this build knows, by plugin type.
+//! The netsvc services this build knows: one list, [`ALL`], of the value
+//! each service crate exports about itself. Everything per-service in the
+//! composer (catalog, validation, schemas, reconcile, repair, status, the
+//! agent) iterates over it; adding a service is one line here.
 
 use netsvc_core::cni::{CniError, NetConf, NetConfList};
+use netsvc_core::node::NodeName;
 use netsvc_core::reconcile::{Reconcile, Repair, Summary};
+use netsvc_core::service::Service;
 use serde_json::{Map, Value};
 
-/// The reconcile hook of a netsvc plugin type (`None`: not one of ours).
-pub fn reconciler(plugin_type: &str) -> Option<Box<dyn Reconcile>> {
-    match plugin_type {
-        netsvc_firewall::SERVICE => Some(Box::new(netsvc_firewall::Firewall)),
-        netsvc_lb::SERVICE => Some(Box::new(netsvc_lb::Lb)),
-        netsvc_qos::SERVICE => Some(Box::new(netsvc_qos::Qos)),
-        _ => None,
-    }
+/// Every netsvc service, in the order the composer reports them.
+pub static ALL: [&Service; 5] = [
+    &netsvc_firewall::DESCRIPTION,
+    &netsvc_lb::DESCRIPTION,
+    &netsvc_dns::DESCRIPTION,
+    &netsvc_qos::DESCRIPTION,
+    &netsvc_vpn::DESCRIPTION,
+];
+
+/// The service of a plugin type (`None`: not one of ours).
+pub fn get(plugin_type: &str) -> Option<&'static Service> {
+    ALL.iter().copied().find(|s| s.name == plugin_type)
+}
+
+/// netsvc's plugin types.
+pub fn names() -> impl Iterator<Item = &'static str> {
+    ALL.iter().map(|s| s.name)
+}
+
+/// The reconcile hook of a netsvc plugin type (`None`: not one of ours, or
+/// one without a hook).
+pub fn reconciler(plugin_type: &str) -> Option<&'static dyn Reconcile> {
+    get(plugin_type)?.reconcile.map(|r| r as &dyn Reconcile)
 }
 
 /// Every service's reconciler from the store alone (`netsvc repair`, the agent).
-pub fn repairers() -> Vec<Box<dyn Repair>> {
-    vec![
-        Box::new(netsvc_firewall::Firewall),
-        Box::new(netsvc_lb::Lb),
-        Box::new(netsvc_qos::Qos),
-        Box::new(netsvc_dns::Dns),
-        Box::new(netsvc_vpn::Vpn),
-    ]
+pub fn repairers() -> impl Iterator<Item = &'static dyn Repair> {
+    ALL.iter().map(|s| s.repair as &dyn Repair)
 }
 
 /// Re-renders every netsvc service of `list` that has a reconcile hook, in
-/// chain order: each plugin's index, type and outcome.
-pub fn reconcile_all(list: &NetConfList) -> Vec<(usize, &str, Result<Summary, CniError>)> {
+/// chain order, on `node`: each plugin's index, type and outcome.
+pub fn reconcile_all<'l>(list: &'l NetConfList, node: &NodeName) -> Vec<(usize, &'l str, Result<Summary, CniError>)> {
     (0..list.plugins.len())
         .filter_map(|i| {
             let service = reconciler(list.plugin_type(i))?;
             let raw = crate::runtime::plugin_conf(list, i, &list.cni_version, &Default::default(), None);
-            let outcome = NetConf::from_value(&Value::Object(raw)).and_then(|conf| service.reconcile(&conf));
+            let outcome = NetConf::from_value(&Value::Object(raw)).and_then(|conf| service.reconcile(&conf, node));
             Some((i, list.plugin_type(i), outcome))
         })
         .collect()
@@ -40,25 +54,21 @@ pub fn reconcile_all(list: &NetConfList) -> Vec<(usize, &str, Result<Summary, Cn
 
 /// The plugin of a netsvc plugin type (`None`: not one of ours), for calls
 /// the agent replays.
-pub fn plugin(plugin_type: &str) -> Option<Box<dyn netsvc_core::cni::Plugin>> {
-    match plugin_type {
-        netsvc_firewall::SERVICE => Some(Box::new(netsvc_firewall::Firewall)),
-        netsvc_lb::SERVICE => Some(Box::new(netsvc_lb::Lb)),
-        netsvc_qos::SERVICE => Some(Box::new(netsvc_qos::Qos)),
-        netsvc_dns::SERVICE => Some(Box::new(netsvc_dns::Dns)),
-        netsvc_vpn::SERVICE => Some(Box::new(netsvc_vpn::Vpn)),
-        _ => None,
-    }
+pub fn plugin(plugin_type: &str) -> Option<&'static dyn netsvc_core::cni::Plugin> {
+    get(plugin_type).map(|s| s.plugin as &dyn netsvc_core::cni::Plugin)
 }
 
 /// Checks service `i` of a spec with the service's own config type, so a
 /// typo is caught before any container starts. Errors name `services[i]`.
 pub fn validate_service(i: usize, service: &Map<String, Value>) -> Result<(), CniError> {
     let kind = service.get("type").and_then(Value::as_str).unwrap_or("");
-    if !KNOWN.contains(&kind) {
+    if get(kind).is_none() {
         return Err(CniError::invalid_config(
             &format!("services[{i}].type"),
-            format!("{kind:?} is not a netsvc service (known: {})", KNOWN.join(", ")),
+            format!(
+                "{kind:?} is not a netsvc service (known: {})",
+                names().collect::<Vec<_>>().join(", ")
+            ),
         ));
     }
     check_service(service).map_err(|e| CniError {
@@ -67,25 +77,31 @@ pub fn validate_service(i: usize, service: &Map<String, Value>) -> Result<(), Cn
     })
 }
 
-/// netsvc's plugin types.
-pub const KNOWN: [&str; 5] = [
-    netsvc_firewall::SERVICE,
-    netsvc_lb::SERVICE,
-    netsvc_dns::SERVICE,
-    netsvc_qos::SERVICE,
-    netsvc_vpn::SERVICE,
-];
-
 /// Checks a plugin's config with its service's own type; any other plugin
 /// type passes (it is not ours to judge).
 pub fn check_service(plugin: &Map<String, Value>) -> Result<(), CniError> {
-    let v = Value::Object(plugin.clone());
-    match plugin.get("type").and_then(Value::as_str).unwrap_or("") {
-        netsvc_firewall::SERVICE => netsvc_firewall::config::FirewallConf::from_value(&v).map(drop),
-        netsvc_lb::SERVICE => netsvc_lb::config::LbConf::from_value(&v).map(drop),
-        netsvc_dns::SERVICE => netsvc_dns::config::DnsConf::from_value(&v).map(drop),
-        netsvc_qos::SERVICE => netsvc_qos::config::QosConf::from_value(&v).map(drop),
-        netsvc_vpn::SERVICE => netsvc_vpn::config::VpnConf::from_value(&v).map(drop),
-        _ => Ok(()),
+    match get(plugin.get("type").and_then(Value::as_str).unwrap_or("")) {
+        Some(service) => (service.validate)(&Value::Object(plugin.clone())),
+        None => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_service_is_listed_once_under_its_plugins_type() {
+        let mut names: Vec<&str> = names().collect();
+        for s in ALL {
+            assert_eq!(s.descriptor().plugin_type, s.name);
+            assert_eq!(s.repair.plugin_type(), s.name);
+            if let Some(r) = s.reconcile {
+                assert_eq!(r.plugin_type(), s.name);
+            }
+        }
+        names.sort();
+        names.dedup();
+        assert_eq!(names.len(), ALL.len());
     }
 }

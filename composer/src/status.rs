@@ -6,10 +6,11 @@
 
 use std::fmt::Write;
 
-use netsvc_core::graph::{Endpoint, Graph, Network, Shaping};
+use netsvc_core::graph::{Endpoint, Graph, Network};
+use netsvc_core::node::NodeName;
 use netsvc_core::store::{FileStore, QuarantinedDoc, StoreHandle, StoreSpec};
 use serde::Serialize;
-use serde_json::Value;
+use serde_json::{Map, Value};
 
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -18,12 +19,15 @@ pub struct NetworkStatus {
     pub network: Network,
     pub endpoints: Vec<Endpoint>,
     pub services: Vec<ServiceStatus>,
-    /// The firewall's policies as configured (`defaultIngress`, `policies`).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub firewall: Option<Value>,
-    pub shaping: Vec<Shaping>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub vpn: Option<netsvc_vpn::status::NetworkStatus>,
+    /// Each service's own part (the firewall's policies, the shaping, the
+    /// VPN's tunnels and mesh), under the key the service names, in the
+    /// order of [`crate::services::ALL`]; a service with nothing to show is
+    /// left out.
+    #[serde(flatten)]
+    pub parts: Map<String, Value>,
+    /// The same parts as text, in the same order.
+    #[serde(skip)]
+    pub text: Vec<String>,
     /// Calls of this node that died before they finished, by service (the
     /// next call, `netsvc repair` or the agent finishes them).
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -56,9 +60,9 @@ pub struct Status {
 }
 
 /// Every network (or only `network`) as the store holds it, and what the
-/// store quarantined.
-pub fn collect(store: &StoreHandle, only: Option<&str>) -> anyhow::Result<Status> {
-    let networks = networks(store, only)?;
+/// store quarantined, as `node` sees them.
+pub fn collect(store: &StoreHandle, node: &NodeName, only: Option<&str>) -> anyhow::Result<Status> {
+    let networks = networks(store, node, only)?;
     // After the networks: reading them is what finds a bad document.
     let quarantined = match store.spec() {
         StoreSpec::File => FileStore::open(store.state_dir())?.quarantined(),
@@ -67,9 +71,8 @@ pub fn collect(store: &StoreHandle, only: Option<&str>) -> anyhow::Result<Status
     Ok(Status { networks, quarantined })
 }
 
-fn networks(store: &StoreHandle, only: Option<&str>) -> anyhow::Result<Vec<NetworkStatus>> {
-    let graph = Graph::new(store);
-    let mut vpn = netsvc_vpn::status::collect(store, only)?;
+fn networks(store: &StoreHandle, node: &NodeName, only: Option<&str>) -> anyhow::Result<Vec<NetworkStatus>> {
+    let graph = Graph::new(store, node);
     let mut out = Vec::new();
     for network in graph.networks()? {
         if only.is_some_and(|n| n != network.name) {
@@ -88,12 +91,15 @@ fn networks(store: &StoreHandle, only: Option<&str>) -> anyhow::Result<Vec<Netwo
                 service,
             })
             .collect();
-        let firewall = graph
-            .record::<Value>(&network.name, netsvc_firewall::SERVICE, "settings")?
-            .map(|r| r["conf"].clone());
-        let vpn_index = vpn.iter().position(|v| v.network == network.name);
+        let (mut parts, mut text) = (Map::new(), Vec::new());
+        for view in crate::services::ALL.iter().filter_map(|s| s.status) {
+            if let Some(part) = view.collect(store, node, &network.name)? {
+                parts.insert(view.key().to_string(), part.json);
+                text.push(part.text);
+            }
+        }
         let mut unfinished = Vec::new();
-        for service in crate::services::KNOWN {
+        for service in crate::services::names() {
             if let Some(intent) = netsvc_core::graph::pending(&graph, &network.name, service)? {
                 unfinished.push(Unfinished {
                     service: service.to_string(),
@@ -103,19 +109,14 @@ fn networks(store: &StoreHandle, only: Option<&str>) -> anyhow::Result<Vec<Netwo
         }
         out.push(NetworkStatus {
             unfinished,
-            shaping: graph.shapings(&network.name)?,
             endpoints,
             services,
-            firewall,
-            vpn: vpn_index.map(|i| vpn.remove(i)),
+            parts,
+            text,
             network,
         });
     }
     Ok(out)
-}
-
-fn rate(bits: Option<u64>) -> String {
-    bits.map_or("-".into(), |b| format!("{:.3} Mbit/s", b as f64 / 1e6))
 }
 
 /// The status as text.
@@ -189,37 +190,8 @@ pub fn render(status: &Status) -> String {
                 }
             );
         }
-        if let Some(fw) = &n.firewall {
-            let names: Vec<&str> = fw["policies"]
-                .as_array()
-                .map(|ps| ps.iter().filter_map(|p| p["name"].as_str()).collect())
-                .unwrap_or_default();
-            let _ = writeln!(
-                s,
-                "  firewall  default ingress {}  policies {}",
-                fw["defaultIngress"].as_str().unwrap_or("allow"),
-                if names.is_empty() {
-                    "none".into()
-                } else {
-                    names.join(", ")
-                }
-            );
-        }
-        for sh in &n.shaping {
-            let _ = writeln!(
-                s,
-                "  shaping {}  to it {}  from it {}",
-                sh.endpoint,
-                rate(sh.ingress_rate),
-                rate(sh.egress_rate)
-            );
-        }
-        if let Some(vpn) = &n.vpn {
-            let text = netsvc_vpn::status::render(std::slice::from_ref(vpn));
-            // The VPN's own block, without its network line.
-            for line in text.lines().skip(1) {
-                let _ = writeln!(s, "{line}");
-            }
+        for part in &n.text {
+            s.push_str(part);
         }
     }
     if !status.quarantined.is_empty() {

@@ -14,6 +14,8 @@ pub mod nft;
 pub mod node;
 pub mod reconcile;
 pub mod runtime;
+pub mod service;
+pub mod spawn;
 pub mod store;
 #[cfg(test)]
 mod test_support;

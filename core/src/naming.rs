@@ -26,6 +26,41 @@ pub fn object_name(name: &str, keep: usize) -> String {
     format!("{clean}_{:06x}", fnv64(name.as_bytes()) & 0xff_ffff)
 }
 
+/// A name a user gave that is not one (what [`validate_name`] refuses).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid {field} {value:?}: {why}")]
+pub struct InvalidName {
+    pub field: String,
+    pub value: String,
+    pub why: &'static str,
+}
+
+/// A word of a name: 1–`max` bytes of `[A-Za-z0-9_.-]`, alphanumeric at both ends.
+pub fn is_word(s: &str, max: usize) -> bool {
+    let b = s.as_bytes();
+    !b.is_empty()
+        && b.len() <= max
+        && b.iter()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.'))
+        && b.first().is_some_and(u8::is_ascii_alphanumeric)
+        && b.last().is_some_and(u8::is_ascii_alphanumeric)
+}
+
+/// A DNS-ish name: dot-separated labels of letters, digits, `-`, `_`, each
+/// starting and ending alphanumeric and at most 63 bytes; 253 bytes in all.
+pub fn validate_name(field: &str, name: &str) -> Result<(), InvalidName> {
+    let ok = name.len() <= 253 && name.split('.').all(|l| is_word(l, 63));
+    if ok {
+        Ok(())
+    } else {
+        Err(InvalidName {
+            field: field.to_string(),
+            value: name.to_string(),
+            why: "a name is dot-separated labels of [A-Za-z0-9_-], each starting and ending alphanumeric, ≤63 bytes (≤253 in all)",
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

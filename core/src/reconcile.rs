@@ -7,6 +7,7 @@
 use serde::Serialize;
 
 use crate::cni::{NetConf, Result};
+use crate::node::NodeName;
 use crate::store::Store;
 
 /// What one reconcile did.
@@ -24,9 +25,10 @@ pub trait Reconcile {
     /// The plugin type (`type` in a conflist) this serves.
     fn plugin_type(&self) -> &'static str;
 
-    /// Re-renders `conf.name`'s network with `conf` for the endpoints the
-    /// graph holds, in one atomic change of the service's own state.
-    fn reconcile(&self, conf: &NetConf) -> Result<Summary>;
+    /// Re-renders `conf.name`'s network on `node` with `conf` for the
+    /// endpoints the graph holds, in one atomic change of the service's own
+    /// state.
+    fn reconcile(&self, conf: &NetConf, node: &NodeName) -> Result<Summary>;
 }
 
 /// How the kernel differs from what the store wants.
@@ -77,7 +79,7 @@ impl std::fmt::Display for Difference {
     }
 }
 
-/// A service's reconciler: what the store wants of a network on this node
+/// A service's reconciler: what the store wants of a network on `node`
 /// against what the kernel holds in the service's own tables and devices,
 /// from the store alone (no conflist). It serves `netsvc repair`, the
 /// agent's drift repair, GC and CHECK.
@@ -87,9 +89,9 @@ pub trait Repair {
 
     /// The differences, changing nothing (`netsvc repair --dry-run`). A
     /// network the service never rendered on this node has none.
-    fn diff(&self, store: &dyn Store, network: &str) -> Result<Vec<Difference>>;
+    fn diff(&self, store: &dyn Store, node: &NodeName, network: &str) -> Result<Vec<Difference>>;
 
     /// Converges the kernel on the store (under the network's lock, with an
     /// intent, as a plugin call); returns the differences it fixed.
-    fn repair(&self, store: &dyn Store, network: &str) -> Result<Vec<Difference>>;
+    fn repair(&self, store: &dyn Store, node: &NodeName, network: &str) -> Result<Vec<Difference>>;
 }

@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 
 use netsvc_core::graph::{Endpoint, Graph, GraphError, Network, Peer, Policy, Selector, Service, identity};
+use netsvc_core::node::NodeName;
 use netsvc_core::store::{FileStore, Store};
 use proptest::prelude::*;
 use serde_json::json;
@@ -152,7 +153,7 @@ fn store() -> (tempfile::TempDir, FileStore) {
 #[test]
 fn transaction_commits_and_lists() {
     let (_d, s) = store();
-    let g = Graph::new(&s);
+    let g = Graph::new(&s, &NodeName::new("node", "n1").unwrap());
     g.transaction("n1", |tx| {
         tx.put_network(&Network {
             name: "n1".into(),
@@ -187,7 +188,7 @@ fn transaction_commits_and_lists() {
 #[test]
 fn failed_transaction_commits_nothing() {
     let (_d, s) = store();
-    let g = Graph::new(&s);
+    let g = Graph::new(&s, &NodeName::new("node", "n1").unwrap());
     let rev = s.revision().expect("rev");
     let r: Result<(), GraphError> = g.transaction("n1", |tx| {
         tx.put_endpoint(&ep("n1", "c1", &[], &[]))?;
@@ -206,7 +207,7 @@ fn failed_transaction_commits_nothing() {
 #[test]
 fn remove_endpoint_is_idempotent() {
     let (_d, s) = store();
-    let g = Graph::new(&s);
+    let g = Graph::new(&s, &NodeName::new("node", "n1").unwrap());
     g.transaction("n1", |tx| tx.put_endpoint(&ep("n1", "c1", &["a"], &[])))
         .expect("put");
     assert_eq!(
@@ -221,7 +222,7 @@ fn remove_endpoint_is_idempotent() {
 #[test]
 fn conflicting_commit_is_undone() {
     let (_d, s) = store();
-    let g = Graph::new(&s);
+    let g = Graph::new(&s, &NodeName::new("node", "n1").unwrap());
     g.transaction("n1", |tx| tx.put_endpoint(&ep("n1", "a", &["old"], &[])))
         .expect("seed");
     let err = g

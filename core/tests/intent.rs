@@ -7,7 +7,12 @@ use std::cell::Cell;
 
 use netsvc_core::cni::CniError;
 use netsvc_core::graph::{Endpoint, Graph, INTENT_RECORD, Intent, Op, pending};
+use netsvc_core::node::NodeName;
 use netsvc_core::store::FileStore;
+
+fn node_a() -> NodeName {
+    NodeName::new("node", "a").unwrap()
+}
 
 const SERVICE: &str = "svc";
 
@@ -30,7 +35,7 @@ fn store() -> (tempfile::TempDir, FileStore) {
 #[test]
 fn the_intent_is_committed_before_program_runs_and_cleared_after() {
     let (_dir, store) = store();
-    let graph = Graph::new(&store).on_node("a");
+    let graph = Graph::new(&store, &node_a());
     let session = graph.lock("n1").unwrap();
     let seen_during = Cell::new(None);
     let out = session
@@ -44,7 +49,7 @@ fn the_intent_is_committed_before_program_runs_and_cleared_after() {
             },
             |_, plan| {
                 // What a process dying here would leave: the graph change and its intent.
-                let g = Graph::new(&store).on_node("a");
+                let g = Graph::new(&store, &node_a());
                 seen_during.set(Some((
                     pending(&g, "n1", SERVICE).unwrap(),
                     g.endpoint("n1", "c1", "eth0").unwrap().is_some(),
@@ -68,7 +73,7 @@ fn the_intent_is_committed_before_program_runs_and_cleared_after() {
 #[test]
 fn a_failed_program_undoes_and_returns_its_error() {
     let (_dir, store) = store();
-    let graph = Graph::new(&store).on_node("a");
+    let graph = Graph::new(&store, &node_a());
     let session = graph.lock("n1").unwrap();
     let undone = Cell::new(false);
     let err = session
@@ -97,7 +102,7 @@ fn a_failed_program_undoes_and_returns_its_error() {
 #[test]
 fn a_dead_add_is_rolled_back_by_the_next_call_which_carries_its_addresses_on() {
     let (_dir, store) = store();
-    let graph = Graph::new(&store).on_node("a");
+    let graph = Graph::new(&store, &node_a());
     // A call that died after its first commit: the endpoint and its intent.
     graph
         .transaction("n1", |tx| -> Result<(), CniError> {
@@ -122,7 +127,7 @@ fn a_dead_add_is_rolled_back_by_the_next_call_which_carries_its_addresses_on() {
                 Ok(Some(()))
             },
             |_, ()| -> Result<(), CniError> {
-                let g = Graph::new(&store).on_node("a");
+                let g = Graph::new(&store, &node_a());
                 let carried = pending(&g, "n1", SERVICE).unwrap().unwrap().addresses;
                 assert_eq!(
                     carried,

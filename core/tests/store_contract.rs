@@ -297,31 +297,41 @@ mod server;
 #[cfg(feature = "etcd")]
 mod etcd_backend {
     use super::*;
-    use netsvc_core::store::{EtcdSpec, EtcdStore, TlsSpec};
+    use netsvc_core::store::{EtcdSpec, EtcdStore, StoreSpec, TlsSpec};
 
     use super::server;
 
-    pub fn etcd_store() -> (server::Etcd, Box<dyn Store>) {
+    /// etcd as every caller opens it: through a state dir's handle, whose
+    /// network locks are the node's.
+    fn opened(spec: EtcdSpec) -> (tempfile::TempDir, Box<dyn Store>) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let spec = serde_json::to_value(StoreSpec::Etcd(spec)).expect("spec");
+        let state = dir.path().join("state");
+        let s = netsvc_core::store::open_with(state.to_str(), Some(&spec)).expect("connect to etcd");
+        (dir, Box::new(s))
+    }
+
+    pub fn etcd_store() -> ((server::Etcd, tempfile::TempDir), Box<dyn Store>) {
         let etcd = server::Etcd::start();
         let spec = EtcdSpec {
             endpoints: vec![etcd.url()],
             prefix: "/netsvc-test".into(),
             tls: None,
         };
-        let s = EtcdStore::connect(&spec).expect("connect to etcd");
-        (etcd, Box::new(s))
+        let (dir, s) = opened(spec);
+        ((etcd, dir), s)
     }
 
     suite!(etcd, etcd_store());
 
     /// The same contract over client-certificate TLS.
-    pub fn etcd_tls_store() -> (server::Etcd, Box<dyn Store>) {
+    pub fn etcd_tls_store() -> ((server::Etcd, tempfile::TempDir), Box<dyn Store>) {
         let certs = server::Certs::new();
         let etcd = server::Etcd::start_tls(&certs);
-        let s = EtcdStore::connect(&tls_spec(&etcd, &certs, true)).expect("connect to etcd over TLS");
+        let (dir, s) = opened(tls_spec(&etcd, &certs, true));
         // The certificates may go: etcd and the client read them at start.
         drop(certs);
-        (etcd, Box::new(s))
+        ((etcd, dir), s)
     }
 
     fn tls_spec(etcd: &server::Etcd, certs: &server::Certs, with_client_cert: bool) -> EtcdSpec {

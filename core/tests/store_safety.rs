@@ -184,7 +184,12 @@ fn everything_a_store_round_makes_is_private() {
         "stateDir": state.display().to_string(),
     }))
     .expect("conf");
-    netsvc_core::runtime::pending::queue(&Call { env, conf }).expect("queue");
+    netsvc_core::runtime::pending::queue(&Call {
+        env,
+        conf,
+        node: netsvc_core::node::NodeName::new("node", "n1").unwrap(),
+    })
+    .expect("queue");
 
     let mut seen = Vec::new();
     walk(&state, &mut seen);

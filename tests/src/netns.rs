@@ -3,7 +3,6 @@
 use std::ffi::OsStr;
 use std::fs::File;
 use std::os::fd::OwnedFd;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::thread;
@@ -84,19 +83,9 @@ impl Netns {
     /// `ip netns exec` it leaves the mount namespace (and /sys) untouched.
     /// /proc/sys/net still shows this namespace's sysctls.
     pub fn command(&self, program: impl AsRef<OsStr>) -> Command {
-        // Open now, in the parent: pre_exec must only make async-signal-safe calls.
-        let fd = File::open(&self.path)
-            .map(OwnedFd::from)
-            .map_err(|e| e.raw_os_error().unwrap_or(libc::ENOENT));
+        // Open now, in the parent: the hook between fork and exec only joins it.
         let mut cmd = Command::new(program);
-        // SAFETY: the closure only calls setns(2) and builds an io::Error from
-        // an errno, neither of which allocates or takes locks.
-        unsafe {
-            cmd.pre_exec(move || match &fd {
-                Ok(fd) => setns(fd, CloneFlags::CLONE_NEWNET).map_err(Into::into),
-                Err(errno) => Err(std::io::Error::from_raw_os_error(*errno)),
-            });
-        }
+        netsvc_core::spawn::enter_netns_on_exec(&mut cmd, File::open(&self.path).map(OwnedFd::from));
         cmd
     }
 

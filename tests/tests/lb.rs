@@ -122,7 +122,9 @@ fn three_backends_share_tcp_and_udp_connections() {
     }
     // The graph keeps the service (what netsvc-dns serves by name).
     let store = netsvc_core::store::FileStore::open(node.state_dir()).unwrap();
-    let services = netsvc_core::graph::Graph::new(&store).services("lbspread").unwrap();
+    let services = netsvc_core::graph::Graph::new(&store, &netsvc_core::node::NodeName::new("node", "n1").unwrap())
+        .services("lbspread")
+        .unwrap();
     assert_eq!(services.len(), 1);
     assert_eq!(
         (services[0].name.as_str(), services[0].vip.as_deref()),

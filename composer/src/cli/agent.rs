@@ -31,10 +31,9 @@ pub struct AgentArgs {
 }
 
 pub fn run(a: AgentArgs) -> anyhow::Result<i32> {
-    let node = netsvc_core::node::name(a.node.as_deref())?;
-    // The services the agent calls find the node as a plugin does.
-    // SAFETY: no other thread runs yet.
-    unsafe { std::env::set_var(netsvc_core::node::NODE_ENV, &node) };
+    // Resolved once; the agent hands it to every service it calls.
+    let node = netsvc_core::node::NodeName::from_env(a.node.as_deref())?;
+    tracing::info!(%node, "this node");
     let mut lists = Vec::new();
     for path in &a.conflist {
         let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;

@@ -26,7 +26,8 @@ pub fn run(a: ApplyArgs) -> anyhow::Result<i32> {
         }
     };
     let mut failed = false;
-    for (i, plugin_type, outcome) in reconcile_all(&list) {
+    let node = super::common::this_node()?;
+    for (i, plugin_type, outcome) in reconcile_all(&list, &node) {
         match outcome {
             Ok(s) => println!(
                 "{} {}: {} endpoints, {} changes",

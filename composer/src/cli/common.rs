@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 
 use clap::{Args, ValueEnum};
+use netsvc_core::node::NodeName;
 use netsvc_core::store::{StoreHandle, open_with};
 use serde::Serialize;
 
@@ -51,6 +52,12 @@ impl StateDirArg {
     }
 }
 
+/// This node's name for the subcommands that act on this node's records:
+/// `NETSVC_NODE_NAME`, else the host name (an error when neither can be had).
+pub fn this_node() -> anyhow::Result<NodeName> {
+    Ok(NodeName::from_env(None)?)
+}
+
 /// `--format text|json` of the reporting subcommands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Format {
@@ -75,10 +82,10 @@ impl ReportArgs {
     /// Collects the report from the store and prints it as asked.
     pub fn print<T: Serialize>(
         &self,
-        collect: impl FnOnce(&StoreHandle, Option<&str>) -> anyhow::Result<T>,
+        collect: impl FnOnce(&StoreHandle, &NodeName, Option<&str>) -> anyhow::Result<T>,
         render: impl FnOnce(&T) -> String,
     ) -> anyhow::Result<i32> {
-        let report = collect(&self.store.open()?, self.network.as_deref())?;
+        let report = collect(&self.store.open()?, &this_node()?, self.network.as_deref())?;
         match self.format {
             Format::Json => println!("{}", serde_json::to_string_pretty(&report)?),
             Format::Text => print!("{}", render(&report)),

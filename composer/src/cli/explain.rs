@@ -35,7 +35,7 @@ pub struct ExplainArgs {
 
 pub fn run(a: ExplainArgs) -> anyhow::Result<i32> {
     let store = netsvc_core::store::open(a.state_dir.as_deref())?;
-    let graph = Graph::new(&store);
+    let graph = Graph::new(&store, &super::common::this_node()?);
     let (world, endpoints) = load(&graph)?;
     let flow = Flow {
         src: resolve(&a.network, &a.src, &endpoints)?,

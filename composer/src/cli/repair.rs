@@ -23,7 +23,7 @@ pub struct RepairArgs {
 /// Exits 1 when a service could not be compared.
 pub fn run(a: RepairArgs) -> anyhow::Result<i32> {
     let store = a.store.open()?;
-    let outcome = crate::repair::run(&store, a.network.as_deref(), a.dry_run)?;
+    let outcome = crate::repair::run(&store, &super::common::this_node()?, a.network.as_deref(), a.dry_run)?;
     match a.format {
         Format::Json => println!("{}", serde_json::to_string_pretty(&outcome)?),
         Format::Text => print!("{}", crate::repair::render(&outcome, a.dry_run)),

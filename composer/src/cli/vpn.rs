@@ -38,13 +38,14 @@ enum VpnCmd {
 pub fn run(a: VpnArgs) -> anyhow::Result<i32> {
     match a.command {
         VpnCmd::Status { report } => report.print(
-            |store, network| Ok(netsvc_vpn::status::collect(store, network)?),
+            |store, node, network| Ok(netsvc_vpn::status::collect(store, node, network)?),
             |status| netsvc_vpn::status::render(status),
         ),
         VpnCmd::Rotate { node, store } => {
             let store = store.open()?;
-            let node = netsvc_vpn::mesh::this_node(node.as_deref())?;
-            let networks = netsvc_vpn::mesh::rotate(&store, &node)?;
+            let on = super::common::this_node()?;
+            let node = netsvc_core::node::NodeName::from_env(node.as_deref())?;
+            let networks = netsvc_vpn::mesh::rotate(&store, &on, &node)?;
             if networks.is_empty() {
                 eprintln!("netsvc vpn rotate: {node} has a new key; it meshes on no network yet");
             } else {

@@ -1,8 +1,7 @@
 //! Finding and executing one plugin binary, as libcni's invoke package does.
 
 use std::io::Write;
-use std::os::fd::{AsRawFd, OwnedFd};
-use std::os::unix::process::CommandExt;
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::process::{Command as Process, Stdio};
 
@@ -126,17 +125,6 @@ fn enter_netns_on_exec(cmd: &mut Process, ns: &Path) -> Result<(), CniError> {
     let fd: OwnedFd = std::fs::File::open(ns)
         .map_err(|e| CniError::io(format!("failed to open network namespace {}: {e}", ns.display())))?
         .into();
-    let raw = fd.as_raw_fd();
-    // SAFETY: the hook only calls setns(2), which is async-signal-safe, and
-    // `fd` is moved into the closure so it stays open until exec.
-    unsafe {
-        cmd.pre_exec(move || {
-            let _keep = &fd;
-            if libc::setns(raw, libc::CLONE_NEWNET) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
+    netsvc_core::spawn::enter_netns_on_exec(cmd, Ok(fd));
     Ok(())
 }

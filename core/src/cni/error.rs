@@ -66,6 +66,24 @@ impl Code {
     }
 }
 
+/// Code 7 naming the field, as every refused name is reported.
+impl From<crate::naming::InvalidName> for CniError {
+    fn from(e: crate::naming::InvalidName) -> Self {
+        CniError::invalid_config(&e.field, format!("{:?}: {}", e.value, e.why))
+    }
+}
+
+/// A bad node name is code 7 naming where it came from; an unreadable host
+/// name is code 5.
+impl From<crate::node::NodeError> for CniError {
+    fn from(e: crate::node::NodeError) -> Self {
+        match e {
+            crate::node::NodeError::Invalid(e) => e.into(),
+            crate::node::NodeError::HostName(msg) => CniError::io(msg),
+        }
+    }
+}
+
 /// What caused an error, where the caller acts on it (never printed).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Cause {

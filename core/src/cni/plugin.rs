@@ -8,6 +8,7 @@ use super::env::Env;
 use super::error::{CniError, Result};
 use super::result::CniResult;
 use super::version::{SUPPORTED_VERSIONS, Version};
+use crate::node::NodeName;
 
 /// Code for a plugin that panicked: plugin-specific, so a runtime never
 /// mistakes it for one of the spec's codes.
@@ -18,6 +19,9 @@ pub const PANIC_CODE: u32 = 999;
 pub struct Call {
     pub env: Env,
     pub conf: NetConf,
+    /// The node the call runs on, resolved once as the call starts (from
+    /// `NETSVC_NODE_NAME`, else the host name).
+    pub node: NodeName,
 }
 
 impl Call {

@@ -14,6 +14,12 @@ pub enum GraphError {
     Decode { key: String, why: String },
 }
 
+impl From<crate::naming::InvalidName> for GraphError {
+    fn from(e: crate::naming::InvalidName) -> Self {
+        GraphError::invalid(e.field, e.value, e.why)
+    }
+}
+
 impl GraphError {
     pub fn invalid(field: impl Into<String>, value: impl Into<String>, why: impl Into<String>) -> Self {
         GraphError::Invalid {

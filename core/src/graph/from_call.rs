@@ -64,7 +64,7 @@ pub fn endpoint_from_call(call: &Call, prev: &CniResult, service: &str) -> Resul
         names: id.names,
         labels: id.labels,
         services: Vec::new(),
-        node: Some(crate::node::name(None)?),
+        node: Some(call.node.to_string()),
     })
 }
 

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use serde_json::Value;
 
 use super::GraphError;
+use crate::naming;
 
 /// Names and labels of one attachment.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -117,29 +118,9 @@ fn parse_labels(raw: &str) -> Result<Vec<(String, String)>, GraphError> {
     Ok(out)
 }
 
-fn is_word(s: &str, max: usize) -> bool {
-    let b = s.as_bytes();
-    !b.is_empty()
-        && b.len() <= max
-        && b.iter()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.'))
-        && b.first().is_some_and(u8::is_ascii_alphanumeric)
-        && b.last().is_some_and(u8::is_ascii_alphanumeric)
-}
-
-/// A DNS-ish name: dot-separated labels of letters, digits, `-`, `_`, each
-/// starting and ending alphanumeric and at most 63 bytes; 253 bytes in all.
+/// A DNS-ish name (see [`naming::validate_name`]).
 pub fn validate_name(field: &str, name: &str) -> Result<(), GraphError> {
-    let ok = name.len() <= 253 && name.split('.').all(|l| is_word(l, 63));
-    if ok {
-        Ok(())
-    } else {
-        Err(GraphError::invalid(
-            field,
-            name,
-            "a name is dot-separated labels of [A-Za-z0-9_-], each starting and ending alphanumeric, ≤63 bytes (≤253 in all)",
-        ))
-    }
+    naming::validate_name(field, name).map_err(GraphError::from)
 }
 
 /// A label, Kubernetes-style: key `[prefix/]name` (name ≤63 of [A-Za-z0-9_.-],
@@ -149,7 +130,7 @@ pub fn validate_label(field: &str, key: &str, value: &str) -> Result<(), GraphEr
         Some((p, n)) => (Some(p), n),
         None => (None, key),
     };
-    let key_ok = is_word(name, 63) && prefix.is_none_or(|p| validate_name(field, p).is_ok());
+    let key_ok = naming::is_word(name, 63) && prefix.is_none_or(|p| validate_name(field, p).is_ok());
     if !key_ok {
         return Err(GraphError::invalid(
             format!("{field} key"),
@@ -157,7 +138,7 @@ pub fn validate_label(field: &str, key: &str, value: &str) -> Result<(), GraphEr
             "a label key is [prefix/]name, name ≤63 of [A-Za-z0-9_.-], alphanumeric at both ends",
         ));
     }
-    if !(value.is_empty() || is_word(value, 63)) {
+    if !(value.is_empty() || naming::is_word(value, 63)) {
         return Err(GraphError::invalid(
             format!("{field}.{key}"),
             value,

@@ -15,6 +15,7 @@ use serde_json::Value;
 
 use super::types::endpoint_id;
 use super::{Endpoint, GraphError, Network, Peer, Policy, Service, Shaping, validate_name};
+use crate::node::NodeName;
 use crate::store::{Change, Revision, Store, key};
 
 /// Default wait for a network's lock before answering "try again".
@@ -54,18 +55,14 @@ fn decode<T: DeserializeOwned>(key: &str, v: Value) -> Result<T, GraphError> {
 }
 
 impl<'s> Graph<'s> {
-    pub fn new(store: &'s dyn Store) -> Self {
+    /// The graph as `node` sees it: its records are `node`'s, and so are
+    /// the records its transactions write.
+    pub fn new(store: &'s dyn Store, node: &NodeName) -> Self {
         Graph {
             store,
             lock_timeout: LOCK_TIMEOUT,
-            node: crate::node::current(),
+            node: node.to_string(),
         }
-    }
-
-    /// The graph as `node` sees it (its records; its endpoints are the local ones).
-    pub fn on_node(mut self, node: &str) -> Self {
-        self.node = node.to_string();
-        self
     }
 
     /// The node whose records this graph reads and writes.

@@ -10,6 +10,7 @@ use serde_json::{Value, json};
 
 use crate::cni::version::{self, LATEST, Version};
 use crate::cni::{Call, Cause, CniError, Command, Env, NetConf, PANIC_CODE, Plugin, Result};
+use crate::node::NodeName;
 
 pub mod pending;
 
@@ -69,7 +70,8 @@ fn handle<P: Plugin + ?Sized>(
     raw: Result<Value>,
     stdin_version: &str,
 ) -> Result<Option<Value>> {
-    let env = Env::from_lookup(env)?;
+    let lookup = env;
+    let env = Env::from_lookup(lookup)?;
     if env.command == Command::Version {
         return Ok(Some(json!({
             "cniVersion": stdin_version,
@@ -92,7 +94,8 @@ fn handle<P: Plugin + ?Sized>(
             env.command.as_str()
         )));
     }
-    let call = Call { env, conf };
+    let node = NodeName::resolve(None, lookup)?;
+    let call = Call { env, conf, node };
     tracing::debug!(command = call.env.command.as_str(), container = %call.env.container_id, "call");
     match call.env.command {
         Command::Add => {

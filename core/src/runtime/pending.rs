@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::cni::{Call, CniArgs, CniError, Command, Env, NetConf, Result};
+use crate::node::NodeName;
 use crate::store::{STATE_DIR_ENV, atomic_write, create_dirs, resolve_state_dir};
 
 /// One queued DEL: the plugin's config and the attachment.
@@ -21,8 +22,9 @@ pub struct PendingDel {
 }
 
 impl PendingDel {
-    /// The call to replay: a DEL without a namespace (it is gone by now).
-    pub fn call(&self) -> Result<Call> {
+    /// The call to replay on `node` (the one that queued it): a DEL
+    /// without a namespace (it is gone by now).
+    pub fn call(&self, node: &NodeName) -> Result<Call> {
         Ok(Call {
             env: Env {
                 command: Command::Del,
@@ -33,6 +35,7 @@ impl PendingDel {
                 path: Vec::new(),
             },
             conf: NetConf::from_value(&self.conf)?,
+            node: node.clone(),
         })
     }
 

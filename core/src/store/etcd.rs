@@ -3,9 +3,9 @@
 //! Keys live under a prefix (`/netsvc` by default) as JSON; an entry's
 //! revision is etcd's `mod_revision` and the store revision is etcd's, so
 //! compare-and-swap is a transaction on `mod_revision` and a watch resumes
-//! from any revision etcd has not compacted. Network locks are etcd locks on
-//! a short lease (released by etcd if the holder dies). The [`Store`] trait
-//! is blocking: calls run on this store's own small tokio runtime.
+//! from any revision etcd has not compacted. Network locks are not etcd's:
+//! they are node-local (the state dir's, taken through `StoreHandle`), as
+//! nodes never wait on each other. The [`Store`] trait is blocking: calls run on this store's own small tokio runtime.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -13,21 +13,18 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use etcd_client::{
-    Certificate, Client, Compare, CompareOp, ConnectOptions, EventType, GetOptions, Identity, LeaseKeeper, LockOptions,
-    PutOptions, TlsOptions, Txn, TxnOp, WatchOptions, WatchResponse,
+    Certificate, Client, Compare, CompareOp, ConnectOptions, EventType, GetOptions, Identity, PutOptions, TlsOptions,
+    Txn, TxnOp, WatchOptions, WatchResponse,
 };
 use serde_json::Value;
 
 use super::key::{validate_key, validate_segment};
 use super::spec::EtcdSpec;
-use super::{Entry, Event, EventKind, Lease, LeaseHolder, LockGuard, Revision, Store, StoreError, Subscription};
+use super::{Entry, Event, EventKind, Lease, LeaseHolder, Revision, Store, StoreError, Subscription};
 
 /// How long one request may take before the server counts as unreachable.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(3);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
-/// A network lock's lease: long enough for any transaction, short enough
-/// that a holder that died frees the network soon.
-const LOCK_LEASE_TTL: i64 = 10;
 /// A replay gap longer than etcd's 100 ms replay period ends a replay.
 const REPLAY_QUIET: Duration = Duration::from_millis(300);
 
@@ -443,35 +440,6 @@ impl Store for EtcdStore {
         }))
     }
 
-    fn lock_network(&self, network: &str, timeout: Duration) -> Result<LockGuard, StoreError> {
-        validate_segment(network).map_err(|why| StoreError::invalid_key(network, why))?;
-        let name = self.full(&format!("locks/{network}"));
-        let mut client = self.client.clone();
-        let acquired = self.run(async move {
-            let lease = client.lease_grant(LOCK_LEASE_TTL, None).await?.id();
-            let (keeper, _) = client.lease_keep_alive(lease).await?;
-            let opts = LockOptions::new().with_lease(lease);
-            match tokio::time::timeout(timeout, client.lock(name, Some(opts))).await {
-                Ok(Ok(resp)) => Ok(Some((lease, keeper, resp.key().to_vec()))),
-                Ok(Err(e)) => {
-                    let _ = client.lease_revoke(lease).await;
-                    Err(e)
-                }
-                Err(_) => {
-                    let _ = client.lease_revoke(lease).await;
-                    Ok(None)
-                }
-            }
-        });
-        let Some((lease, keeper, _key)) = acquired.map_err(unavailable)? else {
-            return Err(StoreError::Timeout {
-                what: format!("network {network}"),
-            });
-        };
-        let held = HeldLock::start(self.clone(), lease, keeper);
-        Ok(LockGuard::new(network, Box::new(held)))
-    }
-
     fn put_leased(&self, key: &str, value: &Value, ttl: Duration) -> Result<Lease, StoreError> {
         validate_key(key)?;
         let ttl = i64::try_from(ttl.as_secs().max(1)).unwrap_or(i64::MAX);
@@ -488,41 +456,6 @@ impl Store for EtcdStore {
             store: self.clone(),
             lease,
         })))
-    }
-}
-
-/// A held network lock: its lease is kept alive in the background until
-/// the guard drops, which revokes it (and so releases the lock).
-struct HeldLock {
-    store: EtcdStore,
-    lease: i64,
-    pinger: tokio::task::JoinHandle<()>,
-}
-
-impl HeldLock {
-    fn start(store: EtcdStore, lease: i64, mut keeper: LeaseKeeper) -> Self {
-        let rt = store.rt.0.as_ref().expect("runtime lives as long as the store");
-        let pinger = rt.spawn(async move {
-            let every = Duration::from_secs(u64::try_from(LOCK_LEASE_TTL / 3).unwrap_or(1));
-            loop {
-                tokio::time::sleep(every).await;
-                if keeper.keep_alive().await.is_err() {
-                    return;
-                }
-            }
-        });
-        HeldLock { store, lease, pinger }
-    }
-}
-
-impl Drop for HeldLock {
-    fn drop(&mut self) {
-        self.pinger.abort();
-        let (mut client, lease) = (self.store.client.clone(), self.lease);
-        if let Err(e) = self.store.run(async move { client.lease_revoke(lease).await }) {
-            // etcd frees the lock when the lease runs out.
-            tracing::warn!(error = %e, "could not release an etcd network lock; it expires with its lease");
-        }
     }
 }
 

@@ -179,8 +179,15 @@ pub trait Store: Send + Sync {
     }
 
     /// Takes the exclusive lock of `network` (across processes), waiting at
-    /// most `timeout`; [`StoreError::Timeout`] otherwise.
-    fn lock_network(&self, network: &str, timeout: Duration) -> Result<LockGuard, StoreError>;
+    /// most `timeout`; [`StoreError::Timeout`] otherwise. Network locks are
+    /// node-local files in the state dir: the file store and
+    /// [`StoreHandle`] (through which every backend is opened) take them; a
+    /// backend without a state dir has none to take.
+    fn lock_network(&self, network: &str, _timeout: Duration) -> Result<LockGuard, StoreError> {
+        Err(StoreError::Unavailable {
+            what: format!("network {network}: this store has no state dir to lock in (open it with open_with)"),
+        })
+    }
 
     /// Writes `key` for as long as its holder lives: the holder renews the
     /// returned [`Lease`] well within `ttl`; when it stops (it died), the store

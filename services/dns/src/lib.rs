@@ -20,6 +20,9 @@ pub mod supervise;
 pub mod zone;
 
 mod repair;
+mod service;
+
+pub use service::DESCRIPTION;
 
 use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::time::Duration;
@@ -70,7 +73,7 @@ impl Plugin for Dns {
         let ep = endpoint_from_call(call, &prev, SERVICE)?;
         supervise::daemon_binary()?;
         let store = open_for(&call.conf)?;
-        let graph = Graph::new(&store);
+        let graph = Graph::new(&store, &call.node);
         let session = graph.lock(&call.conf.name)?;
         let intent = Intent::attachment(Op::Add, &call.env.container_id, &call.env.ifname).with_addresses(&ep.ips);
         session.intended(
@@ -95,7 +98,7 @@ impl Plugin for Dns {
                 Ok(Some(()))
             },
             // The container may resolve as soon as ADD returns: wait for the daemon.
-            |_, ()| supervise::ensure_synced(&store).map(drop),
+            |_, ()| supervise::ensure_synced(&store, &call.node).map(drop),
             |s| Self::del_locked(s, &store, call),
         )?;
         let dns = &mut prev.dns;
@@ -111,7 +114,7 @@ impl Plugin for Dns {
 
     fn del(&self, call: &Call) -> Result<()> {
         let store = open_for(&call.conf)?;
-        let graph = Graph::new(&store);
+        let graph = Graph::new(&store, &call.node);
         let session = graph.lock(&call.conf.name)?;
         Self::del_locked(&session, &store, call).or_else(|e| {
             // The daemon stops serving the endpoint until the store drops it.
@@ -129,7 +132,7 @@ impl Plugin for Dns {
     /// Fails unless the daemon answers the endpoint's first name with its addresses.
     fn check(&self, call: &Call) -> Result<()> {
         let store = open_for(&call.conf)?;
-        let graph = Graph::new(&store);
+        let graph = Graph::new(&store, &call.node);
         let network = &call.conf.name;
         let missing = |what: String| CniError::state_missing(SERVICE, what);
         let ep = checked_endpoint(&graph, call, SERVICE)?;
@@ -164,7 +167,7 @@ impl Plugin for Dns {
     /// Drops the endpoints of attachments that are gone.
     fn gc(&self, call: &Call) -> Result<()> {
         let store = open_for(&call.conf)?;
-        let graph = Graph::new(&store);
+        let graph = Graph::new(&store, &call.node);
         let session = graph.lock(&call.conf.name)?;
         session.intended(
             SERVICE,

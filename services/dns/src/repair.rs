@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use netsvc_core::cni::{CniError, Result};
 use netsvc_core::graph::{Endpoint, Graph, Intent, Op, Tx};
+use netsvc_core::node::NodeName;
 use netsvc_core::reconcile::{Difference, Repair};
 use netsvc_core::store::{Store, StoreHandle};
 
@@ -62,9 +63,9 @@ impl Repair for Dns {
 
     /// Under the lock (an intent found is then a dead call's), with a dead
     /// ADD rolled back as the next call would, in a transaction never committed.
-    fn diff(&self, store: &dyn Store, network: &str) -> Result<Vec<Difference>> {
+    fn diff(&self, store: &dyn Store, node: &NodeName, network: &str) -> Result<Vec<Difference>> {
         let handle = handle_of(store)?;
-        let graph = Graph::new(store);
+        let graph = Graph::new(store, node);
         let session = graph.lock(network)?;
         session.dry_run(SERVICE, |tx, stale| {
             if stale.is_some() {
@@ -74,9 +75,9 @@ impl Repair for Dns {
         })
     }
 
-    fn repair(&self, store: &dyn Store, network: &str) -> Result<Vec<Difference>> {
+    fn repair(&self, store: &dyn Store, node: &NodeName, network: &str) -> Result<Vec<Difference>> {
         let handle = handle_of(store)?;
-        let graph = Graph::new(store);
+        let graph = Graph::new(store, node);
         let session = graph.lock(network)?;
         let fixed = session.intended(
             SERVICE,
@@ -93,7 +94,7 @@ impl Repair for Dns {
                 if found.is_empty() {
                     supervise::poke(handle.state_dir());
                 } else {
-                    supervise::ensure_synced(handle)?;
+                    supervise::ensure_synced(handle, node)?;
                 }
                 Ok(found)
             },

@@ -4,6 +4,7 @@
 use std::collections::BTreeSet;
 
 use netsvc_core::graph::{Graph, GraphError};
+use netsvc_core::node::NodeName;
 use netsvc_core::store::Store;
 
 use crate::zone::{NetworkData, Zone};
@@ -14,11 +15,16 @@ pub type Withdrawn = (String, String);
 
 /// The zone as of the store's current revision, without the `withdrawn`
 /// endpoints; and those of them the store still holds (the others are
-/// forgotten: the store caught up).
-pub fn load(store: &dyn Store, withdrawn: &BTreeSet<Withdrawn>) -> Result<(Zone, BTreeSet<Withdrawn>), GraphError> {
+/// forgotten: the store caught up). `node`: the node whose DNS settings
+/// are served.
+pub fn load(
+    store: &dyn Store,
+    node: &NodeName,
+    withdrawn: &BTreeSet<Withdrawn>,
+) -> Result<(Zone, BTreeSet<Withdrawn>), GraphError> {
     // Read the revision first: a change racing the reads is picked up next time.
     let revision = store.revision()?;
-    let graph = Graph::new(store);
+    let graph = Graph::new(store, node);
     let mut networks = Vec::new();
     let mut still = BTreeSet::new();
     for net in graph.networks()? {

@@ -2,12 +2,12 @@
 //! its own session, stdio on /dev/null, logs in its own file), and wait until
 //! it serves what the store holds.
 
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use netsvc_core::cni::CniError;
+use netsvc_core::node::{NODE_ENV, NodeName};
 use netsvc_core::store::StoreHandle;
 
 use crate::daemon::{Paths, control};
@@ -38,8 +38,9 @@ pub fn daemon_binary() -> Result<PathBuf, CniError> {
 }
 
 /// Makes sure the daemon of the store's state dir runs and serves the store
-/// as it is now (every listen address open); starts it when needed.
-pub fn ensure_synced(store: &StoreHandle) -> Result<u64, CniError> {
+/// as it is now (every listen address open); starts it when needed, for
+/// `node`.
+pub fn ensure_synced(store: &StoreHandle, node: &NodeName) -> Result<u64, CniError> {
     let paths = Paths::new(store.state_dir());
     let deadline = Instant::now() + START_TIMEOUT;
     let mut started = false;
@@ -48,7 +49,7 @@ pub fn ensure_synced(store: &StoreHandle) -> Result<u64, CniError> {
             Ok(Ok(revision)) => return Ok(revision),
             Ok(Err(why)) => return Err(CniError::try_again(format!("netsvc-dnsd: {why}"))),
             Err(_) if !started => {
-                start(store)?;
+                start(store, node)?;
                 started = true;
             }
             Err(e) if Instant::now() >= deadline => {
@@ -90,20 +91,19 @@ pub fn withdraw(state_dir: &Path, network: &str, endpoint: &str) -> Result<(), C
 /// Starts the daemon detached, on the same store. A second daemon for the
 /// same state dir exits at once (it holds a lock for its life), so racing
 /// starts are harmless.
-fn start(store: &StoreHandle) -> Result<(), CniError> {
+fn start(store: &StoreHandle, node: &NodeName) -> Result<(), CniError> {
     let daemon = daemon_binary()?;
     let mut cmd = Command::new(&daemon);
     cmd.arg("--state-dir")
         .arg(store.state_dir())
         .envs(store.child_env())
+        .env(NODE_ENV, node.as_str())
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null());
-    // SAFETY: setsid is async-signal-safe; the child leaves our session so
-    // the runtime that runs the plugin never waits on it.
-    unsafe {
-        cmd.pre_exec(|| nix::unistd::setsid().map(drop).map_err(std::io::Error::from));
-    }
+    // The child leaves our session so the runtime that runs the plugin
+    // never waits on it.
+    netsvc_core::spawn::new_session_on_exec(&mut cmd);
     cmd.spawn()
         .map_err(|e| CniError::not_available(format!("cannot start {}: {e}", daemon.display())))?;
     Ok(())

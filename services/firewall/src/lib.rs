@@ -18,6 +18,9 @@ pub mod explain;
 pub mod kernel;
 pub mod model;
 pub mod render;
+mod service;
+
+pub use service::DESCRIPTION;
 
 use config::FirewallConf;
 use model::Membership;
@@ -27,6 +30,7 @@ use netsvc_core::graph::{
 };
 use netsvc_core::naming::digest_hex;
 use netsvc_core::nft::ElementOp;
+use netsvc_core::node::NodeName;
 use netsvc_core::reconcile::{Difference, Reconcile, Repair, Summary};
 use netsvc_core::store::{LockGuard, Store, open_for};
 use serde::{Deserialize, Serialize};
@@ -34,7 +38,7 @@ use serde_json::Value;
 
 /// The plugin type, and this service's name in the graph.
 pub const SERVICE: &str = "netsvc-firewall";
-const SETTINGS: &str = "settings";
+pub(crate) const SETTINGS: &str = "settings";
 /// The lock of full renders; a leading `_` keeps it apart from network names.
 const TABLE_LOCK: &str = "_netsvc-firewall";
 pub use netsvc_core::cni::CODE_STATE_MISSING;
@@ -212,7 +216,7 @@ impl Plugin for Firewall {
         let ep = endpoint_from_call(call, &prev, SERVICE)?;
         netsvc_core::bridged::pass_bridged_traffic(&prev)?;
         let store = open_for(&call.conf)?;
-        let graph = Graph::new(&store);
+        let graph = Graph::new(&store, &call.node);
         let session = graph.lock(&call.conf.name)?;
         let intent = Intent::attachment(Op::Add, &call.env.container_id, &call.env.ifname).with_addresses(&ep.ips);
         session.intended(
@@ -251,7 +255,7 @@ impl Plugin for Firewall {
     /// so a DEL after a config change removes exactly what ADD made.
     fn del(&self, call: &Call) -> Result<()> {
         let store = open_for(&call.conf)?;
-        let graph = Graph::new(&store);
+        let graph = Graph::new(&store, &call.node);
         let session = graph.lock(&call.conf.name)?;
         Self::del_locked(&session, &store, call).or_else(|e| {
             // The kernel as the graph would be without the endpoint.
@@ -267,7 +271,7 @@ impl Plugin for Firewall {
 
     fn check(&self, call: &Call) -> Result<()> {
         let store = open_for(&call.conf)?;
-        let graph = Graph::new(&store);
+        let graph = Graph::new(&store, &call.node);
         let network = &call.conf.name;
         let missing = |what: String| CniError::state_missing(SERVICE, what);
         let ep = checked_endpoint(&graph, call, SERVICE)?;
@@ -291,7 +295,7 @@ impl Plugin for Firewall {
             }
         }
         // Anything else of the network that differs from the store.
-        if let Some(d) = Repair::diff(self, &store, network)?.first() {
+        if let Some(d) = Repair::diff(self, &store, &call.node, network)?.first() {
             return Err(missing(format!(
                 "{} {} (`netsvc repair` fixes it)",
                 d.kind.word(),
@@ -305,7 +309,7 @@ impl Plugin for Firewall {
     /// network from what remains (which also repairs drift).
     fn gc(&self, call: &Call) -> Result<()> {
         let store = open_for(&call.conf)?;
-        let graph = Graph::new(&store);
+        let graph = Graph::new(&store, &call.node);
         let session = graph.lock(&call.conf.name)?;
         session.intended(
             SERVICE,
@@ -341,10 +345,10 @@ impl Reconcile for Firewall {
         SERVICE
     }
 
-    fn reconcile(&self, conf: &NetConf) -> Result<Summary> {
+    fn reconcile(&self, conf: &NetConf, node: &NodeName) -> Result<Summary> {
         let fw = FirewallConf::from_netconf(conf)?;
         let store = open_for(conf)?;
-        let graph = Graph::new(&store);
+        let graph = Graph::new(&store, node);
         let session = graph.lock(&conf.name)?;
         let (endpoints, changes) = session
             .intended(
@@ -369,8 +373,8 @@ impl Repair for Firewall {
         SERVICE
     }
 
-    fn diff(&self, store: &dyn Store, network: &str) -> Result<Vec<Difference>> {
-        let graph = Graph::new(store);
+    fn diff(&self, store: &dyn Store, node: &NodeName, network: &str) -> Result<Vec<Difference>> {
+        let graph = Graph::new(store, node);
         let session = graph.lock(network)?;
         session.dry_run(SERVICE, |tx, _| match tx.get_record::<Rendered>(SERVICE, SETTINGS)? {
             Some(r) => {
@@ -381,8 +385,8 @@ impl Repair for Firewall {
         })
     }
 
-    fn repair(&self, store: &dyn Store, network: &str) -> Result<Vec<Difference>> {
-        let graph = Graph::new(store);
+    fn repair(&self, store: &dyn Store, node: &NodeName, network: &str) -> Result<Vec<Difference>> {
+        let graph = Graph::new(store, node);
         let session = graph.lock(network)?;
         let fixed = session.intended(
             SERVICE,

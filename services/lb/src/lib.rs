@@ -19,6 +19,9 @@ pub mod maglev;
 pub mod model;
 pub mod render;
 pub mod rules;
+mod service;
+
+pub use service::DESCRIPTION;
 
 mod fast;
 mod full;
@@ -26,6 +29,7 @@ mod full;
 use config::LbConf;
 use model::{Family, Rendered};
 use netsvc_core::cni::{Call, CniError, CniResult, Descriptor, Feature, NetConf, Plugin, Result};
+use netsvc_core::node::NodeName;
 use std::net::IpAddr;
 
 use netsvc_core::graph::{Graph, Intent, Op, Session, Tx, checked_endpoint, endpoint_from_call, record_network};
@@ -202,7 +206,7 @@ impl Plugin for Lb {
         // A backend's reply to a client on its bridge must meet conntrack to be un-NATed.
         netsvc_core::bridged::pass_bridged_traffic(&prev)?;
         let store = open_for(&call.conf)?;
-        let graph = Graph::new(&store);
+        let graph = Graph::new(&store, &call.node);
         let session = graph.lock(&call.conf.name)?;
         let intent = Intent::attachment(Op::Add, &call.env.container_id, &call.env.ifname).with_addresses(&ep.ips);
         session.intended(
@@ -247,7 +251,7 @@ impl Plugin for Lb {
     /// so a DEL after a config change removes exactly what ADD made.
     fn del(&self, call: &Call) -> Result<()> {
         let store = open_for(&call.conf)?;
-        let graph = Graph::new(&store);
+        let graph = Graph::new(&store, &call.node);
         let session = graph.lock(&call.conf.name)?;
         Self::del_locked(&session, &store, call).or_else(|e| {
             // The kernel as the graph would be without the endpoint, in full.
@@ -268,7 +272,7 @@ impl Plugin for Lb {
     /// not hold the endpoint among its backends.
     fn check(&self, call: &Call) -> Result<()> {
         let store = open_for(&call.conf)?;
-        let graph = Graph::new(&store);
+        let graph = Graph::new(&store, &call.node);
         let network = &call.conf.name;
         let missing = |what: String| CniError::state_missing(SERVICE, what);
         let ep = checked_endpoint(&graph, call, SERVICE)?;
@@ -305,7 +309,7 @@ impl Plugin for Lb {
             }
         }
         // Anything else of the network that differs from the store.
-        if let Some(d) = Repair::diff(self, &store, network)?.first() {
+        if let Some(d) = Repair::diff(self, &store, &call.node, network)?.first() {
             return Err(missing(format!(
                 "{} {} (`netsvc repair` fixes it)",
                 d.kind.word(),
@@ -319,7 +323,7 @@ impl Plugin for Lb {
     /// network from what remains (which also repairs drift).
     fn gc(&self, call: &Call) -> Result<()> {
         let store = open_for(&call.conf)?;
-        let graph = Graph::new(&store);
+        let graph = Graph::new(&store, &call.node);
         let session = graph.lock(&call.conf.name)?;
         session.intended(
             SERVICE,
@@ -361,10 +365,10 @@ impl Reconcile for Lb {
         SERVICE
     }
 
-    fn reconcile(&self, conf: &NetConf) -> Result<Summary> {
+    fn reconcile(&self, conf: &NetConf, node: &NodeName) -> Result<Summary> {
         let lb = LbConf::from_netconf(conf)?;
         let store = open_for(conf)?;
-        let graph = Graph::new(&store);
+        let graph = Graph::new(&store, node);
         let session = graph.lock(&conf.name)?;
         let (endpoints, changes) = session
             .intended(
@@ -389,8 +393,8 @@ impl Repair for Lb {
         SERVICE
     }
 
-    fn diff(&self, store: &dyn Store, network: &str) -> Result<Vec<Difference>> {
-        let graph = Graph::new(store);
+    fn diff(&self, store: &dyn Store, node: &NodeName, network: &str) -> Result<Vec<Difference>> {
+        let graph = Graph::new(store, node);
         let session = graph.lock(network)?;
         session.dry_run(SERVICE, |tx, stale| match rendered(tx)? {
             Some(conf) => Ok(full::plan(store, tx, &conf, &stale.map(Intent::ips).unwrap_or_default())?.differences),
@@ -398,8 +402,8 @@ impl Repair for Lb {
         })
     }
 
-    fn repair(&self, store: &dyn Store, network: &str) -> Result<Vec<Difference>> {
-        let graph = Graph::new(store);
+    fn repair(&self, store: &dyn Store, node: &NodeName, network: &str) -> Result<Vec<Difference>> {
+        let graph = Graph::new(store, node);
         let session = graph.lock(network)?;
         let fixed = session.intended(
             SERVICE,

@@ -23,6 +23,9 @@ pub mod shape;
 pub mod units;
 
 mod repair;
+mod service;
+
+pub use service::DESCRIPTION;
 
 use applied::{Applied, forget, shaping};
 use config::QosConf;
@@ -146,7 +149,7 @@ impl Plugin for Qos {
         let (container_id, ifname) = (&call.env.container_id, &call.env.ifname);
         let applied = Applied::new(host.name.clone(), host.mtu.unwrap_or(1500), qos, container_id, ifname);
         let store = open_for(&call.conf)?;
-        let graph = Graph::new(&store);
+        let graph = Graph::new(&store, &call.node);
         let session = graph.lock(&call.conf.name)?;
         let intent = Intent::attachment(Op::Add, container_id, ifname).with_addresses(&ep.ips);
         // Recorded before the kernel is touched, so a GC running meanwhile
@@ -182,7 +185,7 @@ impl Plugin for Qos {
         let (container_id, ifname) = (&call.env.container_id, &call.env.ifname);
         let netns = call.env.netns.as_deref();
         let store = open_for(&call.conf)?;
-        let graph = Graph::new(&store);
+        let graph = Graph::new(&store, &call.node);
         let session = graph.lock(&call.conf.name)?;
         match Self::del_locked(&session, call) {
             Ok(Some(())) => Ok(()),
@@ -199,7 +202,7 @@ impl Plugin for Qos {
     /// Fails (code 120) unless every shaped device holds the tree ADD gave it.
     fn check(&self, call: &Call) -> Result<()> {
         let store = open_for(&call.conf)?;
-        let graph = Graph::new(&store);
+        let graph = Graph::new(&store, &call.node);
         let network = &call.conf.name;
         let ep = checked_endpoint(&graph, call, SERVICE)?;
         let missing = |what: String| CniError::state_missing(SERVICE, what);
@@ -221,7 +224,7 @@ impl Plugin for Qos {
     /// no record of any network holds.
     fn gc(&self, call: &Call) -> Result<()> {
         let store = open_for(&call.conf)?;
-        let graph = Graph::new(&store);
+        let graph = Graph::new(&store, &call.node);
         let session = graph.lock(&call.conf.name)?;
         session.intended(
             SERVICE,

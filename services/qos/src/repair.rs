@@ -6,6 +6,7 @@ use std::collections::BTreeSet;
 
 use netsvc_core::cni::{NetConf, Result};
 use netsvc_core::graph::{Graph, Intent, Op, Tx};
+use netsvc_core::node::NodeName;
 use netsvc_core::reconcile::{Difference, Reconcile, Repair, Summary};
 use netsvc_core::store::{Store, open_for};
 
@@ -30,11 +31,11 @@ impl Reconcile for Qos {
     /// Re-shapes every endpoint of the network whose shaping differs from
     /// `conf` or lost something in the kernel. A conflist without static
     /// rates keeps each endpoint's (they came from the capability).
-    fn reconcile(&self, conf: &NetConf) -> Result<Summary> {
+    fn reconcile(&self, conf: &NetConf, node: &NodeName) -> Result<Summary> {
         let wanted = QosConf::from_netconf(conf)?;
         let static_rates = wanted.ingress.is_some() || wanted.egress.is_some();
         let store = open_for(conf)?;
-        let graph = Graph::new(&store);
+        let graph = Graph::new(&store, node);
         let session = graph.lock(&conf.name)?;
         let mut endpoints = 0;
         let changes = session.intended(
@@ -202,14 +203,14 @@ impl Repair for Qos {
 
     /// Under the lock (an intent found is then a dead call's), with a dead
     /// ADD rolled back as the next call would, in a transaction never committed.
-    fn diff(&self, store: &dyn Store, network: &str) -> Result<Vec<Difference>> {
-        let graph = Graph::new(store);
+    fn diff(&self, store: &dyn Store, node: &NodeName, network: &str) -> Result<Vec<Difference>> {
+        let graph = Graph::new(store, node);
         let session = graph.lock(network)?;
         session.dry_run(SERVICE, |tx, stale| Ok(plan(&graph, tx, stale)?.differences()))
     }
 
-    fn repair(&self, store: &dyn Store, network: &str) -> Result<Vec<Difference>> {
-        let graph = Graph::new(store);
+    fn repair(&self, store: &dyn Store, node: &NodeName, network: &str) -> Result<Vec<Difference>> {
+        let graph = Graph::new(store, node);
         let session = graph.lock(network)?;
         let fixed = session.intended(
             SERVICE,

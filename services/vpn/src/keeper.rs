@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use netsvc_core::cni::{CniError, Result};
+use netsvc_core::node::{NODE_ENV, NodeName};
 use netsvc_core::store::{Store, StoreError, StoreHandle, open_with};
 use nix::fcntl::{Flock, FlockArg};
 
@@ -54,7 +55,8 @@ pub fn is_running(state_dir: &Path, network: &str, node: &str) -> bool {
 
 /// Starts the keeper unless one runs. A second one started in a race exits
 /// at once on the lock.
-pub fn ensure_running(store: &StoreHandle, network: &str, node: &str) -> Result<()> {
+/// `on`: the node whose records hold the device, handed to the keeper.
+pub fn ensure_running(store: &StoreHandle, on: &NodeName, network: &str, node: &str) -> Result<()> {
     let state_dir = store.state_dir();
     if is_running(state_dir, network, node) {
         return Ok(());
@@ -72,6 +74,7 @@ pub fn ensure_running(store: &StoreHandle, network: &str, node: &str) -> Result<
         .arg(network)
         .arg(node)
         .envs(store.child_env())
+        .env(NODE_ENV, on.as_str())
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(log);
@@ -102,7 +105,15 @@ pub fn run(args: &[String]) -> i32 {
             return 1;
         }
     };
-    match keep(state_dir, network, node) {
+    // The node whose records hold the device, as the plugin handed it over.
+    let on = match NodeName::from_env(None) {
+        Ok(on) => on,
+        Err(e) => {
+            tracing::error!("mesh keeper of {device}: {e}");
+            return 1;
+        }
+    };
+    match keep(state_dir, &on, network, node) {
         Ok(()) => 0,
         Err(e) => {
             tracing::error!("mesh keeper of {device} stops: {}", e.msg);
@@ -111,19 +122,19 @@ pub fn run(args: &[String]) -> i32 {
     }
 }
 
-fn keep(state_dir: &Path, network: &str, node: &str) -> Result<()> {
+fn keep(state_dir: &Path, on: &NodeName, network: &str, node: &str) -> Result<()> {
     // The store the plugin named (NETSVC_STORE), beside this state dir.
     let store = open_with(state_dir.to_str(), None)?;
     let prefix = mesh::watched_prefix(network)?;
     let mut changes = store.subscribe(&prefix, store.revision()?)?;
-    resync(&store, network, node);
+    resync(&store, on, network, node);
     while mesh::device_exists(network, node) {
         match changes.next(KEEPER_POLL) {
             Ok(events) if events.is_empty() => {}
-            Ok(_) => resync(&store, network, node),
+            Ok(_) => resync(&store, on, network, node),
             Err(StoreError::Compacted { .. }) => {
                 changes = store.subscribe(&prefix, store.revision()?)?;
-                resync(&store, network, node);
+                resync(&store, on, network, node);
             }
             Err(e) => return Err(e.into()),
         }
@@ -132,8 +143,8 @@ fn keep(state_dir: &Path, network: &str, node: &str) -> Result<()> {
     Ok(())
 }
 
-fn resync(store: &StoreHandle, network: &str, node: &str) {
-    match mesh::sync(store, network, node) {
+fn resync(store: &StoreHandle, on: &NodeName, network: &str, node: &str) {
+    match mesh::sync(store, on, network, node) {
         Ok(()) => tracing::info!("{node} on {network}: peers synced"),
         Err(e) => tracing::warn!("{node} on {network}: sync failed: {}", e.msg),
     }

@@ -30,6 +30,9 @@ pub mod tunnel;
 pub mod wg;
 
 mod repair;
+mod service;
+
+pub use service::DESCRIPTION;
 
 use std::path::Path;
 
@@ -86,7 +89,7 @@ pub fn forget(tx: &mut Tx<'_>, container_id: &str, ifname: &str, mesh_node: Opti
 /// a config that no longer parses: DEL goes on without it).
 fn mesh_node_of(call: &Call) -> Option<String> {
     match VpnConf::from_netconf(&call.conf) {
-        Ok(VpnConf::Mesh(m)) => mesh::this_node(m.node.as_deref()).ok(),
+        Ok(VpnConf::Mesh(m)) => Some(mesh::this_node(m.node.as_deref(), &call.node)),
         _ => None,
     }
 }
@@ -154,7 +157,7 @@ impl Plugin for Vpn {
         let (container_id, ifname) = (&call.env.container_id, &call.env.ifname);
         let netns = call.env.netns.as_deref();
         let store = open_for(&call.conf)?;
-        let graph = Graph::new(&store);
+        let graph = Graph::new(&store, &call.node);
         let session = graph.lock(&call.conf.name)?;
         match del_locked(&session, call) {
             Ok(Some(())) => Ok(()),
@@ -169,7 +172,7 @@ impl Plugin for Vpn {
     fn check(&self, call: &Call) -> Result<()> {
         let conf = VpnConf::from_netconf(&call.conf)?;
         let store = open_for(&call.conf)?;
-        netsvc_core::graph::check_finished(&Graph::new(&store), &call.conf.name, SERVICE)?;
+        netsvc_core::graph::check_finished(&Graph::new(&store, &call.node), &call.conf.name, SERVICE)?;
         match conf {
             VpnConf::Tunnel(t) => tunnel::check(call, &t),
             VpnConf::Mesh(m) => mesh::check(call, &m),
@@ -180,7 +183,7 @@ impl Plugin for Vpn {
     /// and any device of ours that no record of any network holds.
     fn gc(&self, call: &Call) -> Result<()> {
         let store = open_for(&call.conf)?;
-        let graph = Graph::new(&store);
+        let graph = Graph::new(&store, &call.node);
         let session = graph.lock(&call.conf.name)?;
         session.intended(
             SERVICE,

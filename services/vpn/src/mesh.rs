@@ -17,6 +17,7 @@ use netsvc_core::graph::{
 use netsvc_core::naming::fnv64;
 use netsvc_core::netlink::routes::{self, Route};
 use netsvc_core::netlink::{self, addresses, links};
+use netsvc_core::node::NodeName;
 use netsvc_core::store::{StoreHandle, open_for};
 use serde::{Deserialize, Serialize};
 
@@ -67,9 +68,9 @@ pub fn device_name(node: &str, network: &str) -> String {
     format!("{PREFIX}{:012x}", digest >> 16)
 }
 
-/// This node's name: the config's `node`, else `NETSVC_NODE_NAME`, else the host name.
-pub fn this_node(configured: Option<&str>) -> Result<String> {
-    netsvc_core::node::name(configured)
+/// The mesh's name for this node: the config's `node`, else the call's node.
+pub fn this_node(configured: Option<&str>, call_node: &NodeName) -> String {
+    configured.unwrap_or(call_node).to_string()
 }
 
 pub fn add(call: &Call, conf: &MeshConf) -> Result<CniResult> {
@@ -90,7 +91,7 @@ pub fn add(call: &Call, conf: &MeshConf) -> Result<CniResult> {
             ),
         ));
     }
-    let node = this_node(conf.node.as_deref())?;
+    let node = this_node(conf.node.as_deref(), &call.node);
     let store = open_for(&call.conf)?;
     let key = node_key(store.state_dir(), &node)?;
     let backend = device::resolve(conf.backend)?;
@@ -112,7 +113,7 @@ pub fn add(call: &Call, conf: &MeshConf) -> Result<CniResult> {
         endpoint: Some(SocketAddr::new(conf.endpoint, conf.listen_port).to_string()),
         allowed_ips: vec![conf.pod_subnet.to_string()],
     };
-    let graph = Graph::new(&store);
+    let graph = Graph::new(&store, &call.node);
     let network = &call.conf.name;
     let session = graph.lock(network)?;
     let intent = Intent::attachment(Op::Add, &call.env.container_id, &call.env.ifname).with_addresses(&ep.ips);
@@ -133,9 +134,9 @@ pub fn add(call: &Call, conf: &MeshConf) -> Result<CniResult> {
         |s, cleanup| {
             cleanup.run(s.graph())?;
             ensure_device(&me)?;
-            sync(&store, network, &node)?;
+            sync(&store, &call.node, network, &node)?;
             s.transaction(|tx| tx.put_peer(&published).map_err(CniError::from))?;
-            crate::keeper::ensure_running(&store, network, &node)
+            crate::keeper::ensure_running(&store, &call.node, network, &node)
         },
         // The node's device goes with its last endpoint, as on DEL.
         |s| crate::del_locked(s, call).map(drop),
@@ -229,9 +230,10 @@ pub(crate) fn ensure_device(me: &MeshNode) -> Result<()> {
 
 /// Brings `node`'s device on `network` in line with the store: its key, every
 /// other node as a peer, a route to each of their pod subnets (and none to
-/// a node that left). Nothing when the node has no device there.
-pub fn sync(store: &StoreHandle, network: &str, node: &str) -> Result<()> {
-    let graph = Graph::new(store);
+/// a node that left). Nothing when the node has no device there. `on`: the
+/// node whose records hold the device.
+pub fn sync(store: &StoreHandle, on: &NodeName, network: &str, node: &str) -> Result<()> {
+    let graph = Graph::new(store, on);
     let Some(me) = graph.record::<MeshNode>(network, RECORDS, &node_record(node))? else {
         return Ok(());
     };
@@ -301,13 +303,14 @@ fn peer_conf(p: &Peer, keepalive: u16) -> Result<PeerConf> {
 
 /// Gives `node` a new key pair: written to its key file, applied to its
 /// devices, published in every network it meshes on, where the other nodes'
-/// keepers pick it up. Returns the networks it was published in.
-pub fn rotate(store: &StoreHandle, node: &str) -> Result<Vec<String>> {
+/// keepers pick it up. Returns the networks it was published in. `on`: the
+/// node whose records hold its devices.
+pub fn rotate(store: &StoreHandle, on: &NodeName, node: &str) -> Result<Vec<String>> {
     let key = PrivateKey::generate();
     let path = node_key_path(store.state_dir(), node);
     key.write(&path)
         .map_err(|e| CniError::io(format!("cannot write {}: {e}", path.display())))?;
-    let graph = Graph::new(store);
+    let graph = Graph::new(store, on);
     let mut networks = Vec::new();
     for network in graph.networks()? {
         let published = graph.transaction(&network.name, |tx| -> Result<bool> {
@@ -322,7 +325,7 @@ pub fn rotate(store: &StoreHandle, node: &str) -> Result<Vec<String>> {
             Ok(true)
         })?;
         if published {
-            sync(store, &network.name, node)?;
+            sync(store, on, &network.name, node)?;
             networks.push(network.name);
         }
     }
@@ -366,7 +369,7 @@ pub fn device_exists(network: &str, node: &str) -> bool {
 /// device holds, and the device has every other node as a peer.
 pub fn check(call: &Call, conf: &MeshConf) -> Result<()> {
     let store = open_for(&call.conf)?;
-    let graph = Graph::new(&store);
+    let graph = Graph::new(&store, &call.node);
     let network = &call.conf.name;
     let ep = checked_endpoint(&graph, call, SERVICE)?;
     let missing = |what: String| CniError::state_missing(SERVICE, what);

@@ -8,6 +8,7 @@ use std::path::Path;
 use netsvc_core::cni::{CniError, Result};
 use netsvc_core::graph::{Graph, Intent, Op, Tx};
 use netsvc_core::netlink::{self, NetlinkError, links, routes};
+use netsvc_core::node::NodeName;
 use netsvc_core::reconcile::{DiffKind, Difference, Repair};
 use netsvc_core::store::{Store, StoreHandle};
 
@@ -256,7 +257,7 @@ fn fix_tunnel(r: &TunnelRecord) -> Result<()> {
     }
 }
 
-fn fix(store: &StoreHandle, network: &str, plan: &Plan) -> Result<()> {
+fn fix(store: &StoreHandle, on: &NodeName, network: &str, plan: &Plan) -> Result<()> {
     for (id, ifname, f) in &plan.rolled_back {
         tear_down(id, ifname, f, None)?;
     }
@@ -265,8 +266,8 @@ fn fix(store: &StoreHandle, network: &str, plan: &Plan) -> Result<()> {
     }
     for n in &plan.mesh {
         mesh::ensure_device(n)?;
-        mesh::sync(store, network, &n.node)?;
-        keeper::ensure_running(store, network, &n.node)?;
+        mesh::sync(store, on, network, &n.node)?;
+        keeper::ensure_running(store, on, network, &n.node)?;
     }
     if let Some((ours, held)) = &plan.orphans {
         cleanup::remove_orphans(ours, held)?;
@@ -281,9 +282,9 @@ impl Repair for Vpn {
 
     /// Under the lock (an intent found is then a dead call's), with a dead
     /// ADD rolled back as the next call would, in a transaction never committed.
-    fn diff(&self, store: &dyn Store, network: &str) -> Result<Vec<Difference>> {
+    fn diff(&self, store: &dyn Store, node: &NodeName, network: &str) -> Result<Vec<Difference>> {
         let handle = handle_of(store)?;
-        let graph = Graph::new(store);
+        let graph = Graph::new(store, node);
         let session = graph.lock(network)?;
         session.dry_run(SERVICE, |tx, stale| {
             let plan = plan(&graph, handle, tx, stale)?;
@@ -293,9 +294,9 @@ impl Repair for Vpn {
         })
     }
 
-    fn repair(&self, store: &dyn Store, network: &str) -> Result<Vec<Difference>> {
+    fn repair(&self, store: &dyn Store, node: &NodeName, network: &str) -> Result<Vec<Difference>> {
         let handle = handle_of(store)?;
-        let graph = Graph::new(store);
+        let graph = Graph::new(store, node);
         let session = graph.lock(network)?;
         let fixed = session.intended(
             SERVICE,
@@ -305,7 +306,7 @@ impl Repair for Vpn {
                 Ok((!plan.is_empty() || stale.is_some()).then_some(plan))
             },
             |_, plan| {
-                fix(handle, network, &plan)?;
+                fix(handle, node, network, &plan)?;
                 Ok(plan.found)
             },
             |_| Ok(()),

@@ -4,6 +4,7 @@
 
 use netsvc_core::cni::Result;
 use netsvc_core::graph::Graph;
+use netsvc_core::node::NodeName;
 use netsvc_core::store::Store;
 use serde::Serialize;
 
@@ -87,8 +88,8 @@ fn live(name: &str, backend: Backend) -> Option<Live> {
 }
 
 /// The VPN of every network (or of `only`).
-pub fn collect(store: &dyn Store, only: Option<&str>) -> Result<Vec<NetworkStatus>> {
-    let graph = Graph::new(store);
+pub fn collect(store: &dyn Store, node: &NodeName, only: Option<&str>) -> Result<Vec<NetworkStatus>> {
+    let graph = Graph::new(store, node);
     let mut out = Vec::new();
     for network in graph.networks()? {
         if only.is_some_and(|n| n != network.name) {

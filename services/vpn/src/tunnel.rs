@@ -122,7 +122,7 @@ pub fn add(call: &Call, conf: &TunnelConf) -> Result<CniResult> {
         peers: conf.peers.clone(),
     };
     let store = open_for(&call.conf)?;
-    let graph = Graph::new(&store);
+    let graph = Graph::new(&store, &call.node);
     let session = graph.lock(&call.conf.name)?;
     let intent = Intent::attachment(Op::Add, &call.env.container_id, &call.env.ifname).with_addresses(&ep.ips);
     // Recorded before the kernel is touched, so a GC meanwhile never takes
@@ -277,7 +277,7 @@ pub fn tear_down(device: &str, netns: &[&Path]) {
 /// address and the peers ADD gave it.
 pub fn check(call: &Call, conf: &TunnelConf) -> Result<()> {
     let store = open_for(&call.conf)?;
-    let graph = Graph::new(&store);
+    let graph = Graph::new(&store, &call.node);
     let ep = checked_endpoint(&graph, call, SERVICE)?;
     let missing = |what: String| CniError::state_missing(SERVICE, what);
     let r: TunnelRecord = graph

@@ -22,6 +22,7 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
+use netsvc_core::node::NodeName;
 use netsvc_core::store::{Store, StoreHandle};
 use tokio::net::UnixListener;
 use tokio::sync::Mutex;
@@ -61,6 +62,8 @@ impl Paths {
 /// What reloads share: the store, the zone in use and the open listeners.
 struct State {
     store: Arc<StoreHandle>,
+    /// The node it serves, resolved once as the daemon starts.
+    node: NodeName,
     zone: Shared,
     listeners: Mutex<Listeners>,
     /// The revision served; `None` before the first load.
@@ -81,7 +84,9 @@ impl State {
             _ => {
                 let store = self.store.clone();
                 let hidden = self.withdrawn()?;
-                let (zone, still) = tokio::task::spawn_blocking(move || snapshot::load(&*store, &hidden)).await??;
+                let node = self.node.clone();
+                let (zone, still) =
+                    tokio::task::spawn_blocking(move || snapshot::load(&*store, &node, &hidden)).await??;
                 *self
                     .withdrawn
                     .lock()
@@ -174,6 +179,8 @@ impl State {
 
 pub fn main() -> Result<()> {
     let state_dir = parse_args()?;
+    // The plugin that starts the daemon names its node (NETSVC_NODE_NAME).
+    let node = NodeName::from_env(None)?;
     // Refused before anything is made in it: a state dir others can write.
     netsvc_core::store::resolve_state_dir(state_dir.to_str(), None)?;
     let paths = Paths::new(&state_dir);
@@ -194,7 +201,7 @@ pub fn main() -> Result<()> {
         .worker_threads(2)
         .enable_all()
         .build()?;
-    let result = runtime.block_on(run(store, &paths));
+    let result = runtime.block_on(run(store, node, &paths));
     let _ = std::fs::remove_file(paths.control());
     let _ = std::fs::remove_file(paths.pid());
     if let Err(e) = &result {
@@ -203,9 +210,10 @@ pub fn main() -> Result<()> {
     result
 }
 
-async fn run(store: Arc<StoreHandle>, paths: &Paths) -> Result<()> {
+async fn run(store: Arc<StoreHandle>, node: NodeName, paths: &Paths) -> Result<()> {
     let state = Arc::new(State {
         store,
+        node,
         zone: Arc::new(RwLock::new(Arc::default())),
         listeners: Mutex::new(Listeners::default()),
         loaded: Mutex::new(None),

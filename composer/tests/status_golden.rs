@@ -1,0 +1,87 @@
+//! `netsvc status` of a store holding something of every service: the
+//! text and the JSON stay as they are, whichever service shows what.
+
+use std::process::Command;
+
+use netsvc_core::store::{FileStore, Store};
+use serde_json::json;
+
+fn status(state: &std::path::Path, format: &str) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_netsvc"))
+        .args(["status", "--format", format, "--state-dir"])
+        .arg(state)
+        .env_remove("NETSVC_STORE")
+        .env("NETSVC_NODE_NAME", "n1")
+        .output()
+        .expect("run netsvc");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "netsvc status: {stderr}");
+    String::from_utf8(out.stdout).expect("utf-8")
+}
+
+#[test]
+fn status_shows_every_services_part_in_its_place() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let state = dir.path();
+    let s = FileStore::open(state).expect("open");
+    let puts = [
+        (
+            "networks/shop",
+            json!({"name": "shop", "subnets": ["10.89.0.0/24"], "gateway": "10.89.0.1", "bridge": "br0"}),
+        ),
+        (
+            "networks/shop/endpoints/c1:eth0",
+            json!({"network": "shop", "containerId": "c1", "ifname": "eth0", "ips": ["10.89.0.2/24"],
+                   "names": ["web"], "labels": {"app": "web"}, "services": ["netsvc-firewall", "netsvc-qos"],
+                   "node": "n1"}),
+        ),
+        (
+            "networks/shop/nodes/n1/netsvc-firewall/settings",
+            json!({"conf": {"defaultIngress": "deny", "policies": [{"name": "web-in"}]}, "digest": "d", "endpoints": 1}),
+        ),
+        (
+            "networks/shop/shaping/c1:eth0",
+            json!({"endpoint": "c1:eth0", "ingressRate": 50_000_000u64, "egressRate": 10_000_000u64}),
+        ),
+        (
+            "networks/shop/peers/n2",
+            json!({"name": "n2", "publicKey": "cHVibGlj", "endpoint": "192.0.2.2:51820", "allowedIps": ["10.90.0.0/24"]}),
+        ),
+        ("networks/other", json!({"name": "other", "subnets": ["10.91.0.0/24"]})),
+    ];
+    for (k, v) in puts {
+        s.put(k, &v).expect(k);
+    }
+    let text = status(state, "text");
+    let expected = "\
+network other  subnets 10.91.0.0/24  gateway -  on -
+  endpoints (0):
+network shop  subnets 10.89.0.0/24  gateway 10.89.0.1  on br0
+  endpoints (1):
+    c1:eth0  10.89.0.2/24  names web  labels app=web  held by netsvc-firewall,netsvc-qos
+  firewall  default ingress deny  policies web-in
+  shaping c1:eth0  to it 50.000 Mbit/s  from it 10.000 Mbit/s
+  mesh node n2 at 192.0.2.2:51820  pod subnets 10.90.0.0/24
+    public key cHVibGlj
+";
+    assert_eq!(text, expected);
+    let json = status(state, "json");
+    let expected = json!({"networks": [
+        {"name": "other", "subnets": ["10.91.0.0/24"], "endpoints": [], "services": [], "shaping": []},
+        {"name": "shop", "subnets": ["10.89.0.0/24"], "gateway": "10.89.0.1", "bridge": "br0",
+         "endpoints": [{"network": "shop", "containerId": "c1", "ifname": "eth0", "ips": ["10.89.0.2/24"],
+                        "names": ["web"], "labels": {"app": "web"},
+                        "services": ["netsvc-firewall", "netsvc-qos"], "node": "n1"}],
+         "services": [],
+         "firewall": {"defaultIngress": "deny", "policies": [{"name": "web-in"}]},
+         "shaping": [{"endpoint": "c1:eth0", "ingressRate": 50_000_000u64, "egressRate": 10_000_000u64}],
+         "vpn": {"network": "shop", "tunnels": [], "mesh": [
+             {"node": "n2", "publicKey": "cHVibGlj", "endpoint": "192.0.2.2:51820",
+              "podSubnets": ["10.90.0.0/24"], "device": null, "live": null}]}}
+    ], "quarantined": []});
+    assert_eq!(
+        json,
+        serde_json::to_string_pretty(&expected).unwrap() + "\n",
+        "keys in their order"
+    );
+}
