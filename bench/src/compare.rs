@@ -24,11 +24,16 @@ pub struct Pair {
 pub type Comparison = BTreeMap<&'static str, Pair>;
 
 pub fn run(before: &Path, after: &Path, rounds: usize, repeat: usize) -> Result<Comparison> {
+    // BENCH_ONLY=netsvc-qos,netsvc-lb: those plugins alone.
+    let only: Option<Vec<String>> = std::env::var("BENCH_ONLY")
+        .ok()
+        .map(|v| v.split(',').map(str::to_string).collect());
+    let wanted = |name: &str| only.as_ref().is_none_or(|o| o.iter().any(|n| n == name));
     let mut out = Comparison::new();
     for i in 0..repeat {
         let order = if i % 2 == 0 { [before, after] } else { [after, before] };
         for dir in order {
-            for (name, binary, conf) in netsvc_plugins_in(dir) {
+            for (name, binary, conf) in netsvc_plugins_in(dir).into_iter().filter(|(n, ..)| wanted(n)) {
                 eprintln!("  {name} from {} ({}/{repeat})", dir.display(), i + 1);
                 let t = time_plugin(name, binary, conf, rounds)?;
                 let pair = out.entry(name).or_default();

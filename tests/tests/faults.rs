@@ -328,6 +328,58 @@ fn lb_calls_killed_at_random_moments_leave_no_hole() {
     killed_at_random(Svc::Lb);
 }
 
+/// `op` is killed right after the n-th document the store writes for it,
+/// for every n until the call runs through: each commit cut off halfway
+/// (the intent written and half the graph change, or the change and not
+/// the intent's removal) is finished by the runtime's next DEL, and the
+/// recycled address gets nothing.
+fn cut_off_after_each_document(svc: Svc, op: &str) {
+    let scene = Scene::new(svc, None);
+    let plain = scene.chain(None);
+    for n in 1.. {
+        let when = format!("{op} killed after document {n}");
+        let victim = scene.node.container(&format!("victim{n}")).unwrap();
+        let victim_args = args("victim", svc.granted_tier(), Some(RECYCLED));
+        let mut faulty = scene.chain(None);
+        with_failpoint(&mut faulty, &format!("store/write/{n}=kill"));
+        let killed = if op == "add" {
+            faulty.add_with(&victim, "eth0", &victim_args).is_err()
+        } else {
+            plain.add_with(&victim, "eth0", &victim_args).unwrap();
+            faulty.del(&victim, "eth0").is_err()
+        };
+        plain
+            .del(&victim, "eth0")
+            .unwrap_or_else(|e| panic!("{when}: DEL after the kill: {e}"));
+        scene.assert_nothing_left(&format!("victim{n}"), scene.node.state_dir(), &when);
+        scene.assert_intruder_gets_nothing(&plain, &when);
+        if !killed {
+            assert!(n > 3, "{when}: {op} writes more than {} documents", n - 1);
+            break;
+        }
+    }
+}
+
+#[test]
+fn firewall_add_cut_off_after_each_document_leaves_no_hole() {
+    cut_off_after_each_document(Svc::Firewall, "add");
+}
+
+#[test]
+fn firewall_del_cut_off_after_each_document_leaves_no_hole() {
+    cut_off_after_each_document(Svc::Firewall, "del");
+}
+
+#[test]
+fn lb_add_cut_off_after_each_document_leaves_no_hole() {
+    cut_off_after_each_document(Svc::Lb, "add");
+}
+
+#[test]
+fn lb_del_cut_off_after_each_document_leaves_no_hole() {
+    cut_off_after_each_document(Svc::Lb, "del");
+}
+
 fn full_disk(svc: Svc) {
     let disk = SmallDisk::new();
     let scene = Scene::new(svc, Some(&disk.dir));

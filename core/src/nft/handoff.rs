@@ -12,22 +12,24 @@
 //! up the next plugin's batch on the mutex).
 
 use std::os::fd::{AsRawFd, RawFd};
+use std::time::Duration;
 
 use nix::unistd::pipe;
 
 /// The child's stack: it calls four system calls.
 const CHILD_STACK: usize = 64 * 1024;
-/// How long the child keeps the sockets after the plugin exited: well past
-/// the grace period that frees the plugin's transactions, so releasing them
-/// then waits for nothing.
-const SETTLE: std::time::Duration = std::time::Duration::from_millis(100);
+/// How long the child keeps the sockets after the plugin exited by default:
+/// well past the grace period that frees the plugin's transactions, so
+/// releasing them then waits for nothing.
+pub const SETTLE: Duration = Duration::from_millis(100);
 
 /// Forks a child that keeps this process's nf_tables sockets, and only
-/// them, until this process exits, then exits itself (and releases them).
+/// them, until this process exits and `settle` more, then exits itself
+/// (and releases them).
 /// Call it last, once the answer is written: nothing is handed off from a
 /// process that made no socket. Best effort: when no child can be made the
 /// sockets are released at exit as usual.
-pub fn hand_off_sockets() {
+pub fn hand_off_sockets(settle: Duration) {
     // The child sees end of file on `alive` when the last holder of its
     // write end, this process, is gone.
     let Ok((alive, holder)) = pipe() else { return };
@@ -43,6 +45,10 @@ pub fn hand_off_sockets() {
     let child = Box::leak(Box::new(Child {
         close: others,
         alive: alive.as_raw_fd(),
+        settle: libc::timespec {
+            tv_sec: settle.as_secs() as libc::time_t,
+            tv_nsec: settle.subsec_nanos() as libc::c_long,
+        },
     }));
     // u128s: 16-byte aligned, as the ABI wants the top of a stack.
     let stack = Box::leak(vec![0u128; CHILD_STACK / 16].into_boxed_slice());
@@ -73,6 +79,7 @@ pub fn hand_off_sockets() {
 struct Child {
     close: Vec<RawFd>,
     alive: RawFd,
+    settle: libc::timespec,
 }
 
 /// The child: only `close`, `read` and `_exit` on descriptors that are open,
@@ -92,12 +99,8 @@ extern "C" fn release_later(arg: *mut libc::c_void) -> libc::c_int {
     unsafe { libc::read(child.alive, (&raw mut byte).cast(), 1) };
     // Released now, the sockets would wait for the grace period under the
     // namespace's commit mutex, and so would the next plugin's batch.
-    let settle = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: SETTLE.as_nanos() as libc::c_long,
-    };
-    // SAFETY: a sleep on a live local timespec.
-    unsafe { libc::nanosleep(&settle, std::ptr::null_mut()) };
+    // SAFETY: a sleep on the leaked `Child`'s timespec.
+    unsafe { libc::nanosleep(&child.settle, std::ptr::null_mut()) };
     // SAFETY: ends the child at once, running nothing of the parent's.
     unsafe { libc::_exit(0) }
 }

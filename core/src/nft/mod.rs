@@ -26,7 +26,7 @@ mod handoff;
 mod netlink;
 mod per_netns;
 pub use batch::{Batch, Datum, ElementOp, NlRule};
-pub use handoff::hand_off_sockets;
+pub use handoff::{SETTLE, hand_off_sockets};
 
 /// Longest table/chain/set name we accept (nft allows 256; ours are short).
 const MAX_NAME_LEN: usize = 64;

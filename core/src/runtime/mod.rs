@@ -145,11 +145,27 @@ pub fn run<P: Plugin>(plugin: P) -> ! {
         }
     };
     // Answered: what is left of the exit the runtime need not wait for.
-    crate::nft::hand_off_sockets();
+    if let Some(settle) = socket_handoff(|k| std::env::var(k).ok()) {
+        crate::nft::hand_off_sockets(settle);
+    }
     std::process::exit(code)
 }
 
 /// Logs go to stderr (never stdout, which carries the result); `NETSVC_LOG`
+/// Whether (and how long after its exit) a plugin hands its nf_tables
+/// sockets to a child: `off` releases them at exit (the runtime then waits
+/// for the kernel's grace period), a number of milliseconds keeps them that
+/// long; unset or unreadable, [`crate::nft::SETTLE`].
+pub const SOCKET_HANDOFF_ENV: &str = "NETSVC_SOCKET_HANDOFF";
+
+fn socket_handoff(env: impl Fn(&str) -> Option<String>) -> Option<std::time::Duration> {
+    match env(SOCKET_HANDOFF_ENV).as_deref().map(str::trim) {
+        Some("off") => None,
+        Some(ms) => Some(ms.parse().map_or(crate::nft::SETTLE, std::time::Duration::from_millis)),
+        None => Some(crate::nft::SETTLE),
+    }
+}
+
 /// sets the filter (default `warn`).
 pub fn init_logging() {
     let fmt = tracing_subscriber::fmt().with_writer(std::io::stderr).with_ansi(false);
@@ -163,4 +179,21 @@ pub fn init_logging() {
             .try_init(),
         None => fmt.with_max_level(tracing::Level::WARN).try_init(),
     };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_socket_handoff_is_on_by_default_and_can_be_switched_off() {
+        let env = |v: &'static str| move |k: &str| (k == SOCKET_HANDOFF_ENV).then(|| v.to_string());
+        assert_eq!(socket_handoff(|_| None), Some(crate::nft::SETTLE));
+        assert_eq!(socket_handoff(env("off")), None);
+        assert_eq!(
+            socket_handoff(env("2500")),
+            Some(std::time::Duration::from_millis(2500))
+        );
+        assert_eq!(socket_handoff(env("soon")), Some(crate::nft::SETTLE));
+    }
 }

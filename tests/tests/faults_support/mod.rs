@@ -38,7 +38,7 @@ pub fn assert_store_forgets(state_dir: &Path, name: &str, when: &str) {
 }
 
 /// The pids of processes of binary `plugin` running for `node` (by their state dir).
-fn plugin_pids(node: &TestNode, plugin: &str) -> Vec<i32> {
+pub fn plugin_pids(node: &TestNode, plugin: &str) -> Vec<i32> {
     let marker = format!("NETSVC_STATE_DIR={}", node.state_dir().display());
     let mut pids = Vec::new();
     for entry in std::fs::read_dir("/proc").unwrap().flatten() {
