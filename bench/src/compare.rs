@@ -24,10 +24,7 @@ pub struct Pair {
 pub type Comparison = BTreeMap<&'static str, Pair>;
 
 pub fn run(before: &Path, after: &Path, rounds: usize, repeat: usize) -> Result<Comparison> {
-    // BENCH_ONLY=netsvc-qos,netsvc-lb: those plugins alone.
-    let only: Option<Vec<String>> = std::env::var("BENCH_ONLY")
-        .ok()
-        .map(|v| v.split(',').map(str::to_string).collect());
+    let only = super::exec::only();
     let wanted = |name: &str| only.as_ref().is_none_or(|o| o.iter().any(|n| n == name));
     let mut out = Comparison::new();
     for i in 0..repeat {

@@ -226,6 +226,15 @@ pub fn netsvc_plugins_in(dir: &std::path::Path) -> Vec<(&'static str, PathBuf, V
         .collect()
 }
 
+/// `BENCH_ONLY=netsvc-dns,portmap`: those plugins alone (no chains), to
+/// look at one closely; unset or empty, every plugin.
+pub fn only() -> Option<Vec<String>> {
+    std::env::var("BENCH_ONLY")
+        .ok()
+        .filter(|v| !v.trim().is_empty())
+        .map(|v| v.split(',').map(|n| n.trim().to_string()).collect())
+}
+
 /// One plugin alone, `rounds` rounds, on a fresh node.
 pub fn time_plugin(name: &'static str, binary: PathBuf, conf: Value, rounds: usize) -> Result<Timed> {
     let node = TestNode::new()?;
@@ -241,10 +250,7 @@ pub fn run(rounds: usize) -> Result<ExecReport> {
         .chain([netsvc_vpn()])
         .map(|p| (true, p))
         .chain(reference_meta().into_iter().map(|p| (false, p)));
-    // BENCH_ONLY=netsvc-dns,portmap: those plugins alone, no chains (to look at one closely).
-    let only: Option<Vec<String>> = std::env::var("BENCH_ONLY")
-        .ok()
-        .map(|v| v.split(',').map(str::to_string).collect());
+    let only = only();
     let wanted = |name: &str| only.as_ref().is_none_or(|o| o.iter().any(|n| n == name));
     for (netsvc, p) in singles.filter(|(_, p)| wanted(p.name)) {
         eprintln!("  {} ADD and DEL, {rounds} rounds", p.name);

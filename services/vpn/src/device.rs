@@ -5,7 +5,6 @@
 //! socket stays there even when the device moves into a container.
 
 use std::os::unix::fs::MetadataExt;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -135,11 +134,8 @@ fn start_wireguard_go(name: &str) -> Result<(), CniError> {
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
-    // SAFETY: setsid is async-signal-safe; the daemon leaves the runtime's
-    // session and process group.
-    unsafe {
-        cmd.pre_exec(|| nix::unistd::setsid().map(drop).map_err(std::io::Error::from));
-    }
+    // It leaves the runtime's session: the runtime never waits on it.
+    netsvc_core::spawn::new_session_on_exec(&mut cmd);
     let out = cmd
         .output()
         .map_err(|e| CniError::not_available(format!("cannot run {}: {e}", binary.display())))?;

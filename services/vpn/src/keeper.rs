@@ -6,7 +6,6 @@
 
 use std::fs::File;
 use std::os::unix::fs::OpenOptionsExt;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
@@ -78,11 +77,8 @@ pub fn ensure_running(store: &StoreHandle, on: &NodeName, network: &str, node: &
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(log);
-    // SAFETY: setsid is async-signal-safe; the keeper leaves the runtime's
-    // session, so the runtime never waits on it.
-    unsafe {
-        cmd.pre_exec(|| nix::unistd::setsid().map(drop).map_err(std::io::Error::from));
-    }
+    // It leaves the runtime's session: the runtime never waits on it.
+    netsvc_core::spawn::new_session_on_exec(&mut cmd);
     cmd.spawn()
         .map_err(|e| CniError::not_available(format!("cannot start the mesh keeper: {e}")))?;
     Ok(())

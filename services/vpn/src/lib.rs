@@ -17,6 +17,8 @@
 //! the next call, which removes its device (and wireguard-go); devices of
 //! ours no record holds go too.
 
+#![forbid(unsafe_code)]
+
 pub mod cleanup;
 pub mod config;
 pub mod device;

@@ -1,3 +1,5 @@
+#![forbid(unsafe_code)]
+
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.first().map(String::as_str) == Some(netsvc_vpn::keeper::SUBCOMMAND) {
