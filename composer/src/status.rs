@@ -6,6 +6,7 @@
 
 use std::fmt::Write;
 
+use netsvc_core::cni::IpNet;
 use netsvc_core::graph::{Endpoint, Graph, Network};
 use netsvc_core::node::NodeName;
 use netsvc_core::store::{FileStore, QuarantinedDoc, StoreHandle, StoreSpec};
@@ -128,8 +129,8 @@ pub fn render(status: &Status) -> String {
             s,
             "network {}  subnets {}  gateway {}  on {}",
             net.name,
-            net.subnets.join(", "),
-            net.gateway.as_deref().unwrap_or("-"),
+            IpNet::list(&net.subnets),
+            net.gateway.map_or("-".to_string(), |g| g.to_string()),
             net.bridge.as_deref().unwrap_or("-")
         );
         for u in &n.unfinished {
@@ -149,7 +150,7 @@ pub fn render(status: &Status) -> String {
                 s,
                 "    {}  {}  names {}  labels {}  held by {}",
                 e.id(),
-                e.ips.join(", "),
+                IpNet::list(&e.ips),
                 if e.names.is_empty() {
                     "-".into()
                 } else {
@@ -181,7 +182,7 @@ pub fn render(status: &Status) -> String {
                 s,
                 "  service {}  vip {}  ports {}  backends {}",
                 svc.service.name,
-                svc.service.vip.as_deref().unwrap_or("-"),
+                svc.service.vip.map_or("-".to_string(), |v| v.to_string()),
                 ports.join(" "),
                 if svc.backends.is_empty() {
                     "none".into()

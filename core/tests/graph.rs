@@ -17,7 +17,7 @@ fn ep(net: &str, cid: &str, names: &[&str], labels: &[(&str, &str)]) -> Endpoint
         network: net.into(),
         container_id: cid.into(),
         ifname: "eth0".into(),
-        ips: vec!["10.0.0.2/24".into()],
+        ips: vec!["10.0.0.2/24".parse().unwrap()],
         names: names.iter().map(|s| s.to_string()).collect(),
         labels: labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
         ..Default::default()
@@ -157,7 +157,7 @@ fn transaction_commits_and_lists() {
     g.transaction("n1", |tx| {
         tx.put_network(&Network {
             name: "n1".into(),
-            subnets: vec!["10.0.0.0/24".into()],
+            subnets: vec!["10.0.0.0/24".parse().unwrap()],
             ..Default::default()
         })?;
         tx.put_endpoint(&ep("n1", "c1", &["a"], &[]))?;
@@ -177,7 +177,10 @@ fn transaction_commits_and_lists() {
     .expect("tx");
     g.transaction("n2", |tx| tx.put_endpoint(&ep("n2", "c3", &[], &[])))
         .expect("tx2");
-    assert_eq!(g.network("n1").expect("get").expect("net").subnets, ["10.0.0.0/24"]);
+    assert_eq!(
+        g.network("n1").expect("get").expect("net").subnets,
+        ["10.0.0.0/24".parse().unwrap()]
+    );
     let ids: Vec<_> = g.endpoints("n1").expect("list").iter().map(Endpoint::id).collect();
     assert_eq!(ids, ["c1:eth0", "c2:eth0"]);
     assert_eq!(g.attachments().expect("all").len(), 3);

@@ -21,7 +21,7 @@ fn ep(cid: &str) -> Endpoint {
         network: "n1".into(),
         container_id: cid.into(),
         ifname: "eth0".into(),
-        ips: vec!["10.0.0.2/24".into()],
+        ips: vec!["10.0.0.2/24".parse().unwrap()],
         ..Default::default()
     }
 }
@@ -64,7 +64,7 @@ fn the_intent_is_committed_before_program_runs_and_cleared_after() {
     let intent = intent.expect("the intent is in the store while the kernel is programmed");
     assert_eq!(
         (intent.op, intent.addresses),
-        (Op::Add, vec!["10.0.0.2/24".to_string()])
+        (Op::Add, vec!["10.0.0.2/24".parse().unwrap()])
     );
     assert!(recorded, "and so is the graph change");
     assert_eq!(pending(&graph, "n1", SERVICE).unwrap(), None, "cleared after");
@@ -114,7 +114,7 @@ fn a_dead_add_is_rolled_back_by_the_next_call_which_carries_its_addresses_on() {
         .unwrap();
     let session = graph.lock("n1").unwrap();
     let mut other = ep("c2");
-    other.ips = vec!["10.0.0.3/24".into()];
+    other.ips = vec!["10.0.0.3/24".parse().unwrap()];
     session
         .intended(
             SERVICE,
@@ -131,7 +131,7 @@ fn a_dead_add_is_rolled_back_by_the_next_call_which_carries_its_addresses_on() {
                 let carried = pending(&g, "n1", SERVICE).unwrap().unwrap().addresses;
                 assert_eq!(
                     carried,
-                    ["10.0.0.3/24", "10.0.0.2/24"],
+                    ["10.0.0.3/24".parse().unwrap(), "10.0.0.2/24".parse().unwrap()],
                     "the dead call's addresses go on"
                 );
                 Ok(())

@@ -127,8 +127,8 @@ fn three_backends_share_tcp_and_udp_connections() {
         .unwrap();
     assert_eq!(services.len(), 1);
     assert_eq!(
-        (services[0].name.as_str(), services[0].vip.as_deref()),
-        ("api", Some(VIP))
+        (services[0].name.as_str(), services[0].vip),
+        ("api", Some(VIP.parse().unwrap()))
     );
     assert_eq!(services[0].ports[0].target_port, Some(8080));
 

@@ -58,7 +58,7 @@ pub fn endpoint_from_call(call: &Call, prev: &CniResult, service: &str) -> Resul
         network: call.conf.name.clone(),
         container_id: call.env.container_id.clone(),
         ifname: call.env.ifname.clone(),
-        ips: ips.iter().map(ToString::to_string).collect(),
+        ips,
         host_veth: None,
         netns: call.env.netns.as_ref().map(|p| p.display().to_string()),
         names: id.names,
@@ -74,8 +74,8 @@ pub fn record_network(tx: &mut Tx<'_>, prev: &CniResult) -> Result<(), GraphErro
     if tx.get_network()?.is_some() {
         return Ok(());
     }
-    let subnets = prev.ips.iter().map(|ip| ip.address.network().to_string()).collect();
-    let gateway = prev.ips.iter().find_map(|ip| ip.gateway).map(|g| g.to_string());
+    let subnets = prev.ips.iter().map(|ip| ip.address.network()).collect();
+    let gateway = prev.ips.iter().find_map(|ip| ip.gateway);
     let bridge = host_interfaces(prev).next().map(str::to_string);
     tx.put_network(&Network {
         name: tx.network_name().to_string(),

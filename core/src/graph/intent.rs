@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 use super::{Graph, GraphError, Tx};
 use crate::cni::CniError;
 use crate::failpoint;
+use crate::inet::IpNet;
 use crate::store::LockGuard;
 
 /// The record (per service, network and node) an unfinished call leaves.
@@ -54,10 +55,10 @@ pub struct Intent {
     pub container_id: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ifname: Option<String>,
-    /// The attachment's addresses (CIDRs): what whoever finishes the call
-    /// takes out of the kernel when the graph no longer has them.
+    /// The attachment's addresses: what whoever finishes the call takes
+    /// out of the kernel when the graph no longer has them.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub addresses: Vec<String>,
+    pub addresses: Vec<IpNet>,
     /// The process that recorded it (for the log of whoever finishes it).
     pub pid: u32,
 }
@@ -75,17 +76,14 @@ impl Intent {
     }
 
     /// The attachment's addresses, when the graph does not have them yet (an ADD).
-    pub fn with_addresses(mut self, addresses: &[String]) -> Intent {
+    pub fn with_addresses(mut self, addresses: &[IpNet]) -> Intent {
         self.addresses = addresses.to_vec();
         self
     }
 
     /// The addresses as IPs.
     pub fn ips(&self) -> Vec<std::net::IpAddr> {
-        self.addresses
-            .iter()
-            .filter_map(|a| a.parse::<crate::cni::IpNet>().ok().map(|n| n.addr))
-            .collect()
+        self.addresses.iter().map(|n| n.addr).collect()
     }
 
     /// A change of the whole network (GC, a render).
@@ -236,7 +234,7 @@ impl<'s> Session<'_, 's> {
             // What a dead call left to clean is carried on, should this one die too.
             for a in stale.iter().flat_map(|s| &s.addresses) {
                 if !intent.addresses.contains(a) {
-                    intent.addresses.push(a.clone());
+                    intent.addresses.push(*a);
                 }
             }
             let plan = stage(tx, stale.as_ref())?;

@@ -2,22 +2,23 @@
 //! that a typo in a hand-edited or imported document does not pass silently.
 
 use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
 
 use serde::{Deserialize, Serialize};
 
 use super::Selector;
-pub use crate::inet::Protocol;
+pub use crate::inet::{IpNet, Protocol};
 
 /// A network: what the interface plugin set up.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Network {
     pub name: String,
-    /// CIDRs.
+    /// The subnets' prefixes.
     #[serde(default)]
-    pub subnets: Vec<String>,
+    pub subnets: Vec<IpNet>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub gateway: Option<String>,
+    pub gateway: Option<IpAddr>,
     /// The bridge or host interface the network lives on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bridge: Option<String>,
@@ -30,9 +31,9 @@ pub struct Endpoint {
     pub network: String,
     pub container_id: String,
     pub ifname: String,
-    /// Addresses in CIDR form.
+    /// Addresses with their prefix length (`10.88.0.5/24`).
     #[serde(default)]
-    pub ips: Vec<String>,
+    pub ips: Vec<IpNet>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub host_veth: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -90,7 +91,7 @@ pub struct ServicePort {
 pub struct Service {
     pub name: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub vip: Option<String>,
+    pub vip: Option<IpAddr>,
     #[serde(default)]
     pub ports: Vec<ServicePort>,
     #[serde(default)]
@@ -134,7 +135,7 @@ pub struct Peer {
     pub name: String,
     pub public_key: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub endpoint: Option<String>,
+    pub endpoint: Option<SocketAddr>,
     #[serde(default)]
-    pub allowed_ips: Vec<String>,
+    pub allowed_ips: Vec<IpNet>,
 }

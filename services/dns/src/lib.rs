@@ -143,7 +143,7 @@ impl Plugin for Dns {
         let (Some(name), Some(ip)) = (ep.names.first(), ep.ips.first()) else {
             return Ok(()); // nothing to resolve
         };
-        let ip: IpAddr = ip.parse::<netsvc_core::cni::IpNet>().map_err(CniError::decode)?.addr;
+        let ip: IpAddr = ip.addr;
         let fqdn = format!("{name}.{}.", settings.served.domain);
         let t = if ip.is_ipv4() { RecordType::A } else { RecordType::AAAA };
         // Asked from inside the container, so the daemon applies its view.

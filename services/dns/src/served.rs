@@ -6,7 +6,6 @@
 use std::collections::BTreeSet;
 use std::net::{IpAddr, SocketAddr};
 
-use netsvc_core::cni::IpNet;
 use netsvc_core::graph::Endpoint;
 use netsvc_core::reconcile::{DiffKind, Difference};
 use serde::{Deserialize, Serialize};
@@ -22,12 +21,7 @@ pub fn names(domain: &str, endpoints: &[Endpoint]) -> BTreeSet<String> {
     let domain = domain.trim_end_matches('.').to_lowercase();
     let mut out = BTreeSet::new();
     for ep in endpoints {
-        let ips: Vec<IpAddr> = ep
-            .ips
-            .iter()
-            .filter_map(|c| c.parse::<IpNet>().ok())
-            .map(|n| n.addr)
-            .collect();
+        let ips: Vec<IpAddr> = ep.ips.iter().map(|n| n.addr).collect();
         for name in &ep.names {
             let fqdn = format!("{}.{domain}", name.to_lowercase());
             for ip in &ips {
@@ -120,7 +114,7 @@ mod tests {
             container_id: id.into(),
             ifname: "eth0".into(),
             names: names.iter().map(|s| s.to_string()).collect(),
-            ips: ips.iter().map(|s| s.to_string()).collect(),
+            ips: ips.iter().map(|s| s.parse().unwrap()).collect(),
             ..Default::default()
         }
     }

@@ -9,7 +9,6 @@ use std::str::FromStr;
 
 use hickory_proto::rr::rdata::{A, AAAA, PTR, SOA, SRV};
 use hickory_proto::rr::{Name, RData, Record, RecordType};
-use netsvc_core::cni::IpNet;
 use netsvc_core::graph::{Endpoint, Service};
 
 use crate::config::Served;
@@ -65,11 +64,7 @@ fn fqdn(labels: &str) -> Option<Name> {
 }
 
 fn addresses(ep: &Endpoint) -> Vec<IpAddr> {
-    ep.ips
-        .iter()
-        .filter_map(|c| c.parse::<IpNet>().ok())
-        .map(|n| n.addr)
-        .collect()
+    ep.ips.iter().map(|n| n.addr).collect()
 }
 
 impl Zone {
@@ -108,7 +103,7 @@ impl Zone {
                 }
             }
             for svc in &net.services {
-                let Some(vip) = svc.vip.as_deref().and_then(|v| v.parse::<IpAddr>().ok()) else {
+                let Some(vip) = svc.vip else {
                     continue;
                 };
                 let Some(target) = fqdn(&format!("{}.{}", svc.name, net.served.domain)) else {
@@ -288,7 +283,7 @@ mod tests {
             container_id: id.into(),
             ifname: "eth0".into(),
             names: names.iter().map(|s| s.to_string()).collect(),
-            ips: ips.iter().map(|s| s.to_string()).collect(),
+            ips: ips.iter().map(|s| s.parse().unwrap()).collect(),
             ..Default::default()
         }
     }
@@ -325,7 +320,7 @@ mod tests {
         );
         a.services.push(Service {
             name: "api".into(),
-            vip: Some("10.96.0.10".into()),
+            vip: Some("10.96.0.10".parse().unwrap()),
             ports: vec![ServicePort {
                 port: 80,
                 target_port: Some(8080),

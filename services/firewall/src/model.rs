@@ -483,10 +483,7 @@ pub struct Membership {
 
 /// The addresses of an endpoint (its CIDRs' host parts).
 pub fn endpoint_ips(ep: &Endpoint) -> Vec<IpAddr> {
-    ep.ips
-        .iter()
-        .filter_map(|s| s.parse::<IpNet>().ok().map(|n| n.addr))
-        .collect()
+    ep.ips.iter().map(|n| n.addr).collect()
 }
 
 /// Where `ep` belongs under `plan`.
@@ -514,7 +511,7 @@ pub(crate) fn test_endpoint(network: &str, id: &str, ip: &str, name: &str, tier:
         network: network.into(),
         container_id: id.into(),
         ifname: "eth0".into(),
-        ips: vec![format!("{ip}/24")],
+        ips: vec![format!("{ip}/24").parse().unwrap()],
         names: vec![name.into()],
         labels: [("tier".to_string(), tier.to_string())].into(),
         ..Default::default()

@@ -257,7 +257,7 @@ fn drifted(mine: &[&Rendered], removed: &[&Rendered], current: Option<&kernel::C
 fn graph_service(r: &Rendered) -> Service {
     Service {
         name: r.conf.name.clone(),
-        vip: Some(r.conf.vip.clone()),
+        vip: Some(r.conf.vip()),
         ports: r
             .conf
             .ports

@@ -8,7 +8,6 @@
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::net::IpAddr;
 
-use netsvc_core::cni::IpNet;
 use netsvc_core::graph::{Endpoint, Protocol};
 use netsvc_core::naming::{digest_hex, fnv64};
 use netsvc_core::nft::Datum;
@@ -195,7 +194,6 @@ pub fn hairpin_keys(addrs: &[IpAddr]) -> Vec<Datum> {
 pub fn addresses(ep: &Endpoint, family: Family) -> Vec<IpAddr> {
     ep.ips
         .iter()
-        .filter_map(|c| c.parse::<IpNet>().ok())
         .map(|n| n.addr)
         .filter(|a| Family::of(*a) == family)
         .collect()

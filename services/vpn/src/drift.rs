@@ -7,6 +7,8 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use netsvc_core::cni::IpNet;
+
 use netsvc_core::reconcile::{DiffKind, Difference};
 
 use crate::SERVICE;
@@ -48,7 +50,7 @@ pub struct Seen {
 pub struct OtherNode {
     pub name: String,
     pub public_key: String,
-    pub subnets: Vec<String>,
+    pub subnets: Vec<IpNet>,
 }
 
 /// A mesh device of this node and what the store says it should hold.
@@ -133,7 +135,7 @@ pub fn differences(network: &str, wanted: &Wanted<'_>, seen: &Seen) -> Vec<Diffe
                     format!("peer {} ({}) of {device}", o.public_key, o.name),
                 );
             }
-            for subnet in o.subnets.iter().filter(|n| !s.routes.contains(*n)) {
+            for subnet in o.subnets.iter().filter(|n| !s.routes.contains(&n.to_string())) {
                 note(DiffKind::Missing, format!("route {subnet} dev {device}"));
             }
         }
@@ -253,7 +255,7 @@ mod tests {
         let other = OtherNode {
             name: "b".into(),
             public_key: key(5),
-            subnets: vec!["10.89.2.0/24".into()],
+            subnets: vec!["10.89.2.0/24".parse().unwrap()],
         };
         let m = || MeshWanted {
             node: &me,

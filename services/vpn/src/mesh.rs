@@ -76,18 +76,14 @@ pub fn this_node(configured: Option<&str>, call_node: &NodeName) -> String {
 pub fn add(call: &Call, conf: &MeshConf) -> Result<CniResult> {
     let prev = call.chained_prev_result()?;
     let ep = endpoint_from_call(call, &prev, SERVICE)?;
-    let in_subnet = ep
-        .ips
-        .iter()
-        .filter_map(|ip| ip.parse::<IpNet>().ok())
-        .any(|ip| conf.pod_subnet.contains(ip.addr));
+    let in_subnet = ep.ips.iter().any(|ip| conf.pod_subnet.contains(ip.addr));
     if !in_subnet {
         return Err(CniError::invalid_config(
             "podSubnet",
             format!(
                 "{} does not hold the container's address ({}): other nodes would not route to it",
                 conf.pod_subnet,
-                ep.ips.join(", ")
+                IpNet::list(&ep.ips)
             ),
         ));
     }
@@ -110,8 +106,8 @@ pub fn add(call: &Call, conf: &MeshConf) -> Result<CniResult> {
     let published = Peer {
         name: node.clone(),
         public_key: key.public().to_string(),
-        endpoint: Some(SocketAddr::new(conf.endpoint, conf.listen_port).to_string()),
-        allowed_ips: vec![conf.pod_subnet.to_string()],
+        endpoint: Some(SocketAddr::new(conf.endpoint, conf.listen_port)),
+        allowed_ips: vec![conf.pod_subnet],
     };
     let graph = Graph::new(&store, &call.node);
     let network = &call.conf.name;
@@ -287,16 +283,8 @@ fn peer_conf(p: &Peer, keepalive: u16) -> Result<PeerConf> {
             .public_key
             .parse()
             .map_err(|e: String| bad(format!("publicKey {e}")))?,
-        endpoint: p
-            .endpoint
-            .as_deref()
-            .map(|e| e.parse::<SocketAddr>().map_err(|e| bad(format!("endpoint: {e}"))))
-            .transpose()?,
-        allowed_ips: p
-            .allowed_ips
-            .iter()
-            .map(|a| a.parse::<IpNet>().map_err(|e| bad(format!("allowedIPs: {e}"))))
-            .collect::<Result<_>>()?,
+        endpoint: p.endpoint,
+        allowed_ips: p.allowed_ips.clone(),
         persistent_keepalive: Some(keepalive).filter(|&k| k != 0),
     })
 }

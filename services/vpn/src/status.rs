@@ -2,7 +2,9 @@
 //! mesh node with its public key, peers and, where the device answers, its
 //! handshakes and traffic. Public material only.
 
-use netsvc_core::cni::Result;
+use std::net::SocketAddr;
+
+use netsvc_core::cni::{IpNet, Result};
 use netsvc_core::graph::Graph;
 use netsvc_core::node::NodeName;
 use netsvc_core::store::Store;
@@ -36,8 +38,8 @@ pub struct TunnelStatus {
 pub struct NodeStatus {
     pub node: String,
     pub public_key: String,
-    pub endpoint: Option<String>,
-    pub pod_subnets: Vec<String>,
+    pub endpoint: Option<SocketAddr>,
+    pub pod_subnets: Vec<IpNet>,
     /// The node's device, when the node is this one's view of itself.
     pub device: Option<MeshNode>,
     pub live: Option<Live>,
@@ -161,8 +163,8 @@ pub fn render(networks: &[NetworkStatus]) -> String {
                 s,
                 "  mesh node {} at {}  pod subnets {}\n    public key {}",
                 node.node,
-                node.endpoint.as_deref().unwrap_or("-"),
-                node.pod_subnets.join(", "),
+                node.endpoint.map_or("-".to_string(), |e| e.to_string()),
+                IpNet::list(&node.pod_subnets),
                 node.public_key
             );
             render_peers(&mut s, node.live.as_ref());

@@ -1,6 +1,10 @@
-//! Internet values every layer speaks of: a port's transport protocol.
+//! Internet values every layer speaks of: an address with its prefix, a
+//! port's transport protocol.
 
 use serde::{Deserialize, Serialize};
+
+mod ipnet;
+pub use ipnet::IpNet;
 
 /// A transport protocol of a port.
 #[derive(

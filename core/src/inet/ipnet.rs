@@ -31,6 +31,11 @@ impl IpNet {
         }
     }
 
+    /// `nets` as people write them, comma-separated.
+    pub fn list(nets: &[IpNet]) -> String {
+        nets.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
+    }
+
     pub fn is_ipv4(&self) -> bool {
         self.addr.is_ipv4()
     }
