@@ -89,7 +89,7 @@ impl SimNode {
     pub fn agent(&self, store: &Value, lease_ttl: u64) -> Agent {
         let path = self.ns.state_dir().join("span.conflist");
         std::fs::write(&path, serde_json::to_vec(&self.conflist()).unwrap()).unwrap();
-        let child = self
+        let mut child = self
             .ns
             .command(plugin_dir().join("netsvc"))
             .args([
@@ -107,6 +107,16 @@ impl SimNode {
             .stderr(std::fs::File::create(self.ns.state_dir().join("agent.log")).unwrap())
             .spawn()
             .unwrap();
+        // An agent that cannot run (a `netsvc` built without the etcd
+        // backend, a bad store) exits at once: say why now, not as a
+        // backend missing from a VIP much later.
+        let exited = crate::poll_until(std::time::Duration::from_millis(500), || {
+            child.try_wait().ok().flatten()
+        });
+        if let Some(status) = exited {
+            let log = std::fs::read_to_string(self.ns.state_dir().join("agent.log")).unwrap_or_default();
+            panic!("the agent of {} exited at once ({status}): {log}", self.name);
+        }
         Agent(Some(child))
     }
 
