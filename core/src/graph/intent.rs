@@ -81,6 +81,17 @@ impl Intent {
         self
     }
 
+    /// The attachment (container id, ifname) an ADD or DEL is about.
+    pub fn target(&self) -> Option<(&str, &str)> {
+        Some((self.container_id.as_deref()?, self.ifname.as_deref()?))
+    }
+
+    /// The attachment of an ADD: what the next call rolls back when this
+    /// intent is a dead call's.
+    pub fn added(&self) -> Option<(&str, &str)> {
+        self.target().filter(|_| self.op == Op::Add)
+    }
+
     /// The addresses as IPs.
     pub fn ips(&self) -> Vec<std::net::IpAddr> {
         self.addresses.iter().map(|n| n.addr).collect()
@@ -226,7 +237,7 @@ impl<'s> Session<'_, 's> {
                     container = ?s.container_id, "finishing what a call that died left");
             }
             // A DEL's addresses are the graph's, read before it detaches them.
-            if let (Some(id), Some(ifname), true) = (&intent.container_id, &intent.ifname, intent.addresses.is_empty())
+            if let (Some((id, ifname)), true) = (intent.target(), intent.addresses.is_empty())
                 && let Some(ep) = tx.get_endpoint(id, ifname)?
             {
                 intent.addresses = ep.ips;
@@ -270,7 +281,7 @@ fn roll_back_stale(tx: &mut Tx<'_>, service: &str) -> Result<Option<Intent>, Gra
     let Some(stale) = tx.get_record::<Intent>(service, INTENT_RECORD)? else {
         return Ok(None);
     };
-    if let (Op::Add, Some(id), Some(ifname)) = (stale.op, &stale.container_id, &stale.ifname) {
+    if let Some((id, ifname)) = stale.added() {
         tx.detach_endpoint(id, ifname, service)?;
     }
     Ok(Some(stale))

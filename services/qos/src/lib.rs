@@ -57,16 +57,17 @@ impl Cleanup {
         let Some(intent) = stale else {
             return Ok(Cleanup::default());
         };
-        let teardown = match (&intent.container_id, &intent.ifname) {
-            (Some(id), Some(ifname)) => {
+        let teardown = match intent.target() {
+            Some((id, ifname)) => {
                 // A dead DEL committed its records' removal already.
-                let record = match intent.op {
-                    Op::Add => forget(tx, id, ifname)?,
-                    _ => None,
+                let record = if intent.added().is_some() {
+                    forget(tx, id, ifname)?
+                } else {
+                    None
                 };
                 Some(Teardown::of(id, ifname, record.as_ref(), None))
             }
-            _ => None,
+            None => None,
         };
         Ok(Cleanup {
             stale: teardown,

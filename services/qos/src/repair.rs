@@ -118,15 +118,10 @@ impl Plan {
 fn plan(graph: &Graph<'_>, tx: &mut Tx<'_>, stale: Option<&Intent>) -> Result<Plan> {
     let network = tx.network_name().to_string();
     let mut rolled_back = Vec::new();
-    if let Some(Intent {
-        op: Op::Add,
-        container_id: Some(id),
-        ifname: Some(ifname),
-        ..
-    }) = stale
+    if let Some((id, ifname)) = stale.and_then(Intent::added)
         && let Some(record) = forget(tx, id, ifname)?
     {
-        rolled_back.push((id.clone(), ifname.clone(), record));
+        rolled_back.push((id.to_string(), ifname.to_string(), record));
     }
     let shaped: Vec<Applied> = applied::local_records(tx)?.into_iter().map(|(_, a)| a).collect();
     let mut held = held_elsewhere(graph, &network)?;

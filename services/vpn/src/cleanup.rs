@@ -7,7 +7,7 @@
 use std::collections::BTreeSet;
 
 use netsvc_core::cni::Result;
-use netsvc_core::graph::{Graph, Intent, Op, Tx};
+use netsvc_core::graph::{Graph, Intent, Tx};
 use netsvc_core::netlink::{self, links};
 
 use crate::{Forgotten, NODE_NETNS, device, forget, mesh, owned, tear_down, tunnel};
@@ -27,16 +27,17 @@ impl Cleanup {
         let Some(intent) = stale else {
             return Ok(Cleanup::default());
         };
-        let attachment = match (&intent.container_id, &intent.ifname) {
-            (Some(id), Some(ifname)) => {
+        let attachment = match intent.target() {
+            Some((id, ifname)) => {
                 // A dead DEL committed its records' removal already.
-                let f = match intent.op {
-                    Op::Add => forget(tx, id, ifname, None)?,
-                    _ => Forgotten::default(),
+                let f = if intent.added().is_some() {
+                    forget(tx, id, ifname, None)?
+                } else {
+                    Forgotten::default()
                 };
-                Some((id.clone(), ifname.clone(), f))
+                Some((id.to_string(), ifname.to_string(), f))
             }
-            _ => None,
+            None => None,
         };
         Ok(Cleanup {
             stale: attachment,

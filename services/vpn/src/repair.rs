@@ -47,15 +47,9 @@ impl Plan {
 fn plan(graph: &Graph<'_>, store: &StoreHandle, tx: &mut Tx<'_>, stale: Option<&Intent>) -> Result<Plan> {
     let network = tx.network_name().to_string();
     let mut out = Plan::default();
-    if let Some(Intent {
-        op: Op::Add,
-        container_id: Some(id),
-        ifname: Some(ifname),
-        ..
-    }) = stale
-    {
+    if let Some((id, ifname)) = stale.and_then(Intent::added) {
         out.rolled_back
-            .push((id.clone(), ifname.clone(), forget(tx, id, ifname, None)?));
+            .push((id.to_string(), ifname.to_string(), forget(tx, id, ifname, None)?));
     }
     // Listed before the records are read (see `cleanup::ours`).
     let ours = cleanup::ours()?;
