@@ -66,16 +66,25 @@ pub struct Difference {
     pub object: String,
 }
 
+impl Difference {
+    pub fn new(service: &str, network: &str, kind: DiffKind, object: impl Into<String>) -> Difference {
+        Difference {
+            service: service.into(),
+            network: network.into(),
+            kind,
+            object: object.into(),
+        }
+    }
+
+    /// What differs, without where: `missing qdisc htb 1: on veth1a2b`.
+    pub fn what(&self) -> String {
+        format!("{} {}", self.kind.word(), self.object)
+    }
+}
+
 impl std::fmt::Display for Difference {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "{} {}: {} {}",
-            self.service,
-            self.network,
-            self.kind.word(),
-            self.object
-        )
+        write!(f, "{} {}: {}", self.service, self.network, self.what())
     }
 }
 

@@ -66,14 +66,7 @@ pub struct Wanted {
 /// here) and what the daemon answered (`Err`: it cannot be asked, `why`).
 pub fn differences(network: &str, wanted: Option<&Wanted>, daemon: Result<&View, &str>) -> Vec<Difference> {
     let mut out = Vec::new();
-    let mut note = |kind, object: String| {
-        out.push(Difference {
-            service: SERVICE.into(),
-            network: network.into(),
-            kind,
-            object,
-        })
-    };
+    let mut note = |kind, object: String| out.push(Difference::new(SERVICE, network, kind, object));
     let view = match daemon {
         Ok(view) => view,
         Err(_) if wanted.is_none() => return out,
@@ -122,9 +115,7 @@ mod tests {
     const L: &str = "10.0.0.1:53";
 
     fn kinds(d: Vec<Difference>) -> Vec<String> {
-        d.into_iter()
-            .map(|d| format!("{} {}", d.kind.word(), d.object))
-            .collect()
+        d.into_iter().map(|d| d.what()).collect()
     }
 
     #[test]

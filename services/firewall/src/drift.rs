@@ -71,12 +71,7 @@ pub fn differences(network: &str, cmds: &[Value], current: &Current) -> Vec<Diff
     }
     found
         .into_iter()
-        .map(|(kind, object)| Difference {
-            service: SERVICE.into(),
-            network: network.into(),
-            kind,
-            object,
-        })
+        .map(|(kind, object)| Difference::new(SERVICE, network, kind, object))
         .collect()
 }
 
@@ -151,10 +146,7 @@ mod tests {
         s.elements.insert("10.0.0.9/32".parse().unwrap());
         let m: Vec<_> = eps.iter().map(|e| membership(&p, e)).collect();
         let cmds = reconcile(&p.prefix, Some(&Desired::new(&p, &m)), &current);
-        let found: Vec<String> = differences("n", &cmds, &current)
-            .iter()
-            .map(|d| format!("{} {}", d.kind.word(), d.object))
-            .collect();
+        let found: Vec<String> = differences("n", &cmds, &current).iter().map(|d| d.what()).collect();
         assert_eq!(
             found,
             vec![

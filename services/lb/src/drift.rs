@@ -23,14 +23,7 @@ pub fn differences(
 ) -> Vec<Difference> {
     let table = format!("{} {}", f.word(), crate::model::TABLE);
     let mut out = Vec::new();
-    let mut note = |kind, object: String| {
-        out.push(Difference {
-            service: SERVICE.into(),
-            network: network.into(),
-            kind,
-            object,
-        })
-    };
+    let mut note = |kind, object: String| out.push(Difference::new(SERVICE, network, kind, object));
     let Some(current) = current else {
         if !mine.is_empty() {
             note(DiffKind::Missing, format!("table {table}"));

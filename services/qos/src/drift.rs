@@ -74,14 +74,7 @@ pub struct Wanted<'a> {
 /// what must go.
 pub fn differences(network: &str, wanted: &Wanted<'_>, seen: &Observed) -> Vec<Difference> {
     let mut out = Vec::new();
-    let mut note = |kind, object: String| {
-        out.push(Difference {
-            service: SERVICE.into(),
-            network: network.into(),
-            kind,
-            object,
-        })
-    };
+    let mut note = |kind, object: String| out.push(Difference::new(SERVICE, network, kind, object));
     for a in &wanted.shaped {
         let Some(veth) = seen.links.get(&a.host_veth) else {
             note(DiffKind::Missing, format!("link {}", a.host_veth));
@@ -276,9 +269,7 @@ mod tests {
     }
 
     fn objects(d: Vec<Difference>) -> Vec<String> {
-        d.into_iter()
-            .map(|d| format!("{} {}", d.kind.word(), d.object))
-            .collect()
+        d.into_iter().map(|d| d.what()).collect()
     }
 
     #[test]

@@ -78,14 +78,7 @@ pub fn tunnel_object(r: &TunnelRecord) -> String {
 
 pub fn differences(network: &str, wanted: &Wanted<'_>, seen: &Seen) -> Vec<Difference> {
     let mut out = Vec::new();
-    let mut note = |kind, object: String| {
-        out.push(Difference {
-            service: SERVICE.into(),
-            network: network.into(),
-            kind,
-            object,
-        })
-    };
+    let mut note = |kind, object: String| out.push(Difference::new(SERVICE, network, kind, object));
     let nothing = TunnelSeen::default();
     for r in &wanted.tunnels {
         let t = seen.tunnels.get(&r.device).unwrap_or(&nothing);
@@ -203,9 +196,7 @@ mod tests {
     }
 
     fn objects(d: Vec<Difference>) -> Vec<String> {
-        d.into_iter()
-            .map(|d| format!("{} {}", d.kind.word(), d.object))
-            .collect()
+        d.into_iter().map(|d| d.what()).collect()
     }
 
     fn wanted<'a>(tunnels: Vec<&'a TunnelRecord>, mesh: Vec<MeshWanted<'a>>) -> Wanted<'a> {
