@@ -41,7 +41,7 @@ fn the_intent_is_committed_before_program_runs_and_cleared_after() {
     let out = session
         .intended(
             SERVICE,
-            Intent::attachment(Op::Add, "c1", "eth0").with_addresses(&ep("c1").ips),
+            Intent::adding(&ep("c1")),
             |tx, stale| -> Result<Option<u32>, CniError> {
                 assert!(stale.is_none());
                 tx.attach_endpoint(&ep("c1"), SERVICE)?;
@@ -107,7 +107,7 @@ fn a_dead_add_is_rolled_back_by_the_next_call_which_carries_its_addresses_on() {
     graph
         .transaction("n1", |tx| -> Result<(), CniError> {
             tx.attach_endpoint(&ep("dead"), SERVICE)?;
-            let intent = Intent::attachment(Op::Add, "dead", "eth0").with_addresses(&ep("dead").ips);
+            let intent = Intent::adding(&ep("dead"));
             tx.put_record(SERVICE, INTENT_RECORD, &intent)?;
             Ok(())
         })
@@ -118,7 +118,7 @@ fn a_dead_add_is_rolled_back_by_the_next_call_which_carries_its_addresses_on() {
     session
         .intended(
             SERVICE,
-            Intent::attachment(Op::Add, "c2", "eth0").with_addresses(&other.ips),
+            Intent::adding(&other),
             |tx, stale| -> Result<Option<()>, CniError> {
                 let stale = stale.expect("the dead call's intent");
                 assert_eq!((stale.op, stale.container_id.as_deref()), (Op::Add, Some("dead")));

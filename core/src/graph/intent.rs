@@ -14,7 +14,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{Graph, GraphError, Tx};
+use super::{Endpoint, Graph, GraphError, Tx};
 use crate::cni::CniError;
 use crate::failpoint;
 use crate::inet::IpNet;
@@ -75,10 +75,12 @@ impl Intent {
         }
     }
 
-    /// The attachment's addresses, when the graph does not have them yet (an ADD).
-    pub fn with_addresses(mut self, addresses: &[IpNet]) -> Intent {
-        self.addresses = addresses.to_vec();
-        self
+    /// The ADD of `ep`, with its addresses (the graph does not have them yet).
+    pub fn adding(ep: &Endpoint) -> Intent {
+        Intent {
+            addresses: ep.ips.clone(),
+            ..Intent::attachment(Op::Add, &ep.container_id, &ep.ifname)
+        }
     }
 
     /// The attachment (container id, ifname) an ADD or DEL is about.

@@ -75,7 +75,7 @@ impl Plugin for Dns {
         let store = open_for(&call.conf)?;
         let graph = Graph::new(&store, &call.node);
         let session = graph.lock(&call.conf.name)?;
-        let intent = Intent::attachment(Op::Add, &call.env.container_id, &call.env.ifname).with_addresses(&ep.ips);
+        let intent = Intent::adding(&ep);
         session.intended(
             SERVICE,
             intent,

@@ -152,7 +152,7 @@ impl Plugin for Qos {
         let store = open_for(&call.conf)?;
         let graph = Graph::new(&store, &call.node);
         let session = graph.lock(&call.conf.name)?;
-        let intent = Intent::attachment(Op::Add, container_id, ifname).with_addresses(&ep.ips);
+        let intent = Intent::adding(&ep);
         // Recorded before the kernel is touched, so a GC running meanwhile
         // never takes the new ifb for an orphan.
         session.intended(

@@ -11,9 +11,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use netsvc_core::cni::{Call, CniError, CniResult, IpNet, Result};
-use netsvc_core::graph::{
-    Graph, Intent, Op, Peer, Tx, checked_endpoint, endpoint_from_call, peers_prefix, record_network,
-};
+use netsvc_core::graph::{Graph, Intent, Peer, Tx, checked_endpoint, endpoint_from_call, peers_prefix, record_network};
 use netsvc_core::naming::fnv64;
 use netsvc_core::netlink::routes::{self, Route};
 use netsvc_core::netlink::{self, addresses, links};
@@ -112,7 +110,7 @@ pub fn add(call: &Call, conf: &MeshConf) -> Result<CniResult> {
     let graph = Graph::new(&store, &call.node);
     let network = &call.conf.name;
     let session = graph.lock(network)?;
-    let intent = Intent::attachment(Op::Add, &call.env.container_id, &call.env.ifname).with_addresses(&ep.ips);
+    let intent = Intent::adding(&ep);
     session.intended(
         SERVICE,
         intent,

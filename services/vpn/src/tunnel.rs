@@ -8,7 +8,7 @@ use std::os::fd::AsFd;
 use std::path::Path;
 
 use netsvc_core::cni::{Call, CniError, CniResult, Interface, IpConfig, IpNet, Result, Route};
-use netsvc_core::graph::{Graph, Intent, Op, checked_endpoint, endpoint_from_call, record_network};
+use netsvc_core::graph::{Graph, Intent, checked_endpoint, endpoint_from_call, record_network};
 use netsvc_core::naming::fnv64;
 use netsvc_core::netlink::routes::{self, Route as KernelRoute};
 use netsvc_core::netlink::{self, Rtnl, addresses, links};
@@ -124,7 +124,7 @@ pub fn add(call: &Call, conf: &TunnelConf) -> Result<CniResult> {
     let store = open_for(&call.conf)?;
     let graph = Graph::new(&store, &call.node);
     let session = graph.lock(&call.conf.name)?;
-    let intent = Intent::attachment(Op::Add, &call.env.container_id, &call.env.ifname).with_addresses(&ep.ips);
+    let intent = Intent::adding(&ep);
     // Recorded before the kernel is touched, so a GC meanwhile never takes
     // the new device for an orphan.
     session.intended(
