@@ -11,7 +11,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
 use std::time::Duration;
 
-use faults_support::{Lcg, SmallDisk, assert_store_forgets, killed_after, with_failpoint};
+use faults_support::{Lcg, SmallDisk, add_failing_at, assert_store_forgets, killed_after, with_failpoint};
 use netsvc_tests::chain::{CallArgs, Chain, container_ip, json_of, netsvc};
 use netsvc_tests::{Container, EchoServer, TestNode};
 use serde_json::{Value, json};
@@ -255,13 +255,9 @@ fn lb_del_killed_after_the_kernel_is_programmed() {
 fn failing_at(svc: Svc, step: &str) {
     let scene = Scene::new(svc, None);
     let victim = scene.node.container("victim").unwrap();
-    let mut faulty = scene.chain(None);
     let point = format!("{}/{step}", svc.plugin());
-    with_failpoint(&mut faulty, &format!("{point}=error"));
-    let err = faulty
-        .add_with(&victim, "eth0", &args("victim", svc.granted_tier(), Some(RECYCLED)))
-        .expect_err("a failing ADD fails");
-    assert!(err.to_string().contains(&format!("failpoint {point}")), "{err}");
+    let victim_args = args("victim", svc.granted_tier(), Some(RECYCLED));
+    add_failing_at(scene.chain(None), &point, &victim, "eth0", &victim_args);
     // Undone before it answered: nothing even before the runtime's DEL.
     let ruleset = scene.node.exec("nft", ["list", "ruleset"]).unwrap();
     assert!(

@@ -12,7 +12,7 @@ mod faults_support;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use faults_support::{SmallDisk, args, assert_store_forgets, killed_after, repair, with_failpoint};
+use faults_support::{SmallDisk, add_failing_at, args, assert_store_forgets, killed_after, repair, with_failpoint};
 use netsvc_tests::chain::{Chain, container_ip};
 use netsvc_tests::{Container, Netns, TestNode};
 use serde_json::json;
@@ -167,12 +167,7 @@ fn add_failing_undoes_itself() {
     let scene = Scene::new(None);
     let victim = scene.node.container("victim").unwrap();
     let point = format!("{PLUGIN}/add/programmed");
-    let mut faulty = scene.chain();
-    with_failpoint(&mut faulty, &format!("{point}=error"));
-    let err = faulty
-        .add_with(&victim, "eth0", &args("victim", Some(RECYCLED)))
-        .expect_err("a failing ADD fails");
-    assert!(err.to_string().contains(&format!("failpoint {point}")), "{err}");
+    add_failing_at(scene.chain(), &point, &victim, "eth0", &args("victim", Some(RECYCLED)));
     // Undone before it answered: not answered even before the runtime's DEL.
     scene.assert_nothing_left(&point);
     scene.chain().del(&victim, "eth0").unwrap();

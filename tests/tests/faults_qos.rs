@@ -11,7 +11,7 @@ mod faults_support;
 
 use std::time::Duration;
 
-use faults_support::{SmallDisk, args, assert_store_forgets, killed_after, repair, with_failpoint};
+use faults_support::{SmallDisk, add_failing_at, args, assert_store_forgets, killed_after, repair, with_failpoint};
 use netsvc_qos::kernel::ifb_name;
 use netsvc_tests::chain::{Chain, container_ip};
 use netsvc_tests::{Container, TestNode};
@@ -174,12 +174,7 @@ fn add_failing_in_the_kernel_undoes_itself() {
     let scene = Scene::new(None);
     let victim = scene.node.container("victim").unwrap();
     let point = format!("{PLUGIN}/add/programmed");
-    let mut faulty = scene.full();
-    with_failpoint(&mut faulty, &format!("{point}=error"));
-    let err = faulty
-        .add_with(&victim, "eth0", &args("victim", Some(RECYCLED)))
-        .expect_err("a failing ADD fails");
-    assert!(err.to_string().contains(&format!("failpoint {point}")), "{err}");
+    add_failing_at(scene.full(), &point, &victim, "eth0", &args("victim", Some(RECYCLED)));
     // Undone before it answered: nothing even before the runtime's DEL.
     scene.assert_nothing_left(&point);
     scene.alone().del(&victim, "eth0").unwrap();

@@ -12,7 +12,7 @@ mod faults_support;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use faults_support::{SmallDisk, args, assert_store_forgets, killed_after, repair, with_failpoint};
+use faults_support::{SmallDisk, add_failing_at, args, assert_store_forgets, killed_after, repair, with_failpoint};
 use netsvc_tests::chain::Chain;
 use netsvc_tests::wireguard::{HandDevice, SITE_KEYS, Site, uapi_sockets, wireguard_go_processes};
 use netsvc_tests::{Container, TestNode, poll_until, unique_name};
@@ -151,12 +151,7 @@ fn tunnel_add_failing_undoes_itself() {
     let scene = Tunnels::new(None);
     let victim = scene.node.container("victim").unwrap();
     let point = format!("{PLUGIN}/add/programmed");
-    let mut faulty = scene.chain();
-    with_failpoint(&mut faulty, &format!("{point}=error"));
-    let err = faulty
-        .add_with(&victim, IFNAME, &args("victim", None))
-        .expect_err("a failing ADD fails");
-    assert!(err.to_string().contains(&format!("failpoint {point}")), "{err}");
+    add_failing_at(scene.chain(), &point, &victim, IFNAME, &args("victim", None));
     // Undone before it answered.
     scene.assert_nothing_left(&victim, &point);
     scene.chain().del(&victim, IFNAME).unwrap();
@@ -370,12 +365,7 @@ fn mesh_add_failing_undoes_itself() {
     let scene = Mesh::new();
     let victim = scene.node.container("victim").unwrap();
     let point = format!("{PLUGIN}/add/programmed");
-    let mut faulty = scene.chain();
-    with_failpoint(&mut faulty, &format!("{point}=error"));
-    let err = faulty
-        .add_with(&victim, "eth0", &args("victim", None))
-        .expect_err("a failing ADD fails");
-    assert!(err.to_string().contains(&format!("failpoint {point}")), "{err}");
+    add_failing_at(scene.chain(), &point, &victim, "eth0", &args("victim", None));
     scene.assert_nothing_left(&point);
     scene.chain().del(&victim, "eth0").unwrap();
     scene.assert_nothing_left(&point);

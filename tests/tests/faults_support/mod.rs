@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use netsvc_core::failpoint::FAILPOINT_ENV;
 use netsvc_tests::chain::{CallArgs, Chain, netsvc_repair};
-use netsvc_tests::{TestNode, files_under};
+use netsvc_tests::{Container, TestNode, files_under};
 
 /// An endpoint called `name`, given the address `ip` when asked (host-local
 /// takes a requested address from CNI_ARGS).
@@ -23,6 +23,14 @@ pub fn args(name: &str, ip: Option<&str>) -> CallArgs {
 
 pub fn with_failpoint(chain: &mut Chain, spec: &str) {
     chain.runtime.invoker.env.push((FAILPOINT_ENV.into(), spec.into()));
+}
+
+/// An ADD of `c` through `chain` with the failpoint `point` set to fail:
+/// it must fail, with the failpoint's error.
+pub fn add_failing_at(mut chain: Chain, point: &str, c: &Container, ifname: &str, args: &CallArgs) {
+    with_failpoint(&mut chain, &format!("{point}=error"));
+    let err = chain.add_with(c, ifname, args).expect_err("a failing ADD fails");
+    assert!(err.to_string().contains(&format!("failpoint {point}")), "{err}");
 }
 
 /// Nothing in the store names `name` (an endpoint's name), and no call's
