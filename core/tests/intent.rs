@@ -1,12 +1,12 @@
 //! The order of one plugin call (`Session::intended`) over a real file
-//! store: the intent is committed with the graph change before `program`
-//! runs and cleared after; a failure undoes; a dead call's intent is found
-//! by the next call, its ADD rolled back in the graph.
+//! store: the intent is recorded and the graph change committed before
+//! `program` runs, and the intent cleared after; a failure undoes; a dead
+//! call's intent is found by the next call, its ADD rolled back in the graph.
 
 use std::cell::Cell;
 
 use netsvc_core::cni::CniError;
-use netsvc_core::graph::{Endpoint, Graph, INTENT_RECORD, Intent, Op, pending};
+use netsvc_core::graph::{Endpoint, Graph, Intent, Op, pending};
 use netsvc_core::node::NodeName;
 use netsvc_core::store::FileStore;
 
@@ -61,7 +61,7 @@ fn the_intent_is_committed_before_program_runs_and_cleared_after() {
         .unwrap();
     assert_eq!(out, Some(8));
     let (intent, recorded) = seen_during.take().unwrap();
-    let intent = intent.expect("the intent is in the store while the kernel is programmed");
+    let intent = intent.expect("the intent is recorded while the kernel is programmed");
     assert_eq!(
         (intent.op, intent.addresses),
         (Op::Add, vec!["10.0.0.2/24".parse().unwrap()])
@@ -103,16 +103,14 @@ fn a_failed_program_undoes_and_returns_its_error() {
 fn a_dead_add_is_rolled_back_by_the_next_call_which_carries_its_addresses_on() {
     let (_dir, store) = store();
     let graph = Graph::new(&store, &node_a());
-    // A call that died after its first commit: the endpoint and its intent.
-    graph
-        .transaction("n1", |tx| -> Result<(), CniError> {
-            tx.attach_endpoint(&ep("dead"), SERVICE)?;
-            let intent = Intent::adding(&ep("dead"));
-            tx.put_record(SERVICE, INTENT_RECORD, &intent)?;
-            Ok(())
-        })
-        .unwrap();
+    // A call that died after its commit: its intent and the endpoint.
     let session = graph.lock("n1").unwrap();
+    session
+        .record_intent(SERVICE, Some(&Intent::adding(&ep("dead"))))
+        .unwrap();
+    session
+        .transaction(|tx| tx.attach_endpoint(&ep("dead"), SERVICE))
+        .unwrap();
     let mut other = ep("c2");
     other.ips = vec!["10.0.0.3/24".parse().unwrap()];
     session
@@ -142,4 +140,40 @@ fn a_dead_add_is_rolled_back_by_the_next_call_which_carries_its_addresses_on() {
     assert_eq!(graph.endpoint("n1", "dead", "eth0").unwrap(), None);
     assert!(graph.endpoint("n1", "c2", "eth0").unwrap().is_some());
     assert_eq!(pending(&graph, "n1", SERVICE).unwrap(), None);
+}
+
+#[test]
+fn each_service_keeps_its_own_intent_in_the_networks_lock_file() {
+    let (dir, store) = store();
+    let graph = Graph::new(&store, &node_a());
+    let session = graph.lock("n1").unwrap();
+    let fw = Intent::adding(&ep("c1"));
+    let lb = Intent::network(Op::Render);
+    session.record_intent("firewall", Some(&fw)).unwrap();
+    session.record_intent("lb", Some(&lb)).unwrap();
+    session.clear_intent("firewall").unwrap();
+    assert_eq!(pending(&graph, "n1", "firewall").unwrap(), None);
+    assert_eq!(pending(&graph, "n1", "lb").unwrap(), Some(lb));
+    session.clear_intent("lb").unwrap();
+    let lock_file = dir.path().join("state/locks/n1.lock");
+    assert_eq!(std::fs::read(&lock_file).unwrap(), b"", "no intent: an empty lock file");
+}
+
+#[test]
+fn an_intent_written_over_a_longer_one_and_not_yet_cut_still_reads() {
+    let (dir, store) = store();
+    let graph = Graph::new(&store, &node_a());
+    let mut long = Intent::adding(&ep("c1"));
+    long.addresses = (2..40).map(|i| format!("10.0.0.{i}/24").parse().unwrap()).collect();
+    let short = Intent::network(Op::Gc);
+    let session = graph.lock("n1").unwrap();
+    session.record_intent(SERVICE, Some(&long)).unwrap();
+    // What a holder killed between writing the short body and cutting the file leaves.
+    let lock_file = dir.path().join("state/locks/n1.lock");
+    let mut body = std::fs::read(&lock_file).unwrap();
+    let new = serde_json::to_vec(&serde_json::json!({ SERVICE: short })).unwrap();
+    body[..new.len()].copy_from_slice(&new);
+    std::fs::write(&lock_file, &body).unwrap();
+    assert_eq!(session.intent(SERVICE).unwrap(), Some(short.clone()));
+    assert_eq!(pending(&graph, "n1", SERVICE).unwrap(), Some(short));
 }

@@ -7,7 +7,7 @@ use serde_json::Value;
 use crate::node::TestNode;
 
 /// What netsvc still holds on `node`, one line per thing: records in its
-/// state dir beyond the network documents and lock files, elements in its
+/// state dir beyond the network documents, unfinished intents, elements in its
 /// nftables sets and maps, shaping qdiscs, ifb and WireGuard links, and
 /// wireguard-go processes for `wg_devices`. Empty once every container left.
 pub fn leftovers(node: &TestNode, wg_devices: &[String]) -> Result<Vec<String>> {
@@ -20,6 +20,7 @@ pub fn leftovers(node: &TestNode, wg_devices: &[String]) -> Result<Vec<String>> 
             left.push(format!("state {relative}"));
         }
     }
+    left.extend(unfinished_intents(node.state_dir()));
     for item in node.nft_ruleset()?["nftables"].as_array().into_iter().flatten() {
         for kind in ["set", "map"] {
             let Some(set) = item.get(kind) else { continue };
@@ -52,4 +53,15 @@ pub fn leftovers(node: &TestNode, wg_devices: &[String]) -> Result<Vec<String>> 
         left.extend(crate::wireguard::uapi_sockets(device));
     }
     Ok(left)
+}
+
+/// The intents calls left unfinished under `state_dir`, one line each: a
+/// call records its intent in the network's lock file (`locks/<net>.lock`)
+/// and empties the file when it is done.
+pub fn unfinished_intents(state_dir: &std::path::Path) -> Vec<String> {
+    crate::process::files_under(&state_dir.join("locks"), ".none")
+        .into_iter()
+        .filter(|(_, body)| !body.is_empty())
+        .map(|(path, body)| format!("unfinished intent in {path}: {body}"))
+        .collect()
 }

@@ -326,9 +326,9 @@ fn lb_calls_killed_at_random_moments_leave_no_hole() {
 
 /// `op` is killed right after the n-th document the store writes for it,
 /// for every n until the call runs through: each commit cut off halfway
-/// (the intent written and half the graph change, or the change and not
-/// the intent's removal) is finished by the runtime's next DEL, and the
-/// recycled address gets nothing.
+/// (part of the graph change written, its intent recorded before it) is
+/// finished by the runtime's next DEL, and the recycled address gets
+/// nothing.
 fn cut_off_after_each_document(svc: Svc, op: &str) {
     let scene = Scene::new(svc, None);
     let plain = scene.chain(None);
@@ -350,7 +350,8 @@ fn cut_off_after_each_document(svc: Svc, op: &str) {
         scene.assert_nothing_left(&format!("victim{n}"), scene.node.state_dir(), &when);
         scene.assert_intruder_gets_nothing(&plain, &when);
         if !killed {
-            assert!(n > 3, "{when}: {op} writes more than {} documents", n - 1);
+            // At least one commit of several documents was cut in two.
+            assert!(n > 2, "{when}: {op} writes more than {} documents", n - 1);
             break;
         }
     }

@@ -1030,12 +1030,7 @@ fn qos_diff(node: &TestNode, live: &BTreeMap<String, Member>, eps: &[Stored]) ->
 /// of stored endpoints only, every service counting the endpoints there are.
 fn store_diff(node: &TestNode, eps: &[Stored]) -> Vec<String> {
     let mut diff = Vec::new();
-    let kv = node.state_dir().join("kv");
-    for (path, body) in netsvc_tests::files_under(&kv, ".lock") {
-        if path.ends_with("/intent.json") {
-            diff.push(format!("store: {path} left: {body}"));
-        }
-    }
+    diff.extend(netsvc_tests::leftovers::unfinished_intents(node.state_dir()));
     let net = network_dir(node);
     let ids: BTreeSet<String> = eps.iter().map(|e| format!("{}.json", e.id())).collect();
     let shaping: BTreeSet<String> = documents(&net.join("shaping")).into_iter().map(|(f, _)| f).collect();

@@ -1,16 +1,23 @@
 //! The order of one plugin call (DESIGN.md, "One plugin call"), written once.
 //!
-//! Under the network's lock a call commits its graph change together with
-//! an [`Intent`] naming what it is about to program, *then* programs the
-//! kernel, then clears the intent. So the kernel never holds a permission
-//! (an allow-set member, a backend slot) that the store does not know about.
+//! Under the network's lock a call records an [`Intent`] naming what it is
+//! about to program, commits its graph change, *then* programs the kernel,
+//! then clears the intent. So the kernel never holds a permission (an
+//! allow-set member, a backend slot) that the store does not know about.
 //!
-//! A call that dies between the two commits leaves its intent. The next call
-//! of the same service on the network (DEL, GC, `netsvc repair` and the
-//! agent alike) finds it first: a dead ADD is rolled back in the graph (the
+//! The intent is about this node's kernel, which only this node's processes
+//! touch, under this node's lock for the network: so it is kept in the lock
+//! file itself (a note, one per service), where recording and clearing it
+//! cost a system call each, not a store commit.
+//!
+//! A call that dies after recording its intent leaves it. The next call of
+//! the same service on the network (DEL, GC, `netsvc repair` and the agent
+//! alike) finds it first: a dead ADD is rolled back in the graph (the
 //! runtime saw it fail and will never use the attachment), a dead DEL or
 //! render stands, and the service renders the network in full from the
 //! store, which removes whatever the dead call left in the kernel.
+
+use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
@@ -18,10 +25,7 @@ use super::{Endpoint, Graph, GraphError, Tx};
 use crate::cni::CniError;
 use crate::failpoint;
 use crate::inet::IpNet;
-use crate::store::LockGuard;
-
-/// The record (per service, network and node) an unfinished call leaves.
-pub const INTENT_RECORD: &str = "intent";
+use crate::store::{LockGuard, StoreError};
 
 /// What a call was doing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -115,7 +119,7 @@ impl Intent {
 pub struct Session<'g, 's> {
     graph: &'g Graph<'s>,
     network: String,
-    _lock: LockGuard,
+    lock: LockGuard,
 }
 
 impl<'s> Graph<'s> {
@@ -126,7 +130,7 @@ impl<'s> Graph<'s> {
         Ok(Session {
             graph: self,
             network: network.to_string(),
-            _lock: lock,
+            lock,
         })
     }
 }
@@ -149,10 +153,31 @@ impl<'s> Session<'_, 's> {
         Ok(out)
     }
 
+    /// The intent a call of `service` left unfinished, if any.
+    pub fn intent(&self, service: &str) -> Result<Option<Intent>, GraphError> {
+        Ok(intent_of(&mut read_notes(&self.lock.note()?), service))
+    }
+
+    /// Records `intent` as `service`'s (`None`: clears it), keeping the
+    /// other services' intents.
+    pub fn record_intent(&self, service: &str, intent: Option<&Intent>) -> Result<(), GraphError> {
+        let mut notes = read_notes(&self.lock.note()?);
+        match intent {
+            Some(i) => notes.insert(service.to_string(), serde_json::to_value(i).map_err(StoreError::from)?),
+            None => notes.remove(service),
+        };
+        let body = if notes.is_empty() {
+            Vec::new()
+        } else {
+            serde_json::to_vec(&notes).map_err(StoreError::from)?
+        };
+        Ok(self.lock.set_note(&body)?)
+    }
+
     /// Removes `service`'s intent: what it named is done (or was done
     /// another way, such as a DEL the kernel took without the store).
     pub fn clear_intent(&self, service: &str) -> Result<(), GraphError> {
-        self.transaction(|tx| tx.remove_record::<Intent>(service, INTENT_RECORD).map(drop))
+        self.record_intent(service, None)
     }
 
     /// Runs `f` on a transaction that is never committed: the graph as it
@@ -171,20 +196,21 @@ impl<'s> Session<'_, 's> {
         service: &str,
         stage: impl FnOnce(&mut Tx<'_>, Option<&Intent>) -> Result<T, E>,
     ) -> Result<T, E> {
+        let stale = self.intent(service)?;
         self.uncommitted(|tx| {
-            let stale = roll_back_stale(tx, service)?;
+            roll_back(tx, stale.as_ref(), service)?;
             stage(tx, stale.as_ref())
         })
     }
 
-    /// DEL's last resort, when the store could not take the DEL with its
-    /// intent (a full disk): `unprogram` takes the attachment out of the
-    /// kernel as the graph would be without it, staging that graph in the
-    /// transaction it is given, which is then committed alone (a removal
-    /// may fit where the intent did not). Taking out of the kernel first is
-    /// safe: it only takes permissions away. DEL succeeds once the store
-    /// has no record of the attachment; otherwise it fails with `failed`,
-    /// and the runtime retries.
+    /// DEL's last resort, when the store could not take the DEL (a full
+    /// disk): `unprogram` takes the attachment out of the kernel as the
+    /// graph would be without it, staging that graph in the transaction it
+    /// is given, which is then committed alone (a removal may fit where the
+    /// whole DEL did not). Taking out of the kernel first is safe: it only
+    /// takes permissions away. DEL succeeds once the store has no record of
+    /// the attachment; otherwise it fails with `failed`, and the runtime
+    /// retries.
     pub fn del_without_intent<E>(
         &self,
         service: &str,
@@ -214,11 +240,11 @@ impl<'s> Session<'_, 's> {
     /// Steps 3 to 5 of a call of `service`. `stage` changes the graph,
     /// given the intent a dead call left (already rolled back in the
     /// graph), and says what to program (`None`: nothing, and no intent is
-    /// recorded). Its changes are committed with `intent`; then `program`
-    /// programs the kernel and the intent is cleared. When programming or
-    /// clearing fails, `undo` runs (an ADD takes its attachment out again)
-    /// and the error is returned; if `undo` fails too, the intent stays for
-    /// the next call to finish.
+    /// recorded). `intent` is recorded, then `stage`'s changes are
+    /// committed; then `program` programs the kernel and the intent is
+    /// cleared. When programming or clearing fails, `undo` runs (an ADD
+    /// takes its attachment out again) and the error is returned; if `undo`
+    /// fails too, the intent stays for the next call to finish.
     pub fn intended<P, T, E>(
         &self,
         service: &str,
@@ -232,35 +258,43 @@ impl<'s> Session<'_, 's> {
     {
         let op = intent.op.word();
         let point = |step: &str| format!("{service}/{op}/{step}");
-        let plan = self.transaction(|tx| -> Result<Option<P>, E> {
-            let stale = roll_back_stale(tx, service)?;
-            if let Some(s) = &stale {
-                tracing::warn!(service, network = %tx.network_name(), op = s.op.word(), pid = s.pid,
-                    container = ?s.container_id, "finishing what a call that died left");
+        let stale = self.intent(service)?;
+        if let Some(s) = &stale {
+            tracing::warn!(service, network = %self.network, op = s.op.word(), pid = s.pid,
+                container = ?s.container_id, "finishing what a call that died left");
+            // Committed alone, before this call's intent takes the dead one's place.
+            if s.added().is_some() {
+                self.transaction(|tx| roll_back(tx, stale.as_ref(), service))?;
             }
-            // A DEL's addresses are the graph's, read before it detaches them.
-            if let (Some((id, ifname)), true) = (intent.target(), intent.addresses.is_empty())
-                && let Some(ep) = tx.get_endpoint(id, ifname)?
-            {
-                intent.addresses = ep.ips;
+        }
+        let mut tx = self.graph.tx(&self.network);
+        // A DEL's addresses are the graph's, read before it detaches them.
+        if let (Some((id, ifname)), true) = (intent.target(), intent.addresses.is_empty())
+            && let Some(ep) = tx.get_endpoint(id, ifname)?
+        {
+            intent.addresses = ep.ips;
+        }
+        // What a dead call left to clean is carried on, should this one die too.
+        for a in stale.iter().flat_map(|s| &s.addresses) {
+            if !intent.addresses.contains(a) {
+                intent.addresses.push(*a);
             }
-            // What a dead call left to clean is carried on, should this one die too.
-            for a in stale.iter().flat_map(|s| &s.addresses) {
-                if !intent.addresses.contains(a) {
-                    intent.addresses.push(*a);
-                }
+        }
+        let Some(plan) = stage(&mut tx, stale.as_ref())? else {
+            tx.commit()?;
+            if stale.is_some() {
+                self.clear_intent(service)?;
             }
-            let plan = stage(tx, stale.as_ref())?;
-            if plan.is_some() {
-                tx.put_record(service, INTENT_RECORD, &intent)?;
-            } else if stale.is_some() {
-                tx.remove_record::<Intent>(service, INTENT_RECORD)?;
-            }
-            Ok(plan)
-        })?;
-        let Some(plan) = plan else {
             return Ok(None);
         };
+        self.record_intent(service, Some(&intent))?;
+        if let Err(e) = tx.commit() {
+            // Nothing was programmed: the intent is the dead call's again.
+            if let Err(r) = self.record_intent(service, stale.as_ref()) {
+                tracing::warn!(service, error = %r, "could not put back the intent a failed commit replaced");
+            }
+            return Err(e.into());
+        }
         let finish = || -> Result<T, E> {
             failpoint::hit(&point("staged"))?;
             let out = program(self, plan)?;
@@ -277,22 +311,52 @@ impl<'s> Session<'_, 's> {
     }
 }
 
-/// The intent a dead call of `service` left, with a dead ADD's attachment
-/// taken out of the graph again.
-fn roll_back_stale(tx: &mut Tx<'_>, service: &str) -> Result<Option<Intent>, GraphError> {
-    let Some(stale) = tx.get_record::<Intent>(service, INTENT_RECORD)? else {
-        return Ok(None);
-    };
-    if let Some((id, ifname)) = stale.added() {
+/// The intents in a lock file's note, by service, as JSON. A note that is
+/// not a JSON object (it cannot be torn, see [`LockGuard::set_note`]; only
+/// a hand could make it so) reads as empty, with a warning.
+fn read_notes(note: &[u8]) -> BTreeMap<String, serde_json::Value> {
+    if note.is_empty() {
+        return BTreeMap::new();
+    }
+    match serde_json::Deserializer::from_slice(note).into_iter().next() {
+        Some(Ok(notes)) => notes,
+        other => {
+            tracing::warn!(error = ?other.and_then(Result::err), "the intent note in a network's lock file does not read; ignoring it");
+            BTreeMap::new()
+        }
+    }
+}
+
+/// `service`'s intent in `notes`. One that does not decode (written by
+/// another version) is taken as an unfinished render: the service renders
+/// its network in full, which finishes whatever it was.
+fn intent_of(notes: &mut BTreeMap<String, serde_json::Value>, service: &str) -> Option<Intent> {
+    let value = notes.remove(service)?;
+    Some(serde_json::from_value(value).unwrap_or_else(|e| {
+        tracing::warn!(service, error = %e, "an intent that does not decode; rendering the network again");
+        Intent {
+            pid: 0,
+            ..Intent::network(Op::Render)
+        }
+    }))
+}
+
+/// Takes a dead ADD's attachment out of the graph again.
+fn roll_back(tx: &mut Tx<'_>, stale: Option<&Intent>, service: &str) -> Result<(), GraphError> {
+    if let Some((id, ifname)) = stale.and_then(Intent::added) {
         tx.detach_endpoint(id, ifname, service)?;
     }
-    Ok(Some(stale))
+    Ok(())
 }
 
 /// The intent a dead call of `service` left on `network`, if any (what
-/// `netsvc status` and CHECK report).
+/// `netsvc status` and CHECK report), read without the lock.
 pub fn pending(graph: &Graph<'_>, network: &str, service: &str) -> Result<Option<Intent>, GraphError> {
-    graph.record(network, service, INTENT_RECORD)
+    super::validate_name("network", network)?;
+    Ok(intent_of(
+        &mut read_notes(&graph.store().network_note(network)?),
+        service,
+    ))
 }
 
 /// CHECK's question for every service: code 120 when a call of `service`

@@ -457,10 +457,10 @@ impl Tx<'_> {
     /// Writes what changed, all together: a key someone else moved fails
     /// the whole commit (the network lock keeps that to writers without it).
     /// A store that places documents one by one (the file store) may be
-    /// stopped midway, so an intent goes first and its removal last: a
-    /// partial commit is never without the intent that explains it.
+    /// stopped midway: the call's intent, recorded before, explains a
+    /// partial commit to the next call.
     pub(crate) fn commit(self) -> Result<(), GraphError> {
-        let mut changes: Vec<Change<'_>> = self
+        let changes: Vec<Change<'_>> = self
             .staged
             .iter()
             .filter_map(|(key, value)| {
@@ -479,12 +479,6 @@ impl Tx<'_> {
                 })
             })
             .collect();
-        let is_intent = |c: &Change<'_>| c.key.ends_with(&format!("/{}", super::INTENT_RECORD));
-        changes.sort_by_key(|c| match (is_intent(c), c.value.is_some()) {
-            (true, true) => 0,
-            (false, _) => 1,
-            (true, false) => 2,
-        });
         Ok(self.store.commit(&changes)?)
     }
 }

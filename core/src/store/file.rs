@@ -28,8 +28,8 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use super::fsutil::{
-    atomic_write, create_dirs, flock_with_timeout, is_absent, network_flock, open_nofollow, read_nofollow,
-    shared_flock_with_timeout, sync_dir, unsafe_state_dir,
+    atomic_write, create_dirs, flock_with_timeout, is_absent, network_flock, network_note, open_nofollow,
+    read_nofollow, shared_flock_with_timeout, sync_dir, unsafe_state_dir,
 };
 use super::key::{validate_key, validate_segment};
 use super::{Change, Entry, Event, EventKind, Lease, LeaseHolder, LockGuard, Revision, Store, StoreError};
@@ -599,6 +599,10 @@ impl Store for FileStore {
 
     fn lock_network(&self, network: &str, timeout: Duration) -> Result<LockGuard, StoreError> {
         network_flock(&self.root, network, timeout)
+    }
+
+    fn network_note(&self, network: &str) -> Result<Vec<u8>, StoreError> {
+        network_note(&self.root, network)
     }
 
     fn put_leased(&self, key: &str, value: &Value, _ttl: Duration) -> Result<Lease, StoreError> {

@@ -5,7 +5,7 @@
 use std::fs::{self, DirBuilder, File, OpenOptions};
 use std::io::{Read, Write};
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -51,15 +51,23 @@ fn flock_as(path: &Path, timeout: Duration, what: &str, how: FlockArg) -> Result
 /// `network`'s lock among this machine's processes: a flock under
 /// `<dir>/locks/` (released by the kernel when its holder dies).
 pub(super) fn network_flock(dir: &Path, network: &str, timeout: Duration) -> Result<super::LockGuard, StoreError> {
+    let path = network_lock_path(dir, network)?;
+    create_dirs(path.parent().expect("under locks/"))?;
+    let lock = flock_with_timeout(&path, timeout, &format!("network {network}"))?;
+    Ok(super::LockGuard::new(network, lock, path))
+}
+
+/// The note in `network`'s lock file, read without the lock (absent: empty).
+pub(super) fn network_note(dir: &Path, network: &str) -> Result<Vec<u8>, StoreError> {
+    match read_nofollow(&network_lock_path(dir, network)?) {
+        Err(e) if is_absent(&e) => Ok(Vec::new()),
+        read => read,
+    }
+}
+
+fn network_lock_path(dir: &Path, network: &str) -> Result<PathBuf, StoreError> {
     super::key::validate_segment(network).map_err(|why| StoreError::invalid_key(network, why))?;
-    let locks = dir.join("locks");
-    create_dirs(&locks)?;
-    let lock = flock_with_timeout(
-        &locks.join(format!("{network}.lock")),
-        timeout,
-        &format!("network {network}"),
-    )?;
-    Ok(super::LockGuard::new(network, Box::new(lock)))
+    Ok(dir.join("locks").join(format!("{network}.lock")))
 }
 
 fn open_lock_file(path: &Path) -> Result<File, StoreError> {

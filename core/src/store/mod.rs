@@ -63,25 +63,63 @@ pub struct Change<'a> {
     pub value: Option<&'a serde_json::Value>,
 }
 
-/// An exclusive per-network lock; released when dropped (or when the holding
-/// process dies). Backend-specific state lives inside.
+/// An exclusive per-network lock: a flocked file in the node's state dir,
+/// released when dropped (or when the holding process dies). The file also
+/// carries a note from one holder to the next (see [`LockGuard::note`]).
 #[must_use = "the lock is released as soon as the guard is dropped"]
 pub struct LockGuard {
-    _inner: Box<dyn Send + Sync>,
+    file: nix::fcntl::Flock<std::fs::File>,
+    path: std::path::PathBuf,
     network: String,
 }
 
 impl LockGuard {
-    /// Wraps a backend's lock handle (a flocked file, an etcd lease, ...).
-    pub fn new(network: &str, inner: Box<dyn Send + Sync>) -> Self {
+    pub(crate) fn new(network: &str, file: nix::fcntl::Flock<std::fs::File>, path: std::path::PathBuf) -> Self {
         LockGuard {
-            _inner: inner,
+            file,
+            path,
             network: network.to_string(),
         }
     }
 
     pub fn network(&self) -> &str {
         &self.network
+    }
+
+    /// What the last holder left in the lock file (empty: nothing). Only
+    /// this node's processes take the lock, so the note is about this node:
+    /// the graph keeps its unfinished calls there, where writing costs one
+    /// system call and no store commit.
+    pub fn note(&self) -> Result<Vec<u8>, StoreError> {
+        use std::os::unix::fs::FileExt;
+        let mut body = Vec::new();
+        let mut chunk = [0u8; 4096];
+        loop {
+            let n = self
+                .file
+                .read_at(&mut chunk, body.len() as u64)
+                .map_err(|e| StoreError::io(&self.path, e))?;
+            if n == 0 {
+                return Ok(body);
+            }
+            body.extend_from_slice(&chunk[..n]);
+        }
+    }
+
+    /// Replaces the note with `body`. The new body is written over the old
+    /// before the file is cut to its length, so a holder killed in between
+    /// leaves the new body followed by the old one's tail: a reader takes
+    /// the first value of a self-delimiting format (JSON) and ignores the rest.
+    pub fn set_note(&self, body: &[u8]) -> Result<(), StoreError> {
+        use std::os::unix::fs::FileExt;
+        if !body.is_empty() {
+            self.file
+                .write_all_at(body, 0)
+                .map_err(|e| StoreError::io(&self.path, e))?;
+        }
+        self.file
+            .set_len(body.len() as u64)
+            .map_err(|e| StoreError::io(&self.path, e))
     }
 }
 
@@ -187,6 +225,13 @@ pub trait Store: Send + Sync {
         Err(StoreError::Unavailable {
             what: format!("network {network}: this store has no state dir to lock in (open it with open_with)"),
         })
+    }
+
+    /// The note in `network`'s lock file ([`LockGuard::note`]), read
+    /// without taking the lock (what `netsvc status` and CHECK show); empty
+    /// for a store with no state dir.
+    fn network_note(&self, _network: &str) -> Result<Vec<u8>, StoreError> {
+        Ok(Vec::new())
     }
 
     /// Writes `key` for as long as its holder lives: the holder renews the

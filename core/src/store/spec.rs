@@ -223,6 +223,10 @@ impl Store for StoreHandle {
         super::fsutil::network_flock(&self.state_dir, network, timeout)
     }
 
+    fn network_note(&self, network: &str) -> Result<Vec<u8>, StoreError> {
+        super::fsutil::network_note(&self.state_dir, network)
+    }
+
     fn put_leased(&self, key: &str, value: &Value, ttl: Duration) -> Result<Lease, StoreError> {
         self.store.put_leased(key, value, ttl)
     }

@@ -2,7 +2,7 @@
 //! attachment leaves the graph.
 
 use netsvc_core::cni::Result;
-use netsvc_core::graph::{Endpoint, Graph, INTENT_RECORD, Shaping, Tx};
+use netsvc_core::graph::{Endpoint, Graph, Shaping, Tx};
 use serde::{Deserialize, Serialize};
 
 use crate::config::{Direction, QosSettings};
@@ -73,20 +73,9 @@ pub fn forget(tx: &mut Tx<'_>, container_id: &str, ifname: &str) -> Result<Optio
     Ok(tx.remove_record(SERVICE, &id)?)
 }
 
-/// Every record of shaping on `network` on this node, by endpoint id (the
-/// call's intent, kept beside them, is none).
+/// Every record of shaping on `network` on this node, by endpoint id.
 pub fn records(graph: &Graph<'_>, network: &str) -> Result<Vec<(String, Applied)>> {
-    let mut out = Vec::new();
-    for (name, value) in graph.records::<serde_json::Value>(network, SERVICE)? {
-        if name == INTENT_RECORD {
-            continue;
-        }
-        let applied = serde_json::from_value(value).map_err(|e| {
-            netsvc_core::cni::CniError::decode(format!("record {SERVICE}/{name} of network {network}: {e}"))
-        })?;
-        out.push((name, applied));
-    }
-    Ok(out)
+    Ok(graph.records::<Applied>(network, SERVICE)?)
 }
 
 /// The records of the endpoints the plugin holds here, as a transaction sees them.

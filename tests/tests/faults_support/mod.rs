@@ -41,8 +41,9 @@ pub fn assert_store_forgets(state_dir: &Path, name: &str, when: &str) {
             !body.contains(&format!("\"{name}\"")),
             "{when}: {path} still names {name}: {body}"
         );
-        assert!(!path.ends_with("/intent.json"), "{when}: {path} left: {body}");
     }
+    let unfinished = netsvc_tests::leftovers::unfinished_intents(state_dir);
+    assert!(unfinished.is_empty(), "{when}: {unfinished:?}");
 }
 
 /// The pids of processes of binary `plugin` running for `node` (by their state dir).
