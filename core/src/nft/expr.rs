@@ -29,6 +29,28 @@ pub enum Expr {
     MetaL4proto { dreg: u32 },
     /// The rule goes on only when `sreg` holds `value`.
     CmpEq { sreg: u32, value: Vec<u8> },
+    /// The rule goes on only when `sreg` does not hold `value`.
+    CmpNeq { sreg: u32, value: Vec<u8> },
+    /// `ct <key>` (of the original direction when `original`) into `dreg`.
+    Ct { key: CtKey, original: bool, dreg: u32 },
+    /// `(sreg & mask) ^ xor` into `dreg`, over `mask.len()` bytes.
+    Bitwise {
+        sreg: u32,
+        dreg: u32,
+        mask: Vec<u8>,
+        xor: Vec<u8>,
+    },
+    /// Membership of `sreg`'s key in the set `set` (the rule goes on when
+    /// it is there).
+    InSet { set: String, sreg: u32 },
+    /// The verdict `sreg`'s key maps to in the verdict map `set`.
+    Vmap { set: String, sreg: u32 },
+    /// Masquerade (SNAT to the outgoing interface's address).
+    Masquerade,
+    /// Reject: a TCP reset, or an ICMP (ICMPv6) port unreachable.
+    Reject { tcp_reset: bool, ipv6: bool },
+    /// Adds or refreshes `sreg_key` → `sreg_data` in the dynamic map `set`.
+    DynsetUpdate { set: String, sreg_key: u32, sreg_data: u32 },
     /// `len` bytes of the packet at `base + offset` into `dreg`.
     Payload {
         base: Base,
@@ -54,6 +76,18 @@ pub enum Expr {
     Dnat { family: NfFamily, addr: u32, port: u32 },
 }
 
+/// What `ct` loads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CtKey {
+    Status = 2,
+    ProtoDst = 12,
+    DstIp = 20,
+    DstIp6 = 22,
+}
+
+/// The bit of `ct status` a DNAT sets (IPS_DST_NAT).
+pub const CT_STATUS_DNAT: u32 = 0x20;
+
 // linux/netfilter/nf_tables.h.
 const NFTA_LIST_ELEM: u16 = 1;
 const NFTA_EXPR_NAME: u16 = 1;
@@ -61,6 +95,13 @@ const NFTA_EXPR_DATA: u16 = 2;
 const NFTA_DATA_VALUE: u16 = 1;
 const NFT_META_L4PROTO: u32 = 16;
 const NFT_CMP_EQ: u32 = 0;
+const NFT_CMP_NEQ: u32 = 1;
+const NFT_REG_VERDICT: u32 = 0;
+const NFT_REJECT_ICMP_UNREACH: u32 = 0;
+const NFT_REJECT_TCP_RST: u32 = 1;
+const ICMP_PORT_UNREACH: u8 = 3;
+const ICMPV6_PORT_UNREACH: u8 = 4;
+const NFT_DYNSET_OP_UPDATE: u32 = 1;
 const NFT_NG_RANDOM: u32 = 1;
 const NFT_HASH_JENKINS: u32 = 0;
 const NFT_NAT_DNAT: u32 = 1;
@@ -88,7 +129,13 @@ impl Expr {
     fn name(&self) -> &'static str {
         match self {
             Expr::MetaL4proto { .. } => "meta",
-            Expr::CmpEq { .. } => "cmp",
+            Expr::CmpEq { .. } | Expr::CmpNeq { .. } => "cmp",
+            Expr::Ct { .. } => "ct",
+            Expr::Bitwise { .. } => "bitwise",
+            Expr::InSet { .. } | Expr::Vmap { .. } => "lookup",
+            Expr::Masquerade => "masq",
+            Expr::Reject { .. } => "reject",
+            Expr::DynsetUpdate { .. } => "dynset",
             Expr::Payload { .. } => "payload",
             Expr::NumgenRandom { .. } => "numgen",
             Expr::Jhash { .. } => "hash",
@@ -111,6 +158,54 @@ impl Expr {
                 attr_u32(m, 1, *sreg);
                 attr_u32(m, 2, NFT_CMP_EQ);
                 value(m, 3, v);
+            }
+            Expr::CmpNeq { sreg, value: v } => {
+                attr_u32(m, 1, *sreg);
+                attr_u32(m, 2, NFT_CMP_NEQ);
+                value(m, 3, v);
+            }
+            Expr::Ct { key, original, dreg } => {
+                attr_u32(m, 1, *dreg);
+                attr_u32(m, 2, *key as u32);
+                if *original {
+                    attr(m, 3, &[0]); // IP_CT_DIR_ORIGINAL, one byte
+                }
+            }
+            Expr::Bitwise { sreg, dreg, mask, xor } => {
+                attr_u32(m, 1, *sreg);
+                attr_u32(m, 2, *dreg);
+                attr_u32(m, 3, mask.len() as u32);
+                value(m, 4, mask);
+                value(m, 5, xor);
+            }
+            Expr::InSet { set, sreg } => {
+                attr_str(m, 1, set);
+                attr_u32(m, 2, *sreg);
+            }
+            Expr::Vmap { set, sreg } => {
+                attr_str(m, 1, set);
+                attr_u32(m, 2, *sreg);
+                attr_u32(m, 3, NFT_REG_VERDICT);
+            }
+            Expr::Masquerade => {}
+            Expr::Reject { tcp_reset, ipv6 } => {
+                let (kind, code) = match (tcp_reset, ipv6) {
+                    (true, _) => (NFT_REJECT_TCP_RST, 0),
+                    (false, false) => (NFT_REJECT_ICMP_UNREACH, ICMP_PORT_UNREACH),
+                    (false, true) => (NFT_REJECT_ICMP_UNREACH, ICMPV6_PORT_UNREACH),
+                };
+                attr_u32(m, 1, kind);
+                attr(m, 2, &[code]);
+            }
+            Expr::DynsetUpdate {
+                set,
+                sreg_key,
+                sreg_data,
+            } => {
+                attr_str(m, 1, set);
+                attr_u32(m, 3, NFT_DYNSET_OP_UPDATE);
+                attr_u32(m, 4, *sreg_key);
+                attr_u32(m, 5, *sreg_data);
             }
             Expr::Payload {
                 base,

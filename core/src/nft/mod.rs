@@ -24,9 +24,11 @@ mod batch;
 pub mod expr;
 mod handoff;
 mod netlink;
+mod objects;
 mod per_netns;
 pub use batch::{Batch, Datum, ElementOp, NlRule};
 pub use handoff::{SETTLE, hand_off_sockets};
+pub use objects::{BaseChain, DataType, Hook, SetDecl, Verdict};
 
 /// Longest table/chain/set name we accept (nft allows 256; ours are short).
 const MAX_NAME_LEN: usize = 64;
@@ -223,8 +225,7 @@ impl NftTable {
     /// Reads back one set or map of this table as nft's JSON; `None` when absent.
     pub fn list_set_json(&self, kind: SetKind, name: &str) -> Result<Option<serde_json::Value>, NftError> {
         validate_name("set", name)?;
-        let word = if kind == SetKind::Map { "map" } else { "set" };
-        self.list_raw(&[word, &family_str(self.family), &self.name, name])
+        self.list_raw(&[kind.word(), &family_str(self.family), &self.name, name])
     }
 
     fn list_raw(&self, what: &[&str]) -> Result<Option<serde_json::Value>, NftError> {
@@ -390,8 +391,22 @@ fn flush_scope<'b>(f: &'b FlushObject<'_>) -> Option<(NfFamily, &'b str)> {
 }
 
 mod run;
-mod script;
 
 pub use run::batches_applied;
 use run::{NftInput, run_nft};
-pub use script::{NftScript, SetKind};
+
+/// Whether a declaration is a set or a map (what listing one asks for).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SetKind {
+    Set,
+    Map,
+}
+
+impl SetKind {
+    fn word(self) -> &'static str {
+        match self {
+            SetKind::Set => "set",
+            SetKind::Map => "map",
+        }
+    }
+}

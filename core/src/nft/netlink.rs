@@ -114,9 +114,23 @@ pub(super) fn reserve_seqs(n: u32) -> u32 {
     SEQ.fetch_add(n, Ordering::Relaxed)
 }
 
+/// A batch the kernel refused: its error, and the sequence number of the
+/// request it refused (`None`: the batch as a whole, such as a send that failed).
+#[derive(Debug)]
+pub(super) struct Refused {
+    pub error: std::io::Error,
+    pub seq: Option<u32>,
+}
+
+impl From<std::io::Error> for Refused {
+    fn from(error: std::io::Error) -> Self {
+        Refused { error, seq: None }
+    }
+}
+
 /// Sends `batch` on this thread's namespace's socket and waits for the
 /// kernel's answer to each request whose sequence number is in `asked`.
-pub(super) fn send(batch: &[u8], asked: Range<u32>) -> std::io::Result<()> {
+pub(super) fn send(batch: &[u8], asked: Range<u32>) -> Result<(), Refused> {
     SOCKETS.with(open_socket, |fd| talk(fd.as_raw_fd(), batch, asked))?
 }
 
@@ -163,7 +177,7 @@ fn set_option<T: Copy>(fd: RawFd, level: libc::c_int, name: libc::c_int, value: 
 
 /// Sends `batch` and reads one answer per request in `asked`; the first
 /// refusal is the error.
-fn talk(fd: RawFd, batch: &[u8], asked: Range<u32>) -> std::io::Result<()> {
+fn talk(fd: RawFd, batch: &[u8], asked: Range<u32>) -> Result<(), Refused> {
     // A batch is one message to the kernel, whatever its size (a Maglev
     // table's first backend fills thousands of slots at once).
     if batch.len() > DEFAULT_SNDBUF {
@@ -186,7 +200,7 @@ fn talk(fd: RawFd, batch: &[u8], asked: Range<u32>) -> std::io::Result<()> {
         )
     };
     if sent < 0 {
-        return Err(std::io::Error::last_os_error());
+        return Err(std::io::Error::last_os_error().into());
     }
     let mut answered = 0;
     let mut buf = vec![0u8; 64 * 1024];
@@ -194,7 +208,7 @@ fn talk(fd: RawFd, batch: &[u8], asked: Range<u32>) -> std::io::Result<()> {
         // SAFETY: receives into `buf`, which outlives the call.
         let n = unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), 0) };
         if n < 0 {
-            return Err(std::io::Error::last_os_error());
+            return Err(std::io::Error::last_os_error().into());
         }
         for (seq, errno) in acks(&buf[..n as usize]) {
             if !asked.contains(&seq) {
@@ -202,7 +216,10 @@ fn talk(fd: RawFd, batch: &[u8], asked: Range<u32>) -> std::io::Result<()> {
             }
             answered += 1;
             if errno != 0 {
-                return Err(std::io::Error::from_raw_os_error(errno));
+                return Err(Refused {
+                    error: std::io::Error::from_raw_os_error(errno),
+                    seq: Some(seq),
+                });
             }
         }
     }

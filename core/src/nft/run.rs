@@ -1,6 +1,6 @@
 //! Running nft: in this process through libnftables when the library is
-//! there, else the `nft` binary. Both take the same input (a JSON batch, a
-//! native script, or `list …` words) and give the same answer (nft's JSON
+//! there, else the `nft` binary. Both take the same input (a JSON batch or
+//! `list …` words) and give the same answer (nft's JSON
 //! output, or its error text); libnftables is what `nft` itself is built on.
 //!
 //! In process saves what a spawned `nft` pays on every call: the fork and
@@ -28,10 +28,9 @@ const OUTPUT_JSON: c_uint = 1 << 4;
 /// What nft is asked.
 #[derive(Debug, Clone, Copy)]
 pub(super) enum NftInput<'a> {
-    /// A JSON batch (`nft -j -f -`): one transaction.
+    /// A JSON batch (`nft -j -f -`): one transaction. (nft takes input
+    /// that is not JSON as its native syntax.)
     Json(&'a [u8]),
-    /// A native-syntax script (`nft -f -`): one transaction.
-    Script(&'a [u8]),
     /// `nft -j list <words>`: the listing as JSON.
     List(&'a [&'a str]),
 }
@@ -126,7 +125,6 @@ impl Library {
     fn run(&self, input: NftInput<'_>) -> Result<Vec<u8>, NftError> {
         let (text, json) = match input {
             NftInput::Json(bytes) => (bytes.to_vec(), true),
-            NftInput::Script(bytes) => (bytes.to_vec(), false),
             NftInput::List(words) => (format!("list {}", words.join(" ")).into_bytes(), true),
         };
         let text = CString::new(text).map_err(|_| NftError::Failed {
@@ -186,10 +184,6 @@ fn spawn(input: NftInput<'_>) -> Result<Vec<u8>, NftError> {
             cmd.args(["-j", "-f", "-"]);
             Some(bytes)
         }
-        NftInput::Script(bytes) => {
-            cmd.args(["-f", "-"]);
-            Some(bytes)
-        }
         NftInput::List(words) => {
             cmd.args(["-j", "list"]).args(words);
             None
@@ -234,11 +228,11 @@ mod tests {
     #[test]
     fn a_bad_command_fails_with_nfts_message_both_ways() {
         require_program(NFT, "nftables");
-        let bad = NftInput::Script(b"frobnicate table inet x\n");
+        let bad = NftInput::Json(br#"{"nftables": [{"frobnicate": {"table": {"family": "inet", "name": "x"}}}]}"#);
         let in_process = library().expect("loaded").run(bad).unwrap_err().to_string();
         let spawned = spawn(bad).unwrap_err().to_string();
         for e in [&in_process, &spawned] {
-            assert!(e.contains("syntax error"), "{e}");
+            assert!(e.contains("Parsing command array at index 0 failed"), "{e}");
         }
     }
 
@@ -249,7 +243,7 @@ mod tests {
         require_program(NFT, "nftables");
         require_root("a libnftables context opens a netlink socket to list tables");
         let lib = library().expect("loaded");
-        let bad = NftInput::Script(b"frobnicate table inet x\n");
+        let bad = NftInput::Json(br#"{"nftables": [{"frobnicate": {"table": {"family": "inet", "name": "x"}}}]}"#);
         let first = lib.run(bad).unwrap_err().to_string();
         let second = lib.run(bad).unwrap_err().to_string();
         assert_eq!(first, second);

@@ -14,7 +14,7 @@ use std::net::IpAddr;
 
 use netsvc_core::cni::Result;
 use netsvc_core::graph::{Endpoint, Tx};
-use netsvc_core::nft::{Batch, ElementOp, NftError, NftScript};
+use netsvc_core::nft::{Batch, ElementOp, NftError};
 
 use crate::config::LbConf;
 use crate::model::{self, Family, Rendered};
@@ -153,9 +153,9 @@ fn update_service(b: &mut Batch, old: &Rendered, new: &Rendered) -> std::result:
 fn forget(r: &Rendered, gone: &[IpAddr]) {
     let run = || -> Result<()> {
         let clients = kernel::clients(r)?;
-        let mut s = NftScript::new(&render::table(r.family()));
-        render::forget_clients(&mut s, r, &clients, gone)?;
-        s.apply()?;
+        let mut b = Batch::new(&render::table(r.family()));
+        render::forget_clients(&mut b, r, &clients, gone)?;
+        b.apply()?;
         Ok(())
     };
     if let Err(e) = run() {

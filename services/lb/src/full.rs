@@ -8,7 +8,7 @@ use std::net::IpAddr;
 
 use netsvc_core::cni::{CniError, Result};
 use netsvc_core::graph::{Endpoint, LOCK_TIMEOUT, Service, ServicePort, Tx};
-use netsvc_core::nft::NftScript;
+use netsvc_core::nft::{Batch, Datum, ElementOp};
 use netsvc_core::store::{LockGuard, Store};
 
 use crate::config::LbConf;
@@ -16,9 +16,9 @@ use crate::model::{self, Family, Rendered};
 use crate::render::{self, HAIRPIN};
 use crate::{CONF, SERVICE, SETTINGS, Settings, TABLE_LOCK, digest, kernel, service_record};
 
-/// A full render, planned: one script per family, and the tables' lock.
+/// A full render, planned: one batch per family, and the tables' lock.
 pub struct FullPlan {
-    scripts: Vec<NftScript>,
+    batches: Vec<Batch>,
     endpoints: usize,
     changes: usize,
     /// What the scripts fix, object by object.
@@ -27,10 +27,10 @@ pub struct FullPlan {
 }
 
 impl FullPlan {
-    /// Applies the scripts; returns (endpoints, services changed).
+    /// Applies the batches; returns (endpoints, services changed).
     pub fn apply(self) -> Result<(usize, usize)> {
-        for script in &self.scripts {
-            script.apply()?;
+        for batch in &self.batches {
+            batch.apply()?;
         }
         Ok((self.endpoints, self.changes))
     }
@@ -92,7 +92,7 @@ pub fn plan(store: &dyn Store, tx: &mut Tx<'_>, conf: &LbConf, gone: &[IpAddr]) 
     claimed_elsewhere(conf, &desired, &currents, &ours)?;
 
     let mut changes = 0;
-    let mut scripts = Vec::new();
+    let mut batches = Vec::new();
     let mut differences = Vec::new();
     for f in Family::ALL {
         let mine: Vec<&Rendered> = desired.iter().filter(|d| d.family() == f).collect();
@@ -105,10 +105,10 @@ pub fn plan(store: &dyn Store, tx: &mut Tx<'_>, conf: &LbConf, gone: &[IpAddr]) 
             &theirs_gone,
             current.as_ref(),
         ));
-        let Some(script) = family_script(f, &mine, &theirs_gone, current.as_ref(), &residents, gone)? else {
+        let Some(batch) = family_batch(f, &mine, &theirs_gone, current.as_ref(), &residents, gone)? else {
             continue;
         };
-        scripts.push(script);
+        batches.push(batch);
         changes += drifted(&mine, &theirs_gone, current.as_ref());
     }
     let held = endpoints.len();
@@ -142,7 +142,7 @@ pub fn plan(store: &dyn Store, tx: &mut Tx<'_>, conf: &LbConf, gone: &[IpAddr]) 
         }
     }
     Ok(FullPlan {
-        scripts,
+        batches,
         endpoints: held,
         changes,
         differences,
@@ -185,15 +185,15 @@ fn claimed_elsewhere(
     Ok(())
 }
 
-/// One family's script; `None` when the table neither exists nor is needed.
-fn family_script(
+/// One family's batch; `None` when the table neither exists nor is needed.
+fn family_batch(
     f: Family,
     mine: &[&Rendered],
     removed: &[&Rendered],
     current: Option<&kernel::Current>,
     residents: &[&Endpoint],
     gone: &[IpAddr],
-) -> Result<Option<NftScript>> {
+) -> Result<Option<Batch>> {
     let table = render::table(f);
     if mine.is_empty() {
         let Some(current) = current else {
@@ -206,9 +206,9 @@ fn family_script(
             .map(|(k, _)| k.to_string())
             .collect();
         if current.frontends().is_subset(&ours) {
-            let mut s = NftScript::new(&table);
-            s.remove_table();
-            return Ok(Some(s));
+            let mut b = Batch::new(&table);
+            b.destroy_table();
+            return Ok(Some(b));
         }
     }
     let mut s = render::skeleton(f)?;
@@ -219,12 +219,12 @@ fn family_script(
         let slots = current.and_then(|c| c.slots(&r.slots_map()));
         render::ensure_service(&mut s, r, slots.as_ref())?;
     }
-    let pairs: Vec<String> = residents
+    for pair in residents
         .iter()
         .flat_map(|e| model::hairpin_keys(&model::addresses(e, f)))
-        .map(|k| k.to_string())
-        .collect();
-    s.add_elements(HAIRPIN, &pairs)?;
+    {
+        s.element(ElementOp::Add, HAIRPIN, pair, None)?;
+    }
     // An address a resident holds again keeps its element.
     let held: Vec<IpAddr> = residents.iter().flat_map(|e| model::addresses(e, f)).collect();
     let left: Vec<IpAddr> = gone
@@ -232,9 +232,9 @@ fn family_script(
         .copied()
         .filter(|a| Family::of(*a) == f && !held.contains(a))
         .collect();
-    let stale: Vec<String> = model::hairpin_keys(&left).iter().map(ToString::to_string).collect();
-    s.add_elements(HAIRPIN, &stale)?;
-    s.delete_elements(HAIRPIN, &stale)?;
+    for stale in model::hairpin_keys(&left) {
+        s.element(ElementOp::Destroy, HAIRPIN, stale, None::<Datum>)?;
+    }
     Ok(Some(s))
 }
 

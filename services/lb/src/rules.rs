@@ -1,11 +1,11 @@
-//! The rule of a port chain, once: as nft text (the full path writes it
-//! through nft) and as netlink expressions (the fast path writes it over
-//! netlink). A test in a namespace checks the kernel holds the same rule
-//! either way.
+//! The LB's rules, each once: as netlink expressions (what the kernel
+//! gets) and as nft text (what a human reads, and what nft would compile
+//! to the same expressions: a test in a namespace checks the kernel holds
+//! the same rules either way).
 
 use netsvc_core::graph::Protocol;
 use netsvc_core::nft::NlRule;
-use netsvc_core::nft::expr::{Base, Expr, REG_1, REG_2, reg32};
+use netsvc_core::nft::expr::{Base, CT_STATUS_DNAT, CtKey, Expr, REG_1, REG_2, reg32};
 
 use crate::model::Family;
 
@@ -52,10 +52,7 @@ impl PortRule {
 
     /// The rule's expressions, laid out as nft lays out [`Self::text`].
     pub fn exprs(&self) -> Vec<Expr> {
-        let (saddr, daddr, len) = match self.family {
-            Family::V4 => (12, 16, 4),
-            Family::V6 => (8, 24, 16),
-        };
+        let (saddr, daddr, len) = self.family.addr_fields();
         let mut e = vec![
             Expr::MetaL4proto { dreg: REG_1 },
             Expr::CmpEq {
@@ -118,5 +115,206 @@ impl PortRule {
             exprs: self.exprs(),
             text: self.text(),
         }
+    }
+}
+
+impl Family {
+    /// Where the source and destination addresses are in the network
+    /// header, and their length.
+    fn addr_fields(self) -> (u32, u32, u32) {
+        match self {
+            Family::V4 => (12, 16, 4),
+            Family::V6 => (8, 24, 16),
+        }
+    }
+
+    /// The 32-bit register after an address loaded into `reg32(0)`.
+    fn after_addr(self) -> u32 {
+        reg32(self.addr_fields().2 / 4)
+    }
+}
+
+/// `<f> daddr . meta l4proto . th dport`, loaded from `reg32(0)` on: a packet's frontend.
+fn frontend_of_packet(f: Family) -> (String, Vec<Expr>) {
+    let (_, daddr, len) = f.addr_fields();
+    let next = f.after_addr();
+    let exprs = vec![
+        Expr::Payload {
+            base: Base::Network,
+            offset: daddr,
+            len,
+            dreg: reg32(0),
+        },
+        Expr::MetaL4proto { dreg: next },
+        Expr::Payload {
+            base: Base::Transport,
+            offset: 2,
+            len: 2,
+            dreg: next + 1,
+        },
+    ];
+    (format!("{} daddr . meta l4proto . th dport", f.word()), exprs)
+}
+
+/// `ct status dnat`: the connection's destination was translated.
+fn ct_status_dnat() -> Vec<Expr> {
+    vec![
+        Expr::Ct {
+            key: CtKey::Status,
+            original: false,
+            dreg: REG_1,
+        },
+        Expr::Bitwise {
+            sreg: REG_1,
+            dreg: REG_1,
+            mask: CT_STATUS_DNAT.to_ne_bytes().to_vec(),
+            xor: vec![0; 4],
+        },
+        Expr::CmpNeq {
+            sreg: REG_1,
+            value: vec![0; 4],
+        },
+    ]
+}
+
+fn l4proto_is(p: Protocol) -> Vec<Expr> {
+    vec![
+        Expr::MetaL4proto { dreg: REG_1 },
+        Expr::CmpEq {
+            sreg: REG_1,
+            value: vec![p.number()],
+        },
+    ]
+}
+
+/// A packet to a frontend goes to the service port's chain (`vmap @map`).
+pub fn dispatch(f: Family, map: &str) -> NlRule {
+    let (key, mut exprs) = frontend_of_packet(f);
+    exprs.push(Expr::Vmap {
+        set: map.to_string(),
+        sreg: reg32(0),
+    });
+    NlRule {
+        exprs,
+        text: format!("{key} vmap @{map}"),
+    }
+}
+
+/// After DNAT, a connection of protocol `p` to a frontend jumps to its
+/// service's affinity chain (`map`: frontend → chain).
+pub fn remember(f: Family, p: Protocol, map: &str) -> NlRule {
+    let w = f.word();
+    let next = f.after_addr();
+    let mut exprs = l4proto_is(p);
+    exprs.extend(ct_status_dnat());
+    exprs.extend([
+        Expr::Ct {
+            key: if f == Family::V4 { CtKey::DstIp } else { CtKey::DstIp6 },
+            original: true,
+            dreg: reg32(0),
+        },
+        Expr::MetaL4proto { dreg: next },
+        Expr::Ct {
+            key: CtKey::ProtoDst,
+            original: true,
+            dreg: next + 1,
+        },
+        Expr::Vmap {
+            set: map.to_string(),
+            sreg: reg32(0),
+        },
+    ]);
+    NlRule {
+        exprs,
+        text: format!(
+            "meta l4proto {} ct status dnat ct original {w} daddr . meta l4proto . ct original proto-dst vmap @{map}",
+            p.as_str()
+        ),
+    }
+}
+
+/// A backend that reached itself through a VIP (`saddr . daddr` in `set`)
+/// is masqueraded, so its reply comes back through the node.
+pub fn hairpin(f: Family, set: &str) -> NlRule {
+    let w = f.word();
+    let (saddr, daddr, len) = f.addr_fields();
+    let mut exprs = ct_status_dnat();
+    exprs.extend([
+        Expr::Payload {
+            base: Base::Network,
+            offset: saddr,
+            len,
+            dreg: reg32(0),
+        },
+        Expr::Payload {
+            base: Base::Network,
+            offset: daddr,
+            len,
+            dreg: f.after_addr(),
+        },
+        Expr::InSet {
+            set: set.to_string(),
+            sreg: reg32(0),
+        },
+        Expr::Masquerade,
+    ]);
+    NlRule {
+        exprs,
+        text: format!("ct status dnat {w} saddr . {w} daddr @{set} masquerade"),
+    }
+}
+
+/// A packet to a frontend in `set` (a service without backends) is
+/// rejected: TCP with a reset when `tcp`, anything else with an ICMP port
+/// unreachable.
+pub fn reject(f: Family, set: &str, tcp: bool) -> NlRule {
+    let (key, mut exprs) = frontend_of_packet(f);
+    exprs.push(Expr::InSet {
+        set: set.to_string(),
+        sreg: reg32(0),
+    });
+    if tcp {
+        exprs.extend(l4proto_is(Protocol::Tcp));
+    }
+    exprs.push(Expr::Reject {
+        tcp_reset: tcp,
+        ipv6: f == Family::V6,
+    });
+    let verdict = if tcp {
+        "meta l4proto tcp reject with tcp reset"
+    } else {
+        "reject"
+    };
+    NlRule {
+        exprs,
+        text: format!("{key} @{set} {verdict}"),
+    }
+}
+
+/// Remembers (or refreshes) the client's backend in the clients map `map`.
+pub fn update_client(f: Family, map: &str) -> NlRule {
+    let w = f.word();
+    let (saddr, daddr, len) = f.addr_fields();
+    NlRule {
+        exprs: vec![
+            Expr::Payload {
+                base: Base::Network,
+                offset: saddr,
+                len,
+                dreg: REG_1,
+            },
+            Expr::Payload {
+                base: Base::Network,
+                offset: daddr,
+                len,
+                dreg: REG_2,
+            },
+            Expr::DynsetUpdate {
+                set: map.to_string(),
+                sreg_key: REG_1,
+                sreg_data: REG_2,
+            },
+        ],
+        text: format!("update @{map} {{ {w} saddr : {w} daddr }}"),
     }
 }
