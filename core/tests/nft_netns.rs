@@ -272,6 +272,8 @@ fn big_batches_land_whole_and_answers_stay_with_their_batch() {
         let listed = t.list_set_json(SetKind::Map, "slots").expect("list").expect("map");
         let elems = listed["nftables"][1]["map"]["elem"].as_array().expect("elements").len();
         assert_eq!(elems, 8191);
+        // A set the table does not have: absent, as the kernel says (ENOENT).
+        assert!(t.list_set_json(SetKind::Map, "nothing").expect("list").is_none());
 
         // Refused at its first request; its second (good on its own) is
         // answered too, in a message of its own read by nobody yet.
@@ -282,7 +284,12 @@ fn big_batches_land_whole_and_answers_stay_with_their_batch() {
         refused
             .push(ElementOp::Add, "addrs", "10.7.7.7".parse().unwrap())
             .unwrap();
-        refused.apply().expect_err("absent element");
+        let err = refused.apply().expect_err("absent element").to_string();
+        assert!(
+            err.contains("No such file or directory")
+                && err.contains("refused delete element inet netsvc_test addrs { 10.9.9.9 }"),
+            "the kernel's errno and the request it refused: {err}"
+        );
         // This batch fails on its own: the earlier batch's answers must not
         // stand in for its refusal.
         let mut next = Batch::new(&t);

@@ -30,6 +30,13 @@ pub use batch::{Batch, Datum, ElementOp, NlRule};
 pub use handoff::{SETTLE, hand_off_sockets};
 pub use objects::{BaseChain, DataType, Hook, SetDecl, Verdict};
 
+// linux/netfilter/nf_tables.h: the GET requests that ask whether an object exists.
+const NFT_MSG_GETTABLE: u16 = 1;
+const NFT_MSG_GETSET: u16 = 10;
+const NFTA_TABLE_NAME: u16 = 1;
+const NFTA_SET_TABLE: u16 = 1;
+const NFTA_SET_NAME: u16 = 2;
+
 /// Longest table/chain/set name we accept (nft allows 256; ours are short).
 const MAX_NAME_LEN: usize = 64;
 
@@ -208,42 +215,46 @@ impl NftTable {
 
     /// Reads back this table only; `None` when it does not exist.
     pub fn list(&self) -> Result<Option<Nftables<'static>>, NftError> {
-        let family = family_str(self.family);
-        match run_nft(NftInput::List(&["table", &family, &self.name])) {
-            Ok(out) => Ok(Some(serde_json::from_slice(&out)?)),
-            Err(NftError::Failed { stderr, .. }) if is_missing(&stderr) => Ok(None),
-            Err(e) => Err(e),
-        }
+        self.list_json()?
+            .map(|v| serde_json::from_value(v).map_err(NftError::from))
+            .transpose()
     }
 
     /// Reads back this table only as nft's JSON, for schemas the `nftables`
     /// crate cannot parse (verdict and `typeof` maps); `None` when it does not exist.
     pub fn list_json(&self) -> Result<Option<serde_json::Value>, NftError> {
-        self.list_raw(&["table", &family_str(self.family), &self.name])
+        self.list_raw(&["table", &family_str(self.family), &self.name], None)
     }
 
     /// Reads back one set or map of this table as nft's JSON; `None` when absent.
     pub fn list_set_json(&self, kind: SetKind, name: &str) -> Result<Option<serde_json::Value>, NftError> {
         validate_name("set", name)?;
-        self.list_raw(&[kind.word(), &family_str(self.family), &self.name, name])
+        self.list_raw(&[kind.word(), &family_str(self.family), &self.name, name], Some(name))
     }
 
-    fn list_raw(&self, what: &[&str]) -> Result<Option<serde_json::Value>, NftError> {
-        match run_nft(NftInput::List(what)) {
-            Ok(out) => Ok(Some(serde_json::from_slice(&out)?)),
-            Err(NftError::Failed { stderr, .. }) if is_missing(&stderr) => Ok(None),
-            Err(e) => Err(e),
+    /// nft's listing of `what`, when the kernel holds it (`set`: a set or
+    /// map of the table, else the table itself). Whether it is there is the
+    /// kernel's answer (ENOENT), asked over netlink, never read from nft's text.
+    fn list_raw(&self, what: &[&str], set: Option<&str>) -> Result<Option<serde_json::Value>, NftError> {
+        let family = netlink::nfproto(self.family);
+        let held = match set {
+            None => netlink::holds(NFT_MSG_GETTABLE, family, |m| {
+                netlink::attr_str(m, NFTA_TABLE_NAME, &self.name)
+            }),
+            Some(set) => netlink::holds(NFT_MSG_GETSET, family, |m| {
+                netlink::attr_str(m, NFTA_SET_TABLE, &self.name);
+                netlink::attr_str(m, NFTA_SET_NAME, set);
+            }),
+        };
+        if !held.map_err(NftError::Exec)? {
+            return Ok(None);
         }
+        Ok(Some(serde_json::from_slice(&run_nft(NftInput::List(what))?)?))
     }
 
     /// Deletes the whole table; an absent table is not an error (idempotent teardown).
     pub fn delete(&self) -> Result<(), NftError> {
-        // "add" of an existing table is a no-op, so add+delete in one
-        // transaction removes the table whether or not it existed.
-        let mut b = self.batch();
-        b.add_table();
-        b.delete_table();
-        self.apply(&b)
+        Batch::new(self).destroy_table().apply()
     }
 
     fn out_of_scope(&self, what: String) -> NftError {
@@ -253,10 +264,6 @@ impl NftTable {
             table: self.name.clone(),
         }
     }
-}
-
-fn is_missing(stderr: &str) -> bool {
-    stderr.contains("No such file or directory") || stderr.contains("does not exist")
 }
 
 /// Commands for one table, applied together by [`NftTable::apply`].
@@ -301,14 +308,6 @@ impl<'a> NftBatch<'a> {
     /// Adds (creates or keeps) this table.
     pub fn add_table(&mut self) -> &mut Self {
         self.objects.push(NfObject::CmdObject(NfCmd::Add(NfListObject::Table(
-            self.table.table_obj(),
-        ))));
-        self
-    }
-
-    /// Deletes this table (fails if absent; see [`NftTable::delete`] for idempotent teardown).
-    pub fn delete_table(&mut self) -> &mut Self {
-        self.objects.push(NfObject::CmdObject(NfCmd::Delete(NfListObject::Table(
             self.table.table_obj(),
         ))));
         self

@@ -175,6 +175,27 @@ fn set_option<T: Copy>(fd: RawFd, level: libc::c_int, name: libc::c_int, value: 
     Ok(())
 }
 
+/// Whether the kernel holds the object a GET request of `kind` (with the
+/// attributes `body` writes) asks for: its answer, or ENOENT.
+pub(super) fn holds(kind: u16, family: u8, body: impl FnOnce(&mut Vec<u8>)) -> std::io::Result<bool> {
+    let seq = reserve_seqs(1);
+    let mut msg = Vec::new();
+    message(
+        &mut msg,
+        (NFNL_SUBSYS_NFTABLES << 8) | kind,
+        NLM_F_REQUEST | NLM_F_ACK,
+        seq,
+        family,
+        0,
+        body,
+    );
+    match send(&msg, seq..seq + 1) {
+        Ok(()) => Ok(true),
+        Err(r) if r.error.raw_os_error() == Some(libc::ENOENT) => Ok(false),
+        Err(r) => Err(r.error),
+    }
+}
+
 /// Sends `batch` and reads one answer per request in `asked`; the first
 /// refusal is the error.
 fn talk(fd: RawFd, batch: &[u8], asked: Range<u32>) -> Result<(), Refused> {
