@@ -18,7 +18,7 @@ use super::netlink::{
 };
 use super::objects::{BaseChain, SetDecl, Verdict};
 use super::{NftError, NftTable, family_str, validate_name};
-use crate::inet::Protocol;
+use crate::inet::{IpNet, Protocol};
 
 // linux/netfilter/nf_tables.h.
 const NFT_MSG_NEWTABLE: u16 = 0;
@@ -42,13 +42,24 @@ const NFTA_SET_TABLE: u16 = 1;
 const NFTA_SET_NAME: u16 = 2;
 const NFTA_RULE_TABLE: u16 = 1;
 const NFTA_RULE_CHAIN: u16 = 2;
+const NFTA_RULE_HANDLE: u16 = 3;
 const NFTA_RULE_EXPRESSIONS: u16 = 4;
+const NFTA_RULE_USERDATA: u16 = 7;
+/// libnftnl's rule udata: the comment's TLV type.
+const NFTNL_UDATA_RULE_COMMENT: u8 = 0;
+/// nft's longest comment (NFTNL_UDATA_COMMENT_MAXLEN), NUL included.
+const COMMENT_MAX: usize = 128;
 const NFTA_SET_ELEM_LIST_TABLE: u16 = 1;
 const NFTA_SET_ELEM_LIST_SET: u16 = 2;
 const NFTA_SET_ELEM_LIST_ELEMENTS: u16 = 3;
 const NFTA_LIST_ELEM: u16 = 1;
 const NFTA_SET_ELEM_KEY: u16 = 1;
 const NFTA_SET_ELEM_DATA: u16 = 2;
+const NFTA_SET_ELEM_FLAGS: u16 = 3;
+const NFTA_SET_ELEM_USERDATA: u16 = 6;
+const NFT_SET_ELEM_INTERVAL_END: u32 = 1;
+/// libnftnl's element udata: flags (type 1) = NFTNL_SET_ELEM_F_INTERVAL_OPEN.
+const INTERVAL_OPEN_USERDATA: [u8; 6] = [1, 4, 1, 0, 0, 0];
 const NFTA_DATA_VALUE: u16 = 1;
 
 /// A request's elements are one netlink attribute, whose length is 16 bits:
@@ -180,6 +191,61 @@ pub struct NlRule {
     pub text: String,
 }
 
+/// An interval set's elements for `net`, as nft writes them: its first
+/// address, then the first address after it flagged as the interval's end;
+/// a prefix that runs to the top of the address space has no end, and its
+/// start carries nft's "open interval" mark instead.
+fn encode_interval(m: &mut Vec<u8>, net: &IpNet) {
+    let bits: u32 = if net.is_ipv4() { 32 } else { 128 };
+    let start: u128 = match net.addr {
+        IpAddr::V4(a) => u32::from(a).into(),
+        IpAddr::V6(a) => a.into(),
+    };
+    let size = 1u128.checked_shl(bits - u32::from(net.prefix));
+    let end = size
+        .and_then(|n| start.checked_add(n))
+        .filter(|e| bits == 128 || *e <= u128::from(u32::MAX));
+    let bytes = |v: u128| {
+        if bits == 32 {
+            (v as u32).to_be_bytes().to_vec()
+        } else {
+            v.to_be_bytes().to_vec()
+        }
+    };
+    nest(m, NFTA_LIST_ELEM, |m| {
+        nest(m, NFTA_SET_ELEM_KEY, |m| attr(m, NFTA_DATA_VALUE, &bytes(start)));
+        if end.is_none() {
+            attr(m, NFTA_SET_ELEM_USERDATA, &INTERVAL_OPEN_USERDATA);
+        }
+    });
+    if let Some(end) = end {
+        nest(m, NFTA_LIST_ELEM, |m| {
+            attr(m, NFTA_SET_ELEM_FLAGS, &NFT_SET_ELEM_INTERVAL_END.to_be_bytes());
+            nest(m, NFTA_SET_ELEM_KEY, |m| attr(m, NFTA_DATA_VALUE, &bytes(end)));
+        });
+    }
+}
+
+/// A rule comment as nft can hold it: no double quote (nft's strings have
+/// no escapes), cut to nft's longest.
+fn comment_text(comment: &str) -> String {
+    let mut text: String = comment.replace('"', "'");
+    while text.len() >= COMMENT_MAX {
+        text.pop();
+    }
+    text
+}
+
+/// A rule comment as nft keeps it in the rule's userdata: one TLV holding
+/// the text and its NUL.
+fn comment_userdata(comment: &str) -> Vec<u8> {
+    let text = comment_text(comment);
+    let mut out = vec![NFTNL_UDATA_RULE_COMMENT, (text.len() + 1) as u8];
+    out.extend_from_slice(text.as_bytes());
+    out.push(0);
+    out
+}
+
 #[derive(Debug, Clone)]
 enum Change {
     AddTable,
@@ -209,6 +275,21 @@ enum Change {
         chain: String,
         rule: NlRule,
         append: bool,
+        /// nft's `comment "…"`, kept in the rule's userdata.
+        comment: Option<String>,
+    },
+    /// A prefix into (or out of) an interval set: its first address, and
+    /// the first address after it (marked as an interval's end) unless it
+    /// runs to the top of the address space.
+    Interval {
+        op: ElementOp,
+        set: String,
+        net: IpNet,
+    },
+    /// The rule `handle` of `chain` goes.
+    DeleteRule {
+        chain: String,
+        handle: u64,
     },
     Flush {
         chain: String,
@@ -315,6 +396,17 @@ impl Batch {
         Ok(self)
     }
 
+    /// The prefix `net` into (or out of) the interval set `set`.
+    pub fn interval(&mut self, op: ElementOp, set: &str, net: IpNet) -> Result<&mut Self, NftError> {
+        validate_name("set", set)?;
+        self.changes.push(Change::Interval {
+            op,
+            set: set.to_string(),
+            net: net.network(),
+        });
+        Ok(self)
+    }
+
     /// `rule` at the head of `chain`.
     pub fn insert_rule(&mut self, chain: &str, rule: NlRule) -> Result<&mut Self, NftError> {
         self.rule(chain, rule, false)
@@ -326,11 +418,34 @@ impl Batch {
     }
 
     fn rule(&mut self, chain: &str, rule: NlRule, append: bool) -> Result<&mut Self, NftError> {
+        self.commented_rule(chain, rule, append, None)
+    }
+
+    /// `rule` at the end of `chain` (or, unless `append`, at its head), with
+    /// `comment` (nft's `comment "…"`, what a listing reads back).
+    pub fn commented_rule(
+        &mut self,
+        chain: &str,
+        rule: NlRule,
+        append: bool,
+        comment: Option<String>,
+    ) -> Result<&mut Self, NftError> {
         validate_name("chain", chain)?;
         self.changes.push(Change::Rule {
             chain: chain.to_string(),
             rule,
             append,
+            comment,
+        });
+        Ok(self)
+    }
+
+    /// Deletes the rule `handle` (as a listing gives it) of `chain`.
+    pub fn delete_rule(&mut self, chain: &str, handle: u64) -> Result<&mut Self, NftError> {
+        validate_name("chain", chain)?;
+        self.changes.push(Change::DeleteRule {
+            chain: chain.to_string(),
+            handle,
         });
         Ok(self)
     }
@@ -415,9 +530,33 @@ impl Batch {
                         .collect();
                     let _ = writeln!(out, "{} element {at} {set} {{ {} }}", op.word(), elems.join(", "));
                 }
-                Change::Rule { chain, rule, append } => {
+                Change::Rule {
+                    chain,
+                    rule,
+                    append,
+                    comment,
+                } => {
                     let verb = if *append { "add" } else { "insert" };
-                    let _ = writeln!(out, "{verb} rule {at} {chain} {}", rule.text);
+                    let _ = write!(out, "{verb} rule {at} {chain} {}", rule.text);
+                    match comment {
+                        Some(c) => writeln!(out, " comment \"{}\"", comment_text(c)),
+                        None => writeln!(out),
+                    }
+                    .ok();
+                }
+                Change::DeleteRule { chain, handle } => {
+                    let _ = writeln!(out, "delete rule {at} {chain} handle {handle}");
+                }
+                Change::Interval { op, set, .. } => {
+                    let nets: Vec<String> = run
+                        .iter()
+                        .filter_map(|c| match c {
+                            Change::Interval { net, .. } if *net == IpNet::host(net.addr) => Some(net.addr.to_string()),
+                            Change::Interval { net, .. } => Some(net.to_string()),
+                            _ => None,
+                        })
+                        .collect();
+                    let _ = writeln!(out, "{} element {at} {set} {{ {} }}", op.word(), nets.join(", "));
                 }
                 Change::Flush { chain } => {
                     let _ = writeln!(out, "flush chain {at} {chain}");
@@ -439,6 +578,12 @@ impl Batch {
                     .iter()
                     .take(ELEMENTS_PER_REQUEST)
                     .take_while(|c| matches!(c, Change::Element { op: o, set: s, .. } if o == op && s == set))
+                    .count(),
+                // Two elements each.
+                Change::Interval { op, set, .. } => self.changes[i..]
+                    .iter()
+                    .take(ELEMENTS_PER_REQUEST / 2)
+                    .take_while(|c| matches!(c, Change::Interval { op: o, set: s, .. } if o == op && s == set))
                     .count(),
                 _ => 1,
             };
@@ -476,16 +621,14 @@ impl Batch {
                 Change::DestroyChain { .. } => (NFT_MSG_DESTROYCHAIN, 0),
                 Change::AddSet { .. } => (NFT_MSG_NEWSET, NLM_F_CREATE),
                 Change::DestroySet { .. } => (NFT_MSG_DESTROYSET, 0),
-                Change::Element { op: ElementOp::Add, .. } => (NFT_MSG_NEWSETELEM, NLM_F_CREATE),
-                Change::Element {
-                    op: ElementOp::Delete, ..
-                } => (NFT_MSG_DELSETELEM, 0),
-                Change::Element {
-                    op: ElementOp::Destroy, ..
-                } => (NFT_MSG_DESTROYSETELEM, 0),
+                Change::Element { op, .. } | Change::Interval { op, .. } => match op {
+                    ElementOp::Add => (NFT_MSG_NEWSETELEM, NLM_F_CREATE),
+                    ElementOp::Delete => (NFT_MSG_DELSETELEM, 0),
+                    ElementOp::Destroy => (NFT_MSG_DESTROYSETELEM, 0),
+                },
                 Change::Rule { append: true, .. } => (NFT_MSG_NEWRULE, NLM_F_CREATE | NLM_F_APPEND),
                 Change::Rule { append: false, .. } => (NFT_MSG_NEWRULE, NLM_F_CREATE),
-                Change::Flush { .. } => (NFT_MSG_DELRULE, 0),
+                Change::Flush { .. } | Change::DeleteRule { .. } => (NFT_MSG_DELRULE, 0),
             };
             let kind = (sub << 8) | kind;
             let seq = next_seq();
@@ -552,10 +695,31 @@ impl Batch {
                     }
                 });
             }
-            Change::Rule { chain, rule, .. } => {
+            Change::Rule {
+                chain, rule, comment, ..
+            } => {
                 attr_str(m, NFTA_RULE_TABLE, &self.table);
                 attr_str(m, NFTA_RULE_CHAIN, chain);
                 nest(m, NFTA_RULE_EXPRESSIONS, |m| expr::encode_list(m, &rule.exprs));
+                if let Some(c) = comment {
+                    attr(m, NFTA_RULE_USERDATA, &comment_userdata(c));
+                }
+            }
+            Change::Interval { set, .. } => {
+                attr_str(m, NFTA_SET_ELEM_LIST_TABLE, &self.table);
+                attr_str(m, NFTA_SET_ELEM_LIST_SET, set);
+                nest(m, NFTA_SET_ELEM_LIST_ELEMENTS, |m| {
+                    for change in run {
+                        if let Change::Interval { net, .. } = change {
+                            encode_interval(m, net);
+                        }
+                    }
+                });
+            }
+            Change::DeleteRule { chain, handle } => {
+                attr_str(m, NFTA_RULE_TABLE, &self.table);
+                attr_str(m, NFTA_RULE_CHAIN, chain);
+                attr(m, NFTA_RULE_HANDLE, &handle.to_be_bytes());
             }
             Change::Flush { chain } => {
                 attr_str(m, NFTA_RULE_TABLE, &self.table);

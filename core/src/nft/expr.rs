@@ -5,6 +5,7 @@
 use nftables::types::NfFamily;
 
 use super::netlink::{attr, attr_str, attr_u32, nest, nfproto};
+use super::objects::Verdict;
 
 /// The 16-byte registers (`reg 1`, `reg 2` in nft's debug output).
 pub const REG_1: u32 = 1;
@@ -27,6 +28,8 @@ pub enum Base {
 pub enum Expr {
     /// `meta l4proto` into `dreg`.
     MetaL4proto { dreg: u32 },
+    /// `meta nfproto` (the packet's family, `NFPROTO_IPV4`/`IPV6`) into `dreg`.
+    MetaNfproto { dreg: u32 },
     /// The rule goes on only when `sreg` holds `value`.
     CmpEq { sreg: u32, value: Vec<u8> },
     /// The rule goes on only when `sreg` does not hold `value`.
@@ -40,9 +43,26 @@ pub enum Expr {
         mask: Vec<u8>,
         xor: Vec<u8>,
     },
+    /// The rule goes on only when `sreg` holds a value from `from` to `to`
+    /// (both included, compared as big-endian bytes): two comparisons, as
+    /// nft writes a range.
+    InRange { sreg: u32, from: Vec<u8>, to: Vec<u8> },
+    /// The rule goes on only when `sreg` holds at least `value` (big-endian).
+    CmpGte { sreg: u32, value: Vec<u8> },
+    /// The rule goes on only when `sreg` holds at most `value` (big-endian).
+    CmpLte { sreg: u32, value: Vec<u8> },
     /// Membership of `sreg`'s key in the set `set` (the rule goes on when
-    /// it is there).
-    InSet { set: String, sreg: u32 },
+    /// it is there, or with `invert` when it is not).
+    InSet { set: String, sreg: u32, invert: bool },
+    /// Counts packets and bytes.
+    Counter,
+    /// At most `rate` packets a second (bursts of `burst`); the rule stops
+    /// for the rest.
+    Limit { rate: u64, burst: u32 },
+    /// Logs the packet with `prefix`, to NFLOG group `group` when given.
+    Log { prefix: String, group: Option<u16> },
+    /// Ends the rule with a verdict.
+    Verdict(Verdict),
     /// The verdict `sreg`'s key maps to in the verdict map `set`.
     Vmap { set: String, sreg: u32 },
     /// Masquerade (SNAT to the outgoing interface's address).
@@ -79,6 +99,7 @@ pub enum Expr {
 /// What `ct` loads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CtKey {
+    State = 0,
     Status = 2,
     ProtoDst = 12,
     DstIp = 20,
@@ -87,6 +108,9 @@ pub enum CtKey {
 
 /// The bit of `ct status` a DNAT sets (IPS_DST_NAT).
 pub const CT_STATUS_DNAT: u32 = 0x20;
+/// The bits of `ct state` (NF_CT_STATE_BIT): established, related.
+pub const CT_STATE_ESTABLISHED: u32 = 0x2;
+pub const CT_STATE_RELATED: u32 = 0x4;
 
 // linux/netfilter/nf_tables.h.
 const NFTA_LIST_ELEM: u16 = 1;
@@ -94,6 +118,13 @@ const NFTA_EXPR_NAME: u16 = 1;
 const NFTA_EXPR_DATA: u16 = 2;
 const NFTA_DATA_VALUE: u16 = 1;
 const NFT_META_L4PROTO: u32 = 16;
+const NFT_META_NFPROTO: u32 = 15;
+const NFT_CMP_LTE: u32 = 3;
+const NFT_CMP_GTE: u32 = 5;
+const NFT_LOOKUP_F_INV: u32 = 1;
+const NFT_LIMIT_PKTS: u32 = 0;
+/// `limit rate N/second`: the unit, in seconds.
+const LIMIT_PER_SECOND: u64 = 1;
 const NFT_CMP_EQ: u32 = 0;
 const NFT_CMP_NEQ: u32 = 1;
 const NFT_REG_VERDICT: u32 = 0;
@@ -128,7 +159,13 @@ impl Expr {
 
     fn name(&self) -> &'static str {
         match self {
-            Expr::MetaL4proto { .. } => "meta",
+            Expr::MetaL4proto { .. } | Expr::MetaNfproto { .. } => "meta",
+            Expr::InRange { .. } => unreachable!("written as two comparisons"),
+            Expr::CmpGte { .. } | Expr::CmpLte { .. } => "cmp",
+            Expr::Counter => "counter",
+            Expr::Limit { .. } => "limit",
+            Expr::Log { .. } => "log",
+            Expr::Verdict(_) => "immediate",
             Expr::CmpEq { .. } | Expr::CmpNeq { .. } => "cmp",
             Expr::Ct { .. } => "ct",
             Expr::Bitwise { .. } => "bitwise",
@@ -154,6 +191,42 @@ impl Expr {
                 attr_u32(m, 1, *dreg);
                 attr_u32(m, 2, NFT_META_L4PROTO);
             }
+            Expr::MetaNfproto { dreg } => {
+                attr_u32(m, 1, *dreg);
+                attr_u32(m, 2, NFT_META_NFPROTO);
+            }
+            Expr::InRange { .. } => unreachable!("written as two comparisons"),
+            Expr::CmpGte { sreg, value: v } => {
+                attr_u32(m, 1, *sreg);
+                attr_u32(m, 2, NFT_CMP_GTE);
+                value(m, 3, v);
+            }
+            Expr::CmpLte { sreg, value: v } => {
+                attr_u32(m, 1, *sreg);
+                attr_u32(m, 2, NFT_CMP_LTE);
+                value(m, 3, v);
+            }
+            Expr::Counter => {
+                attr(m, 1, &0u64.to_be_bytes()); // bytes
+                attr(m, 2, &0u64.to_be_bytes()); // packets
+            }
+            Expr::Limit { rate, burst } => {
+                attr(m, 1, &rate.to_be_bytes());
+                attr(m, 2, &LIMIT_PER_SECOND.to_be_bytes());
+                attr_u32(m, 3, *burst);
+                attr_u32(m, 4, NFT_LIMIT_PKTS);
+                attr_u32(m, 5, 0); // flags
+            }
+            Expr::Log { prefix, group } => {
+                if let Some(g) = group {
+                    attr(m, 1, &g.to_be_bytes());
+                }
+                attr_str(m, 2, prefix);
+            }
+            Expr::Verdict(v) => {
+                attr_u32(m, 1, 0); // NFT_REG_VERDICT
+                nest(m, 2, |m| v.encode(m));
+            }
             Expr::CmpEq { sreg, value: v } => {
                 attr_u32(m, 1, *sreg);
                 attr_u32(m, 2, NFT_CMP_EQ);
@@ -178,9 +251,12 @@ impl Expr {
                 value(m, 4, mask);
                 value(m, 5, xor);
             }
-            Expr::InSet { set, sreg } => {
+            Expr::InSet { set, sreg, invert } => {
                 attr_str(m, 1, set);
                 attr_u32(m, 2, *sreg);
+                if *invert {
+                    attr_u32(m, 5, NFT_LOOKUP_F_INV);
+                }
             }
             Expr::Vmap { set, sreg } => {
                 attr_str(m, 1, set);
@@ -261,6 +337,20 @@ impl Expr {
 /// NFTA_RULE_EXPRESSIONS' content: one list element per expression.
 pub(super) fn encode_list(m: &mut Vec<u8>, exprs: &[Expr]) {
     for e in exprs {
+        if let Expr::InRange { sreg, from, to } = e {
+            let bounds = [
+                Expr::CmpGte {
+                    sreg: *sreg,
+                    value: from.clone(),
+                },
+                Expr::CmpLte {
+                    sreg: *sreg,
+                    value: to.clone(),
+                },
+            ];
+            encode_list(m, &bounds);
+            continue;
+        }
         nest(m, NFTA_LIST_ELEM, |m| {
             attr_str(m, NFTA_EXPR_NAME, e.name());
             nest(m, NFTA_EXPR_DATA, |m| e.encode_data(m));

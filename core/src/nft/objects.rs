@@ -23,6 +23,7 @@ const NFTA_SET_ID: u16 = 10;
 const NFTA_SET_TIMEOUT: u16 = 11;
 const NFTA_SET_USERDATA: u16 = 13;
 const NFTA_SET_DESC_SIZE: u16 = 1;
+const NFT_SET_INTERVAL: u32 = 0x4;
 const NFT_SET_MAP: u32 = 0x8;
 const NFT_SET_TIMEOUT: u32 = 0x10;
 const NFT_SET_EVAL: u32 = 0x20;
@@ -98,6 +99,8 @@ pub struct SetDecl {
     pub data: Option<DataType>,
     /// Written from the packet path (`update @set …`), elements expiring after `timeout`.
     pub dynamic: Option<Dynamic>,
+    /// Holds prefixes (`flags interval`).
+    pub interval: bool,
     /// What nft keeps beside the set to print it (`typeof …`, byte orders).
     pub userdata: Vec<u8>,
     /// The declaration as nft writes it, between the braces.
@@ -125,6 +128,7 @@ impl SetDecl {
             key: key.to_vec(),
             data,
             dynamic: None,
+            interval: false,
             userdata: Vec::new(),
             text,
         }
@@ -155,6 +159,13 @@ impl SetDecl {
         self
     }
 
+    /// A set of prefixes (`flags interval`).
+    pub fn interval(mut self) -> SetDecl {
+        self.interval = true;
+        self.text.push_str(" flags interval;");
+        self
+    }
+
     /// Whether it is a map (`add map`) rather than a set.
     pub fn is_map(&self) -> bool {
         self.data.is_some()
@@ -176,6 +187,9 @@ impl SetDecl {
         }
         if self.dynamic.is_some() {
             flags |= NFT_SET_TIMEOUT | NFT_SET_EVAL;
+        }
+        if self.interval {
+            flags |= NFT_SET_INTERVAL;
         }
         attr_u32(m, NFTA_SET_FLAGS, flags);
         attr_u32(m, NFTA_SET_KEY_TYPE, key_type);
@@ -262,30 +276,42 @@ impl BaseChain {
     }
 }
 
-/// Where a verdict map's element sends a packet.
+/// A verdict: a rule's last word, or what a verdict map's element says.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verdict {
+    Accept,
+    Drop,
+    Return,
     Jump(String),
     Goto(String),
 }
 
 impl Verdict {
+    /// As nft writes it.
     pub fn text(&self) -> String {
         match self {
+            Verdict::Accept => "accept".into(),
+            Verdict::Drop => "drop".into(),
+            Verdict::Return => "return".into(),
             Verdict::Jump(c) => format!("jump {c}"),
             Verdict::Goto(c) => format!("goto {c}"),
         }
     }
 
-    /// NFTA_DATA_VERDICT, inside an element's data.
+    /// NFTA_DATA_VERDICT: the code (NF_DROP, NF_ACCEPT, NFT_JUMP, …) and chain.
     pub(super) fn encode(&self, m: &mut Vec<u8>) {
-        let (code, chain) = match self {
-            Verdict::Jump(c) => (-3i32, c),
-            Verdict::Goto(c) => (-4i32, c),
+        let (code, chain): (i32, Option<&str>) = match self {
+            Verdict::Drop => (0, None),
+            Verdict::Accept => (1, None),
+            Verdict::Jump(c) => (-3, Some(c)),
+            Verdict::Goto(c) => (-4, Some(c)),
+            Verdict::Return => (-5, None),
         };
         nest(m, NFTA_DATA_VERDICT, |m| {
             attr(m, NFTA_VERDICT_CODE, &code.to_be_bytes());
-            attr_str(m, NFTA_VERDICT_CHAIN, chain);
+            if let Some(c) = chain {
+                attr_str(m, NFTA_VERDICT_CHAIN, c);
+            }
         });
     }
 }

@@ -255,6 +255,7 @@ pub fn hairpin(f: Family, set: &str) -> NlRule {
         Expr::InSet {
             set: set.to_string(),
             sreg: reg32(0),
+            invert: false,
         },
         Expr::Masquerade,
     ]);
@@ -272,6 +273,7 @@ pub fn reject(f: Family, set: &str, tcp: bool) -> NlRule {
     exprs.push(Expr::InSet {
         set: set.to_string(),
         sreg: reg32(0),
+        invert: false,
     });
     if tcp {
         exprs.extend(l4proto_is(Protocol::Tcp));
