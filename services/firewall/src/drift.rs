@@ -5,66 +5,52 @@
 
 use std::collections::BTreeSet;
 
+use netsvc_core::cni::IpNet;
 use netsvc_core::reconcile::{DiffKind, Difference};
-use serde_json::Value;
 
 use crate::SERVICE;
 use crate::kernel::Current;
 use crate::model::{BASE_CHAIN, TABLE};
+use crate::render::Cmd;
 
 /// The differences a render's `cmds` fix in `current`, for `network`.
-pub fn differences(network: &str, cmds: &[Value], current: &Current) -> Vec<Difference> {
+pub fn differences(network: &str, cmds: &[Cmd], current: &Current) -> Vec<Difference> {
     let table_exists = !current.chains.is_empty() || !current.sets.is_empty();
+    let table = format!("inet {TABLE}");
     let mut found: BTreeSet<(DiffKind, String)> = BTreeSet::new();
     let mut missing_chains: BTreeSet<String> = BTreeSet::new();
     for cmd in cmds {
-        let Some((op, body)) = cmd.as_object().and_then(|o| o.iter().next()) else {
-            continue;
-        };
-        let Some((kind, obj)) = body.as_object().and_then(|o| o.iter().next()) else {
-            continue;
-        };
-        let name = obj["name"].as_str().unwrap_or_default();
-        let chain = obj["chain"].as_str().unwrap_or_default();
-        let table = format!("inet {TABLE}");
-        match (op.as_str(), kind.as_str()) {
-            ("add", "table") if !table_exists => {
+        match cmd {
+            Cmd::AddTable if !table_exists => {
                 found.insert((DiffKind::Missing, format!("table {table}")));
             }
-            ("add", "chain") if !current.chains.contains_key(name) => {
-                missing_chains.insert(name.to_string());
+            Cmd::AddChain { name, .. } if !current.chains.contains_key(name) => {
+                missing_chains.insert(name.clone());
                 found.insert((DiffKind::Missing, format!("chain {table} {name}")));
             }
-            ("add", "set") if !current.sets.contains_key(name) => {
+            Cmd::AddSet { name, .. } if !current.sets.contains_key(name) => {
                 found.insert((DiffKind::Missing, format!("set {table} {name}")));
             }
-            ("add" | "delete", "element") => {
-                let kind = if op == "add" {
-                    DiffKind::Missing
-                } else {
-                    DiffKind::Extra
-                };
-                for e in obj["elem"].as_array().into_iter().flatten() {
-                    found.insert((kind, format!("element {} of set {table} {name}", show(e))));
+            Cmd::Elements { add, set, nets, .. } => {
+                let kind = if *add { DiffKind::Missing } else { DiffKind::Extra };
+                for n in nets {
+                    found.insert((kind, format!("element {} of set {table} {set}", show(n))));
                 }
             }
-            ("add" | "insert", "rule") if !missing_chains.contains(chain) => {
+            Cmd::Rule { chain, .. } if !missing_chains.contains(chain) => {
                 found.insert((DiffKind::Differs, format!("rules of chain {table} {chain}")));
             }
-            ("flush", "chain") => {
+            Cmd::FlushChain(name) => {
                 found.insert((DiffKind::Differs, format!("rules of chain {table} {name}")));
             }
-            ("delete", "rule") => {
+            Cmd::DeleteRule { .. } => {
                 found.insert((DiffKind::Differs, format!("rules of chain {table} {BASE_CHAIN}")));
             }
-            ("delete", "set") => {
+            Cmd::DeleteSet(name) => {
                 found.insert((DiffKind::Extra, format!("set {table} {name}")));
             }
-            ("delete", "chain") => {
+            Cmd::DeleteChain(name) => {
                 found.insert((DiffKind::Extra, format!("chain {table} {name}")));
-            }
-            ("delete", "table") => {
-                found.insert((DiffKind::Extra, format!("table {table}")));
             }
             _ => {}
         }
@@ -76,13 +62,11 @@ pub fn differences(network: &str, cmds: &[Value], current: &Current) -> Vec<Diff
 }
 
 /// An element as nft prints it: an address or a prefix.
-fn show(e: &Value) -> String {
-    match e {
-        Value::String(s) => s.clone(),
-        other => match (other["prefix"]["addr"].as_str(), other["prefix"]["len"].as_u64()) {
-            (Some(a), Some(l)) => format!("{a}/{l}"),
-            _ => other.to_string(),
-        },
+fn show(n: &IpNet) -> String {
+    if *n == IpNet::host(n.addr) {
+        n.addr.to_string()
+    } else {
+        n.to_string()
     }
 }
 
@@ -90,7 +74,7 @@ fn show(e: &Value) -> String {
 mod tests {
     use super::*;
     use crate::config::FirewallConf;
-    use crate::kernel::Current;
+    use crate::kernel::{Current, SetState};
     use crate::model::{membership, plan, test_endpoint};
     use crate::render::{Desired, reconcile};
     use serde_json::json;
@@ -106,23 +90,33 @@ mod tests {
         let p = plan(net, &conf());
         let m: Vec<_> = eps.iter().map(|e| membership(&p, e)).collect();
         let cmds = reconcile(&p.prefix, Some(&Desired::new(&p, &m)), &Current::default());
-        let mut items: Vec<Value> = Vec::new();
+        let mut current = Current::default();
         for c in &cmds {
-            let Some(added) = c.get("add").or_else(|| c.get("insert")) else {
-                continue;
-            };
-            if let Some(e) = added.get("element") {
-                let set = items
-                    .iter_mut()
-                    .find(|i| i["set"]["name"] == e["name"])
-                    .expect("elements follow their set");
-                let elems = set["set"]["elem"].as_array().cloned().unwrap_or_default();
-                set["set"]["elem"] = json!([elems, e["elem"].as_array().cloned().unwrap_or_default()].concat());
-            } else {
-                items.push(added.clone());
+            match c {
+                Cmd::AddChain { name, .. } => {
+                    current.chains.entry(name.clone()).or_default();
+                }
+                Cmd::Rule { chain, comment, .. } => {
+                    current.chains.entry(chain.clone()).or_default().push((None, comment.clone()));
+                }
+                Cmd::AddSet { name, fam, interval } => {
+                    current.sets.insert(
+                        name.clone(),
+                        SetState {
+                            addr_type: fam.addr_type().into(),
+                            interval: *interval,
+                            elements: Default::default(),
+                        },
+                    );
+                }
+                Cmd::Elements { set, nets, .. } => {
+                    let s = current.sets.get_mut(set).expect("elements follow their set");
+                    s.elements.extend(nets.iter().copied());
+                }
+                _ => {}
             }
         }
-        Current::parse(&json!({ "nftables": items }))
+        current
     }
 
     #[test]

@@ -5,12 +5,12 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
 use netsvc_core::cni::{CniError, IpNet};
-use netsvc_core::nft::{Batch, ElementOp, NftBatch, NftTable};
-use nftables::schema::NfCmd;
+use netsvc_core::nft::{Batch, ElementOp, NftTable};
 use nftables::types::NfFamily;
 use serde_json::Value;
 
 use crate::model::{Membership, TABLE};
+use crate::render::{self, Cmd};
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SetState {
@@ -87,13 +87,14 @@ fn parse_element(v: &Value) -> Option<IpNet> {
     }
 }
 
-pub fn table() -> Result<NftTable, CniError> {
-    Ok(NftTable::new(NfFamily::INet, TABLE)?)
+/// Our table: `inet netsvc_firewall`.
+pub fn table() -> NftTable {
+    NftTable::new(NfFamily::INet, TABLE).expect("a valid table name")
 }
 
 /// Reads our table back; an absent table is empty.
 pub fn read() -> Result<Current, CniError> {
-    let listing = table()?.list()?;
+    let listing = table().list()?;
     Ok(listing
         .map(|l| Current::parse(&serde_json::to_value(l).unwrap_or_default()))
         .unwrap_or_default())
@@ -102,24 +103,17 @@ pub fn read() -> Result<Current, CniError> {
 /// An endpoint's addresses into (or out of) the sets it belongs to, in one
 /// transaction over netlink: the whole of what ADD and DEL change.
 pub fn apply_membership(op: ElementOp, m: &Membership) -> Result<(), CniError> {
-    let mut batch = Batch::new(&table()?);
+    let mut batch = Batch::new(&table());
     for (set, ip) in &m.elements {
         batch.push(op, set, *ip)?;
     }
     Ok(batch.apply()?)
 }
 
-/// Applies JSON commands as one atomic nft batch, each checked to stay in our table.
-pub fn apply(cmds: &[Value]) -> Result<(), CniError> {
+/// Applies a render's commands as one transaction over netlink.
+pub fn apply(cmds: &[Cmd]) -> Result<(), CniError> {
     if cmds.is_empty() {
         return Ok(());
     }
-    let t = table()?;
-    let mut batch: NftBatch<'static> = t.batch();
-    for c in cmds {
-        let cmd: NfCmd<'static> = serde_json::from_value(c.clone())
-            .map_err(|e| CniError::plugin(110, format!("internal: cannot encode nft command {c}: {e}")))?;
-        batch.push(cmd)?;
-    }
-    Ok(t.apply(&batch)?)
+    Ok(render::batch(cmds)?.apply()?)
 }

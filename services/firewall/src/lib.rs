@@ -19,6 +19,7 @@ pub mod kernel;
 pub mod model;
 pub mod render;
 mod service;
+pub mod stmt;
 
 pub use service::DESCRIPTION;
 
@@ -34,7 +35,6 @@ use netsvc_core::node::NodeName;
 use netsvc_core::reconcile::{Difference, Reconcile, Repair, Summary};
 use netsvc_core::store::{LockGuard, Store, open_for};
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 
 /// The plugin type, and this service's name in the graph.
 pub const SERVICE: &str = "netsvc-firewall";
@@ -71,7 +71,7 @@ enum Program {
 /// A full render, planned: the commands, and the table's lock held until
 /// they are applied.
 struct Full {
-    cmds: Vec<Value>,
+    cmds: Vec<render::Cmd>,
     /// The kernel the commands were planned against.
     current: kernel::Current,
     endpoints: usize,

@@ -1,125 +1,220 @@
-//! Plans and memberships → nftables JSON commands (pure). Full renders diff
-//! the desired network against what the kernel holds ([`crate::kernel::Current`])
-//! and touch only what differs; ADD and DEL are element updates only.
+//! Plans and memberships → the commands of one nftables transaction
+//! (pure). Full renders diff the desired network against what the kernel
+//! holds ([`crate::kernel::Current`]) and touch only what differs; ADD and
+//! DEL are element updates only.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use netsvc_core::cni::IpNet;
 use netsvc_core::naming::digest_hex;
-use serde_json::{Value, json};
+use netsvc_core::nft::{BaseChain, Batch, DataType, ElementOp, Hook, NftError, SetDecl};
 
 use crate::kernel::Current;
 use crate::model::{
-    BASE_CHAIN, BASE_PRIORITY, Fam, Match, Members, Membership, Plan, RuleDef, TABLE, Verdict, all_endpoints,
+    BASE_CHAIN, BASE_PRIORITY, Fam, Match, Members, Membership, Plan, RuleDef, Verdict, all_endpoints,
 };
+use crate::stmt::{self, Stmt};
 
 /// The comment of the base chain's first rule.
 pub const REPLIES_WHY: &str = "replies and related packets of allowed connections pass";
 
-fn obj(kind: &str, body: Value) -> Value {
-    let mut b = body;
-    b["family"] = json!("inet");
-    b["table"] = json!(TABLE);
-    json!({ kind: b })
+/// One command of a render, in the order the transaction runs them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Cmd {
+    /// The table (kept when present).
+    AddTable,
+    /// A chain (kept when present); `base`: the forward hook's.
+    AddChain { name: String, base: bool },
+    /// A set of one family's addresses (kept when present); `interval`: of prefixes.
+    AddSet { name: String, fam: Fam, interval: bool },
+    /// A rule, at the chain's end or (`at_head`) its head.
+    Rule {
+        chain: String,
+        stmts: Vec<Stmt>,
+        comment: String,
+        at_head: bool,
+    },
+    DeleteRule { chain: String, handle: u64 },
+    FlushChain(String),
+    DeleteSet(String),
+    DeleteChain(String),
+    /// Elements into (`add`) or out of a set; prefixes when the set is an interval set.
+    Elements {
+        add: bool,
+        set: String,
+        interval: bool,
+        nets: Vec<IpNet>,
+    },
 }
 
-fn cmd(op: &str, kind: &str, body: Value) -> Value {
-    json!({ op: obj(kind, body) })
-}
+impl Cmd {
+    fn rule(chain: &str, stmts: Vec<Stmt>, why: &str, at_head: bool) -> Cmd {
+        let comment = comment(why, &stmts);
+        Cmd::Rule {
+            chain: chain.to_string(),
+            stmts,
+            comment,
+            at_head,
+        }
+    }
 
-/// One address or prefix as nft JSON: a host is a plain address.
-pub fn element(net: &IpNet) -> Value {
-    if *net == IpNet::host(net.addr) {
-        json!(net.addr.to_string())
-    } else {
-        json!({"prefix": {"addr": net.addr.to_string(), "len": net.prefix}})
+    /// Adds this command to `b` (the table's batch).
+    fn push_to(&self, b: &mut Batch) -> Result<(), NftError> {
+        match self {
+            Cmd::AddTable => {
+                b.add_table();
+            }
+            Cmd::AddChain { name, base } => {
+                let hook = base.then_some(BaseChain {
+                    kind: "filter",
+                    hook: Hook::Forward,
+                    priority: BASE_PRIORITY,
+                });
+                b.add_chain(name, hook)?;
+            }
+            Cmd::AddSet { name, fam, interval } => {
+                let ty = match fam {
+                    Fam::V4 => DataType::Ipv4Addr,
+                    Fam::V6 => DataType::Ipv6Addr,
+                };
+                let decl = SetDecl::typed(name, &[ty], None);
+                b.add_set(if *interval { decl.interval() } else { decl })?;
+            }
+            Cmd::Rule {
+                chain,
+                stmts,
+                comment,
+                at_head,
+            } => {
+                b.commented_rule(chain, stmt::rule(stmts), !at_head, Some(comment.clone()))?;
+            }
+            Cmd::DeleteRule { chain, handle } => {
+                b.delete_rule(chain, *handle)?;
+            }
+            Cmd::FlushChain(c) => {
+                b.flush_chain(c)?;
+            }
+            Cmd::DeleteSet(s) => {
+                b.destroy_set(s, false)?;
+            }
+            Cmd::DeleteChain(c) => {
+                b.destroy_chain(c)?;
+            }
+            Cmd::Elements {
+                add,
+                set,
+                interval,
+                nets,
+            } => {
+                let op = if *add { ElementOp::Add } else { ElementOp::Delete };
+                for n in nets {
+                    if *interval {
+                        b.interval(op, set, *n)?;
+                    } else {
+                        b.push(op, set, n.addr)?;
+                    }
+                }
+            }
+        }
+        Ok(())
     }
 }
 
+/// The commands as one batch for the table.
+pub fn batch(cmds: &[Cmd]) -> Result<Batch, NftError> {
+    let mut b = Batch::new(&crate::kernel::table());
+    for c in cmds {
+        c.push_to(&mut b)?;
+    }
+    Ok(b)
+}
+
 /// The table, the base chain and the global sets: every `add` here keeps what exists.
-pub fn globals() -> Vec<Value> {
+pub fn globals() -> Vec<Cmd> {
     let mut out = vec![
-        cmd("add", "table", json!({"name": TABLE})),
-        cmd(
-            "add",
-            "chain",
-            json!({"name": BASE_CHAIN, "type": "filter", "hook": "forward", "prio": BASE_PRIORITY, "policy": "accept"}),
-        ),
+        Cmd::AddTable,
+        Cmd::AddChain {
+            name: BASE_CHAIN.into(),
+            base: true,
+        },
     ];
     for f in Fam::BOTH {
-        out.push(cmd(
-            "add",
-            "set",
-            json!({"name": all_endpoints(f), "type": f.addr_type()}),
-        ));
+        out.push(Cmd::AddSet {
+            name: all_endpoints(f),
+            fam: f,
+            interval: false,
+        });
     }
     out
 }
 
 /// The first rule of the base chain.
-pub fn replies_rule() -> Value {
-    let expr = json!([
-        {"match": {"op": "in", "left": {"ct": {"key": "state"}}, "right": ["established", "related"]}},
-        {"counter": null},
-        {"accept": null}
-    ]);
-    rule_cmd("insert", BASE_CHAIN, expr, REPLIES_WHY)
-}
-
-fn rule_cmd(op: &str, chain: &str, expr: Value, why: &str) -> Value {
-    cmd(
-        op,
-        "rule",
-        json!({"chain": chain, "expr": expr, "comment": comment(why, &expr)}),
+pub fn replies_rule() -> Cmd {
+    Cmd::rule(
+        BASE_CHAIN,
+        vec![Stmt::Replies, Stmt::Counter, Stmt::Verdict(netsvc_core::nft::Verdict::Accept)],
+        REPLIES_WHY,
+        true,
     )
 }
 
 /// `why`, then a digest of the rule, so a later render can tell an unchanged
 /// rule from a changed one by its comment alone.
-pub fn comment(why: &str, expr: &Value) -> String {
-    let digest = digest_hex(expr.to_string().as_bytes());
-    let mut why: String = why.chars().take(200).collect();
-    why.push_str(" #");
-    why.push_str(&digest[..10]);
-    why
+/// It fits nft's comments (127 bytes, no double quote), so the kernel
+/// gives back exactly what was written.
+pub fn comment(why: &str, stmts: &[Stmt]) -> String {
+    let digest = digest_hex(stmt::text(stmts).as_bytes());
+    let mut out = String::new();
+    for ch in why.chars().map(|c| if c == '"' { '\'' } else { c }) {
+        if out.len() + ch.len_utf8() > WHY_MAX {
+            break;
+        }
+        out.push(ch);
+    }
+    out.push_str(" #");
+    out.push_str(&digest[..10]);
+    out
 }
 
+/// The longest reason a comment keeps, in bytes: with " #" and the
+/// digest's ten, within nft's 127.
+const WHY_MAX: usize = 115;
+
 /// The base chain's jumps into one network's chains.
-pub fn network_jumps(plan: &Plan) -> Vec<(Value, String)> {
+pub fn network_jumps(plan: &Plan) -> Vec<(Vec<Stmt>, String)> {
     let p = &plan.prefix;
     let mut out = Vec::new();
-    for (dir, field, chain) in [
-        ("egress", "saddr", format!("{p}_out")),
-        ("ingress", "daddr", format!("{p}_in")),
-    ] {
+    for (dir, source, chain) in [("egress", true, format!("{p}_out")), ("ingress", false, format!("{p}_in"))] {
         for f in Fam::BOTH {
-            let expr = json!([
-                {"match": {"op": "==", "left": {"payload": {"protocol": f.proto(), "field": field}},
-                           "right": format!("@{p}_eps{}", f.suffix())}},
-                {"jump": {"target": chain}}
-            ]);
-            let why = format!("net {p}: {dir} of network {}", plan.network);
-            out.push((expr, why));
+            let stmts = vec![
+                Stmt::Addr {
+                    fam: f,
+                    source,
+                    set: format!("{p}_eps{}", f.suffix()),
+                    negate: false,
+                },
+                Stmt::Verdict(netsvc_core::nft::Verdict::Jump(chain.clone())),
+            ];
+            out.push((stmts, format!("net {p}: {dir} of network {}", plan.network)));
         }
     }
     out
 }
 
-fn match_json(m: &Match, f: Option<Fam>) -> Vec<Value> {
-    let addr = |field: &str, set: &str, negate: bool| {
-        let fam = set_family(set).or(f).unwrap_or(Fam::V4);
-        json!({"match": {"op": if negate { "!=" } else { "==" },
-                         "left": {"payload": {"protocol": fam.proto(), "field": field}}, "right": format!("@{set}")}})
+fn match_stmts(m: &Match, f: Option<Fam>) -> Vec<Stmt> {
+    let addr = |source: bool, set: &str, negate: bool| Stmt::Addr {
+        fam: set_family(set).or(f).unwrap_or(Fam::V4),
+        source,
+        set: set.to_string(),
+        negate,
     };
     match m {
-        Match::Src { set, negate } => vec![addr("saddr", set, *negate)],
-        Match::Dst { set, negate } => vec![addr("daddr", set, *negate)],
+        Match::Src { set, negate } => vec![addr(true, set, *negate)],
+        Match::Dst { set, negate } => vec![addr(false, set, *negate)],
         Match::L4 { proto, ports } => {
-            let mut v =
-                vec![json!({"match": {"op": "==", "left": {"meta": {"key": "l4proto"}}, "right": proto.as_str()}})];
+            let mut v = vec![Stmt::L4(*proto)];
             if let Some((a, b)) = ports {
-                let right = if a == b { json!(a) } else { json!({"range": [a, b]}) };
-                v.push(json!({"match": {"op": "==", "left": {"payload": {"protocol": "th", "field": "dport"}}, "right": right}}));
+                v.push(Stmt::Dport(*a, *b));
             }
             v
         }
@@ -136,35 +231,33 @@ fn set_family(set: &str) -> Option<Fam> {
 }
 
 /// The rule's statements, and a log-only rule before it when it logs.
-pub fn rule_exprs(rule: &RuleDef, plan: &Plan) -> Vec<(Value, String)> {
-    let mut matches: Vec<Value> = Vec::new();
+pub fn rule_stmts(rule: &RuleDef, plan: &Plan) -> Vec<(Vec<Stmt>, String)> {
+    let mut matches: Vec<Stmt> = Vec::new();
     let has_addr_match = rule.matches.iter().any(|m| !matches!(m, Match::L4 { .. }));
     if let (Some(f), false) = (rule.fam, has_addr_match) {
-        let proto = if f == Fam::V4 { "ipv4" } else { "ipv6" };
-        matches.push(json!({"match": {"op": "==", "left": {"meta": {"key": "nfproto"}}, "right": proto}}));
+        matches.push(Stmt::Family(f));
     }
     for m in &rule.matches {
-        matches.extend(match_json(m, rule.fam));
+        matches.extend(match_stmts(m, rule.fam));
     }
     let mut out = Vec::new();
     if let Some(prefix) = &rule.log {
-        let mut log = json!({"prefix": prefix});
-        if let Some(g) = plan.log.group {
-            log["group"] = json!(g);
-        }
         let mut e = matches.clone();
-        e.push(json!({"limit": {"rate": plan.log.rate, "per": "second"}}));
-        e.push(json!({"log": log}));
-        out.push((Value::Array(e), format!("log: {}", rule.why)));
+        e.push(Stmt::Limit(plan.log.rate));
+        e.push(Stmt::Log {
+            prefix: prefix.clone(),
+            group: plan.log.group,
+        });
+        out.push((e, format!("log: {}", rule.why)));
     }
     let mut e = matches;
-    e.push(json!({"counter": null}));
-    e.push(match &rule.verdict {
-        Verdict::Return => json!({"return": null}),
-        Verdict::Drop => json!({"drop": null}),
-        Verdict::Goto(c) => json!({"goto": {"target": c}}),
-    });
-    out.push((Value::Array(e), rule.why.clone()));
+    e.push(Stmt::Counter);
+    e.push(Stmt::Verdict(match &rule.verdict {
+        Verdict::Return => netsvc_core::nft::Verdict::Return,
+        Verdict::Drop => netsvc_core::nft::Verdict::Drop,
+        Verdict::Goto(c) => netsvc_core::nft::Verdict::Goto(c.clone()),
+    }));
+    out.push((e, rule.why.clone()));
     out
 }
 
@@ -198,18 +291,18 @@ impl<'a> Desired<'a> {
 
 /// One atomic batch taking network `prefix` from `current` to `desired`
 /// (`None`: the network has no endpoints left, remove all of it).
-pub fn reconcile(prefix: &str, desired: Option<&Desired>, current: &Current) -> Vec<Value> {
+pub fn reconcile(prefix: &str, desired: Option<&Desired>, current: &Current) -> Vec<Cmd> {
     let own = |name: &str| name.starts_with(&format!("{prefix}_"));
     let mut out = globals();
 
     // Desired chains with their rules and comments.
-    let mut want_chains: BTreeMap<String, Vec<(Value, String)>> = BTreeMap::new();
-    let mut want_jumps: Vec<(Value, String)> = Vec::new();
+    let mut want_chains: BTreeMap<String, Vec<(Vec<Stmt>, String)>> = BTreeMap::new();
+    let mut want_jumps: Vec<(Vec<Stmt>, String)> = Vec::new();
     if let Some(d) = desired {
         for (name, rules) in &d.plan.chains {
             let rendered = rules
                 .iter()
-                .flat_map(|r| rule_exprs(r, d.plan))
+                .flat_map(|r| rule_stmts(r, d.plan))
                 .map(|(e, why)| {
                     let c = comment(&why, &e);
                     (e, c)
@@ -256,12 +349,10 @@ pub fn reconcile(prefix: &str, desired: Option<&Desired>, current: &Current) -> 
     if jumps_differ {
         for (handle, _) in &have_jumps {
             if let Some(h) = handle {
-                // nft identifies the rule by handle; the schema still wants an expr.
-                out.push(cmd(
-                    "delete",
-                    "rule",
-                    json!({"chain": BASE_CHAIN, "handle": h, "expr": []}),
-                ));
+                out.push(Cmd::DeleteRule {
+                    chain: BASE_CHAIN.into(),
+                    handle: *h,
+                });
             }
         }
     }
@@ -273,7 +364,7 @@ pub fn reconcile(prefix: &str, desired: Option<&Desired>, current: &Current) -> 
         .collect();
     for name in current.chains.keys().filter(|c| own(c)) {
         if chain_changed(name) {
-            out.push(cmd("flush", "chain", json!({"name": name})));
+            out.push(Cmd::FlushChain(name.clone()));
         }
     }
     // d. sets: drop stale or redefined ones, create new ones, diff the rest.
@@ -283,24 +374,25 @@ pub fn reconcile(prefix: &str, desired: Option<&Desired>, current: &Current) -> 
             .and_then(|s| s.get(name))
             .is_some_and(|def| def.interval() == have.interval);
         if !keep {
-            out.push(cmd("delete", "set", json!({"name": name, "type": have.addr_type})));
+            out.push(Cmd::DeleteSet(name.clone()));
         }
     }
     if let Some(d) = desired {
         for (name, def) in &d.plan.sets {
             let want = d.elements.get(name).cloned().unwrap_or_default();
-            match current.sets.get(name).filter(|h| h.interval == def.interval()) {
+            let interval = def.interval();
+            match current.sets.get(name).filter(|h| h.interval == interval) {
                 None => {
-                    let mut set = json!({"name": name, "type": def.fam.addr_type()});
-                    if def.interval() {
-                        set["flags"] = json!(["interval"]);
-                    }
-                    out.push(cmd("add", "set", set));
-                    push_elements(&mut out, "add", name, want.iter());
+                    out.push(Cmd::AddSet {
+                        name: name.clone(),
+                        fam: def.fam,
+                        interval,
+                    });
+                    push_elements(&mut out, true, name, interval, want.iter());
                 }
                 Some(have) => {
-                    push_elements(&mut out, "delete", name, have.elements.difference(&want));
-                    push_elements(&mut out, "add", name, want.difference(&have.elements));
+                    push_elements(&mut out, false, name, interval, have.elements.difference(&want));
+                    push_elements(&mut out, true, name, interval, want.difference(&have.elements));
                 }
             }
         }
@@ -325,40 +417,54 @@ pub fn reconcile(prefix: &str, desired: Option<&Desired>, current: &Current) -> 
             .filter(|ip| !want.contains(ip) && !others.contains(ip))
             .copied()
             .collect();
-        push_elements(&mut out, "delete", &global, gone.iter());
-        push_elements(&mut out, "add", &global, want.difference(&have));
+        push_elements(&mut out, false, &global, false, gone.iter());
+        push_elements(&mut out, true, &global, false, want.difference(&have));
     }
     // f. chains: create, then fill the changed ones (targets exist before gotos).
     for name in want_chains.keys().filter(|n| !current.chains.contains_key(*n)) {
-        out.push(cmd("add", "chain", json!({"name": name})));
+        out.push(Cmd::AddChain {
+            name: name.clone(),
+            base: false,
+        });
     }
     for (name, rules) in &want_chains {
         if chain_changed(name) {
-            for (expr, c) in rules {
-                out.push(cmd("add", "rule", json!({"chain": name, "expr": expr, "comment": c})));
+            for (stmts, c) in rules {
+                out.push(Cmd::Rule {
+                    chain: name.clone(),
+                    stmts: stmts.clone(),
+                    comment: c.clone(),
+                    at_head: false,
+                });
             }
         }
     }
     if jumps_differ {
-        for (expr, c) in &want_jumps {
-            out.push(cmd(
-                "add",
-                "rule",
-                json!({"chain": BASE_CHAIN, "expr": expr, "comment": c}),
-            ));
+        for (stmts, c) in &want_jumps {
+            out.push(Cmd::Rule {
+                chain: BASE_CHAIN.into(),
+                stmts: stmts.clone(),
+                comment: c.clone(),
+                at_head: false,
+            });
         }
     }
     // g. chains nothing refers to any more.
     for name in stale_chains {
-        out.push(cmd("delete", "chain", json!({"name": name})));
+        out.push(Cmd::DeleteChain(name.clone()));
     }
     out
 }
 
-fn push_elements<'n>(out: &mut Vec<Value>, op: &str, set: &str, nets: impl Iterator<Item = &'n IpNet>) {
-    let elem: Vec<Value> = nets.map(element).collect();
-    if !elem.is_empty() {
-        out.push(cmd(op, "element", json!({"name": set, "elem": elem})));
+fn push_elements<'n>(out: &mut Vec<Cmd>, add: bool, set: &str, interval: bool, nets: impl Iterator<Item = &'n IpNet>) {
+    let nets: Vec<IpNet> = nets.copied().collect();
+    if !nets.is_empty() {
+        out.push(Cmd::Elements {
+            add,
+            set: set.to_string(),
+            interval,
+            nets,
+        });
     }
 }
 
@@ -366,8 +472,11 @@ fn push_elements<'n>(out: &mut Vec<Value>, op: &str, set: &str, nets: impl Itera
 mod tests {
     use std::net::IpAddr;
 
+    use netsvc_core::nft::Verdict as V;
+    use serde_json::json;
+
     use super::*;
-    use crate::config::FirewallConf;
+    use crate::config::{FirewallConf, Protocol};
     use crate::kernel::{Current, SetState};
     use crate::model::{membership, plan};
 
@@ -386,60 +495,62 @@ mod tests {
         crate::model::test_endpoint("web", id, ip, name, tier)
     }
 
-    /// The table a batch of `add`s and `insert`s makes from nothing, as the
+    /// The table a batch of adds and inserts makes from nothing, as the
     /// kernel would hold it: each object is checked to exist before anything
-    /// refers to it, as nft requires within one batch.
+    /// refers to it, as the kernel requires within one transaction.
     #[derive(Default)]
     struct Table {
-        /// Chain → its definition (hook, priority, policy of a base chain).
-        chains: BTreeMap<String, Value>,
-        /// Chain → its rules' (expression, comment), in order.
-        rules: BTreeMap<String, Vec<(Vec<Value>, String)>>,
-        /// Set → (definition, elements).
-        sets: BTreeMap<String, (Value, Vec<IpNet>)>,
+        /// Chain → whether it is the base chain.
+        chains: BTreeMap<String, bool>,
+        /// Chain → its rules' (statements, comment), in order.
+        rules: BTreeMap<String, Vec<(Vec<Stmt>, String)>>,
+        /// Set → (family, interval, elements).
+        sets: BTreeMap<String, (Fam, bool, Vec<IpNet>)>,
     }
 
     impl Table {
-        fn apply(cmds: &[Value]) -> Table {
+        fn apply(cmds: &[Cmd]) -> Table {
             let mut t = Table::default();
             for c in cmds {
-                let (op, body) = c.as_object().and_then(|o| o.iter().next()).unwrap();
-                let (kind, b) = body.as_object().and_then(|o| o.iter().next()).unwrap();
-                if kind != "table" {
-                    assert_eq!((&b["family"], &b["table"]), (&json!("inet"), &json!(TABLE)), "{c}");
-                }
-                let name = b["name"].as_str().unwrap_or_default().to_string();
-                match (op.as_str(), kind.as_str()) {
-                    ("add", "table") => assert_eq!(b["family"], "inet"),
-                    ("add", "chain") => assert!(t.chains.insert(name, b.clone()).is_none(), "twice: {c}"),
-                    ("add", "set") => assert!(t.sets.insert(name, (b.clone(), vec![])).is_none(), "twice: {c}"),
-                    ("add", "element") => {
-                        let set = t.sets.get_mut(&name).unwrap_or_else(|| panic!("no set yet: {c}"));
-                        set.1.extend(b["elem"].as_array().unwrap().iter().map(parse_elem));
+                match c {
+                    Cmd::AddTable => {}
+                    Cmd::AddChain { name, base } => {
+                        assert!(t.chains.insert(name.clone(), *base).is_none(), "twice: {c:?}")
                     }
-                    ("add" | "insert", "rule") => {
-                        let chain = b["chain"].as_str().unwrap();
-                        assert!(t.chains.contains_key(chain), "no chain yet: {c}");
-                        let expr = b["expr"].as_array().unwrap().clone();
-                        for target in expr.iter().filter_map(|s| s.get("jump").or(s.get("goto"))) {
-                            let target = target["target"].as_str().unwrap();
-                            assert!(t.chains.contains_key(target), "no target chain yet: {c}");
+                    Cmd::AddSet { name, fam, interval } => {
+                        assert!(t.sets.insert(name.clone(), (*fam, *interval, vec![])).is_none(), "twice: {c:?}")
+                    }
+                    Cmd::Elements {
+                        add: true, set, nets, ..
+                    } => {
+                        let s = t.sets.get_mut(set).unwrap_or_else(|| panic!("no set yet: {c:?}"));
+                        s.2.extend(nets.iter().copied());
+                    }
+                    Cmd::Rule {
+                        chain,
+                        stmts,
+                        comment,
+                        at_head,
+                    } => {
+                        assert!(t.chains.contains_key(chain), "no chain yet: {c:?}");
+                        for s in stmts {
+                            match s {
+                                Stmt::Verdict(V::Jump(to) | V::Goto(to)) => {
+                                    assert!(t.chains.contains_key(to), "no target chain yet: {c:?}")
+                                }
+                                Stmt::Addr { set, .. } => assert!(t.sets.contains_key(set), "no set yet: {c:?}"),
+                                _ => {}
+                            }
                         }
-                        for set in expr
-                            .iter()
-                            .filter_map(|s| s["match"]["right"].as_str()?.strip_prefix('@'))
-                        {
-                            assert!(t.sets.contains_key(set), "no set yet: {c}");
-                        }
-                        let rule = (expr, b["comment"].as_str().unwrap().to_string());
-                        let rules = t.rules.entry(chain.to_string()).or_default();
-                        if op == "insert" {
+                        let rules = t.rules.entry(chain.clone()).or_default();
+                        let rule = (stmts.clone(), comment.clone());
+                        if *at_head {
                             rules.insert(0, rule)
                         } else {
                             rules.push(rule)
                         }
                     }
-                    _ => panic!("a first render only adds: {c}"),
+                    _ => panic!("a first render only adds: {c:?}"),
                 }
             }
             t
@@ -453,7 +564,7 @@ mod tests {
                     n.to_string()
                 }
             };
-            self.sets[set].1.iter().map(text).collect()
+            self.sets[set].2.iter().map(text).collect()
         }
 
         /// What happens to `pkt` in the forward hook, and the log prefixes it meets.
@@ -464,37 +575,31 @@ mod tests {
             let (mut chain, mut at) = (BASE_CHAIN, 0);
             loop {
                 let rules = self.rules.get(chain).map(Vec::as_slice).unwrap_or_default();
-                let Some((expr, _)) = rules.get(at) else {
+                let Some((stmts, _)) = rules.get(at) else {
                     match stack.pop() {
                         Some(back) => (chain, at) = back,
-                        // The base chain's policy.
-                        None => {
-                            return (
-                                self.chains[BASE_CHAIN]["policy"].as_str().map(|_| "accept").unwrap(),
-                                logs,
-                            );
-                        }
+                        // The base chain's policy: accept.
+                        None => return ("accept", logs),
                     }
                     continue;
                 };
                 at += 1;
                 let mut next = None;
-                for stmt in expr {
-                    let (key, val) = stmt.as_object().and_then(|o| o.iter().next()).unwrap();
-                    match key.as_str() {
-                        "match" if self.matches(val, pkt) => {}
-                        "match" => break,
-                        "counter" | "limit" => {}
-                        "log" => logs.push(val["prefix"].as_str().unwrap().to_string()),
-                        "accept" => return ("accept", logs),
-                        "drop" => return ("drop", logs),
-                        "return" => next = Some(stack.pop()),
-                        "jump" => {
+                for s in stmts {
+                    if !self.passes(s, pkt) {
+                        break;
+                    }
+                    match s {
+                        Stmt::Log { prefix, .. } => logs.push(prefix.clone()),
+                        Stmt::Verdict(V::Accept) => return ("accept", logs),
+                        Stmt::Verdict(V::Drop) => return ("drop", logs),
+                        Stmt::Verdict(V::Return) => next = Some(stack.pop()),
+                        Stmt::Verdict(V::Jump(to)) => {
                             stack.push((chain, at));
-                            next = Some(Some((val["target"].as_str().unwrap(), 0)));
+                            next = Some(Some((to.as_str(), 0)));
                         }
-                        "goto" => next = Some(Some((val["target"].as_str().unwrap(), 0))),
-                        other => panic!("unknown statement {other}"),
+                        Stmt::Verdict(V::Goto(to)) => next = Some(Some((to.as_str(), 0))),
+                        _ => {}
                     }
                 }
                 match next {
@@ -506,57 +611,28 @@ mod tests {
             }
         }
 
-        fn matches(&self, m: &Value, pkt: &Packet) -> bool {
-            let (left, right) = (&m["left"], &m["right"]);
-            let value: Option<Value> = if left["ct"]["key"] == "state" {
-                Some(json!(pkt.ct))
-            } else if left["meta"]["key"] == "l4proto" {
-                Some(json!(pkt.proto))
-            } else if left["meta"]["key"] == "nfproto" {
-                Some(json!(if pkt.src.is_ipv4() { "ipv4" } else { "ipv6" }))
-            } else if left["payload"]["protocol"] == "th" {
-                pkt.dport.map(|p| json!(p))
-            } else {
-                // ip/ip6 saddr/daddr: only packets of that family.
-                let fam = if pkt.src.is_ipv4() { "ip" } else { "ip6" };
-                let ip = if left["payload"]["field"] == "saddr" {
-                    pkt.src
-                } else {
-                    pkt.dst
-                };
-                (left["payload"]["protocol"] == fam).then(|| json!(ip.to_string()))
-            };
-            let Some(value) = value else { return false };
-            let hit = match right {
-                Value::String(s) if s.starts_with('@') => {
-                    let ip: IpAddr = value.as_str().unwrap().parse().unwrap();
-                    self.sets[&s[1..]].1.iter().any(|n| n.contains(ip))
+        /// Whether the rule goes on past `s` for `pkt`.
+        fn passes(&self, s: &Stmt, pkt: &Packet) -> bool {
+            let v4 = pkt.src.is_ipv4();
+            match s {
+                Stmt::Replies => pkt.ct != "new",
+                Stmt::Family(f) => (*f == Fam::V4) == v4,
+                Stmt::Addr {
+                    fam,
+                    source,
+                    set,
+                    negate,
+                } => {
+                    // ip/ip6 saddr/daddr: only packets of that family.
+                    if (*fam == Fam::V4) != v4 {
+                        return false;
+                    }
+                    let ip: IpAddr = if *source { pkt.src } else { pkt.dst };
+                    self.sets[set].2.iter().any(|n| n.contains(ip)) != *negate
                 }
-                Value::Array(any) => any.contains(&value),
-                Value::Object(o) if o.contains_key("range") => {
-                    let (lo, hi) = (&o["range"][0], &o["range"][1]);
-                    (lo.as_u64()..=hi.as_u64()).contains(&value.as_u64())
-                }
-                _ => *right == value,
-            };
-            match m["op"].as_str().unwrap() {
-                "==" | "in" => hit,
-                "!=" => !hit,
-                op => panic!("unknown op {op}"),
-            }
-        }
-    }
-
-    fn parse_elem(e: &Value) -> IpNet {
-        match e.as_str() {
-            Some(ip) => IpNet::host(ip.parse().unwrap()),
-            None => {
-                let p = &e["prefix"];
-                IpNet::new(
-                    p["addr"].as_str().unwrap().parse().unwrap(),
-                    p["len"].as_u64().unwrap() as u8,
-                )
-                .unwrap()
+                Stmt::L4(p) => *p == pkt.proto,
+                Stmt::Dport(lo, hi) => pkt.dport.is_some_and(|d| (*lo..=*hi).contains(&d)),
+                Stmt::Limit(_) | Stmt::Log { .. } | Stmt::Counter | Stmt::Verdict(_) => true,
             }
         }
     }
@@ -565,12 +641,12 @@ mod tests {
     struct Packet {
         src: IpAddr,
         dst: IpAddr,
-        proto: &'static str,
+        proto: Protocol,
         dport: Option<u16>,
         ct: &'static str,
     }
 
-    fn new_conn(src: &str, dst: &str, proto: &'static str, dport: Option<u16>) -> Packet {
+    fn new_conn(src: &str, dst: &str, proto: Protocol, dport: Option<u16>) -> Packet {
         Packet {
             src: src.parse().unwrap(),
             dst: dst.parse().unwrap(),
@@ -582,12 +658,14 @@ mod tests {
 
     const WEB: &str = "10.89.0.2";
     const API: &str = "10.89.0.3";
+    const TCP: Protocol = Protocol::Tcp;
+    const UDP: Protocol = Protocol::Udp;
 
     /// The first render of network `web` (defaultIngress deny; policy
     /// api-from-web: tier api takes tcp/8080-8090 from names web and from
     /// 10.0.0.0/8 except 10.1.0.0/16, and sends only to tier db on tcp/5432;
     /// denials logged to group 7), with endpoints web and api.
-    fn first_render() -> (Plan, Vec<Value>) {
+    fn first_render() -> (Plan, Vec<Cmd>) {
         let plan = plan("web", &example());
         let eps = [ep("c1", WEB, "web", "web"), ep("c2", API, "api", "api")];
         let memberships: Vec<_> = eps.iter().map(|e| membership(&plan, e)).collect();
@@ -600,24 +678,16 @@ mod tests {
     fn first_render_makes_the_table_the_base_chain_and_the_networks_chains() {
         let (plan, cmds) = first_render();
         let p = &plan.prefix;
-        let table = &cmds[0]["add"]["table"];
-        assert_eq!(
-            (&table["family"], &table["name"]),
-            (&json!("inet"), &json!(TABLE)),
-            "{}",
-            cmds[0]
-        );
+        assert_eq!(cmds[0], Cmd::AddTable);
         let t = Table::apply(&cmds);
-        let base = &t.chains[BASE_CHAIN];
-        assert_eq!(
-            (&base["type"], &base["hook"], &base["prio"], &base["policy"]),
-            (
-                &json!("filter"),
-                &json!("forward"),
-                &json!(BASE_PRIORITY),
-                &json!("accept")
-            ),
-            "{base}"
+        let base: Vec<&String> = t.chains.iter().filter(|(_, b)| **b).map(|(c, _)| c).collect();
+        assert_eq!(base, [BASE_CHAIN]);
+        let text = batch(&cmds).unwrap().text();
+        assert!(
+            text.contains(&format!(
+                "add chain inet netsvc_firewall forward {{ type filter hook forward priority {BASE_PRIORITY}; policy accept; }}"
+            )),
+            "{text}"
         );
         let regular: Vec<&String> = t.chains.keys().filter(|c| *c != BASE_CHAIN).collect();
         let want: Vec<String> = ["in", "in_allow", "in_cross", "out", "out_allow", "out_cross"]
@@ -625,50 +695,38 @@ mod tests {
             .map(|c| format!("{p}_{c}"))
             .collect();
         assert_eq!(regular, want.iter().collect::<Vec<_>>());
-        for c in &want {
-            assert!(
-                t.chains[c].get("hook").is_none(),
-                "{c} is a regular chain: {}",
-                t.chains[c]
-            );
-        }
         // The base chain: replies first, then this network's four jumps,
         // by its endpoint sets: nothing per endpoint.
         let rules = &t.rules[BASE_CHAIN];
-        assert_eq!(
-            rules[0].0,
-            replies_rule()["insert"]["rule"]["expr"].as_array().unwrap().clone()
-        );
+        let Cmd::Rule { stmts: replies, .. } = replies_rule() else {
+            unreachable!()
+        };
+        assert_eq!(rules[0].0, replies);
         assert!(rules[0].1.starts_with(REPLIES_WHY), "{}", rules[0].1);
-        let jumps: Vec<(String, String, String)> = rules[1..]
+        let jumps: Vec<(bool, String, String)> = rules[1..]
             .iter()
-            .map(|(e, _)| {
-                let m = &e[0]["match"];
-                let field = m["left"]["payload"]["field"].as_str().unwrap();
-                let set = m["right"].as_str().unwrap();
-                (
-                    field.into(),
-                    set.into(),
-                    e[1]["jump"]["target"].as_str().unwrap().into(),
-                )
+            .map(|(stmts, _)| match (&stmts[0], &stmts[1]) {
+                (Stmt::Addr { source, set, .. }, Stmt::Verdict(V::Jump(to))) => (*source, set.clone(), to.clone()),
+                other => panic!("not a jump: {other:?}"),
             })
             .collect();
-        let jump = |f: &str, s: &str, c: &str| (f.to_string(), format!("@{p}_{s}"), format!("{p}_{c}"));
+        let jump = |source: bool, s: &str, c: &str| (source, format!("{p}_{s}"), format!("{p}_{c}"));
         assert_eq!(
             jumps,
             [
-                jump("saddr", "eps4", "out"),
-                jump("saddr", "eps6", "out"),
-                jump("daddr", "eps4", "in"),
-                jump("daddr", "eps6", "in")
+                jump(true, "eps4", "out"),
+                jump(true, "eps6", "out"),
+                jump(false, "eps4", "in"),
+                jump(false, "eps6", "in")
             ]
         );
-        // Every rule's comment ends in the digest of its own expression: how
-        // the next render tells an unchanged rule.
+        // Every rule's comment ends in the digest of its own statements (how
+        // the next render tells an unchanged rule) and fits nft's comments.
         for (chain, rules) in &t.rules {
-            for (expr, c) in rules {
+            for (stmts, c) in rules {
                 let (why, _) = c.rsplit_once(" #").unwrap();
-                assert_eq!(*c, comment(why, &Value::Array(expr.clone())), "{chain}: {c}");
+                assert_eq!(*c, comment(why, stmts), "{chain}: {c}");
+                assert!(c.len() < 128 && !c.contains('"'), "{chain}: {c}");
             }
         }
     }
@@ -682,22 +740,17 @@ mod tests {
         assert_eq!(t.elements("eps6"), Vec::<String>::new());
         assert_eq!(t.elements(&format!("{p}_eps4")), [WEB, API], "this network's endpoints");
         assert_eq!(t.elements(&format!("{p}_eps6")), Vec::<String>::new());
-        for (name, (def, elements)) in &t.sets {
-            let fam = if name.ends_with('4') { "ipv4_addr" } else { "ipv6_addr" };
-            assert_eq!(def["type"], fam, "{name}");
+        for (name, (fam, interval, elements)) in &t.sets {
+            let want = if name.ends_with('4') { Fam::V4 } else { Fam::V6 };
+            assert_eq!(*fam, want, "{name}");
             // Only the policy's cidr peers are interval sets of prefixes.
-            let interval = def["flags"] == json!(["interval"]);
-            assert_eq!(
-                interval,
-                elements.iter().any(|n| n.prefix < 32),
-                "{name}: {def} {elements:?}"
-            );
+            assert_eq!(*interval, elements.iter().any(|n| n.prefix < 32), "{name}: {elements:?}");
         }
         let cidrs: Vec<Vec<String>> = t
             .sets
-            .keys()
-            .filter(|n| t.sets[*n].0["flags"] == json!(["interval"]))
-            .map(|n| t.elements(n))
+            .iter()
+            .filter(|(_, (_, interval, _))| *interval)
+            .map(|(n, _)| t.elements(n))
             .collect();
         assert_eq!(cidrs, [vec!["10.0.0.0/8"], vec!["10.1.0.0/16"]]);
     }
@@ -709,51 +762,51 @@ mod tests {
         let verdict = |t: &Table, src, dst, proto, port| t.verdict(&new_conn(src, dst, proto, port)).0;
         // Ingress of api: tcp/8080-8090 from web, or from 10/8 but 10.1/16.
         for (src, proto, port, want) in [
-            (WEB, "tcp", Some(8080), "accept"),
-            (WEB, "tcp", Some(8090), "accept"),
-            (WEB, "tcp", Some(8079), "drop"),
-            (WEB, "tcp", Some(8091), "drop"),
-            (WEB, "udp", Some(8080), "drop"),
-            (WEB, "icmp", None, "drop"),
-            ("10.5.0.1", "tcp", Some(8085), "accept"),
-            ("10.1.0.5", "tcp", Some(8085), "drop"),
-            ("192.168.1.1", "tcp", Some(8080), "drop"),
+            (WEB, TCP, Some(8080), "accept"),
+            (WEB, TCP, Some(8090), "accept"),
+            (WEB, TCP, Some(8079), "drop"),
+            (WEB, TCP, Some(8091), "drop"),
+            (WEB, UDP, Some(8080), "drop"),
+            (WEB, Protocol::Sctp, None, "drop"),
+            ("10.5.0.1", TCP, Some(8085), "accept"),
+            ("10.1.0.5", TCP, Some(8085), "drop"),
+            ("192.168.1.1", TCP, Some(8080), "drop"),
         ] {
-            assert_eq!(verdict(&t, src, API, proto, port), want, "{src} → api {proto}/{port:?}");
+            assert_eq!(verdict(&t, src, API, proto, port), want, "{src} → api {proto:?}/{port:?}");
         }
         // defaultIngress deny: web, which no policy selects, takes nothing
         // (api's own egress to web is the policy's: see below).
         for src in ["10.5.0.1", "192.168.1.1"] {
-            assert_eq!(verdict(&t, src, WEB, "tcp", Some(80)), "drop", "{src} → web");
+            assert_eq!(verdict(&t, src, WEB, TCP, Some(80)), "drop", "{src} → web");
         }
         // Egress: web's is open (defaultEgress allow); api's, isolated by the
         // policy, goes only to tier db (none here).
-        assert_eq!(verdict(&t, WEB, "192.0.2.1", "tcp", Some(443)), "accept");
-        assert_eq!(verdict(&t, API, "192.0.2.1", "tcp", Some(5432)), "drop");
-        assert_eq!(verdict(&t, API, "192.0.2.1", "udp", Some(53)), "drop");
-        assert_eq!(verdict(&t, API, WEB, "tcp", Some(80)), "drop");
+        assert_eq!(verdict(&t, WEB, "192.0.2.1", TCP, Some(443)), "accept");
+        assert_eq!(verdict(&t, API, "192.0.2.1", TCP, Some(5432)), "drop");
+        assert_eq!(verdict(&t, API, "192.0.2.1", UDP, Some(53)), "drop");
+        assert_eq!(verdict(&t, API, WEB, TCP, Some(80)), "drop");
         // Replies of any connection pass, whatever the policy says of new ones.
         for src in [WEB, "192.168.1.1", "10.1.0.5"] {
-            let mut reply = new_conn(src, API, "tcp", Some(9999));
+            let mut reply = new_conn(src, API, TCP, Some(9999));
             reply.ct = "established";
             assert_eq!(t.verdict(&reply).0, "accept", "{src} → api reply");
         }
         // Traffic of no endpoint of this network is not this network's business.
-        assert_eq!(verdict(&t, "192.0.2.1", "198.51.100.1", "tcp", Some(22)), "accept");
-        assert_eq!(verdict(&t, "2001:db8::1", "2001:db8::2", "tcp", Some(22)), "accept");
+        assert_eq!(verdict(&t, "192.0.2.1", "198.51.100.1", TCP, Some(22)), "accept");
+        assert_eq!(verdict(&t, "2001:db8::1", "2001:db8::2", TCP, Some(22)), "accept");
         // Another network's endpoint (as its render puts it in eps4): only
         // the cidr rule lets it in, and nothing of this network reaches it.
         let other = "10.90.0.7";
         t.sets
             .get_mut("eps4")
             .unwrap()
-            .1
+            .2
             .push(IpNet::host(other.parse().unwrap()));
-        assert_eq!(verdict(&t, other, API, "tcp", Some(8080)), "accept", "cidr rule");
-        assert_eq!(verdict(&t, other, API, "tcp", Some(80)), "drop");
-        assert_eq!(verdict(&t, other, WEB, "tcp", Some(80)), "drop");
+        assert_eq!(verdict(&t, other, API, TCP, Some(8080)), "accept", "cidr rule");
+        assert_eq!(verdict(&t, other, API, TCP, Some(80)), "drop");
+        assert_eq!(verdict(&t, other, WEB, TCP, Some(80)), "drop");
         assert_eq!(
-            verdict(&t, WEB, other, "tcp", Some(80)),
+            verdict(&t, WEB, other, TCP, Some(80)),
             "drop",
             "web's egress is open, not across networks"
         );
@@ -763,7 +816,7 @@ mod tests {
     fn first_render_logs_each_denial_with_its_reason_and_nothing_allowed() {
         let (_, cmds) = first_render();
         let t = Table::apply(&cmds);
-        let logs = |src, dst, port| t.verdict(&new_conn(src, dst, "tcp", Some(port))).1;
+        let logs = |src, dst, port| t.verdict(&new_conn(src, dst, TCP, Some(port))).1;
         assert_eq!(logs(WEB, API, 8080), Vec::<String>::new());
         assert_eq!(logs(WEB, API, 22), ["netsvc-fw web api-from-web ingress denied: "]);
         assert_eq!(logs("10.5.0.1", WEB, 80), ["netsvc-fw web default ingress denied: "]);
@@ -773,14 +826,13 @@ mod tests {
         );
         // Every log is rate-limited and goes to the configured group.
         for (chain, rules) in &t.rules {
-            for (expr, c) in rules.iter().filter(|(e, _)| e.iter().any(|s| s.get("log").is_some())) {
-                let n = expr.len();
-                assert_eq!(
-                    expr[n - 2],
-                    json!({"limit": {"rate": example().log.rate, "per": "second"}}),
+            for (stmts, c) in rules.iter().filter(|(s, _)| s.iter().any(|s| matches!(s, Stmt::Log { .. }))) {
+                let n = stmts.len();
+                assert_eq!(stmts[n - 2], Stmt::Limit(example().log.rate), "{chain}: {c}");
+                assert!(
+                    matches!(&stmts[n - 1], Stmt::Log { group: Some(7), .. }),
                     "{chain}: {c}"
                 );
-                assert_eq!(expr[n - 1]["log"]["group"], 7, "{chain}: {c}");
                 assert!(c.starts_with("log: "), "{chain}: {c}");
             }
         }
@@ -823,30 +875,18 @@ mod tests {
             },
         );
         let cmds = reconcile("web_1", None, &current);
-        // What the batch does beyond the globals' `add`s, which keep what exists.
-        let changes: Vec<String> = cmds[globals().len()..]
-            .iter()
-            .map(|c| {
-                let (op, body) = c.as_object().and_then(|o| o.iter().next()).unwrap();
-                let (kind, b) = body.as_object().and_then(|o| o.iter().next()).unwrap();
-                let what = match kind.as_str() {
-                    "rule" => format!("{} handle {}", b["chain"].as_str().unwrap(), b["handle"]),
-                    "element" => format!("{} {}", b["name"].as_str().unwrap(), b["elem"]),
-                    _ => b["name"].as_str().unwrap().to_string(),
-                };
-                format!("{op} {kind} {what}")
-            })
-            .collect();
+        // What the batch does beyond the globals' adds, which keep what exists.
+        let text = batch(&cmds[globals().len()..]).unwrap().text();
         assert_eq!(
-            changes,
+            text.lines().collect::<Vec<_>>(),
             [
                 // This network's jump goes; the replies rule (handle 2) stays.
-                "delete rule forward handle 3",
-                "delete set web_1_eps4",
+                "delete rule inet netsvc_firewall forward handle 3",
+                "destroy set inet netsvc_firewall web_1_eps4",
                 // Its endpoint leaves the global set; another network's stays.
-                r#"delete element eps4 ["10.0.0.2"]"#,
+                "delete element inet netsvc_firewall eps4 { 10.0.0.2 }",
                 // Empty, so gone without a flush.
-                "delete chain web_1_in",
+                "destroy chain inet netsvc_firewall web_1_in",
             ],
             "{cmds:#?}"
         );
