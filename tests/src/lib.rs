@@ -37,6 +37,7 @@ pub mod leftovers;
 pub mod matrix;
 mod names;
 mod netns;
+pub mod nft_forms;
 mod node;
 pub mod noop;
 mod observe;

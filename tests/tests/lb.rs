@@ -692,23 +692,10 @@ fn a_table_written_over_netlink_is_the_table_nft_makes_of_its_text() {
     use netsvc_lb::model::{self, Family, Rendered};
     use netsvc_lb::render;
 
-    fn without_handles(v: &mut Value) {
-        match v {
-            Value::Object(o) => {
-                o.remove("handle");
-                o.values_mut().for_each(without_handles);
-            }
-            Value::Array(a) => a.iter_mut().for_each(without_handles),
-            _ => {}
-        }
-    }
-
     for (family, vip, backends) in [
         (Family::V4, "10.96.0.10", ["10.0.0.2", "10.0.0.3"]),
         (Family::V6, "fd00:96::10", ["fd00::2", "fd00::3"]),
     ] {
-        let by_netlink = netsvc_tests::Netns::create("lbnl").unwrap();
-        let by_nft = netsvc_tests::Netns::create("lbnft").unwrap();
         let services = json!([
             {"name": "random", "vip": vip, "ports": [{"port": 80, "targetPort": 8080}, {"port": 53, "protocol": "udp"}]},
             {"name": "maglev", "vip": vip, "algorithm": "maglev", "ports": [{"port": 443}]},
@@ -737,32 +724,9 @@ fn a_table_written_over_netlink_is_the_table_nft_makes_of_its_text() {
             .map(|l| format!("{l}\n"))
             .collect();
 
-        by_netlink
-            .run(|| batch.apply().unwrap_or_else(|e| panic!("{e}")))
-            .unwrap();
-        let file = tempfile::NamedTempFile::new().unwrap();
-        std::fs::write(file.path(), &text).unwrap();
-        by_nft.exec("nft", ["-f", file.path().to_str().unwrap()]).unwrap();
-
-        let listing = |ns: &netsvc_tests::Netns| {
-            let mut v: Value = serde_json::from_str(&ns.exec("nft", ["-j", "list", "ruleset"]).unwrap()).unwrap();
-            without_handles(&mut v);
-            v["nftables"].as_array().unwrap()[1..].to_vec() // [0] is nft's metainfo
-        };
-        let expressions = |ns: &netsvc_tests::Netns| -> Vec<String> {
-            ns.exec("nft", ["--debug=netlink", "list", "ruleset"])
-                .unwrap()
-                .lines()
-                .filter(|l| l.trim_start().starts_with('['))
-                .map(str::to_string)
-                .collect()
-        };
-        let (nl, nft) = (listing(&by_netlink), listing(&by_nft));
-        assert!(nft.len() > 20, "{}: {nft:#?}", family.word());
-        for (a, b) in nl.iter().zip(&nft) {
-            assert_eq!(a, b, "{}: over netlink, then by nft", family.word());
-        }
-        assert_eq!(nl.len(), nft.len());
-        assert_eq!(expressions(&by_netlink), expressions(&by_nft), "{}", family.word());
+        let both = netsvc_tests::nft_forms::TwoWays::new();
+        both.apply(&batch, &text);
+        let objects = both.assert_same(family.word());
+        assert!(objects > 20, "{}: {objects} objects", family.word());
     }
 }

@@ -10,14 +10,15 @@
 use std::fmt::Write as _;
 use std::net::IpAddr;
 use std::ops::Range;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::expr::{self, Expr};
 use super::netlink::{
     NFNL_MSG_BATCH_BEGIN, NFNL_MSG_BATCH_END, NFNL_SUBSYS_NFTABLES, NLM_F_ACK, NLM_F_APPEND, NLM_F_CREATE,
-    NLM_F_REQUEST, attr, attr_str, message, nest, nfproto, reserve_seqs, send,
+    NLM_F_REQUEST, attr, attr_str, message, nest, reserve_seqs, send,
 };
 use super::objects::{BaseChain, SetDecl, Verdict};
-use super::{NftError, NftTable, family_str, validate_name};
+use super::{NftError, NftTable, validate_name};
 use crate::inet::{IpNet, Protocol};
 
 // linux/netfilter/nf_tables.h.
@@ -61,6 +62,15 @@ const NFT_SET_ELEM_INTERVAL_END: u32 = 1;
 /// libnftnl's element udata: flags (type 1) = NFTNL_SET_ELEM_F_INTERVAL_OPEN.
 const INTERVAL_OPEN_USERDATA: [u8; 6] = [1, 4, 1, 0, 0, 0];
 const NFTA_DATA_VALUE: u16 = 1;
+
+/// Batches this process applied: what the agent reports, so a restart that
+/// re-renders nothing can be told from one that re-renders all.
+static BATCHES: AtomicU64 = AtomicU64::new(0);
+
+/// How many batches this process has applied.
+pub fn batches_applied() -> u64 {
+    BATCHES.load(Ordering::Relaxed)
+}
 
 /// A request's elements are one netlink attribute, whose length is 16 bits:
 /// 512 elements of the largest keys and values we write stay under 64 KiB.
@@ -310,8 +320,8 @@ pub struct Batch {
 impl Batch {
     pub fn new(table: &NftTable) -> Self {
         Batch {
-            family: nfproto(table.family()),
-            family_word: family_str(table.family()),
+            family: table.family().nfproto(),
+            family_word: table.family().word().to_string(),
             table: table.name().to_string(),
             changes: Vec::new(),
         }
@@ -469,6 +479,7 @@ impl Batch {
         if self.changes.is_empty() {
             return Ok(());
         }
+        BATCHES.fetch_add(1, Ordering::Relaxed);
         let requests = self.requests();
         let first = reserve_seqs(requests.len() as u32 + 2);
         let (bytes, asked) = self.encode(&requests, first);
@@ -477,12 +488,12 @@ impl Batch {
             let text = self.text();
             // The text has a line per request, in the order they were sent.
             let what = match refused.seq.and_then(|seq| text.lines().nth((seq - start) as usize)) {
-                Some(line) => format!("refused {line}"),
-                None => format!("applying:\n{}", shortened(&text)),
+                Some(line) => line.to_string(),
+                None => format!("the batch:\n{}", shortened(&text)),
             };
-            NftError::Failed {
-                status: "nf_tables netlink".into(),
-                stderr: format!("{}, {what}", refused.error),
+            NftError::Refused {
+                error: refused.error,
+                what,
             }
         })
     }
@@ -732,10 +743,10 @@ impl Batch {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use nftables::types::NfFamily;
+    use crate::nft::Family;
 
     fn batch() -> Batch {
-        let table = NftTable::new(NfFamily::INet, "netsvc_firewall").unwrap();
+        let table = NftTable::new(Family::Inet, "netsvc_firewall").unwrap();
         let mut b = Batch::new(&table);
         b.push(ElementOp::Add, "all4", "10.0.0.2".parse().unwrap()).unwrap();
         b.push(ElementOp::Add, "all4", "10.0.0.3".parse().unwrap()).unwrap();
@@ -802,7 +813,7 @@ mod tests {
 
     #[test]
     fn a_long_run_of_elements_is_split_into_requests() {
-        let table = NftTable::new(NfFamily::INet, "t").unwrap();
+        let table = NftTable::new(Family::Inet, "t").unwrap();
         let mut b = Batch::new(&table);
         for slot in 0..1300u32 {
             b.element(ElementOp::Add, "m", Datum::register_u32(slot), Some(Datum::port(80)))
@@ -821,7 +832,7 @@ mod tests {
 
     #[test]
     fn names_are_checked() {
-        let table = NftTable::new(NfFamily::INet, "t").unwrap();
+        let table = NftTable::new(Family::Inet, "t").unwrap();
         let mut b = Batch::new(&table);
         assert!(
             b.push(ElementOp::Add, "bad name;", "10.0.0.1".parse().unwrap())

@@ -2,9 +2,8 @@
 //! written over [`super::Batch`] is made of. Only the expressions netsvc's
 //! fast paths write are here; the kernel checks each one as it would nft's.
 
-use nftables::types::NfFamily;
-
-use super::netlink::{attr, attr_str, attr_u32, nest, nfproto};
+use super::Family;
+use super::netlink::{attr, attr_str, attr_u32, nest};
 use super::objects::Verdict;
 
 /// The 16-byte registers (`reg 1`, `reg 2` in nft's debug output).
@@ -93,7 +92,7 @@ pub enum Expr {
     /// `value` into `dreg`.
     Immediate { value: Vec<u8>, dreg: u32 },
     /// DNAT (to `family`'s addresses) to the address in `addr` and the port in `port`.
-    Dnat { family: NfFamily, addr: u32, port: u32 },
+    Dnat { family: Family, addr: u32, port: u32 },
 }
 
 /// What `ct` loads.
@@ -324,7 +323,7 @@ impl Expr {
             }
             Expr::Dnat { family, addr, port } => {
                 attr_u32(m, 1, NFT_NAT_DNAT);
-                attr_u32(m, 2, u32::from(nfproto(*family)));
+                attr_u32(m, 2, u32::from(family.nfproto()));
                 attr_u32(m, 3, *addr);
                 attr_u32(m, 5, *port);
                 // As nft sends it; the kernel adds "addresses mapped" itself.

@@ -6,8 +6,6 @@ use std::ops::Range;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicU32, Ordering};
 
-use nftables::types::NfFamily;
-
 use super::per_netns::PerNetns;
 
 // linux/netfilter/nfnetlink.h.
@@ -27,17 +25,6 @@ const SOL_NETLINK: libc::c_int = 270;
 const NETLINK_CAP_ACK: libc::c_int = 10;
 /// Batches up to this size fit the socket's default send buffer (net.core.wmem_default).
 const DEFAULT_SNDBUF: usize = 128 * 1024;
-
-pub(super) fn nfproto(family: NfFamily) -> u8 {
-    match family {
-        NfFamily::INet => 1,
-        NfFamily::IP => 2,
-        NfFamily::ARP => 3,
-        NfFamily::NetDev => 5,
-        NfFamily::Bridge => 7,
-        NfFamily::IP6 => 10,
-    }
-}
 
 fn c_string(s: &str) -> Vec<u8> {
     let mut b = s.as_bytes().to_vec();

@@ -1,6 +1,6 @@
-//! Running nft: in this process through libnftables when the library is
-//! there, else the `nft` binary. Both take the same input (a JSON batch or
-//! `list …` words) and give the same answer (nft's JSON
+//! Running nft to read a table back: in this process through libnftables
+//! when the library is there, else the `nft` binary. Both take the same
+//! `list …` words and give the same answer (nft's JSON
 //! output, or its error text); libnftables is what `nft` itself is built on.
 //!
 //! In process saves what a spawned `nft` pays on every call: the fork and
@@ -10,10 +10,8 @@
 //! a second batch reuses the first one's socket and cache.
 
 use std::ffi::{CStr, CString, c_char, c_int, c_uint, c_void};
-use std::io::Write;
 use std::process::{Command, Stdio};
 use std::sync::OnceLock;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::NftError;
 use super::per_netns::PerNetns;
@@ -22,39 +20,11 @@ use super::per_netns::PerNetns;
 const NFT: &str = "nft";
 /// libnftables' soname (Debian's libnftables1, which nft depends on).
 const LIBRARY: &CStr = c"libnftables.so.1";
-/// `NFT_CTX_OUTPUT_JSON`: JSON output, and JSON input is tried first.
+/// `NFT_CTX_OUTPUT_JSON`: JSON output.
 const OUTPUT_JSON: c_uint = 1 << 4;
 
-/// What nft is asked.
-#[derive(Debug, Clone, Copy)]
-pub(super) enum NftInput<'a> {
-    /// A JSON batch (`nft -j -f -`): one transaction. (nft takes input
-    /// that is not JSON as its native syntax.)
-    Json(&'a [u8]),
-    /// `nft -j list <words>`: the listing as JSON.
-    List(&'a [&'a str]),
-}
-
-impl NftInput<'_> {
-    fn is_batch(&self) -> bool {
-        !matches!(self, NftInput::List(_))
-    }
-}
-
-/// Batches this process applied: what the agent reports, so a restart that
-/// re-renders nothing can be told from one that re-renders all.
-static BATCHES: AtomicU64 = AtomicU64::new(0);
-
-/// How many nft batches this process has applied.
-pub fn batches_applied() -> u64 {
-    BATCHES.load(Ordering::Relaxed)
-}
-
-/// Runs `input`; nft's output, or an error with nft's own message.
-pub(super) fn run_nft(input: NftInput<'_>) -> Result<Vec<u8>, NftError> {
-    if input.is_batch() {
-        BATCHES.fetch_add(1, Ordering::Relaxed);
-    }
+/// `nft -j list <words>`: the listing as JSON, or an error with nft's own message.
+pub(super) fn run_nft(input: &[&str]) -> Result<Vec<u8>, NftError> {
     match library() {
         Some(lib) => lib.run(input),
         None => spawn(input),
@@ -122,18 +92,14 @@ unsafe impl Send for Context {}
 static CONTEXTS: PerNetns<Context> = PerNetns::new();
 
 impl Library {
-    fn run(&self, input: NftInput<'_>) -> Result<Vec<u8>, NftError> {
-        let (text, json) = match input {
-            NftInput::Json(bytes) => (bytes.to_vec(), true),
-            NftInput::List(words) => (format!("list {}", words.join(" ")).into_bytes(), true),
-        };
-        let text = CString::new(text).map_err(|_| NftError::Failed {
+    fn run(&self, words: &[&str]) -> Result<Vec<u8>, NftError> {
+        let text = CString::new(format!("list {}", words.join(" "))).map_err(|_| NftError::Failed {
             status: "not run".into(),
             stderr: "the nft input holds a NUL byte".into(),
         })?;
         CONTEXTS
-            .with(|| self.new_context(), |ctx| self.run_in(ctx.0, &text, json))
-            .unwrap_or_else(|_| spawn(input))
+            .with(|| self.new_context(), |ctx| self.run_in(ctx.0, &text))
+            .unwrap_or_else(|_| spawn(words))
     }
 
     /// A fresh context, set to buffer what it prints.
@@ -150,11 +116,11 @@ impl Library {
         }
     }
 
-    fn run_in(&self, ctx: *mut c_void, text: &CStr, json: bool) -> Result<Vec<u8>, NftError> {
+    fn run_in(&self, ctx: *mut c_void, text: &CStr) -> Result<Vec<u8>, NftError> {
         // SAFETY: the context is live and ours while the lock is held; the
         // buffers it hands out are copied before the next call can reuse them.
         unsafe {
-            (self.set_output_flags)(ctx, if json { OUTPUT_JSON } else { 0 });
+            (self.set_output_flags)(ctx, OUTPUT_JSON);
             let rc = (self.run_cmd)(ctx, text.as_ptr());
             let copy = |p: *const c_char| {
                 if p.is_null() {
@@ -177,29 +143,13 @@ impl Library {
 }
 
 /// The same through the `nft` binary.
-fn spawn(input: NftInput<'_>) -> Result<Vec<u8>, NftError> {
-    let mut cmd = Command::new(NFT);
-    let stdin = match input {
-        NftInput::Json(bytes) => {
-            cmd.args(["-j", "-f", "-"]);
-            Some(bytes)
-        }
-        NftInput::List(words) => {
-            cmd.args(["-j", "list"]).args(words);
-            None
-        }
-    };
-    let mut child = cmd
-        .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
+fn spawn(words: &[&str]) -> Result<Vec<u8>, NftError> {
+    let out = Command::new(NFT)
+        .args(["-j", "list"])
+        .args(words)
+        .stdin(Stdio::null())
+        .output()
         .map_err(NftError::Exec)?;
-    if let (Some(input), Some(mut pipe)) = (stdin, child.stdin.take()) {
-        // nft reads its whole input before writing, so this cannot deadlock.
-        pipe.write_all(input).map_err(NftError::Exec)?;
-    }
-    let out = child.wait_with_output().map_err(NftError::Exec)?;
     if out.status.success() {
         Ok(out.stdout)
     } else {
@@ -224,15 +174,15 @@ mod tests {
     }
 
     /// Without privileges for netlink or with them, the library answers a
-    /// command it cannot parse with nft's own message, as the binary does.
+    /// listing it cannot parse with nft's own message, as the binary does.
     #[test]
-    fn a_bad_command_fails_with_nfts_message_both_ways() {
+    fn a_bad_listing_fails_with_nfts_message_both_ways() {
         require_program(NFT, "nftables");
-        let bad = NftInput::Json(br#"{"nftables": [{"frobnicate": {"table": {"family": "inet", "name": "x"}}}]}"#);
-        let in_process = library().expect("loaded").run(bad).unwrap_err().to_string();
-        let spawned = spawn(bad).unwrap_err().to_string();
+        let bad = ["frobnicate", "inet", "x"];
+        let in_process = library().expect("loaded").run(&bad).unwrap_err().to_string();
+        let spawned = spawn(&bad).unwrap_err().to_string();
         for e in [&in_process, &spawned] {
-            assert!(e.contains("Parsing command array at index 0 failed"), "{e}");
+            assert!(e.contains("syntax error"), "{e}");
         }
     }
 
@@ -243,12 +193,12 @@ mod tests {
         require_program(NFT, "nftables");
         require_root("a libnftables context opens a netlink socket to list tables");
         let lib = library().expect("loaded");
-        let bad = NftInput::Json(br#"{"nftables": [{"frobnicate": {"table": {"family": "inet", "name": "x"}}}]}"#);
-        let first = lib.run(bad).unwrap_err().to_string();
-        let second = lib.run(bad).unwrap_err().to_string();
+        let bad = ["frobnicate", "inet", "x"];
+        let first = lib.run(&bad).unwrap_err().to_string();
+        let second = lib.run(&bad).unwrap_err().to_string();
         assert_eq!(first, second);
         for _ in 0..2 {
-            let listing = lib.run(NftInput::List(&["tables"])).expect("list tables");
+            let listing = lib.run(&["tables"]).expect("list tables");
             let parsed: serde_json::Value = serde_json::from_slice(&listing).expect("one JSON document");
             assert!(parsed["nftables"].is_array(), "{parsed}");
         }

@@ -97,7 +97,11 @@ mod tests {
                     current.chains.entry(name.clone()).or_default();
                 }
                 Cmd::Rule { chain, comment, .. } => {
-                    current.chains.entry(chain.clone()).or_default().push((None, comment.clone()));
+                    current
+                        .chains
+                        .entry(chain.clone())
+                        .or_default()
+                        .push((None, comment.clone()));
                 }
                 Cmd::AddSet { name, fam, interval } => {
                     current.sets.insert(

@@ -5,8 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
 use netsvc_core::cni::{CniError, IpNet};
-use netsvc_core::nft::{Batch, ElementOp, NftTable};
-use nftables::types::NfFamily;
+use netsvc_core::nft::{Batch, ElementOp, Family, NftTable};
 use serde_json::Value;
 
 use crate::model::{Membership, TABLE};
@@ -89,15 +88,12 @@ fn parse_element(v: &Value) -> Option<IpNet> {
 
 /// Our table: `inet netsvc_firewall`.
 pub fn table() -> NftTable {
-    NftTable::new(NfFamily::INet, TABLE).expect("a valid table name")
+    NftTable::new(Family::Inet, TABLE).expect("a valid table name")
 }
 
 /// Reads our table back; an absent table is empty.
 pub fn read() -> Result<Current, CniError> {
-    let listing = table().list()?;
-    Ok(listing
-        .map(|l| Current::parse(&serde_json::to_value(l).unwrap_or_default()))
-        .unwrap_or_default())
+    Ok(table().list_json()?.map(|l| Current::parse(&l)).unwrap_or_default())
 }
 
 /// An endpoint's addresses into (or out of) the sets it belongs to, in one

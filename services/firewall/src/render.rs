@@ -10,9 +10,7 @@ use netsvc_core::naming::digest_hex;
 use netsvc_core::nft::{BaseChain, Batch, DataType, ElementOp, Hook, NftError, SetDecl};
 
 use crate::kernel::Current;
-use crate::model::{
-    BASE_CHAIN, BASE_PRIORITY, Fam, Match, Members, Membership, Plan, RuleDef, Verdict, all_endpoints,
-};
+use crate::model::{BASE_CHAIN, BASE_PRIORITY, Fam, Match, Members, Membership, Plan, RuleDef, Verdict, all_endpoints};
 use crate::stmt::{self, Stmt};
 
 /// The comment of the base chain's first rule.
@@ -24,9 +22,16 @@ pub enum Cmd {
     /// The table (kept when present).
     AddTable,
     /// A chain (kept when present); `base`: the forward hook's.
-    AddChain { name: String, base: bool },
+    AddChain {
+        name: String,
+        base: bool,
+    },
     /// A set of one family's addresses (kept when present); `interval`: of prefixes.
-    AddSet { name: String, fam: Fam, interval: bool },
+    AddSet {
+        name: String,
+        fam: Fam,
+        interval: bool,
+    },
     /// A rule, at the chain's end or (`at_head`) its head.
     Rule {
         chain: String,
@@ -34,7 +39,10 @@ pub enum Cmd {
         comment: String,
         at_head: bool,
     },
-    DeleteRule { chain: String, handle: u64 },
+    DeleteRule {
+        chain: String,
+        handle: u64,
+    },
     FlushChain(String),
     DeleteSet(String),
     DeleteChain(String),
@@ -152,7 +160,11 @@ pub fn globals() -> Vec<Cmd> {
 pub fn replies_rule() -> Cmd {
     Cmd::rule(
         BASE_CHAIN,
-        vec![Stmt::Replies, Stmt::Counter, Stmt::Verdict(netsvc_core::nft::Verdict::Accept)],
+        vec![
+            Stmt::Replies,
+            Stmt::Counter,
+            Stmt::Verdict(netsvc_core::nft::Verdict::Accept),
+        ],
         REPLIES_WHY,
         true,
     )
@@ -184,7 +196,10 @@ const WHY_MAX: usize = 115;
 pub fn network_jumps(plan: &Plan) -> Vec<(Vec<Stmt>, String)> {
     let p = &plan.prefix;
     let mut out = Vec::new();
-    for (dir, source, chain) in [("egress", true, format!("{p}_out")), ("ingress", false, format!("{p}_in"))] {
+    for (dir, source, chain) in [
+        ("egress", true, format!("{p}_out")),
+        ("ingress", false, format!("{p}_in")),
+    ] {
         for f in Fam::BOTH {
             let stmts = vec![
                 Stmt::Addr {
@@ -518,7 +533,10 @@ mod tests {
                         assert!(t.chains.insert(name.clone(), *base).is_none(), "twice: {c:?}")
                     }
                     Cmd::AddSet { name, fam, interval } => {
-                        assert!(t.sets.insert(name.clone(), (*fam, *interval, vec![])).is_none(), "twice: {c:?}")
+                        assert!(
+                            t.sets.insert(name.clone(), (*fam, *interval, vec![])).is_none(),
+                            "twice: {c:?}"
+                        )
                     }
                     Cmd::Elements {
                         add: true, set, nets, ..
@@ -744,7 +762,11 @@ mod tests {
             let want = if name.ends_with('4') { Fam::V4 } else { Fam::V6 };
             assert_eq!(*fam, want, "{name}");
             // Only the policy's cidr peers are interval sets of prefixes.
-            assert_eq!(*interval, elements.iter().any(|n| n.prefix < 32), "{name}: {elements:?}");
+            assert_eq!(
+                *interval,
+                elements.iter().any(|n| n.prefix < 32),
+                "{name}: {elements:?}"
+            );
         }
         let cidrs: Vec<Vec<String>> = t
             .sets
@@ -772,7 +794,11 @@ mod tests {
             ("10.1.0.5", TCP, Some(8085), "drop"),
             ("192.168.1.1", TCP, Some(8080), "drop"),
         ] {
-            assert_eq!(verdict(&t, src, API, proto, port), want, "{src} → api {proto:?}/{port:?}");
+            assert_eq!(
+                verdict(&t, src, API, proto, port),
+                want,
+                "{src} → api {proto:?}/{port:?}"
+            );
         }
         // defaultIngress deny: web, which no policy selects, takes nothing
         // (api's own egress to web is the policy's: see below).
@@ -826,7 +852,10 @@ mod tests {
         );
         // Every log is rate-limited and goes to the configured group.
         for (chain, rules) in &t.rules {
-            for (stmts, c) in rules.iter().filter(|(s, _)| s.iter().any(|s| matches!(s, Stmt::Log { .. }))) {
+            for (stmts, c) in rules
+                .iter()
+                .filter(|(s, _)| s.iter().any(|s| matches!(s, Stmt::Log { .. })))
+            {
                 let n = stmts.len();
                 assert_eq!(stmts[n - 2], Stmt::Limit(example().log.rate), "{chain}: {c}");
                 assert!(

@@ -33,7 +33,10 @@ pub enum Stmt {
     /// `limit rate N/second`.
     Limit(u32),
     /// `log prefix "…"` (to an nflog group when given).
-    Log { prefix: String, group: Option<u16> },
+    Log {
+        prefix: String,
+        group: Option<u16>,
+    },
     Counter,
     Verdict(Verdict),
 }

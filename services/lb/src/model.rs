@@ -11,7 +11,6 @@ use std::net::IpAddr;
 use netsvc_core::graph::{Endpoint, Protocol};
 use netsvc_core::naming::{digest_hex, fnv64};
 use netsvc_core::nft::Datum;
-use nftables::types::NfFamily;
 use serde::{Deserialize, Serialize};
 
 use crate::config::{Algorithm, ServiceConf};
@@ -37,10 +36,10 @@ impl Family {
         if ip.is_ipv4() { Family::V4 } else { Family::V6 }
     }
 
-    pub fn nf(self) -> NfFamily {
+    pub fn nf(self) -> netsvc_core::nft::Family {
         match self {
-            Family::V4 => NfFamily::IP,
-            Family::V6 => NfFamily::IP6,
+            Family::V4 => netsvc_core::nft::Family::Ip,
+            Family::V6 => netsvc_core::nft::Family::Ip6,
         }
     }
 
