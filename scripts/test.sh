@@ -13,6 +13,7 @@ PACKAGES=(
     netcat-openbsd
     socat
     dnsutils
+    knot-dnsutils # kdig: the DNS conformance battery (TCP pipelining, EDNS options)
     iperf3
     containernetworking-plugins # reference plugins in /usr/lib/cni
     busybox-static # the root filesystem of the podman tests' containers

@@ -7,7 +7,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::net::{IpAddr, SocketAddr};
 use std::str::FromStr;
 
-use hickory_proto::rr::rdata::{A, AAAA, PTR, SOA, SRV};
+use hickory_proto::rr::rdata::{A, AAAA, NS, PTR, SOA, SRV};
 use hickory_proto::rr::{Name, RData, Record, RecordType};
 use netsvc_core::graph::{Endpoint, Service};
 
@@ -55,6 +55,14 @@ pub struct Zone {
     /// Every listen address and the upstreams of the networks listening there.
     listeners: Vec<(SocketAddr, Vec<SocketAddr>)>,
     serial: u32,
+}
+
+/// The name server of `domain`: `ns.<domain>`.
+fn name_server(domain: &Name) -> Name {
+    Name::from_ascii("ns")
+        .expect("a valid label")
+        .append_domain(domain)
+        .unwrap_or_else(|_| domain.clone())
 }
 
 fn fqdn(labels: &str) -> Option<Name> {
@@ -173,10 +181,7 @@ impl Zone {
 
     fn soa(&self, domain: &Name, net: NetIdx) -> Record {
         let ttl = self.ttl(net);
-        let ns = Name::from_ascii("ns")
-            .unwrap()
-            .append_domain(domain)
-            .unwrap_or_else(|_| domain.clone());
+        let ns = name_server(domain);
         let mbox = Name::from_ascii("hostmaster")
             .unwrap()
             .append_domain(domain)
@@ -192,6 +197,9 @@ impl Zone {
             n.set_fqdn(true);
             n
         };
+        if let Some(outcome) = self.apex(&name, qtype, listen) {
+            return outcome;
+        }
         let empty = BTreeSet::new();
         let view = self.views.get(&client).unwrap_or(&empty);
         let visible = |net: &NetIdx| view.contains(net);
@@ -266,6 +274,45 @@ impl Zone {
             Some((d, net)) => Outcome::NxDomain(self.soa(d, *net)),
             None => Outcome::Forward(self.upstreams(listen)),
         }
+    }
+
+    /// A served domain's apex (its SOA and NS records) and its name
+    /// server (`ns.<domain>`, this listener's address), as RFC 1035 asks of
+    /// every zone; `None` for any other name. A container named `ns` keeps
+    /// its own name: the zone's name server is then found by its NS record only.
+    fn apex(&self, name: &Name, qtype: RecordType, listen: SocketAddr) -> Option<Outcome> {
+        if let Some((domain, net)) = self.domains.iter().find(|(d, _)| d == name) {
+            let ttl = self.ttl(*net);
+            let mut answers = Vec::new();
+            if matches!(qtype, RecordType::SOA | RecordType::ANY) {
+                answers.push(self.soa(domain, *net));
+            }
+            if matches!(qtype, RecordType::NS | RecordType::ANY) {
+                answers.push(Record::from_rdata(
+                    domain.clone(),
+                    ttl,
+                    RData::NS(NS(name_server(domain))),
+                ));
+            }
+            return Some(if answers.is_empty() {
+                Outcome::NoData(self.soa(domain, *net))
+            } else {
+                Outcome::Answer(answers)
+            });
+        }
+        if self.addrs.contains_key(name) {
+            return None;
+        }
+        let (domain, net) = self.domains.iter().find(|(d, _)| name_server(d) == *name)?;
+        let ttl = self.ttl(*net);
+        let answer = match (listen.ip(), qtype) {
+            (IpAddr::V4(v4), RecordType::A | RecordType::ANY) => Record::from_rdata(name.clone(), ttl, RData::A(A(v4))),
+            (IpAddr::V6(v6), RecordType::AAAA | RecordType::ANY) => {
+                Record::from_rdata(name.clone(), ttl, RData::AAAA(AAAA(v6)))
+            }
+            _ => return Some(Outcome::NoData(self.soa(domain, *net))),
+        };
+        Some(Outcome::Answer(vec![answer]))
     }
 
     fn domain_of(&self, name: &Name) -> Option<&(Name, NetIdx)> {
@@ -344,6 +391,43 @@ mod tests {
             Outcome::Answer(rs) => rs.iter().map(|r| r.data.to_string()).collect(),
             other => panic!("{other:?}"),
         }
+    }
+
+    /// RFC 1035: a zone's apex holds its SOA and NS records, and the name
+    /// server they name resolves (to the listener asked).
+    #[test]
+    fn the_apex_has_its_soa_and_ns_and_the_name_server_resolves() {
+        let z = zone();
+        let c: IpAddr = "10.0.0.2".parse().unwrap();
+        let kinds = |o: Outcome| match o {
+            Outcome::Answer(rs) => rs.iter().map(|r| r.record_type()).collect::<Vec<_>>(),
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(
+            kinds(z.lookup(c, L, &n("a.internal."), RecordType::SOA)),
+            [RecordType::SOA]
+        );
+        assert_eq!(
+            kinds(z.lookup(c, L, &n("A.Internal."), RecordType::NS)),
+            [RecordType::NS]
+        );
+        assert_eq!(
+            kinds(z.lookup(c, L, &n("a.internal."), RecordType::ANY)),
+            [RecordType::SOA, RecordType::NS]
+        );
+        assert!(matches!(
+            z.lookup(c, L, &n("a.internal."), RecordType::A),
+            Outcome::NoData(_)
+        ));
+        assert_eq!(ips(z.lookup(c, L, &n("ns.a.internal."), RecordType::A)), ["10.0.0.1"]);
+        assert!(matches!(
+            z.lookup(c, L, &n("ns.a.internal."), RecordType::AAAA),
+            Outcome::NoData(_)
+        ));
+        assert!(matches!(
+            z.lookup(c, L, &n("nothing.a.internal."), RecordType::A),
+            Outcome::NxDomain(_)
+        ));
     }
 
     #[test]

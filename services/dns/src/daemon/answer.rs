@@ -44,6 +44,10 @@ pub fn prepare(zone: &Zone, query: &[u8], client: SocketAddr, listen: SocketAddr
     let [q] = msg.queries.as_slice() else {
         return reply(encode(&error(&msg, ResponseCode::FormErr), &msg, transport));
     };
+    // RFC 6891 6.1.3: a version we do not speak gets BADVERS, with our own OPT (version 0).
+    if msg.edns.as_ref().is_some_and(|e| e.version() > 0) {
+        return reply(encode(&error(&msg, ResponseCode::BADVERS), &msg, transport));
+    }
     let mut resp = error(&msg, ResponseCode::NoError);
     match zone.lookup(client.ip(), listen, q.name(), q.query_type()) {
         Outcome::Answer(records) => {
@@ -100,9 +104,11 @@ fn error(query: &Message, code: ResponseCode) -> Message {
     // Not every question: the FORMERR or NOTIMP to a query of many would be
     // as long as it, past what a UDP client takes even once truncated.
     resp.queries = query.queries.iter().take(1).cloned().collect();
-    if query.edns.is_some() {
+    if let Some(asked) = &query.edns {
         let mut edns = Edns::new();
         edns.set_max_payload(EDNS_PAYLOAD);
+        // RFC 3225 3: the DO bit is copied into the response.
+        edns.set_dnssec_ok(asked.flags().dnssec_ok);
         resp.set_edns(edns);
     }
     resp
@@ -178,6 +184,47 @@ mod tests {
             (m.metadata.id, m.metadata.response_code),
             (0xabcd, ResponseCode::FormErr)
         );
+    }
+
+    fn with_edns(name: &str, version: u8, dnssec_ok: bool) -> Vec<u8> {
+        let mut m = Message::query();
+        m.add_query(Query::query(Name::from_str(name).unwrap(), RecordType::A));
+        let mut e = Edns::new();
+        e.set_version(version);
+        e.set_dnssec_ok(dnssec_ok);
+        m.set_edns(e);
+        m.to_vec().unwrap()
+    }
+
+    /// RFC 6891 6.1.3: BADVERS (an extended code: its high bits in the
+    /// OPT) for a version above 0, answered with our own OPT of version 0.
+    #[tokio::test]
+    async fn an_edns_version_we_do_not_speak_gets_badvers_with_our_opt() {
+        let z = Zone::default();
+        let c: SocketAddr = "10.0.0.2:5353".parse().unwrap();
+        for transport in [Transport::Udp, Transport::Tcp] {
+            let r = respond(&z, &with_edns("x.example.", 1, false), c, c, transport)
+                .await
+                .unwrap();
+            let m = Message::from_vec(&r).unwrap();
+            // 16 on the wire (BADVERS; hickory decodes 16 as BADSIG, its TSIG twin).
+            assert_eq!(u16::from(m.metadata.response_code), 16);
+            assert_eq!(m.edns.map(|e| e.version()), Some(0));
+        }
+    }
+
+    /// RFC 3225 3: the DO bit of the query is copied into the response.
+    #[tokio::test]
+    async fn the_do_bit_is_copied_into_the_response() {
+        let z = Zone::default();
+        let c: SocketAddr = "10.0.0.2:5353".parse().unwrap();
+        for dnssec_ok in [true, false] {
+            let r = respond(&z, &with_edns("x.example.", 0, dnssec_ok), c, c, Transport::Udp)
+                .await
+                .unwrap();
+            let m = Message::from_vec(&r).unwrap();
+            assert_eq!(m.edns.map(|e| e.flags().dnssec_ok), Some(dnssec_ok));
+        }
     }
 
     #[tokio::test]
