@@ -364,3 +364,30 @@ fn status_is_50_when_the_daemon_is_not_installed() {
     assert_eq!(err["code"], 50, "{err}");
     assert!(err["msg"].as_str().unwrap().contains("netsvc-dnsd"), "{err}");
 }
+
+/// A name several containers share (an alias) answers every address, and
+/// consecutive queries start with a different one (round robin).
+#[test]
+fn a_shared_name_answers_round_robin() {
+    let node = TestNode::new().unwrap();
+    let chain = node
+        .chain(&node.bridge_conflist("dnsrr", "1.0.0", "10.242.9.0/24", vec![dns("rr.internal", json!({}))]))
+        .unwrap();
+    let members: Vec<Container> = (0..3).map(|i| node.container(&format!("rr{i}")).unwrap()).collect();
+    let mut ips: Vec<String> = members
+        .iter()
+        .enumerate()
+        .map(|(i, c)| attach(&chain, c, &format!("rr{i}"), &["api"]).0.to_string())
+        .collect();
+    ips.sort();
+    let client = node.container("client").unwrap();
+    attach(&chain, &client, "client", &[]);
+    let mut firsts = std::collections::BTreeSet::new();
+    for _ in 0..3 {
+        let mut answer = dig(client.ns(), "10.242.9.1", &["api.rr.internal"]);
+        firsts.insert(answer[0].clone());
+        answer.sort();
+        assert_eq!(answer, ips, "every address");
+    }
+    assert_eq!(firsts.len(), 3, "each answer starts with another address: {firsts:?}");
+}

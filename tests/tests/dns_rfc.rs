@@ -18,7 +18,7 @@ struct Scene {
     client: Container,
     gw: String,
     // Last: the node outlives the containers' namespaces.
-    _node: TestNode,
+    node: TestNode,
 }
 
 impl Scene {
@@ -43,7 +43,7 @@ impl Scene {
             _web: web,
             client,
             gw: format!("10.243.{subnet}.1"),
-            _node: node,
+            node,
         }
     }
 
@@ -256,4 +256,34 @@ fn rfc8482_any_is_answered() {
         .filter_map(|l| l.split_whitespace().nth(3))
         .collect();
     assert_eq!(kinds, ["SOA", "NS"], "{apex}");
+}
+
+/// RFC 1035 4.2.1 and RFC 7766: an answer larger than a plain UDP client
+/// takes (512 bytes) comes truncated (TC) over UDP and whole over TCP.
+#[test]
+fn rfc1035_an_answer_too_big_for_udp_is_truncated_and_whole_over_tcp() {
+    let s = Scene::new(10);
+    let node = &s.node;
+    let dns = json!({"type": "netsvc-dns", "domain": DOMAIN, "upstreams": [], "capabilities": {"aliases": true}});
+    let chain: Chain = node
+        .chain(&node.bridge_conflist("rfc10", "1.0.0", "10.243.10.0/24", vec![dns]))
+        .unwrap();
+    // 34 addresses: 34 answers of 16 bytes each are past 512.
+    let many: Vec<Container> = (0..34).map(|i| node.container(&format!("m{i}")).unwrap()).collect();
+    for (i, c) in many.iter().enumerate() {
+        let mut args = CallArgs::endpoint(&format!("m{i}"), None);
+        args.cap_args
+            .insert("aliases".into(), json!({chain.list.name.clone(): ["many"]}));
+        chain.add_with(c, "eth0", &args).unwrap();
+    }
+    let udp = s.dig(&["+noedns", "+notcp", "+ignore", "many.rfc.internal"]);
+    let flags = udp
+        .split("flags: ")
+        .nth(1)
+        .and_then(|f| f.split(';').next())
+        .unwrap_or_default();
+    assert!(flags.split(' ').any(|f| f == "tc"), "truncated over UDP: {udp}");
+    let tcp = s.dig(&["+tcp", "many.rfc.internal"]);
+    assert_eq!(status(&tcp), "NOERROR", "{tcp}");
+    assert_eq!(section(&tcp, "ANSWER").len(), 34, "whole over TCP: {tcp}");
 }

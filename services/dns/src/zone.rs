@@ -6,6 +6,7 @@
 use std::collections::{BTreeSet, HashMap};
 use std::net::{IpAddr, SocketAddr};
 use std::str::FromStr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use hickory_proto::rr::rdata::{A, AAAA, NS, PTR, SOA, SRV};
 use hickory_proto::rr::{Name, RData, Record, RecordType};
@@ -55,6 +56,10 @@ pub struct Zone {
     /// Every listen address and the upstreams of the networks listening there.
     listeners: Vec<(SocketAddr, Vec<SocketAddr>)>,
     serial: u32,
+    /// Turns the order of a shared name's addresses at every answer (round
+    /// robin, as Docker's embedded DNS does), so clients that take the
+    /// first spread over them.
+    rotation: AtomicUsize,
 }
 
 /// The name server of `domain`: `ns.<domain>`.
@@ -246,6 +251,10 @@ impl Zone {
                     _ => {}
                 }
             }
+            if answers.len() > 1 {
+                let turn = self.rotation.fetch_add(1, Ordering::Relaxed) % answers.len();
+                answers.rotate_left(turn);
+            }
             if matches!(qtype, RecordType::PTR | RecordType::ANY) {
                 for (net, target) in &ptrs {
                     answers.push(Record::from_rdata(
@@ -428,6 +437,30 @@ mod tests {
             z.lookup(c, L, &n("nothing.a.internal."), RecordType::A),
             Outcome::NxDomain(_)
         ));
+    }
+
+    /// A name several containers share answers all their addresses, in an
+    /// order that turns at every answer.
+    #[test]
+    fn a_shared_name_turns_its_addresses_round_robin() {
+        let mut a = net(
+            "a",
+            "a.internal",
+            (2..5)
+                .map(|i| ep(&format!("c{i}"), &["api"], &[&format!("10.0.0.{i}/24")]))
+                .collect(),
+        );
+        a.endpoints.push(ep("client", &["client"], &["10.0.0.9/24"]));
+        let z = Zone::build(vec![a], 1);
+        let c: IpAddr = "10.0.0.9".parse().unwrap();
+        let firsts: BTreeSet<String> = (0..3)
+            .map(|_| {
+                let all = ips(z.lookup(c, L, &n("api.a.internal."), RecordType::A));
+                assert_eq!(all.len(), 3, "{all:?}");
+                all[0].clone()
+            })
+            .collect();
+        assert_eq!(firsts.len(), 3, "each answer starts elsewhere: {firsts:?}");
     }
 
     #[test]
