@@ -92,6 +92,12 @@ impl TestNode {
     /// An upstream resolver on the node at [`Self::UPSTREAM`]: dnsmasq
     /// answering only from `hosts` (a hosts file's text), asking nobody else.
     pub fn upstream_resolver(&self, hosts: &str) -> Result<Daemon> {
+        self.upstream_resolver_with_ttl(hosts, 0)
+    }
+
+    /// [`Self::upstream_resolver`] answering with TTL `ttl` (dnsmasq's
+    /// `--local-ttl`; 0, its default, lets nobody keep an answer).
+    pub fn upstream_resolver_with_ttl(&self, hosts: &str, ttl: u32) -> Result<Daemon> {
         let file = self.state_dir().join("upstream.hosts");
         std::fs::write(&file, hosts)?;
         self.ip(["addr", "add", "127.0.0.53/8", "dev", "lo"]).ok();
@@ -104,6 +110,7 @@ impl TestNode {
                 "--listen-address=127.0.0.53",
             ])
             .args(["--bind-interfaces", "--port=5353", "--user=root"])
+            .arg(format!("--local-ttl={ttl}"))
             .arg(format!("--addn-hosts={}", file.display()))
             .spawn()
             .context("spawn dnsmasq")?;

@@ -391,3 +391,57 @@ fn a_shared_name_answers_round_robin() {
     }
     assert_eq!(firsts.len(), 3, "each answer starts with another address: {firsts:?}");
 }
+
+/// An upstream's answer is kept for its TTL: asked again while the upstream
+/// is down, it still answers (its TTL counted down); emptied through the
+/// control socket, the name fails again until the upstream is back.
+#[test]
+fn a_forwarded_answer_is_kept_while_the_upstream_is_down_until_flushed() {
+    let node = TestNode::new().unwrap();
+    let upstream = node
+        .upstream_resolver_with_ttl("192.0.2.81 kept.example\n", 60)
+        .unwrap();
+    let chain = node
+        .chain(&node.bridge_conflist(
+            "dnscache",
+            "1.0.0",
+            "10.242.10.0/24",
+            vec![dns("cache.internal", json!({"upstreams": [TestNode::UPSTREAM]}))],
+        ))
+        .unwrap();
+    let c = node.container("c").unwrap();
+    attach(&chain, &c, "c", &[]);
+    let answer = netsvc_tests::poll_until(Duration::from_secs(5), || {
+        Some(dig(c.ns(), "10.242.10.1", &["kept.example"])).filter(|a| !a.is_empty())
+    });
+    assert_eq!(answer.unwrap(), ["192.0.2.81"]);
+    drop(upstream);
+    let kept = c
+        .ns()
+        .exec(
+            "dig",
+            [
+                "@10.242.10.1",
+                "+noall",
+                "+answer",
+                "+time=2",
+                "+tries=1",
+                "kept.example",
+            ],
+        )
+        .unwrap();
+    let fields: Vec<&str> = kept.split_whitespace().collect();
+    assert_eq!(
+        fields.last(),
+        Some(&"192.0.2.81"),
+        "kept while the upstream is down: {kept}"
+    );
+    let ttl: u32 = fields[1].parse().unwrap();
+    assert!(ttl <= 60, "the TTL counted down: {kept}");
+    let socket = netsvc_dns::daemon::Paths::new(node.state_dir()).control();
+    let flushed = netsvc_dns::daemon::control::flush(&socket, Duration::from_secs(2))
+        .unwrap()
+        .unwrap();
+    assert!(flushed >= 1, "{flushed} answers flushed");
+    assert_eq!(status(c.ns(), "10.242.10.1", &["kept.example"]), "SERVFAIL");
+}

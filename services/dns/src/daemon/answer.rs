@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 
 use hickory_proto::op::{Edns, Message, MessageType, OpCode, ResponseCode};
 
-use super::{forward, limits};
+use super::{cache, forward, limits};
 use crate::zone::{Outcome, Zone};
 
 /// Our EDNS payload size (the DNS flag day's safe UDP size).
@@ -72,11 +72,17 @@ pub fn prepare(zone: &Zone, query: &[u8], client: SocketAddr, listen: SocketAddr
 /// client's transport; SERVFAIL when none answered, or at once when too
 /// many forwards are already waiting on upstreams.
 pub async fn forwarded(query: &[u8], msg: &Message, upstreams: &[SocketAddr], transport: Transport) -> Option<Vec<u8>> {
+    if let Some(kept) = cache::shared().answer(msg, upstreams) {
+        return encode(&kept, msg, transport);
+    }
     let Some(_slot) = limits::forward_slot() else {
         return encode(&error(msg, ResponseCode::ServFail), msg, transport);
     };
     match forward::exchange(query, upstreams, transport).await {
-        Some(reply) => Some(fit(reply, msg, transport)),
+        Some(reply) => {
+            cache::shared().keep(msg, upstreams, &reply);
+            Some(fit(reply, msg, transport))
+        }
         None => encode(&error(msg, ResponseCode::ServFail), msg, transport),
     }
 }

@@ -6,6 +6,7 @@
 //!   [`View`]); nothing is loaded first, so a daemon behind the store shows.
 //! - `withdraw <network> <endpoint-id>`: stop serving an endpoint a DEL
 //!   could not take out of the store, until the store drops it too.
+//! - `flush`: empty the cache of upstream answers; how many it held.
 
 use std::future::Future;
 use std::io::{BufRead, BufReader, Write};
@@ -90,4 +91,9 @@ pub fn withdraw(
     timeout: Duration,
 ) -> std::io::Result<Result<(), String>> {
     Ok(ask(socket, &format!("withdraw {network} {endpoint}"), timeout)?.map(drop))
+}
+
+/// Empties the cache of upstream answers of the daemon behind `socket`; how many it held.
+pub fn flush(socket: &Path, timeout: Duration) -> std::io::Result<Result<usize, String>> {
+    Ok(ask(socket, "flush", timeout)?.and_then(|n| n.parse().map_err(|_| format!("bad reply ok {n:?}"))))
 }

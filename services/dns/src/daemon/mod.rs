@@ -8,6 +8,7 @@
 //! stops cleanly on SIGTERM or SIGINT.
 
 mod answer;
+mod cache;
 mod forward;
 mod limits;
 mod server;
@@ -170,8 +171,9 @@ impl State {
                 .await
                 .map(|()| String::new())
                 .map_err(failed),
+            ["flush"] => Ok(cache::shared().flush().to_string()),
             _ => Err(format!(
-                "unknown request {request:?} (sync | served NETWORK | withdraw NETWORK ENDPOINT)"
+                "unknown request {request:?} (sync | served NETWORK | withdraw NETWORK ENDPOINT | flush)"
             )),
         }
     }
