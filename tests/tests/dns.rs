@@ -445,3 +445,45 @@ fn a_forwarded_answer_is_kept_while_the_upstream_is_down_until_flushed() {
     assert!(flushed >= 1, "{flushed} answers flushed");
     assert_eq!(status(c.ns(), "10.242.10.1", &["kept.example"]), "SERVFAIL");
 }
+
+/// The node finds a container by name (`netsvc dns query`): it sees every
+/// network's names, which no container does.
+#[test]
+fn the_node_resolves_a_container_name_of_any_network() {
+    let node = TestNode::new().unwrap();
+    let net_a = node
+        .chain(&node.bridge_conflist("dnsna", "1.0.0", "10.242.11.0/24", vec![dns("na.internal", json!({}))]))
+        .unwrap();
+    let net_b = node
+        .chain(&node.bridge_conflist("dnsnb", "1.0.0", "10.242.12.0/24", vec![dns("nb.internal", json!({}))]))
+        .unwrap();
+    let (a, b) = (node.container("a").unwrap(), node.container("b").unwrap());
+    let (ip_a, _) = attach(&net_a, &a, "a", &[]);
+    let (ip_b, _) = attach(&net_b, &b, "b", &["bee"]);
+    let query = |args: &[&str]| {
+        let mut all = vec!["dns", "query"];
+        all.extend(args);
+        netsvc_tests::chain::netsvc(&node, &all)
+    };
+    for (name, ip) in [("a.na.internal", ip_a), ("bee.nb.internal", ip_b)] {
+        let out = query(&[name]);
+        assert!(out.status.success(), "{name}: {out:?}");
+        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), ip.to_string(), "{name}");
+    }
+    let missing = query(&["nobody.na.internal"]);
+    assert_eq!(missing.status.code(), Some(1), "{missing:?}");
+    assert!(
+        String::from_utf8_lossy(&missing.stderr).contains("NXDOMAIN"),
+        "{missing:?}"
+    );
+    let ptr = query(&[&format!("{}.in-addr.arpa", reverse(ip_a)), "--type", "PTR"]);
+    assert_eq!(String::from_utf8_lossy(&ptr.stdout).trim(), "a.na.internal.", "{ptr:?}");
+    // A container of net_a does not see net_b's names.
+    assert_eq!(status(a.ns(), "10.242.11.1", &["bee.nb.internal"]), "NXDOMAIN");
+}
+
+fn reverse(ip: IpAddr) -> String {
+    let IpAddr::V4(v4) = ip else { panic!("{ip}") };
+    let o = v4.octets();
+    format!("{}.{}.{}.{}", o[3], o[2], o[1], o[0])
+}

@@ -4,6 +4,7 @@ mod agent;
 mod apply;
 mod common;
 mod compose;
+mod dns;
 mod exec;
 mod explain;
 mod graph;
@@ -64,6 +65,8 @@ enum Cmd {
     },
     /// VPN operations: status (public keys, peers, handshakes) and key rotation.
     Vpn(vpn::VpnArgs),
+    /// The DNS resolver from the node: a container's name as the node sees it, the cache.
+    Dns(dns::DnsArgs),
     /// The node agent: follows a shared store and re-renders this node's services.
     Agent(agent::AgentArgs),
 }
@@ -83,6 +86,7 @@ pub fn main() -> i32 {
         Cmd::Status(a) => status::run(a),
         Cmd::Validate(a) => validate::run(a),
         Cmd::Vpn(a) => vpn::run(a),
+        Cmd::Dns(a) => dns::run(a),
         Cmd::Agent(a) => agent::run(a),
         Cmd::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "netsvc", &mut std::io::stdout());

@@ -197,6 +197,23 @@ impl Zone {
 
     /// The answer for `qname`/`qtype` asked by `client` of the listener on `listen`.
     pub fn lookup(&self, client: IpAddr, listen: SocketAddr, qname: &Name, qtype: RecordType) -> Outcome {
+        let empty = BTreeSet::new();
+        self.lookup_in(self.views.get(&client).unwrap_or(&empty), listen, qname, qtype)
+    }
+
+    /// The answer as the node sees it: every network's names (`netsvc dns
+    /// query`); a name no network serves is `Forward` (the node's own
+    /// resolver answers those).
+    pub fn lookup_as_node(&self, qname: &Name, qtype: RecordType) -> Outcome {
+        let every: BTreeSet<NetIdx> = (0..self.networks.len()).collect();
+        let listen = self
+            .networks
+            .first()
+            .map_or(SocketAddr::from(([127, 0, 0, 1], 53)), |n| n.served.listen);
+        self.lookup_in(&every, listen, qname, qtype)
+    }
+
+    fn lookup_in(&self, view: &BTreeSet<NetIdx>, listen: SocketAddr, qname: &Name, qtype: RecordType) -> Outcome {
         let name = {
             let mut n = qname.to_lowercase();
             n.set_fqdn(true);
@@ -205,8 +222,6 @@ impl Zone {
         if let Some(outcome) = self.apex(&name, qtype, listen) {
             return outcome;
         }
-        let empty = BTreeSet::new();
-        let view = self.views.get(&client).unwrap_or(&empty);
         let visible = |net: &NetIdx| view.contains(net);
 
         let addrs: Vec<(NetIdx, IpAddr)> = self
@@ -461,6 +476,29 @@ mod tests {
             })
             .collect();
         assert_eq!(firsts.len(), 3, "each answer starts elsewhere: {firsts:?}");
+    }
+
+    /// The node sees every network's names, which no single client does.
+    #[test]
+    fn the_node_sees_every_networks_names() {
+        let z = zone();
+        assert_eq!(
+            ips(z.lookup_as_node(&n("only-b.b.internal."), RecordType::A)),
+            ["10.1.0.2"]
+        );
+        assert_eq!(
+            ips(z.lookup_as_node(&n("web.a.internal."), RecordType::A)),
+            ["10.0.0.2"]
+        );
+        let outsider: IpAddr = "192.0.2.9".parse().unwrap();
+        assert!(matches!(
+            z.lookup(outsider, L, &n("web.a.internal."), RecordType::A),
+            Outcome::NxDomain(_)
+        ));
+        assert!(matches!(
+            z.lookup_as_node(&n("example.org."), RecordType::A),
+            Outcome::Forward(_)
+        ));
     }
 
     #[test]

@@ -7,6 +7,8 @@
 //! - `withdraw <network> <endpoint-id>`: stop serving an endpoint a DEL
 //!   could not take out of the store, until the store drops it too.
 //! - `flush`: empty the cache of upstream answers; how many it held.
+//! - `query <name> <type>`: the answer as the node sees it (every
+//!   network's names), as JSON (a [`NodeAnswer`]).
 
 use std::future::Future;
 use std::io::{BufRead, BufReader, Write};
@@ -96,4 +98,39 @@ pub fn withdraw(
 /// Empties the cache of upstream answers of the daemon behind `socket`; how many it held.
 pub fn flush(socket: &Path, timeout: Duration) -> std::io::Result<Result<usize, String>> {
     Ok(ask(socket, "flush", timeout)?.and_then(|n| n.parse().map_err(|_| format!("bad reply ok {n:?}"))))
+}
+
+/// A name as the node sees it (every network's names): what `netsvc dns query` prints.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct NodeAnswer {
+    /// `NOERROR`, `NODATA`, `NXDOMAIN`, or `NOT-SERVED` (no network serves the name).
+    pub status: String,
+    /// The records' data, as DNS prints them (`10.89.0.2`, `web.app.internal.`).
+    pub answers: Vec<String>,
+}
+
+impl NodeAnswer {
+    /// `name`/`qtype` (`A`, `AAAA`, `PTR`, `SRV`, `SOA`, `NS`, `ANY`) looked up in `zone`.
+    pub fn of(zone: &crate::zone::Zone, name: &str, qtype: &str) -> Result<NodeAnswer, String> {
+        use hickory_proto::rr::{Name, RecordType};
+        use std::str::FromStr;
+        let name = Name::from_str(name).map_err(|e| format!("name {name:?}: {e}"))?;
+        let qtype = RecordType::from_str(&qtype.to_ascii_uppercase()).map_err(|e| format!("type {qtype:?}: {e}"))?;
+        let (status, answers) = match zone.lookup_as_node(&name, qtype) {
+            crate::zone::Outcome::Answer(records) => ("NOERROR", records.iter().map(|r| r.data.to_string()).collect()),
+            crate::zone::Outcome::NoData(_) => ("NODATA", Vec::new()),
+            crate::zone::Outcome::NxDomain(_) => ("NXDOMAIN", Vec::new()),
+            crate::zone::Outcome::Forward(_) => ("NOT-SERVED", Vec::new()),
+        };
+        Ok(NodeAnswer {
+            status: status.into(),
+            answers,
+        })
+    }
+}
+
+/// `name`/`qtype` as the node sees it, asked of the daemon behind `socket`.
+pub fn query(socket: &Path, name: &str, qtype: &str, timeout: Duration) -> std::io::Result<Result<NodeAnswer, String>> {
+    Ok(ask(socket, &format!("query {name} {qtype}"), timeout)?
+        .and_then(|json| serde_json::from_str(&json).map_err(|e| format!("bad reply to query: {e}"))))
 }

@@ -172,8 +172,12 @@ impl State {
                 .map(|()| String::new())
                 .map_err(failed),
             ["flush"] => Ok(cache::shared().flush().to_string()),
+            ["query", name, qtype] => {
+                let answer = control::NodeAnswer::of(&server::current(&self.zone), name, qtype)?;
+                serde_json::to_string(&answer).map_err(|e| e.to_string())
+            }
             _ => Err(format!(
-                "unknown request {request:?} (sync | served NETWORK | withdraw NETWORK ENDPOINT | flush)"
+                "unknown request {request:?} (sync | served NETWORK | withdraw NETWORK ENDPOINT | flush | query NAME TYPE)"
             )),
         }
     }
