@@ -2,12 +2,22 @@
 //!
 //! Names are `<prefix><pid hex>-<counter hex>`: unique across the parallel
 //! test processes nextest runs, and short because later tests may derive
-//! interface names (≤ 15 bytes) from them.
+//! interface names (≤ 15 bytes) from them. The counter starts at a random
+//! point of each process: a later test process given a pid an earlier one
+//! had (a run starts thousands) then makes other names, so what a killed
+//! test left under a name (a wireguard-go socket named after a container's
+//! id, say) is not found by the next test that makes that name.
 
 use std::path::Path;
+use std::sync::LazyLock;
 use std::sync::atomic::{AtomicU32, Ordering};
 
-static COUNTER: AtomicU32 = AtomicU32::new(0);
+static COUNTER: LazyLock<AtomicU32> = LazyLock::new(|| {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    AtomicU32::new(nanos % 0x400)
+});
 
 /// A name no other namespace of this host uses right now, e.g. `nd1f3a-0`.
 ///

@@ -1,15 +1,15 @@
-//! Bounds on what clients can make the daemon hold. Without them a flood of
-//! idle TCP clients runs it out of file descriptors (and then `accept` fails
-//! in a tight loop), and a query flood against a dead upstream piles up
-//! forwards that each hold a socket for the whole upstream timeout.
+//! Bounds on what clients can make the daemon hold. Without them a query
+//! flood against a dead upstream piles up forwards that each hold a socket
+//! for the whole upstream timeout, and a failing `accept` spins. (DNS over
+//! TCP is bounded per listener and per client in [`super::tcp_clients`].)
 
 use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-/// TCP clients one accept loop serves at once; more wait in the backlog.
-pub const TCP_CLIENTS: usize = 128;
+/// Control-socket clients served at once; more wait in the backlog.
+pub const CONTROL_CLIENTS: usize = 128;
 /// Forwards in flight at once; a query beyond gets SERVFAIL at once.
 pub const FORWARDS: usize = 256;
 /// The pause after `accept` failed (out of descriptors, say), so the loop
@@ -23,13 +23,13 @@ pub fn forward_slot() -> Option<OwnedSemaphorePermit> {
     FORWARD_SLOTS.clone().try_acquire_owned().ok()
 }
 
-/// The clients one accept loop serves.
+/// The clients the control socket serves.
 #[derive(Clone)]
 pub struct ClientSlots(Arc<Semaphore>);
 
 impl ClientSlots {
     pub fn new() -> ClientSlots {
-        ClientSlots(Arc::new(Semaphore::new(TCP_CLIENTS)))
+        ClientSlots(Arc::new(Semaphore::new(CONTROL_CLIENTS)))
     }
 
     /// Waits until a client may be accepted; the slot frees when the permit drops.

@@ -12,6 +12,7 @@ mod cache;
 mod forward;
 mod limits;
 mod server;
+mod tcp_clients;
 
 pub mod control;
 

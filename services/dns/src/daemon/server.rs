@@ -14,7 +14,8 @@ use tokio::runtime::Handle;
 use tokio::task::JoinHandle;
 
 use super::answer::{Prepared, Transport, forwarded, prepare, respond};
-use super::limits::{self, ClientSlots};
+use super::limits;
+use super::tcp_clients::TcpClients;
 use crate::zone::Zone;
 
 /// The zone every listener answers from; swapped whole on reload.
@@ -164,10 +165,10 @@ fn serve_udp(sock: Arc<std::net::UdpSocket>, listen: SocketAddr, zone: Shared, s
     tracing::debug!(%listen, "udp listener stopped");
 }
 
+/// Takes every connection (see [`TcpClients`] for who makes room).
 async fn serve_tcp(listener: TcpListener, listen: SocketAddr, zone: Shared) {
-    let slots = ClientSlots::new();
+    let clients = TcpClients::default();
     loop {
-        let slot = slots.wait().await;
         let (conn, client) = match listener.accept().await {
             Ok(accepted) => accepted,
             Err(e) => {
@@ -175,22 +176,37 @@ async fn serve_tcp(listener: TcpListener, listen: SocketAddr, zone: Shared) {
                 continue;
             }
         };
-        let zone = zone.clone();
+        let admitted = clients.admit(client.ip());
+        let (zone, clients) = (zone.clone(), clients.clone());
         tokio::spawn(async move {
-            if let Err(e) = serve_conn(conn, client, listen, zone).await {
-                tracing::debug!(%client, error = %e, "tcp client");
+            let id = admitted.id;
+            tokio::select! {
+                served = serve_conn(conn, client, listen, zone, || clients.touch(id)) => {
+                    if let Err(e) = served {
+                        tracing::debug!(%client, error = %e, "tcp client");
+                    }
+                }
+                () = admitted.close.notified() => tracing::debug!(%client, "tcp client closed to make room"),
             }
-            drop(slot);
+            clients.leave(id);
         });
     }
 }
 
-/// Length-prefixed messages until the client closes or idles.
-async fn serve_conn(mut conn: TcpStream, client: SocketAddr, listen: SocketAddr, zone: Shared) -> std::io::Result<()> {
+/// Length-prefixed messages until the client closes or idles; `active`
+/// runs at each query.
+async fn serve_conn(
+    mut conn: TcpStream,
+    client: SocketAddr,
+    listen: SocketAddr,
+    zone: Shared,
+    active: impl Fn(),
+) -> std::io::Result<()> {
     loop {
         let Ok(len) = tokio::time::timeout(TCP_IDLE, conn.read_u16()).await else {
             return Ok(());
         };
+        active();
         let mut query = vec![0u8; usize::from(len?)];
         tokio::time::timeout(TCP_IDLE, conn.read_exact(&mut query)).await??;
         let z = current(&zone);
