@@ -487,3 +487,32 @@ fn reverse(ip: IpAddr) -> String {
     let o = v4.octets();
     format!("{}.{}.{}.{}", o[3], o[2], o[1], o[0])
 }
+
+/// UDP is answered by a worker per core, each with its own socket on the
+/// listen address (`SO_REUSEPORT`), and every one of them answers.
+#[test]
+fn udp_is_served_by_a_socket_per_core() {
+    let node = TestNode::new().unwrap();
+    let chain = node
+        .chain(&node.bridge_conflist(
+            "dnsudp",
+            "1.0.0",
+            "10.242.13.0/24",
+            vec![dns("udp.internal", json!({}))],
+        ))
+        .unwrap();
+    let (a, b) = (node.container("a").unwrap(), node.container("b").unwrap());
+    attach(&chain, &a, "a", &[]);
+    let (ip_b, _) = attach(&chain, &b, "b", &[]);
+    let sockets = node.exec("ss", ["-H", "-u", "-l", "-n", "-p"]).unwrap();
+    let ours = sockets
+        .lines()
+        .filter(|l| l.contains("10.242.13.1:53") && l.contains("netsvc-dnsd"))
+        .count();
+    let cores = std::thread::available_parallelism().unwrap().get();
+    assert_eq!(ours, cores, "{sockets}");
+    // Queries from many source ports land on every socket; all are answered.
+    for _ in 0..20 {
+        assert_eq!(dig(a.ns(), "10.242.13.1", &["b.udp.internal"]), [ip_b.to_string()]);
+    }
+}

@@ -1,5 +1,6 @@
-//! The sockets: one UDP thread and one TCP task per listen address the zone
-//! names, opened and closed as networks come and go.
+//! The sockets: UDP threads (one per core, each with its own socket on the
+//! address, the kernel spreading clients over them) and one TCP task per
+//! listen address the zone names, opened and closed as networks come and go.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -80,10 +81,10 @@ impl Listeners {
     }
 }
 
-/// One listen address: a UDP thread and a TCP task.
+/// One listen address: its UDP threads and a TCP task.
 struct Listener {
     udp_stop: Arc<AtomicBool>,
-    udp: std::thread::JoinHandle<()>,
+    udp: Vec<std::thread::JoinHandle<()>>,
     tcp: JoinHandle<()>,
 }
 
@@ -93,7 +94,12 @@ impl Listener {
     async fn stop(self) {
         self.udp_stop.store(true, Ordering::Relaxed);
         self.tcp.abort();
-        let _ = tokio::task::spawn_blocking(move || self.udp.join()).await;
+        let _ = tokio::task::spawn_blocking(move || {
+            for worker in self.udp {
+                let _ = worker.join();
+            }
+        })
+        .await;
     }
 }
 
@@ -101,19 +107,52 @@ impl Listener {
 const UDP_STOP_CHECK: Duration = Duration::from_millis(50);
 
 async fn open(addr: SocketAddr, zone: &Shared) -> std::io::Result<Listener> {
-    let udp = std::net::UdpSocket::bind(addr)?;
-    udp.set_read_timeout(Some(UDP_STOP_CHECK))?;
+    let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let sockets = (0..workers)
+        .map(|_| udp_socket(addr))
+        .collect::<std::io::Result<Vec<_>>>()?;
     let tcp = tcp_listener(addr)?;
     let udp_stop = Arc::new(AtomicBool::new(false));
-    let (z, stop, runtime) = (zone.clone(), udp_stop.clone(), tokio::runtime::Handle::current());
-    let udp = std::thread::Builder::new()
-        .name(format!("dnsd-udp-{addr}"))
-        .spawn(move || serve_udp(Arc::new(udp), addr, z, stop, runtime))?;
+    let mut udp = Vec::new();
+    for (i, sock) in sockets.into_iter().enumerate() {
+        let (z, stop, runtime) = (zone.clone(), udp_stop.clone(), tokio::runtime::Handle::current());
+        let worker = std::thread::Builder::new()
+            .name(format!("dnsd-udp{i}-{addr}"))
+            .spawn(move || serve_udp(Arc::new(sock), addr, z, stop, runtime));
+        match worker {
+            Ok(w) => udp.push(w),
+            Err(e) => {
+                udp_stop.store(true, Ordering::Relaxed);
+                return Err(e);
+            }
+        }
+    }
     Ok(Listener {
         udp_stop,
         udp,
         tcp: tokio::spawn(serve_tcp(tcp, addr, zone.clone())),
     })
+}
+
+/// One of the address's UDP sockets: `SO_REUSEPORT`, so each worker has its
+/// own and the kernel spreads clients over them (a client's packets all go
+/// to one, in order).
+fn udp_socket(addr: SocketAddr) -> std::io::Result<std::net::UdpSocket> {
+    use nix::sys::socket::{AddressFamily, SockFlag, SockType, SockaddrStorage, bind, setsockopt, socket, sockopt};
+    let family = if addr.is_ipv4() {
+        AddressFamily::Inet
+    } else {
+        AddressFamily::Inet6
+    };
+    let fd = socket(family, SockType::Datagram, SockFlag::SOCK_CLOEXEC, None)?;
+    setsockopt(&fd, sockopt::ReusePort, &true)?;
+    if addr.is_ipv6() {
+        setsockopt(&fd, sockopt::Ipv6V6Only, &true)?;
+    }
+    bind(std::os::fd::AsRawFd::as_raw_fd(&fd), &SockaddrStorage::from(addr))?;
+    let sock = std::net::UdpSocket::from(fd);
+    sock.set_read_timeout(Some(UDP_STOP_CHECK))?;
+    Ok(sock)
 }
 
 /// A TCP listener with a long accept queue: clients past the served ones
