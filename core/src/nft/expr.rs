@@ -5,6 +5,7 @@
 use super::Family;
 use super::netlink::{attr, attr_str, attr_u32, nest};
 use super::objects::Verdict;
+use crate::inet::Protocol;
 
 /// The 16-byte registers (`reg 1`, `reg 2` in nft's debug output).
 pub const REG_1: u32 = 1;
@@ -29,10 +30,9 @@ pub enum Expr {
     MetaL4proto { dreg: u32 },
     /// `meta nfproto` (the packet's family, `NFPROTO_IPV4`/`IPV6`) into `dreg`.
     MetaNfproto { dreg: u32 },
-    /// The rule goes on only when `sreg` holds `value`.
-    CmpEq { sreg: u32, value: Vec<u8> },
-    /// The rule goes on only when `sreg` does not hold `value`.
-    CmpNeq { sreg: u32, value: Vec<u8> },
+    /// The rule goes on only when `sreg` compares to `value` as `op` says
+    /// (as big-endian bytes).
+    Cmp { op: CmpOp, sreg: u32, value: Vec<u8> },
     /// `ct <key>` (of the original direction when `original`) into `dreg`.
     Ct { key: CtKey, original: bool, dreg: u32 },
     /// `(sreg & mask) ^ xor` into `dreg`, over `mask.len()` bytes.
@@ -42,14 +42,6 @@ pub enum Expr {
         mask: Vec<u8>,
         xor: Vec<u8>,
     },
-    /// The rule goes on only when `sreg` holds a value from `from` to `to`
-    /// (both included, compared as big-endian bytes): two comparisons, as
-    /// nft writes a range.
-    InRange { sreg: u32, from: Vec<u8>, to: Vec<u8> },
-    /// The rule goes on only when `sreg` holds at least `value` (big-endian).
-    CmpGte { sreg: u32, value: Vec<u8> },
-    /// The rule goes on only when `sreg` holds at most `value` (big-endian).
-    CmpLte { sreg: u32, value: Vec<u8> },
     /// Membership of `sreg`'s key in the set `set` (the rule goes on when
     /// it is there, or with `invert` when it is not).
     InSet { set: String, sreg: u32, invert: bool },
@@ -95,6 +87,15 @@ pub enum Expr {
     Dnat { family: Family, addr: u32, port: u32 },
 }
 
+/// How a comparison compares (NFT_CMP_*).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CmpOp {
+    Eq = 0,
+    Neq = 1,
+    Lte = 3,
+    Gte = 5,
+}
+
 /// What `ct` loads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CtKey {
@@ -111,6 +112,68 @@ pub const CT_STATUS_DNAT: u32 = 0x20;
 pub const CT_STATE_ESTABLISHED: u32 = 0x2;
 pub const CT_STATE_RELATED: u32 = 0x4;
 
+/// `sreg` compared to `value` by `op`.
+pub fn cmp(op: CmpOp, sreg: u32, value: impl Into<Vec<u8>>) -> Expr {
+    Expr::Cmp {
+        op,
+        sreg,
+        value: value.into(),
+    }
+}
+
+/// The rule goes on only when `sreg` holds a value from `from` to `to`
+/// (both included, as big-endian bytes): two comparisons, as nft writes a range.
+pub fn in_range(sreg: u32, from: &[u8], to: &[u8]) -> [Expr; 2] {
+    [cmp(CmpOp::Gte, sreg, from), cmp(CmpOp::Lte, sreg, to)]
+}
+
+/// `meta l4proto <p>`: the rule goes on for packets of protocol `p` only.
+pub fn l4proto_is(p: Protocol) -> [Expr; 2] {
+    [Expr::MetaL4proto { dreg: REG_1 }, cmp(CmpOp::Eq, REG_1, [p.number()])]
+}
+
+/// `ct <key> <bits>`: the rule goes on when any of `bits` is set in the
+/// connection's `key` (its state, its status).
+pub fn ct_has(key: CtKey, bits: u32) -> [Expr; 3] {
+    [
+        Expr::Ct {
+            key,
+            original: false,
+            dreg: REG_1,
+        },
+        Expr::Bitwise {
+            sreg: REG_1,
+            dreg: REG_1,
+            mask: bits.to_ne_bytes().to_vec(),
+            xor: vec![0; 4],
+        },
+        cmp(CmpOp::Neq, REG_1, [0; 4]),
+    ]
+}
+
+/// Where an IPv4 or IPv6 header holds its source (or destination)
+/// address: (base, offset, length), as [`Expr::concat`] takes a field.
+pub fn address_field(ipv6: bool, source: bool) -> (Base, u32, u32) {
+    let (offset, len) = match (ipv6, source) {
+        (false, true) => (12, 4),
+        (false, false) => (16, 4),
+        (true, true) => (8, 16),
+        (true, false) => (24, 16),
+    };
+    (Base::Network, offset, len)
+}
+
+/// The source (or destination) address into `dreg`: `ip saddr` and its kin.
+pub fn address(ipv6: bool, source: bool, dreg: u32) -> Expr {
+    let (base, offset, len) = address_field(ipv6, source);
+    Expr::Payload {
+        base,
+        offset,
+        len,
+        dreg,
+    }
+}
+
 // linux/netfilter/nf_tables.h.
 const NFTA_LIST_ELEM: u16 = 1;
 const NFTA_EXPR_NAME: u16 = 1;
@@ -118,14 +181,10 @@ const NFTA_EXPR_DATA: u16 = 2;
 const NFTA_DATA_VALUE: u16 = 1;
 const NFT_META_L4PROTO: u32 = 16;
 const NFT_META_NFPROTO: u32 = 15;
-const NFT_CMP_LTE: u32 = 3;
-const NFT_CMP_GTE: u32 = 5;
 const NFT_LOOKUP_F_INV: u32 = 1;
 const NFT_LIMIT_PKTS: u32 = 0;
 /// `limit rate N/second`: the unit, in seconds.
 const LIMIT_PER_SECOND: u64 = 1;
-const NFT_CMP_EQ: u32 = 0;
-const NFT_CMP_NEQ: u32 = 1;
 const NFT_REG_VERDICT: u32 = 0;
 const NFT_REJECT_ICMP_UNREACH: u32 = 0;
 const NFT_REJECT_TCP_RST: u32 = 1;
@@ -159,13 +218,11 @@ impl Expr {
     fn name(&self) -> &'static str {
         match self {
             Expr::MetaL4proto { .. } | Expr::MetaNfproto { .. } => "meta",
-            Expr::InRange { .. } => unreachable!("written as two comparisons"),
-            Expr::CmpGte { .. } | Expr::CmpLte { .. } => "cmp",
             Expr::Counter => "counter",
             Expr::Limit { .. } => "limit",
             Expr::Log { .. } => "log",
             Expr::Verdict(_) => "immediate",
-            Expr::CmpEq { .. } | Expr::CmpNeq { .. } => "cmp",
+            Expr::Cmp { .. } => "cmp",
             Expr::Ct { .. } => "ct",
             Expr::Bitwise { .. } => "bitwise",
             Expr::InSet { .. } | Expr::Vmap { .. } => "lookup",
@@ -194,17 +251,6 @@ impl Expr {
                 attr_u32(m, 1, *dreg);
                 attr_u32(m, 2, NFT_META_NFPROTO);
             }
-            Expr::InRange { .. } => unreachable!("written as two comparisons"),
-            Expr::CmpGte { sreg, value: v } => {
-                attr_u32(m, 1, *sreg);
-                attr_u32(m, 2, NFT_CMP_GTE);
-                value(m, 3, v);
-            }
-            Expr::CmpLte { sreg, value: v } => {
-                attr_u32(m, 1, *sreg);
-                attr_u32(m, 2, NFT_CMP_LTE);
-                value(m, 3, v);
-            }
             Expr::Counter => {
                 attr(m, 1, &0u64.to_be_bytes()); // bytes
                 attr(m, 2, &0u64.to_be_bytes()); // packets
@@ -226,14 +272,9 @@ impl Expr {
                 attr_u32(m, 1, 0); // NFT_REG_VERDICT
                 nest(m, 2, |m| v.encode(m));
             }
-            Expr::CmpEq { sreg, value: v } => {
+            Expr::Cmp { op, sreg, value: v } => {
                 attr_u32(m, 1, *sreg);
-                attr_u32(m, 2, NFT_CMP_EQ);
-                value(m, 3, v);
-            }
-            Expr::CmpNeq { sreg, value: v } => {
-                attr_u32(m, 1, *sreg);
-                attr_u32(m, 2, NFT_CMP_NEQ);
+                attr_u32(m, 2, *op as u32);
                 value(m, 3, v);
             }
             Expr::Ct { key, original, dreg } => {
@@ -336,20 +377,6 @@ impl Expr {
 /// NFTA_RULE_EXPRESSIONS' content: one list element per expression.
 pub(super) fn encode_list(m: &mut Vec<u8>, exprs: &[Expr]) {
     for e in exprs {
-        if let Expr::InRange { sreg, from, to } = e {
-            let bounds = [
-                Expr::CmpGte {
-                    sreg: *sreg,
-                    value: from.clone(),
-                },
-                Expr::CmpLte {
-                    sreg: *sreg,
-                    value: to.clone(),
-                },
-            ];
-            encode_list(m, &bounds);
-            continue;
-        }
         nest(m, NFTA_LIST_ELEM, |m| {
             attr_str(m, NFTA_EXPR_NAME, e.name());
             nest(m, NFTA_EXPR_DATA, |m| e.encode_data(m));

@@ -3,7 +3,7 @@
 //! and what nft compiles to the same expressions; `tests/tests/nft_forms.rs`
 //! holds the two together).
 
-use netsvc_core::nft::expr::{Base, CT_STATE_ESTABLISHED, CT_STATE_RELATED, CtKey, Expr, REG_1};
+use netsvc_core::nft::expr::{self, Base, CT_STATE_ESTABLISHED, CT_STATE_RELATED, CmpOp, CtKey, Expr, REG_1};
 use netsvc_core::nft::{NlRule, Verdict};
 
 use crate::config::Protocol;
@@ -77,29 +77,10 @@ impl Stmt {
     /// table (an address match checks the family first).
     pub fn exprs(&self) -> Vec<Expr> {
         match self {
-            Stmt::Replies => vec![
-                Expr::Ct {
-                    key: CtKey::State,
-                    original: false,
-                    dreg: REG_1,
-                },
-                Expr::Bitwise {
-                    sreg: REG_1,
-                    dreg: REG_1,
-                    mask: (CT_STATE_ESTABLISHED | CT_STATE_RELATED).to_ne_bytes().to_vec(),
-                    xor: vec![0; 4],
-                },
-                Expr::CmpNeq {
-                    sreg: REG_1,
-                    value: vec![0; 4],
-                },
-            ],
+            Stmt::Replies => expr::ct_has(CtKey::State, CT_STATE_ESTABLISHED | CT_STATE_RELATED).to_vec(),
             Stmt::Family(f) => vec![
                 Expr::MetaNfproto { dreg: REG_1 },
-                Expr::CmpEq {
-                    sreg: REG_1,
-                    value: vec![nfproto(*f)],
-                },
+                expr::cmp(CmpOp::Eq, REG_1, [nfproto(*f)]),
             ],
             Stmt::Addr {
                 fam,
@@ -107,20 +88,9 @@ impl Stmt {
                 set,
                 negate,
             } => {
-                let (offset, len) = match (fam, source) {
-                    (Fam::V4, true) => (12, 4),
-                    (Fam::V4, false) => (16, 4),
-                    (Fam::V6, true) => (8, 16),
-                    (Fam::V6, false) => (24, 16),
-                };
                 let mut e = Stmt::Family(*fam).exprs();
                 e.extend([
-                    Expr::Payload {
-                        base: Base::Network,
-                        offset,
-                        len,
-                        dreg: REG_1,
-                    },
+                    expr::address(*fam == Fam::V6, *source, REG_1),
                     Expr::InSet {
                         set: set.clone(),
                         sreg: REG_1,
@@ -129,33 +99,20 @@ impl Stmt {
                 ]);
                 e
             }
-            Stmt::L4(p) => vec![
-                Expr::MetaL4proto { dreg: REG_1 },
-                Expr::CmpEq {
-                    sreg: REG_1,
-                    value: vec![p.number()],
-                },
-            ],
+            Stmt::L4(p) => expr::l4proto_is(*p).to_vec(),
             Stmt::Dport(lo, hi) => {
-                let load = Expr::Payload {
+                let mut e = vec![Expr::Payload {
                     base: Base::Transport,
                     offset: 2,
                     len: 2,
                     dreg: REG_1,
-                };
-                let test = if lo == hi {
-                    Expr::CmpEq {
-                        sreg: REG_1,
-                        value: lo.to_be_bytes().to_vec(),
-                    }
+                }];
+                if lo == hi {
+                    e.push(expr::cmp(CmpOp::Eq, REG_1, lo.to_be_bytes()));
                 } else {
-                    Expr::InRange {
-                        sreg: REG_1,
-                        from: lo.to_be_bytes().to_vec(),
-                        to: hi.to_be_bytes().to_vec(),
-                    }
-                };
-                vec![load, test]
+                    e.extend(expr::in_range(REG_1, &lo.to_be_bytes(), &hi.to_be_bytes()));
+                }
+                e
             }
             Stmt::Limit(rate) => vec![Expr::Limit {
                 rate: u64::from(*rate),

@@ -5,7 +5,7 @@
 
 use netsvc_core::graph::Protocol;
 use netsvc_core::nft::NlRule;
-use netsvc_core::nft::expr::{Base, CT_STATUS_DNAT, CtKey, Expr, REG_1, REG_2, reg32};
+use netsvc_core::nft::expr::{self, Base, CT_STATUS_DNAT, CtKey, Expr, REG_1, REG_2, reg32};
 
 use crate::model::Family;
 
@@ -52,21 +52,10 @@ impl PortRule {
 
     /// The rule's expressions, laid out as nft lays out [`Self::text`].
     pub fn exprs(&self) -> Vec<Expr> {
-        let (saddr, daddr, len) = self.family.addr_fields();
-        let mut e = vec![
-            Expr::MetaL4proto { dreg: REG_1 },
-            Expr::CmpEq {
-                sreg: REG_1,
-                value: vec![self.protocol.number()],
-            },
-        ];
+        let v6 = self.family.is_v6();
+        let mut e = expr::l4proto_is(self.protocol).to_vec();
         match &self.pick {
-            Pick::Remembered => e.push(Expr::Payload {
-                base: Base::Network,
-                offset: saddr,
-                len,
-                dreg: REG_1,
-            }),
+            Pick::Remembered => e.push(expr::address(v6, true, REG_1)),
             Pick::Random { n } => e.push(Expr::NumgenRandom {
                 modulus: *n,
                 dreg: REG_1,
@@ -74,9 +63,9 @@ impl PortRule {
             Pick::Jhash { n, seed } => {
                 // The flow's key from REG_2 on (32-bit register 4), hashed into REG_1.
                 let fields = [
-                    (Base::Network, saddr, len),
+                    expr::address_field(v6, true),
                     (Base::Transport, 0, 2),
-                    (Base::Network, daddr, len),
+                    expr::address_field(v6, false),
                     (Base::Transport, 2, 2),
                 ];
                 let (loads, key_len) = Expr::concat(&fields, 4);
@@ -119,32 +108,22 @@ impl PortRule {
 }
 
 impl Family {
-    /// Where the source and destination addresses are in the network
-    /// header, and their length.
-    fn addr_fields(self) -> (u32, u32, u32) {
-        match self {
-            Family::V4 => (12, 16, 4),
-            Family::V6 => (8, 24, 16),
-        }
+    fn is_v6(self) -> bool {
+        self == Family::V6
     }
 
     /// The 32-bit register after an address loaded into `reg32(0)`.
     fn after_addr(self) -> u32 {
-        reg32(self.addr_fields().2 / 4)
+        let (_, _, len) = expr::address_field(self.is_v6(), true);
+        reg32(len / 4)
     }
 }
 
 /// `<f> daddr . meta l4proto . th dport`, loaded from `reg32(0)` on: a packet's frontend.
 fn frontend_of_packet(f: Family) -> (String, Vec<Expr>) {
-    let (_, daddr, len) = f.addr_fields();
     let next = f.after_addr();
     let exprs = vec![
-        Expr::Payload {
-            base: Base::Network,
-            offset: daddr,
-            len,
-            dreg: reg32(0),
-        },
+        expr::address(f.is_v6(), false, reg32(0)),
         Expr::MetaL4proto { dreg: next },
         Expr::Payload {
             base: Base::Transport,
@@ -157,34 +136,8 @@ fn frontend_of_packet(f: Family) -> (String, Vec<Expr>) {
 }
 
 /// `ct status dnat`: the connection's destination was translated.
-fn ct_status_dnat() -> Vec<Expr> {
-    vec![
-        Expr::Ct {
-            key: CtKey::Status,
-            original: false,
-            dreg: REG_1,
-        },
-        Expr::Bitwise {
-            sreg: REG_1,
-            dreg: REG_1,
-            mask: CT_STATUS_DNAT.to_ne_bytes().to_vec(),
-            xor: vec![0; 4],
-        },
-        Expr::CmpNeq {
-            sreg: REG_1,
-            value: vec![0; 4],
-        },
-    ]
-}
-
-fn l4proto_is(p: Protocol) -> Vec<Expr> {
-    vec![
-        Expr::MetaL4proto { dreg: REG_1 },
-        Expr::CmpEq {
-            sreg: REG_1,
-            value: vec![p.number()],
-        },
-    ]
+fn ct_status_dnat() -> [Expr; 3] {
+    expr::ct_has(CtKey::Status, CT_STATUS_DNAT)
 }
 
 /// A packet to a frontend goes to the service port's chain (`vmap @map`).
@@ -205,7 +158,7 @@ pub fn dispatch(f: Family, map: &str) -> NlRule {
 pub fn remember(f: Family, p: Protocol, map: &str) -> NlRule {
     let w = f.word();
     let next = f.after_addr();
-    let mut exprs = l4proto_is(p);
+    let mut exprs = expr::l4proto_is(p).to_vec();
     exprs.extend(ct_status_dnat());
     exprs.extend([
         Expr::Ct {
@@ -237,21 +190,10 @@ pub fn remember(f: Family, p: Protocol, map: &str) -> NlRule {
 /// is masqueraded, so its reply comes back through the node.
 pub fn hairpin(f: Family, set: &str) -> NlRule {
     let w = f.word();
-    let (saddr, daddr, len) = f.addr_fields();
-    let mut exprs = ct_status_dnat();
+    let mut exprs = ct_status_dnat().to_vec();
     exprs.extend([
-        Expr::Payload {
-            base: Base::Network,
-            offset: saddr,
-            len,
-            dreg: reg32(0),
-        },
-        Expr::Payload {
-            base: Base::Network,
-            offset: daddr,
-            len,
-            dreg: f.after_addr(),
-        },
+        expr::address(f.is_v6(), true, reg32(0)),
+        expr::address(f.is_v6(), false, f.after_addr()),
         Expr::InSet {
             set: set.to_string(),
             sreg: reg32(0),
@@ -276,7 +218,7 @@ pub fn reject(f: Family, set: &str, tcp: bool) -> NlRule {
         invert: false,
     });
     if tcp {
-        exprs.extend(l4proto_is(Protocol::Tcp));
+        exprs.extend(expr::l4proto_is(Protocol::Tcp));
     }
     exprs.push(Expr::Reject {
         tcp_reset: tcp,
@@ -296,21 +238,10 @@ pub fn reject(f: Family, set: &str, tcp: bool) -> NlRule {
 /// Remembers (or refreshes) the client's backend in the clients map `map`.
 pub fn update_client(f: Family, map: &str) -> NlRule {
     let w = f.word();
-    let (saddr, daddr, len) = f.addr_fields();
     NlRule {
         exprs: vec![
-            Expr::Payload {
-                base: Base::Network,
-                offset: saddr,
-                len,
-                dreg: REG_1,
-            },
-            Expr::Payload {
-                base: Base::Network,
-                offset: daddr,
-                len,
-                dreg: REG_2,
-            },
+            expr::address(f.is_v6(), true, REG_1),
+            expr::address(f.is_v6(), false, REG_2),
             Expr::DynsetUpdate {
                 set: map.to_string(),
                 sreg_key: REG_1,
